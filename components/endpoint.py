@@ -1,0 +1,353 @@
+"""The endpoint contract, both sides of it.
+
+Producer side: turn each host's verify report into the `runtimeEndpoint`
+document, refusing any host whose report did not pass. Consumer side: read
+the two stack outputs back (from a `StackReference` or from
+`pulumi stack output --json --show-secrets`), validate them, and open a
+docker-py client to a host.
+
+`runtimeEndpoint` is not secret (addresses, CA certificate, host keys);
+`runtimeClientTls` is (the consumers' client key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENDPOINT_SCHEMA = "functions-runtime/endpoint@1"
+CLIENT_TLS_SCHEMA = "functions-runtime/client-tls@1"
+VERIFY_SCHEMA = "functions-runtime/verify@1"
+ISOLATIONS = ("vm", "sandbox")
+SOURCES = ("hcloud", "dedicated")
+
+
+class VerificationFailed(Exception):
+    """A host's verify step did not pass; the update must stop."""
+
+    def __init__(self, host: str, check: str, reason: str) -> None:
+        self.host, self.check, self.reason = host, check, reason
+        super().__init__(f"host {host}: verification failed at {check!r}: {reason}")
+
+
+class EndpointError(ValueError):
+    """A runtimeEndpoint or runtimeClientTls document does not fit the contract."""
+
+
+# ---------------------------------------------------------------- producer
+
+
+def parse_verify_report(host: str, stdout: str) -> dict[str, Any]:
+    """The verify script's JSON, or VerificationFailed naming host and check."""
+    try:
+        report = json.loads(stdout)
+    except (TypeError, json.JSONDecodeError) as err:
+        first = (stdout or "").strip().splitlines()[:1]
+        raise VerificationFailed(
+            host, "report", f"verify printed no JSON report ({err}); first line: {first}"
+        ) from err
+    if not isinstance(report, dict) or report.get("schema") != VERIFY_SCHEMA:
+        raise VerificationFailed(host, "report", f"expected a {VERIFY_SCHEMA} document")
+    if report.get("host") != host:
+        raise VerificationFailed(
+            host, "report", f"the report is for host {report.get('host')!r}, not {host!r}"
+        )
+    if report.get("passed") is not True:
+        raise VerificationFailed(
+            host,
+            str(report.get("failedCheck") or "unknown"),
+            str(report.get("reason") or "the report says it did not pass"),
+        )
+    runtimes = report.get("runtimes")
+    if not isinstance(runtimes, list) or not runtimes:
+        raise VerificationFailed(host, "runtimes", "the report lists no verified runtime")
+    for rt in runtimes:
+        if not isinstance(rt, dict) or rt.get("isolation") not in ISOLATIONS:
+            raise VerificationFailed(host, "runtimes", f"malformed runtime entry {rt!r}")
+        if rt.get("guestKernel") == report.get("hostKernel"):
+            raise VerificationFailed(
+                host, "kernel-differs", f"runtime {rt.get('name')} shares the host kernel"
+            )
+    if report.get("defaultRuntime") not in {rt["name"] for rt in runtimes}:
+        raise VerificationFailed(
+            host, "default-runtime", "Docker's default runtime is not a verified runtime"
+        )
+    return report
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the program knows of a host besides its verify report."""
+
+    name: str
+    source: str
+    private_address: str
+    public_address: str
+    ssh_host_key: str | None
+    port: int
+
+
+def build_endpoint_host(facts: HostFacts, report: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": facts.name,
+        "source": facts.source,
+        "dockerHost": f"tcp://{facts.private_address}:{facts.port}",
+        "privateAddress": facts.private_address,
+        "publicAddress": facts.public_address,
+        "sshHostKey": facts.ssh_host_key,
+        "defaultRuntime": report["defaultRuntime"],
+        "runtimes": [
+            {
+                "name": rt["name"],
+                "shim": rt.get("shim"),
+                "isolation": rt["isolation"],
+                "hypervisor": rt.get("hypervisor"),
+                "guestKernel": rt.get("guestKernel"),
+                "coldStartMs": rt.get("coldStartMs"),
+            }
+            for rt in report["runtimes"]
+        ],
+        "versions": dict(report.get("versions") or {}),
+        "hostKernel": report.get("hostKernel"),
+    }
+
+
+def build_endpoint(ca_cert_pem: str, isolation: str, hosts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The `runtimeEndpoint` document from verified hosts only."""
+    defaults = {h["defaultRuntime"] for h in hosts}
+    return {
+        "schema": ENDPOINT_SCHEMA,
+        "isolation": isolation,
+        "caCertPem": ca_cert_pem,
+        # One value when every host agrees (the usual case); otherwise each
+        # host's own `defaultRuntime` applies.
+        "defaultRuntime": defaults.pop() if len(defaults) == 1 else None,
+        "hosts": sorted((dict(h) for h in hosts), key=lambda h: h["name"]),
+    }
+
+
+def build_client_tls(ca_cert_pem: str, cert_pem: str, key_pem: str) -> dict[str, Any]:
+    return {
+        "schema": CLIENT_TLS_SCHEMA,
+        "caCertPem": ca_cert_pem,
+        "certPem": cert_pem,
+        "keyPem": key_pem,
+    }
+
+
+# ---------------------------------------------------------------- consumer
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    name: str
+    isolation: str
+    shim: str | None
+    hypervisor: str | None
+    guest_kernel: str | None
+    cold_start_ms: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class EndpointHost:
+    name: str
+    source: str
+    docker_host: str
+    private_address: str
+    public_address: str
+    ssh_host_key: str | None
+    default_runtime: str
+    runtimes: tuple[RuntimeInfo, ...]
+    versions: Mapping[str, Any] = field(default_factory=dict)
+    host_kernel: str | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeEndpoint:
+    isolation: str
+    ca_cert_pem: str
+    default_runtime: str | None
+    hosts: tuple[EndpointHost, ...]
+
+    def host(self, name: str | None = None) -> EndpointHost:
+        if name is None:
+            return self.hosts[0]
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise EndpointError(f"no host {name!r} in the endpoint; hosts: {[h.name for h in self.hosts]}")
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    ca_cert_pem: str
+    cert_pem: str
+    key_pem: str = field(repr=False)
+
+
+def _require(doc: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
+    value = doc.get(name)
+    if not isinstance(value, kind):
+        raise EndpointError(f"{where}.{name}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def read_endpoint(doc: Any) -> RuntimeEndpoint:
+    """Validate a `runtimeEndpoint` document (a dict or its JSON text)."""
+    if isinstance(doc, str):
+        doc = json.loads(doc)
+    if not isinstance(doc, Mapping):
+        raise EndpointError("runtimeEndpoint: expected an object")
+    if doc.get("schema") != ENDPOINT_SCHEMA:
+        raise EndpointError(
+            f"runtimeEndpoint.schema: expected {ENDPOINT_SCHEMA!r}, got {doc.get('schema')!r}; "
+            "the producing stack is of another contract version"
+        )
+    ca = _require(doc, "caCertPem", str, "runtimeEndpoint")
+    if "BEGIN CERTIFICATE" not in ca:
+        raise EndpointError("runtimeEndpoint.caCertPem: not a PEM certificate")
+    if "PRIVATE KEY" in json.dumps(doc):
+        raise EndpointError("runtimeEndpoint: holds a private key; it must never be published")
+    isolation = _require(doc, "isolation", str, "runtimeEndpoint")
+    if isolation not in ISOLATIONS:
+        raise EndpointError(f"runtimeEndpoint.isolation: {isolation!r} is not one of {ISOLATIONS}")
+    hosts_raw = _require(doc, "hosts", list, "runtimeEndpoint")
+    if not hosts_raw:
+        raise EndpointError("runtimeEndpoint.hosts: no verified host")
+    hosts = []
+    for i, h in enumerate(hosts_raw):
+        where = f"runtimeEndpoint.hosts[{i}]"
+        if not isinstance(h, Mapping):
+            raise EndpointError(f"{where}: expected an object")
+        docker_host = _require(h, "dockerHost", str, where)
+        if not docker_host.startswith("tcp://"):
+            raise EndpointError(f"{where}.dockerHost: expected tcp://address:port")
+        source = _require(h, "source", str, where)
+        if source not in SOURCES:
+            raise EndpointError(f"{where}.source: {source!r} is not one of {SOURCES}")
+        runtimes = []
+        for j, rt in enumerate(_require(h, "runtimes", list, where)):
+            rwhere = f"{where}.runtimes[{j}]"
+            iso = _require(rt, "isolation", str, rwhere)
+            if iso not in ISOLATIONS or (isolation == "vm" and iso != "vm"):
+                raise EndpointError(f"{rwhere}.isolation: {iso!r} does not meet the stack's {isolation!r}")
+            runtimes.append(
+                RuntimeInfo(
+                    name=_require(rt, "name", str, rwhere),
+                    isolation=iso,
+                    shim=rt.get("shim"),
+                    hypervisor=rt.get("hypervisor"),
+                    guest_kernel=rt.get("guestKernel"),
+                    cold_start_ms=rt.get("coldStartMs"),
+                )
+            )
+        if not runtimes:
+            raise EndpointError(f"{where}.runtimes: no verified runtime")
+        default_runtime = _require(h, "defaultRuntime", str, where)
+        if default_runtime not in {r.name for r in runtimes}:
+            raise EndpointError(f"{where}.defaultRuntime: {default_runtime!r} is not a verified runtime")
+        hosts.append(
+            EndpointHost(
+                name=_require(h, "name", str, where),
+                source=source,
+                docker_host=docker_host,
+                private_address=_require(h, "privateAddress", str, where),
+                public_address=_require(h, "publicAddress", str, where),
+                ssh_host_key=h.get("sshHostKey"),
+                default_runtime=default_runtime,
+                runtimes=tuple(runtimes),
+                versions=dict(h.get("versions") or {}),
+                host_kernel=h.get("hostKernel"),
+            )
+        )
+    return RuntimeEndpoint(
+        isolation=isolation,
+        ca_cert_pem=ca,
+        default_runtime=doc.get("defaultRuntime"),
+        hosts=tuple(hosts),
+    )
+
+
+def read_client_tls(doc: Any) -> ClientTls:
+    """Validate a `runtimeClientTls` document (a dict or its JSON text)."""
+    if isinstance(doc, str):
+        doc = json.loads(doc)
+    if not isinstance(doc, Mapping) or doc.get("schema") != CLIENT_TLS_SCHEMA:
+        raise EndpointError(
+            f"runtimeClientTls: expected a {CLIENT_TLS_SCHEMA} document; read it with "
+            "`pulumi stack output --json --show-secrets` (it is a secret output)"
+        )
+    where = "runtimeClientTls"
+    key = _require(doc, "keyPem", str, where)
+    if key.startswith("[secret]") or "PRIVATE KEY" not in key:
+        raise EndpointError(
+            "runtimeClientTls.keyPem: the key is masked; pass --show-secrets to "
+            "`pulumi stack output`"
+        )
+    return ClientTls(
+        ca_cert_pem=_require(doc, "caCertPem", str, where),
+        cert_pem=_require(doc, "certPem", str, where),
+        key_pem=key,
+    )
+
+
+def read_stack_outputs(text: str) -> tuple[RuntimeEndpoint, ClientTls]:
+    """Both documents from `pulumi stack output --json --show-secrets`."""
+    outputs = json.loads(text)
+    if "runtimeEndpoint" not in outputs:
+        raise EndpointError("the stack has no runtimeEndpoint output; did `pulumi up` finish?")
+    return read_endpoint(outputs["runtimeEndpoint"]), read_client_tls(outputs.get("runtimeClientTls"))
+
+
+def from_stack_reference(ref: Any) -> Any:
+    """`Output[tuple[RuntimeEndpoint, ClientTls]]` for a consumer stack."""
+    import pulumi
+
+    return pulumi.Output.all(
+        ref.require_output("runtimeEndpoint"), ref.require_output("runtimeClientTls")
+    ).apply(lambda docs: (read_endpoint(docs[0]), read_client_tls(docs[1])))
+
+
+def docker_client(
+    endpoint: RuntimeEndpoint,
+    tls: ClientTls,
+    host: str | None = None,
+    base_url: str | None = None,
+    timeout: int = 60,
+) -> Any:
+    """A docker-py client for one verified host, over mutual TLS.
+
+    `base_url` overrides the host's `dockerHost` (an SSH tunnel, the lab's
+    port forward); the server certificate also names 127.0.0.1 for that.
+    The key is written to a private temporary directory that is removed
+    when the client is garbage-collected or closed.
+    """
+    import shutil
+
+    import docker
+
+    target = endpoint.host(host)
+    tmp = Path(tempfile.mkdtemp(prefix="functions-runtime-tls-"))
+    os.chmod(tmp, 0o700)
+    paths = {}
+    for name, pem in (("ca.pem", endpoint.ca_cert_pem), ("cert.pem", tls.cert_pem), ("key.pem", tls.key_pem)):
+        path = tmp / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(pem)
+        paths[name] = str(path)
+    tls_config = docker.tls.TLSConfig(
+        client_cert=(paths["cert.pem"], paths["key.pem"]),
+        ca_cert=paths["ca.pem"],
+        verify=True,
+    )
+    url = (base_url or target.docker_host).replace("tcp://", "https://", 1)
+    client = docker.DockerClient(base_url=url, tls=tls_config, timeout=timeout)
+    weakref.finalize(client, shutil.rmtree, tmp, True)
+    return client

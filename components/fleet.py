@@ -1,0 +1,92 @@
+"""RuntimeFleet: the shared parts, N independent hosts, and the endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_hcloud as hcloud
+import pulumi_tls as tls
+
+from components.endpoint import build_client_tls, build_endpoint
+from components.host import HostArgs, RuntimeHost
+from components.network import FleetNetwork, NetworkArgs
+from components.payload import build_payload
+from components.pki import FleetPki
+from components.settings import Settings, stack_slug
+
+
+class RuntimeFleet(pulumi.ComponentResource):
+    """Every host of a stack, verified, behind one endpoint document."""
+
+    runtime_endpoint: pulumi.Output[dict[str, Any]]
+    runtime_client_tls: pulumi.Output[dict[str, Any]]
+
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("functions-runtime:index:RuntimeFleet", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {"functions-runtime-stack": stack_slug(settings.stack)}
+        payload = build_payload(settings.artifacts.catalog)
+        pki = FleetPki(f"{name}-pki", settings.stack, opts=child)
+
+        network = None
+        hcloud_key_ids: list[pulumi.Input[str]] = []
+        authorized: list[pulumi.Input[str]] = list(settings.admin.ssh_keys)
+        ssh_private_key: pulumi.Input[str] | None = settings.dedicated_ssh_key
+        cloud_private_key: pulumi.Input[str] | None = None
+        if settings.hcloud_hosts:
+            # The program's own key for Cloud servers; it lives only in state,
+            # as a secret.
+            provisioning_key = tls.PrivateKey(f"{name}-provisioning-key", algorithm="ED25519", opts=child)
+            hcloud_key = hcloud.SshKey(
+                f"{name}-provisioning",
+                name=f"{name}-{stack_slug(settings.stack)}-provisioning",
+                public_key=provisioning_key.public_key_openssh,
+                labels=labels,
+                opts=child,
+            )
+            hcloud_key_ids = [hcloud_key.id]
+            authorized = [provisioning_key.public_key_openssh, *authorized]
+            network = FleetNetwork(name, NetworkArgs(settings=settings, labels=labels), opts=child)
+            cloud_private_key = pulumi.Output.secret(provisioning_key.private_key_openssh)
+
+        self.hosts: list[RuntimeHost] = []
+        for spec in settings.hosts:
+            # Hosts depend on the shared parts only, never on each other: one
+            # failing host does not hold the others back.
+            key = cloud_private_key if spec.source == "hcloud" else ssh_private_key
+            self.hosts.append(
+                RuntimeHost(
+                    spec.name,
+                    HostArgs(
+                        spec=spec,
+                        settings=settings,
+                        payload=payload,
+                        pki=pki,
+                        labels=labels,
+                        authorized_keys=authorized,
+                        ssh_private_key=key,
+                        network=network,
+                        hcloud_ssh_key_ids=hcloud_key_ids,
+                    ),
+                    opts=child,
+                )
+            )
+
+        ca = pki.ca_cert.cert_pem
+        self.runtime_endpoint = pulumi.Output.all(ca, *[h.endpoint_entry for h in self.hosts]).apply(
+            lambda v: build_endpoint(v[0], settings.isolation, v[1:])
+        )
+        self.runtime_client_tls = pulumi.Output.secret(
+            pulumi.Output.all(ca, pki.client.cert_pem, pki.client.private_key_pem).apply(
+                lambda v: build_client_tls(v[0], v[1], v[2])
+            )
+        )
+        self.register_outputs(
+            {
+                # Exported as the stack's runtimeEndpoint; read by consumer stacks.
+                "runtimeEndpoint": self.runtime_endpoint,
+                # Exported as the secret runtimeClientTls; read by the functions service.
+                "runtimeClientTls": self.runtime_client_tls,
+            }
+        )

@@ -1,0 +1,72 @@
+"""The files every host receives: scripts, catalog, rendered base config.
+
+Packed as a deterministic tar.gz (sorted names, fixed owner, mode and
+mtime) so the same inputs give the same bytes, hence the same hash in the
+remote commands' triggers and no spurious re-runs on the next `pulumi up`.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.catalog import Catalog
+from components.cloud_init import render_base_files
+
+REMOTE_ROOT = "/opt/functions-runtime"
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
+
+
+@dataclass(frozen=True)
+class Payload:
+    files: dict[str, bytes]
+    archive: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.archive).hexdigest()
+
+    @property
+    def archive_base64(self) -> str:
+        return base64.b64encode(self.archive).decode()
+
+    def file_sha256(self, path: str) -> str:
+        return hashlib.sha256(self.files[path]).hexdigest()
+
+
+def collect_files(catalog: Catalog, scripts_dir: Path | None = None) -> dict[str, bytes]:
+    """Relative path under REMOTE_ROOT -> content."""
+    files: dict[str, bytes] = {}
+    for script in sorted((scripts_dir or SCRIPTS_DIR).glob("*.sh")):
+        files[f"scripts/{script.name}"] = script.read_bytes()
+    files["catalog/artifacts.tsv"] = catalog.text.encode()
+    base = render_base_files()
+    files["base/packages.txt"] = base.packages.encode()
+    files["base/modules.conf"] = base.modules.encode()
+    files["base/sshd.conf"] = base.sshd.encode()
+    return files
+
+
+def pack(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            data = files[name]
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def build_payload(catalog: Catalog, scripts_dir: Path | None = None) -> Payload:
+    files = collect_files(catalog, scripts_dir)
+    return Payload(files=files, archive=pack(files))

@@ -1,0 +1,108 @@
+"""The endpoint's PKI: one CA per stack, a server certificate per host, and
+client certificates (one for consumers, one per host for its own verify).
+
+Keys live only in Pulumi state, encrypted as secrets. The consumers' client
+key never reaches a host: each host verifies itself with its own client
+certificate, so a compromised host cannot impersonate the functions service
+elsewhere beyond what its own certificate allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_tls as tls
+
+# ECDSA P-256: supported by Go's crypto/tls (dockerd) and by OpenSSL (docker-py).
+KEY_ALGORITHM = "ECDSA"
+KEY_CURVE = "P256"
+CA_VALIDITY_HOURS = 10 * 365 * 24
+LEAF_VALIDITY_HOURS = 2 * 365 * 24
+# Leaf certificates are re-issued by the next `pulumi up` inside this window.
+LEAF_EARLY_RENEWAL_HOURS = 30 * 24
+ORGANIZATION = "functions-runtime"
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    cert_pem: pulumi.Output[str]
+    private_key_pem: pulumi.Output[str]
+
+
+class FleetPki(pulumi.ComponentResource):
+    """A stack's certificate authority and the certificates it issues."""
+
+    def __init__(self, name: str, stack: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("functions-runtime:index:FleetPki", name, None, opts)
+        self._name = name
+        self.ca_key = tls.PrivateKey(
+            f"{name}-ca-key",
+            algorithm=KEY_ALGORITHM,
+            ecdsa_curve=KEY_CURVE,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.ca_cert = tls.SelfSignedCert(
+            f"{name}-ca",
+            private_key_pem=self.ca_key.private_key_pem,
+            is_ca_certificate=True,
+            validity_period_hours=CA_VALIDITY_HOURS,
+            allowed_uses=["cert_signing", "crl_signing"],
+            subject=tls.SelfSignedCertSubjectArgs(
+                common_name=f"functions-runtime {stack} endpoint CA",
+                organization=ORGANIZATION,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.client = self.issue_client("consumer", "functions-runtime consumer")
+        self.register_outputs({"caCertPem": self.ca_cert.cert_pem})
+
+    def _issue(
+        self,
+        name: str,
+        common_name: str,
+        uses: list[str],
+        ip_addresses: list[pulumi.Input[str]] | None,
+        parent: pulumi.Resource,
+    ) -> IssuedCert:
+        opts = pulumi.ResourceOptions(parent=parent)
+        key = tls.PrivateKey(f"{name}-key", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=opts)
+        csr = tls.CertRequest(
+            f"{name}-csr",
+            private_key_pem=key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(common_name=common_name, organization=ORGANIZATION),
+            ip_addresses=ip_addresses,
+            opts=opts,
+        )
+        cert = tls.LocallySignedCert(
+            f"{name}-cert",
+            cert_request_pem=csr.cert_request_pem,
+            ca_private_key_pem=self.ca_key.private_key_pem,
+            ca_cert_pem=self.ca_cert.cert_pem,
+            validity_period_hours=LEAF_VALIDITY_HOURS,
+            early_renewal_hours=LEAF_EARLY_RENEWAL_HOURS,
+            allowed_uses=uses,
+            opts=opts,
+        )
+        return IssuedCert(cert_pem=cert.cert_pem, private_key_pem=pulumi.Output.secret(key.private_key_pem))
+
+    def issue_client(self, name: str, common_name: str, parent: pulumi.Resource | None = None) -> IssuedCert:
+        return self._issue(
+            f"{self._name}-{name}",
+            common_name,
+            ["digital_signature", "key_encipherment", "client_auth"],
+            None,
+            parent or self,
+        )
+
+    def issue_server(
+        self, name: str, ip_addresses: list[pulumi.Input[str]], parent: pulumi.Resource
+    ) -> IssuedCert:
+        """A server certificate for the Docker endpoint at these addresses."""
+        return self._issue(
+            name,
+            name,
+            ["digital_signature", "key_encipherment", "server_auth"],
+            ip_addresses,
+            parent,
+        )
