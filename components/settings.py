@@ -50,7 +50,12 @@ REFUSED_HYPERVISORS = {
 # Docker's default bridge; a private network overlapping it makes the host's
 # routes ambiguous for containers.
 DOCKER_DEFAULT_BRIDGE = ipaddress.ip_network("172.17.0.0/16")
-LINK_LOCAL = ipaddress.ip_network("169.254.0.0/16")
+RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+# Where a functions service may call the endpoint from without an opt-in:
+# RFC 1918, carrier-grade NAT, IPv6 unique-local, loopback (tunnels).
+ENDPOINT_PRIVATE = RFC1918 + tuple(
+    ipaddress.ip_network(n) for n in ("100.64.0.0/10", "fc00::/7", "127.0.0.0/8", "::1/128")
+)
 # Hetzner allows at most 10 servers in one spread placement group.
 PLACEMENT_GROUP_SIZE = 10
 MAX_HOSTS_PER_GROUP = 100
@@ -249,6 +254,10 @@ class _Problems:
             return None
 
 
+def _within(net: ipaddress.IPv4Network | ipaddress.IPv6Network, ranges: Sequence[Any]) -> bool:
+    return any(net.version == r.version and net.subnet_of(r) for r in ranges)
+
+
 def _is_anywhere(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
     return net.prefixlen == 0
 
@@ -330,7 +339,7 @@ def _parse_network(p: _Problems, value: Any) -> NetworkSettings:
     range_net = p.cidr(key("network.ipRange"), ip_range)
     subnet_net = p.cidr(key("network.subnet"), subnet)
     if range_net is not None:
-        if range_net.version != 4 or not range_net.is_private or range_net.overlaps(LINK_LOCAL):
+        if not _within(range_net, RFC1918):
             p.add(key("network.ipRange"), f"{ip_range} must be a private IPv4 range (RFC 1918)")
         elif range_net.overlaps(DOCKER_DEFAULT_BRIDGE):
             p.add(
@@ -392,7 +401,7 @@ def _parse_endpoint(p: _Problems, value: Any, network: NetworkSettings) -> Endpo
                 f"{c} would expose the container API to everyone; list the networks "
                 "of the functions service",
             )
-        elif not (net.is_private or net.is_loopback) and not public_ok:
+        elif not _within(net, ENDPOINT_PRIVATE) and not public_ok:
             p.add(
                 key(f"endpoint.allowedCidrs[{i}]"),
                 f"{c} is not a private range; the endpoint listens on the private "

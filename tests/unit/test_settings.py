@@ -1,0 +1,175 @@
+"""Stack configuration: every bad value is refused, by config key, at once.
+
+These run `parse_settings` directly (no Pulumi engine): what they prove is
+the validation and its messages; that the program calls it before any
+resource is registered is proven in test_program.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from components.settings import PLACEMENT_GROUP_SIZE, SettingsError, parse_settings
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKJrmllVu4fMVCnQiQh96iGQMhpTa/0BpPT/hQl0cgYS"
+
+GOOD: dict[str, Any] = {
+    "isolation": "sandbox",
+    "hosts": [
+        {"name": "cloud", "source": "hcloud", "count": 2, "serverType": "cx23", "location": "fsn1"},
+        {
+            "name": "metal",
+            "source": "dedicated",
+            "addresses": [{"address": "203.0.113.50", "privateAddress": "10.0.1.50", "hostKey": HOST_KEY}],
+        },
+    ],
+    "admin": {"sshSourceCidrs": ["198.51.100.7/32"]},
+    "dedicatedSshKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n",
+}
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    """GOOD with one value replaced; path like 'hosts.0.count' ('-' deletes)."""
+    cfg = copy.deepcopy(GOOD)
+    parts = path.split(".")
+    target: Any = cfg
+    for part in parts[:-1]:
+        target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
+    last = parts[-1]
+    if value == "-":
+        del target[last]
+    elif isinstance(target, list):
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return cfg
+
+
+def problems_of(cfg: dict[str, Any]) -> list[str]:
+    with pytest.raises(SettingsError) as err:
+        parse_settings(cfg, "test")
+    return err.value.problems
+
+
+def test_good_config_parses_into_flat_hosts():
+    s = parse_settings(GOOD, "test")
+    assert [h.name for h in s.hosts] == ["cloud-1", "cloud-2", "metal-1"]
+    assert s.hosts[0].server_name == "test-cloud-1"
+    assert s.hosts[0].image == "debian-13"
+    assert s.hosts[2].private_address == "10.0.1.50"
+    assert s.endpoint.port == 2376
+    assert s.endpoint.allowed_cidrs == ("10.0.0.0/16",)
+    assert s.kata.hypervisor == "qemu"
+    assert s.artifacts.catalog["kata"].version == "3.32.0"
+
+
+BAD_CASES = [
+    ("unknown source", with_change("hosts.0.source", "aws"), "functions-runtime:hosts[0].source"),
+    ("count below one", with_change("hosts.0.count", 0), "functions-runtime:hosts[0].count"),
+    ("count missing", with_change("hosts.0.count", "-"), "functions-runtime:hosts[0].count"),
+    ("host name not a hostname", with_change("hosts.0.name", "Cloud_1"), "functions-runtime:hosts[0].name"),
+    ("duplicate group name", with_change("hosts.1.name", "cloud"), "functions-runtime:hosts[1].name"),
+    ("bad server type", with_change("hosts.0.serverType", "huge one"), "functions-runtime:hosts[0].serverType"),
+    ("unknown location", with_change("hosts.0.location", "mars1"), "functions-runtime:hosts[0].location"),
+    ("location outside zone", with_change("hosts.0.location", "ash"), "functions-runtime:hosts[0].location"),
+    ("unsupported image", with_change("hosts.0.image", "ubuntu-24.04"), "functions-runtime:hosts[0].image"),
+    ("typo in a field", with_change("hosts.0.servertype", "cx23"), "functions-runtime:hosts[0]"),
+    ("bad isolation", with_change("isolation", "container"), "functions-runtime:isolation"),
+    ("hcloud in a vm stack", with_change("isolation", "vm"), "functions-runtime:hosts[0]"),
+    ("unknown hypervisor", with_change("kata", {"hypervisor": "vmware"}), "functions-runtime:kata.hypervisor"),
+    ("firecracker refused", with_change("kata", {"hypervisor": "firecracker"}), "functions-runtime:kata.hypervisor"),
+    ("public network range", with_change("network", {"ipRange": "8.8.0.0/16"}), "functions-runtime:network.ipRange"),
+    (
+        "range overlaps docker bridge",
+        with_change("network", {"ipRange": "172.16.0.0/12", "subnet": "172.16.1.0/24"}),
+        "functions-runtime:network.ipRange",
+    ),
+    ("subnet outside range", with_change("network", {"subnet": "10.9.0.0/24"}), "functions-runtime:network.subnet"),
+    ("cidr with host bits", with_change("network", {"ipRange": "10.0.0.1/16"}), "functions-runtime:network.ipRange"),
+    ("unknown zone", with_change("network", {"zone": "moon"}), "functions-runtime:network.zone"),
+    ("ssh sources missing", with_change("admin", {}), "functions-runtime:admin.sshSourceCidrs"),
+    (
+        "ssh from anywhere without opt-in",
+        with_change("admin", {"sshSourceCidrs": ["0.0.0.0/0"]}),
+        "functions-runtime:admin.sshSourceCidrs[0]",
+    ),
+    (
+        "ipv6 anywhere without opt-in",
+        with_change("admin", {"sshSourceCidrs": ["::/0"]}),
+        "functions-runtime:admin.sshSourceCidrs[0]",
+    ),
+    (
+        "private key given as admin key",
+        with_change("admin", {"sshSourceCidrs": ["198.51.100.7/32"], "sshKeys": ["-----BEGIN OPENSSH PRIVATE KEY-----"]}),
+        "functions-runtime:admin.sshKeys[0]",
+    ),
+    ("endpoint open to all", with_change("endpoint", {"allowedCidrs": ["0.0.0.0/0"]}), "functions-runtime:endpoint.allowedCidrs[0]"),
+    ("endpoint public source", with_change("endpoint", {"allowedCidrs": ["198.51.100.0/24"]}), "functions-runtime:endpoint.allowedCidrs[0]"),
+    ("endpoint port out of range", with_change("endpoint", {"port": 80}), "functions-runtime:endpoint.port"),
+    ("mirror not a url", with_change("artifacts", {"mirror": "ftp:/x"}), "functions-runtime:artifacts.mirror"),
+    ("catalog missing", with_change("artifacts", {"catalog": "nope.tsv"}), "functions-runtime:artifacts.catalog"),
+    ("verify image unpinned", with_change("verify", {"image": "busybox:latest"}), "functions-runtime:verify.image"),
+    ("even cold-start runs", with_change("verify", {"coldStartRuns": 4}), "functions-runtime:verify.coldStartRuns"),
+    ("dedicated without addresses", with_change("hosts.1.addresses", []), "functions-runtime:hosts[1].addresses"),
+    (
+        "dedicated without host key",
+        with_change("hosts.1.addresses", [{"address": "203.0.113.50", "privateAddress": "10.0.1.50"}]),
+        "functions-runtime:hosts[1].addresses[0].hostKey",
+    ),
+    (
+        "dedicated private address not an ip",
+        with_change("hosts.1.addresses", [{"address": "a", "privateAddress": "b", "hostKey": HOST_KEY}]),
+        "functions-runtime:hosts[1].addresses[0].privateAddress",
+    ),
+    ("dedicated without ssh key", with_change("dedicatedSshKey", "-"), "functions-runtime:dedicatedSshKey"),
+    ("hosts missing", with_change("hosts", "-"), "functions-runtime:hosts"),
+    ("unknown top-level key", with_change("isolaton", "vm"), "functions-runtime:isolaton"),
+]
+
+
+@pytest.mark.parametrize("case,cfg,config_key", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_value_is_refused_naming_its_key(case, cfg, config_key):
+    problems = problems_of(cfg)
+    assert any(p.startswith(config_key + ":") for p in problems), (case, problems)
+
+
+def test_hcloud_group_in_vm_stack_explains_nested_virtualization():
+    problems = problems_of(with_change("isolation", "vm"))
+    text = " ".join(problems)
+    assert "no /dev/kvm" in text and "nested virtualization" in text
+    assert "source: dedicated" in text and "'sandbox'" in text
+
+
+def test_every_problem_is_reported_at_once():
+    cfg = with_change("isolation", "container")
+    cfg["hosts"][0]["count"] = 0
+    cfg["admin"] = {"sshSourceCidrs": ["0.0.0.0/0"]}
+    problems = problems_of(cfg)
+    keys = {p.split(":")[1] for p in problems}
+    assert {"isolation", "hosts[0].count", "admin.sshSourceCidrs[0]"} <= keys
+
+
+def test_explicit_opt_ins_accept_what_they_name():
+    cfg = with_change("admin", {"sshSourceCidrs": ["0.0.0.0/0"], "allowSshFromAnywhere": True})
+    cfg["endpoint"] = {"allowedCidrs": ["198.51.100.0/24"], "allowPublicSources": True}
+    cfg["hosts"][1]["addresses"] = [{"address": "203.0.113.50", "privateAddress": "10.0.1.50"}]
+    cfg["hosts"][1]["trustOnFirstUse"] = True
+    s = parse_settings(cfg, "test")
+    assert s.admin.ssh_source_cidrs == ("0.0.0.0/0",)
+    assert s.dedicated_hosts[0].host_key is None
+
+
+def test_placement_groups_hold_at_most_ten_hosts():
+    s = parse_settings(with_change("hosts.0.count", 25), "test")
+    indexes = [h.placement_index for h in s.hcloud_hosts]
+    assert indexes.count(0) == PLACEMENT_GROUP_SIZE
+    assert indexes.count(1) == PLACEMENT_GROUP_SIZE
+    assert indexes.count(2) == 5
+
+
+def test_settings_error_says_nothing_was_changed():
+    with pytest.raises(SettingsError, match="nothing was changed"):
+        parse_settings(with_change("isolation", "container"), "test")
