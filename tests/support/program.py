@@ -35,6 +35,8 @@ MAIN = PROJECT_ROOT / "__main__.py"
 PROJECT = "functions-runtime"
 NOT_BEFORE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
+_OPENSSH_CACHE: dict[str, str] = {}
+
 CommandStdout = Callable[[str, Mapping[str, Any]], "str | None"]
 
 
@@ -144,9 +146,14 @@ class FleetMocks(pulumi.runtime.Mocks):
                 serialization.NoEncryption(),
             ).decode()
         self.keys[private_pem] = key
-        openssh = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        ).decode()
+        # OpenSSH's format carries a random check number; state keeps the
+        # first value, and so does this cache across runs of one process.
+        openssh = _OPENSSH_CACHE.setdefault(
+            name,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            ).decode(),
+        )
         public_openssh = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         ).decode()
