@@ -320,11 +320,13 @@ def docker_client(
     host: str | None = None,
     base_url: str | None = None,
     timeout: int = 60,
+    version: str = "auto",
 ) -> Any:
     """A docker-py client for one verified host, over mutual TLS.
 
     `base_url` overrides the host's `dockerHost` (an SSH tunnel, the lab's
     port forward); the server certificate also names 127.0.0.1 for that.
+    `version` "auto" asks the daemon; Docker 26.1 speaks API 1.45.
     The key is written to a private temporary directory that is removed
     when the client is garbage-collected or closed.
     """
@@ -348,6 +350,10 @@ def docker_client(
         verify=True,
     )
     url = (base_url or target.docker_host).replace("tcp://", "https://", 1)
-    client = docker.DockerClient(base_url=url, tls=tls_config, timeout=timeout)
+    try:
+        client = docker.DockerClient(base_url=url, tls=tls_config, timeout=timeout, version=version)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     weakref.finalize(client, shutil.rmtree, tmp, True)
     return client

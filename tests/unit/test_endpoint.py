@@ -1,0 +1,173 @@
+"""The endpoint contract: verify reports in, documents out, consumers read back.
+
+Pure functions, no Pulumi engine and no Docker daemon: the docker-py client
+test proves the client is configured for mutual TLS with the right files,
+not that a daemon accepts it (the hostlab proves that).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+
+import pytest
+
+from components.endpoint import (
+    ENDPOINT_SCHEMA,
+    EndpointError,
+    HostFacts,
+    VerificationFailed,
+    build_client_tls,
+    build_endpoint,
+    build_endpoint_host,
+    docker_client,
+    parse_verify_report,
+    read_client_tls,
+    read_endpoint,
+    read_stack_outputs,
+)
+from tests.support.program import passing_report
+
+CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+CERT = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"
+
+
+def facts(name: str = "cloud-1") -> HostFacts:
+    return HostFacts(
+        name=name, source="hcloud", private_address="10.0.1.5", public_address="203.0.113.5",
+        ssh_host_key="ssh-ed25519 AAAA", port=2376,
+    )
+
+
+def report(**changes: object) -> dict:
+    doc = json.loads(passing_report("cloud-1"))
+    doc.update(changes)
+    return doc
+
+
+def test_passing_report_is_accepted():
+    parsed = parse_verify_report("cloud-1", passing_report("cloud-1"))
+    assert parsed["defaultRuntime"] == "runsc"
+
+
+@pytest.mark.parametrize(
+    "stdout,check",
+    [
+        ("", "report"),
+        ("not json", "report"),
+        (json.dumps({"schema": "other"}), "report"),
+        (json.dumps(report(host="cloud-2")), "report"),
+        (json.dumps(report(passed=False, failedCheck="endpoint-refuses-no-cert", reason="accepted")), "endpoint-refuses-no-cert"),
+        (json.dumps(report(runtimes=[])), "runtimes"),
+        (json.dumps(report(defaultRuntime="runc")), "default-runtime"),
+    ],
+    ids=["empty", "garbage", "wrong-schema", "other-host", "failed-check", "no-runtime", "runc-default"],
+)
+def test_bad_report_fails_naming_host_and_check(stdout, check):
+    with pytest.raises(VerificationFailed) as err:
+        parse_verify_report("cloud-1", stdout)
+    assert err.value.host == "cloud-1" and err.value.check == check
+    assert str(err.value).startswith("host cloud-1: verification failed at")
+
+
+def test_runtime_sharing_the_host_kernel_is_not_verified():
+    doc = report()
+    doc["runtimes"][0]["guestKernel"] = doc["hostKernel"]
+    with pytest.raises(VerificationFailed, match="kernel-differs"):
+        parse_verify_report("cloud-1", json.dumps(doc))
+
+
+def endpoint_doc() -> dict:
+    host = build_endpoint_host(facts(), report())
+    return build_endpoint(CA, "sandbox", [host])
+
+
+def test_endpoint_document_has_the_contract_shape():
+    doc = endpoint_doc()
+    assert doc["schema"] == ENDPOINT_SCHEMA
+    assert doc["defaultRuntime"] == "runsc"
+    host = doc["hosts"][0]
+    assert host["dockerHost"] == "tcp://10.0.1.5:2376"
+    assert host["runtimes"][0]["isolation"] == "sandbox"
+    assert host["runtimes"][0]["coldStartMs"]["median"] == 812
+
+
+def test_hosts_disagreeing_on_the_default_runtime_leave_it_per_host():
+    kata = json.loads(passing_report("metal-1", runtime="kata"))
+    doc = build_endpoint(CA, "sandbox", [build_endpoint_host(facts(), report()), build_endpoint_host(facts("metal-1"), kata)])
+    assert doc["defaultRuntime"] is None
+    assert {h["defaultRuntime"] for h in doc["hosts"]} == {"runsc", "kata"}
+
+
+def test_reader_round_trips_the_document():
+    endpoint = read_endpoint(json.dumps(endpoint_doc()))
+    assert endpoint.host().docker_host == "tcp://10.0.1.5:2376"
+    assert endpoint.host("cloud-1").runtimes[0].guest_kernel == "4.4.0"
+    with pytest.raises(EndpointError, match="no host 'x'"):
+        endpoint.host("x")
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d.update(schema="functions-runtime/endpoint@2"), "contract version"),
+        (lambda d: d.update(hosts=[]), "no verified host"),
+        (lambda d: d["hosts"][0].update(dockerHost="10.0.1.5:2376"), "tcp://"),
+        (lambda d: d["hosts"][0].update(source="aws"), "source"),
+        (lambda d: d.update(isolation="vm"), "does not meet the stack's 'vm'"),
+        (lambda d: d["hosts"][0].update(defaultRuntime="runc"), "not a verified runtime"),
+        (lambda d: d.update(caCertPem="nope"), "not a PEM certificate"),
+        (lambda d: d["hosts"][0].update(note=KEY), "private key"),
+    ],
+    ids=["schema", "no-hosts", "docker-host", "source", "vm-stack-with-gvisor", "default", "ca", "leaked-key"],
+)
+def test_reader_refuses_documents_outside_the_contract(mutate, message):
+    doc = endpoint_doc()
+    mutate(doc)
+    with pytest.raises(EndpointError, match=message):
+        read_endpoint(doc)
+
+
+def test_client_tls_reader_explains_masked_secrets():
+    masked = build_client_tls(CA, CERT, "[secret]")
+    with pytest.raises(EndpointError, match="--show-secrets"):
+        read_client_tls(masked)
+    assert read_client_tls(build_client_tls(CA, CERT, KEY)).key_pem == KEY
+
+
+def test_client_tls_repr_does_not_print_the_key():
+    assert "PRIVATE" not in repr(read_client_tls(build_client_tls(CA, CERT, KEY)))
+
+
+def test_stack_output_json_is_read_as_both_documents():
+    text = json.dumps({"runtimeEndpoint": endpoint_doc(), "runtimeClientTls": build_client_tls(CA, CERT, KEY)})
+    endpoint, tls = read_stack_outputs(text)
+    assert endpoint.hosts[0].name == "cloud-1" and tls.cert_pem == CERT
+    with pytest.raises(EndpointError, match="did `pulumi up` finish"):
+        read_stack_outputs("{}")
+
+
+def test_docker_client_uses_mutual_tls_and_removes_its_key_files():
+    endpoint = read_endpoint(endpoint_doc())
+    client = docker_client(endpoint, read_client_tls(build_client_tls(CA, CERT, KEY)), base_url="tcp://127.0.0.1:1", version="1.45")
+    api = client.api
+    assert api.base_url == "https://127.0.0.1:1"
+    cert_path, key_path = api.cert
+    key_file = Path(key_path)
+    assert key_file.read_text() == KEY
+    assert key_file.stat().st_mode & 0o077 == 0, "the client key must be private"
+    assert api.verify.endswith("ca.pem")
+    client.close()
+    del client, api
+    gc.collect()
+    assert not key_file.parent.exists(), "the temporary key directory must be removed"
+
+
+def test_docker_client_cleans_up_when_the_daemon_cannot_be_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    endpoint = read_endpoint(endpoint_doc())
+    with pytest.raises(Exception, match="Connection refused|Error while fetching"):
+        docker_client(endpoint, read_client_tls(build_client_tls(CA, CERT, KEY)), base_url="tcp://127.0.0.1:1")
+    assert list(tmp_path.iterdir()) == []

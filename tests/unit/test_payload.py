@@ -1,0 +1,85 @@
+"""The payload every host receives, and the catalog both sides read.
+
+Proves the archive is byte-for-byte reproducible (so triggers do not
+change between runs), holds every script and the rendered base config, and
+that catalog mistakes are refused with the file and line named.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from components.catalog import CatalogError, load_catalog, parse_catalog
+from components.cloud_init import BASE_PACKAGES, render_base_files
+from components.payload import SCRIPTS_DIR, build_payload
+from components.settings import PROJECT_ROOT
+
+CATALOG = load_catalog(PROJECT_ROOT / "catalog" / "artifacts.tsv")
+
+
+def test_payload_is_reproducible_byte_for_byte():
+    assert build_payload(CATALOG).archive == build_payload(CATALOG).archive
+
+
+def test_payload_holds_every_script_catalog_and_base_file():
+    payload = build_payload(CATALOG)
+    with tarfile.open(fileobj=io.BytesIO(payload.archive)) as tar:
+        names = set(tar.getnames())
+        modes = {m.name: m.mode for m in tar.getmembers()}
+    scripts = {f"scripts/{p.name}" for p in SCRIPTS_DIR.glob("*.sh")}
+    assert scripts and scripts <= names
+    assert {"catalog/artifacts.tsv", "base/packages.txt", "base/modules.conf", "base/sshd.conf"} <= names
+    assert all(modes[s] == 0o755 for s in scripts)
+
+
+def test_payload_changes_when_a_script_changes(tmp_path: Path):
+    for script in SCRIPTS_DIR.glob("*.sh"):
+        (tmp_path / script.name).write_bytes(script.read_bytes())
+    before = build_payload(CATALOG, tmp_path).sha256
+    (tmp_path / "lib.sh").write_text((tmp_path / "lib.sh").read_text() + "\n# changed\n")
+    assert build_payload(CATALOG, tmp_path).sha256 != before
+
+
+def test_base_files_and_user_data_share_one_package_list():
+    assert render_base_files().packages.split() == list(BASE_PACKAGES)
+
+
+def test_catalog_pins_kata_and_nerdctl_with_published_digests():
+    assert CATALOG["kata"].version == "3.32.0"
+    assert CATALOG["kata"].sha256 == "1449ecea50bd91fa73a94648db195d18950fe869ba4b1f12d05f55f1fa7c1b01"
+    assert CATALOG["kata"].file_name == "kata-static-3.32.0-amd64.tar.zst"
+    assert CATALOG["nerdctl"].sha256 == "de3206aeb7cbd5f20f5fb1f55c1e3bf2db1be567812a8a3f5e65eba2488347ee"
+
+
+HEADER = "name\tversion\tsha256\turl\n"
+GOOD_ROWS = (
+    "kata\t3.32.0\t" + "a" * 64 + "\thttps://example.invalid/kata.tar.zst\n"
+    "nerdctl\t2.3.5\t" + "b" * 64 + "\thttps://example.invalid/nerdctl.tar.gz\n"
+)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("bad header\n" + GOOD_ROWS, "expected the header"),
+        (HEADER + GOOD_ROWS.replace("a" * 64, "A" * 64), "64 lowercase hex"),
+        (HEADER + GOOD_ROWS.replace("https://example.invalid/kata", "http://example.invalid/kata"), "https URL"),
+        (HEADER + GOOD_ROWS.split("\n")[0] + "\n", "missing artifact(s) nerdctl"),
+        (HEADER + GOOD_ROWS + GOOD_ROWS.split("\n")[0] + "\n", "listed twice"),
+        (HEADER + "kata\t3.32.0\n", "4 tab-separated fields"),
+    ],
+    ids=["header", "digest-case", "plain-http", "missing", "duplicate", "short-row"],
+)
+def test_catalog_mistakes_are_refused_with_line(text, message):
+    with pytest.raises(CatalogError, match=re.escape(message)):
+        parse_catalog(text, "cat.tsv")
+
+
+def test_missing_catalog_file_names_the_path(tmp_path: Path):
+    with pytest.raises(CatalogError, match="nope.tsv"):
+        load_catalog(tmp_path / "nope.tsv")
