@@ -1,0 +1,34 @@
+"""Run one container on a verified host, as a functions service would.
+
+    pulumi stack output --json --show-secrets -s dev > outputs.json
+    python examples/consumer/run_container.py outputs.json
+
+Prints the kernel the container sees (the sandbox's, not the host's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from components.endpoint import docker_client, read_stack_outputs  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outputs", help="file with `pulumi stack output --json --show-secrets`")
+    parser.add_argument("--host", help="host name (default: the first verified host)")
+    parser.add_argument("--image", default="functions-runtime/verify:busybox")
+    parser.add_argument("--base-url", help="override the Docker host URL (an SSH tunnel, the lab's forward)")
+    args = parser.parse_args()
+    endpoint, tls = read_stack_outputs(Path(args.outputs).read_text())
+    client = docker_client(endpoint, tls, host=args.host, base_url=args.base_url)
+    out = client.containers.run(args.image, ["uname", "-r"], remove=True)
+    print(out.decode().strip())
+
+
+if __name__ == "__main__":
+    main()
