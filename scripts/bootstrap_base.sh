@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Base OS for a runtime host: packages, kernel modules, sshd hardening.
+# Input: $FR_ROOT/base/{packages.txt,modules.conf,sshd.conf} (rendered by
+# components/cloud_init.py, the same source as the cloud-init user-data).
+# Output (stdout): one JSON line {"changed": [...], "installedPackages": [...],
+# "missingModules": [...]}.
+#
+# A kernel module that does not exist (vhost_vsock on a Hetzner Cloud VM,
+# which has no KVM) is a warning here, not a failure: only Kata needs those
+# modules, and install_runtime.sh / verify_host.sh fail with the real reason
+# (no KVM) when Kata is required.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+FR_MODULES_LOAD=${FR_MODULES_LOAD:-/etc/modules-load.d/functions-runtime.conf}
+FR_SSHD_DROP_IN=${FR_SSHD_DROP_IN:-/etc/ssh/sshd_config.d/50-functions-runtime.conf}
+
+CHANGED=()
+INSTALLED=()
+MISSING_MODULES=()
+
+# list_entries FILE: non-empty, non-comment lines, trimmed.
+list_entries() {
+  sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$1" | awk 'NF'
+}
+
+package_installed() {
+  [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" == "ii "* ]]
+}
+
+# missing_packages FILE: the listed packages that are not installed.
+missing_packages() {
+  local pkg
+  while read -r pkg; do
+    package_installed "$pkg" || printf '%s\n' "$pkg"
+  done < <(list_entries "$1")
+}
+
+apt_install() {
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    --no-install-recommends "$@" >&2
+}
+
+install_base_packages() {
+  local missing=()
+  mapfile -t missing < <(missing_packages "$FR_ROOT/base/packages.txt")
+  if ((${#missing[@]} == 0)); then
+    info "base packages already installed, skipping"
+    return 0
+  fi
+  info "installing ${missing[*]}"
+  run env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||
+    fatal "apt-get update to succeed" "it failed (see above)" \
+      "check the host's Debian mirror and DNS, then re-run pulumi up"
+  apt_install "${missing[@]}" ||
+    fatal "apt-get install ${missing[*]} to succeed" "it failed (see above)" \
+      "run 'apt-get install ${missing[*]}' on the host to see why"
+  INSTALLED=("${missing[@]}")
+  CHANGED+=(packages)
+}
+
+module_loaded() { [[ -d "/sys/module/$1" ]]; }
+
+configure_kernel_modules() {
+  local module
+  if list_entries "$FR_ROOT/base/modules.conf" | write_file_if_changed "$FR_MODULES_LOAD" 0644; then
+    info "wrote $FR_MODULES_LOAD"
+    CHANGED+=("$FR_MODULES_LOAD")
+  fi
+  while read -r module; do
+    if module_loaded "$module"; then
+      continue
+    fi
+    if run modprobe "$module" 2>/dev/null; then
+      info "loaded kernel module $module"
+      CHANGED+=("module:$module")
+    else
+      warn "kernel module $module is not available on this kernel (expected on hosts without KVM; only Kata needs it)"
+      MISSING_MODULES+=("$module")
+    fi
+  done < <(list_entries "$FR_ROOT/base/modules.conf")
+}
+
+configure_sshd() {
+  local work backup="" check
+  if [[ -f "$FR_SSHD_DROP_IN" ]] && cmp -s "$FR_ROOT/base/sshd.conf" "$FR_SSHD_DROP_IN"; then
+    info "sshd drop-in already current, skipping"
+    return 0
+  fi
+  make_work_dir work
+  if [[ -f "$FR_SSHD_DROP_IN" ]]; then
+    backup="$work/sshd-drop-in.previous"
+    cp -p "$FR_SSHD_DROP_IN" "$backup"
+  fi
+  write_file_if_changed "$FR_SSHD_DROP_IN" 0644 <"$FR_ROOT/base/sshd.conf" || true
+  is_dry_run && return 0
+  if ! check=$(sshd -t 2>&1); then
+    # Put the previous drop-in back: a broken config never reaches a reload.
+    if [[ -n "$backup" ]]; then cp -p "$backup" "$FR_SSHD_DROP_IN"; else rm -f "$FR_SSHD_DROP_IN"; fi
+    fatal "base/sshd.conf to pass 'sshd -t'" "sshd -t said: $check (the previous drop-in was restored)" \
+      "fix SSHD_SETTINGS in components/cloud_init.py"
+  fi
+  # Debian's unit is ssh.service; reload keeps existing sessions (ours too).
+  run systemctl reload ssh
+  info "sshd drop-in updated and sshd reloaded"
+  CHANGED+=("$FR_SSHD_DROP_IN")
+}
+
+print_result() {
+  printf '{"changed": %s, "installedPackages": %s, "missingModules": %s}\n' \
+    "$(json_array "${CHANGED[@]}")" "$(json_array "${INSTALLED[@]}")" \
+    "$(json_array "${MISSING_MODULES[@]}")"
+}
+
+main() {
+  require_root
+  install_base_packages
+  configure_kernel_modules
+  configure_sshd
+  print_result
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi

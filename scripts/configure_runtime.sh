@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Configure Docker as the runtime endpoint: mutual TLS on the private
+# address, the sandbox runtimes registered, the sandbox runtime as default.
+# Also Kata's configuration (chosen hypervisor) and nerdctl's CNI path.
+#
+# Input: ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT; on stdin
+# the CA certificate, the server certificate and the server key (PEM, in that
+# order). The key goes to a 0600 root file and is never printed.
+# Output (stdout): one JSON line
+#   {"changed": [...], "restarted": true|false, "defaultRuntime": "runsc", "runtimes": [...]}
+#
+# Docker reads "hosts" from daemon.json, and refuses to start when -H is also
+# given on its command line, so a drop-in replaces Debian's ExecStart (which
+# passes -H fd://). dockerd has no setting for the minimum TLS version: its
+# TLS server (go-connections) already refuses anything below TLS 1.2.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+FR_DOCKER_DIR=${FR_DOCKER_DIR:-/etc/docker}
+FR_SYSTEMD_DIR=${FR_SYSTEMD_DIR:-/etc/systemd/system}
+FR_KATA_CONFIG=${FR_KATA_CONFIG:-/etc/kata-containers/configuration.toml}
+FR_NERDCTL_CONFIG=${FR_NERDCTL_CONFIG:-/etc/nerdctl/nerdctl.toml}
+readonly DOCKER_SOCKET=/run/docker.sock
+readonly DOCKER_READY_TIMEOUT=90 # seconds for dockerd to answer after a restart
+readonly ADDRESS_WAIT_SECONDS=120 # dockerd's ExecStartPre waits this long for PRIVATE_ADDRESS
+
+CHANGED=()
+DOCKER_NEEDS_RESTART=0
+SOCKET_CHANGED=0
+UNITS_CHANGED=0
+RESTARTED=false
+RUNTIMES=()
+
+tls_dir() { printf '%s/tls\n' "$FR_DOCKER_DIR"; }
+
+check_inputs() {
+  require_var PRIVATE_ADDRESS ENDPOINT_PORT
+  require_isolation
+  require_kata_hypervisor
+}
+
+install_tls_material() {
+  local work dir
+  make_work_dir work
+  read_pem_blocks "$work/pem" ca.pem server-cert.pem server-key.pem
+  require_pem_kinds "$work/pem" ca.pem:certificate server-cert.pem:certificate server-key.pem:private-key
+  dir=$(tls_dir)
+  run mkdir -p "$dir"
+  run chmod 0755 "$dir"
+  if write_file_if_changed "$dir/ca.pem" 0644 <"$work/pem/ca.pem"; then CHANGED+=("$dir/ca.pem"); DOCKER_NEEDS_RESTART=1; fi
+  if write_file_if_changed "$dir/server-cert.pem" 0644 <"$work/pem/server-cert.pem"; then CHANGED+=("$dir/server-cert.pem"); DOCKER_NEEDS_RESTART=1; fi
+  if write_file_if_changed "$dir/server-key.pem" 0600 <"$work/pem/server-key.pem"; then CHANGED+=("$dir/server-key.pem"); DOCKER_NEEDS_RESTART=1; fi
+  run chown root:root "$dir/ca.pem" "$dir/server-cert.pem" "$dir/server-key.pem"
+}
+
+# render_daemon_json DEFAULT RUNTIME...: /etc/docker/daemon.json on stdout.
+render_daemon_json() {
+  local default=$1 dir runtime first=1
+  shift
+  dir=$(tls_dir)
+  cat <<EOF
+{
+  "hosts": ["fd://", $(json_string "tcp://$PRIVATE_ADDRESS:$ENDPOINT_PORT")],
+  "tls": true,
+  "tlsverify": true,
+  "tlscacert": $(json_string "$dir/ca.pem"),
+  "tlscert": $(json_string "$dir/server-cert.pem"),
+  "tlskey": $(json_string "$dir/server-key.pem"),
+  "containerd": "/run/containerd/containerd.sock",
+  "runtimes": {
+EOF
+  for runtime in "$@"; do
+    ((first)) || printf ',\n'
+    first=0
+    case "$runtime" in
+      runsc) printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap"]}' "$(json_string "$FR_RUNSC")" ;;
+      kata) printf '    "kata": {"runtimeType": "io.containerd.kata.v2"}' ;;
+    esac
+  done
+  cat <<EOF
+
+  },
+  "default-runtime": $(json_string "$default"),
+  "no-new-privileges": true,
+  "live-restore": true,
+  "icc": false,
+  "log-driver": "json-file",
+  "log-opts": {"max-size": "10m", "max-file": "3"}
+}
+EOF
+}
+
+# render_docker_drop_in: ExecStart without -H (daemon.json has "hosts"), and
+# start only once the private address exists (Docker binds to it).
+render_docker_drop_in() {
+  cat <<EOF
+# Managed by functions-runtime (scripts/configure_runtime.sh).
+[Unit]
+Wants=network-online.target
+After=network-online.target containerd.service
+
+[Service]
+ExecStartPre=/bin/sh -c 'i=0; until ip -o address show to $PRIVATE_ADDRESS | grep -q .; do i=\$\$((i+1)); if [ \$\$i -ge $ADDRESS_WAIT_SECONDS ]; then echo "address $PRIVATE_ADDRESS not configured after $ADDRESS_WAIT_SECONDS s" >&2; exit 1; fi; sleep 1; done'
+ExecStart=
+ExecStart=/usr/sbin/dockerd
+EOF
+}
+
+# render_socket_drop_in: the local API socket is root's only (no docker group).
+render_socket_drop_in() {
+  cat <<'EOF'
+# Managed by functions-runtime (scripts/configure_runtime.sh).
+[Socket]
+SocketMode=0600
+SocketUser=root
+SocketGroup=root
+EOF
+}
+
+render_nerdctl_toml() {
+  cat <<'EOF'
+# Managed by functions-runtime (scripts/configure_runtime.sh).
+address = "unix:///run/containerd/containerd.sock"
+cni_path = "/usr/lib/cni"
+EOF
+}
+
+configure_docker() {
+  local work default list
+  list=$(runtimes_to_register) # fatal when ISOLATION cannot be met
+  mapfile -t RUNTIMES <<<"$list"
+  default=${RUNTIMES[0]}
+  make_work_dir work
+  render_daemon_json "$default" "${RUNTIMES[@]}" >"$work/daemon.json"
+  if command -v dockerd >/dev/null && ! dockerd --validate --config-file "$work/daemon.json" >&2; then
+    fatal "a daemon.json dockerd accepts" "dockerd --validate rejected it (see above); nothing was changed" \
+      "report this: render_daemon_json in scripts/configure_runtime.sh"
+  fi
+  if write_file_if_changed "$FR_DOCKER_DIR/daemon.json" 0644 <"$work/daemon.json"; then
+    CHANGED+=("$FR_DOCKER_DIR/daemon.json")
+    DOCKER_NEEDS_RESTART=1
+  else
+    info "daemon.json already current (default runtime $default), skipping"
+  fi
+  if render_docker_drop_in | write_file_if_changed "$FR_SYSTEMD_DIR/docker.service.d/functions-runtime.conf" 0644; then
+    CHANGED+=("$FR_SYSTEMD_DIR/docker.service.d/functions-runtime.conf")
+    UNITS_CHANGED=1
+    DOCKER_NEEDS_RESTART=1
+  fi
+  if render_socket_drop_in | write_file_if_changed "$FR_SYSTEMD_DIR/docker.socket.d/functions-runtime.conf" 0644; then
+    CHANGED+=("$FR_SYSTEMD_DIR/docker.socket.d/functions-runtime.conf")
+    UNITS_CHANGED=1
+    SOCKET_CHANGED=1
+  fi
+}
+
+configure_kata() {
+  local source
+  if [[ " ${RUNTIMES[*]} " != *" kata "* ]]; then
+    info "Kata not registered on this host, skipping its configuration"
+    return 0
+  fi
+  source="$FR_KATA_DIR/share/defaults/kata-containers/configuration-$KATA_HYPERVISOR.toml"
+  [[ -r "$source" ]] ||
+    fatal "Kata's $KATA_HYPERVISOR configuration at $source" "no such file" \
+      "re-run install (rm $(marker_path kata)) or choose a hypervisor the Kata release ships"
+  if write_file_if_changed "$FR_KATA_CONFIG" 0644 <"$source"; then
+    info "Kata configured for $KATA_HYPERVISOR"
+    CHANGED+=("$FR_KATA_CONFIG")
+  else
+    info "Kata configuration already current ($KATA_HYPERVISOR), skipping"
+  fi
+}
+
+configure_nerdctl() {
+  if render_nerdctl_toml | write_file_if_changed "$FR_NERDCTL_CONFIG" 0644; then
+    CHANGED+=("$FR_NERDCTL_CONFIG")
+  fi
+}
+
+docker_answers() { curl -fsS --max-time 5 --unix-socket "$DOCKER_SOCKET" http://localhost/_ping >/dev/null 2>&1; }
+
+wait_for_docker() {
+  local waited=0
+  is_dry_run && return 0
+  until docker_answers; do
+    ((waited < DOCKER_READY_TIMEOUT)) ||
+      fatal "dockerd to answer on $DOCKER_SOCKET within $DOCKER_READY_TIMEOUT s" "no answer" \
+        "run 'journalctl -u docker -n 50' on the host (a wrong PRIVATE_ADDRESS or certificate stops dockerd)"
+    sleep 2
+    waited=$((waited + 2))
+  done
+}
+
+restart_docker_if_changed() {
+  if ((UNITS_CHANGED)); then
+    run systemctl daemon-reload
+  fi
+  if ((SOCKET_CHANGED)); then
+    # The socket's mode applies only when it is re-created; live-restore keeps containers.
+    run systemctl stop docker.service docker.socket
+    run systemctl start docker.socket
+    DOCKER_NEEDS_RESTART=1
+  fi
+  if ((DOCKER_NEEDS_RESTART == 0)) && docker_answers; then
+    info "docker configuration unchanged, not restarting"
+    return 0
+  fi
+  run systemctl enable docker.service docker.socket containerd.service >&2
+  run systemctl restart docker.service ||
+    fatal "docker.service to restart with the new configuration" "it failed" \
+      "run 'journalctl -u docker -n 50' on the host"
+  RESTARTED=true
+  info "docker restarted"
+  wait_for_docker
+}
+
+print_result() {
+  printf '{"changed": %s, "restarted": %s, "defaultRuntime": %s, "runtimes": %s}\n' \
+    "$(json_array "${CHANGED[@]}")" "$RESTARTED" "$(json_string "${RUNTIMES[0]}")" \
+    "$(json_array "${RUNTIMES[@]}")"
+}
+
+main() {
+  require_root
+  check_inputs
+  install_tls_material
+  configure_docker
+  configure_kata
+  configure_nerdctl
+  restart_docker_if_changed
+  print_result
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# The host's own packet filter (Hetzner Cloud Firewalls do not filter the
+# private network). One nftables table, `inet functions_runtime`, that this
+# script owns entirely; Docker's iptables-nft tables are left alone.
+#
+#   input:   policy drop; lo, established/related, essential ICMP/ICMPv6,
+#            DHCP replies, SSH from ADMIN_CIDRS, the Docker endpoint from
+#            ENDPOINT_CIDRS; anything from a container bridge to the host: drop.
+#   forward: at priority filter - 10 (before Docker's chains): container
+#            bridges to link-local (metadata service), RFC 1918, CGNAT, IPv6
+#            ULA and link-local: drop. A drop is final across tables; Docker's
+#            own accepts still apply to everything else.
+#
+# The file /etc/nftables.d/functions-runtime.nft deletes and re-creates the
+# table, so `nft -f` applies it atomically. It is loaded at boot by its own
+# unit (functions-runtime-firewall.service), not by nftables.service: Debian's
+# /etc/nftables.conf starts with `flush ruleset`, which would also remove
+# Docker's tables whenever that service is reloaded, and it belongs to the admin.
+#
+# Input: ADMIN_CIDRS, SSH_PORT, ENDPOINT_CIDRS, ENDPOINT_PORT; SSH_CLIENT (set
+# by sshd) for the lock-out guard.
+# Output (stdout): one JSON line {"changed": [...], "table": "inet functions_runtime"}.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+FR_NFT_FILE=${FR_NFT_FILE:-/etc/nftables.d/functions-runtime.nft}
+FR_FIREWALL_UNIT=${FR_FIREWALL_UNIT:-/etc/systemd/system/functions-runtime-firewall.service}
+readonly NFT_TABLE="functions_runtime"
+# Where Docker puts containers: the default bridge and user-defined networks.
+readonly CONTAINER_BRIDGES='"docker0", "br-*"'
+readonly BLOCKED_FROM_CONTAINERS_V4="169.254.0.0/16, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10"
+readonly BLOCKED_FROM_CONTAINERS_V6="fc00::/7, fe80::/10"
+
+CHANGED=()
+
+# cidr_tool: the one place that parses addresses (python3's ipaddress, so
+# IPv6 is handled correctly). Subcommands:
+#   split CIDR...          -> lines "4 <net>" / "6 <net>", fatal-worthy input -> exit 2
+#   contains ADDR CIDR...  -> exit 0 when ADDR is inside one of the CIDRs
+cidr_tool() {
+  python3 - "$@" <<'PY'
+import ipaddress, sys
+cmd, args = sys.argv[1], sys.argv[2:]
+if cmd == "split":
+    for arg in args:
+        try:
+            net = ipaddress.ip_network(arg, strict=False)
+        except ValueError:
+            print(arg)
+            sys.exit(2)
+        print(net.version, net)
+elif cmd == "contains":
+    addr = ipaddress.ip_address(args[0].split("%")[0])
+    if getattr(addr, "ipv4_mapped", None):
+        addr = addr.ipv4_mapped
+    nets = [ipaddress.ip_network(a, strict=False) for a in args[1:]]
+    sys.exit(0 if any(addr.version == n.version and addr in n for n in nets) else 1)
+PY
+}
+
+# cidrs_of_family FAMILY LIST: the CIDRs of one family, comma-separated.
+cidrs_of_family() {
+  local family=$1 list=$2 out bad
+  # shellcheck disable=SC2086 # word splitting of the space-separated list is intended
+  if ! out=$(cidr_tool split $list); then
+    bad=$(tail -n1 <<<"$out")
+    fatal "CIDRs like 203.0.113.0/24 or 2001:db8::/32" "'$bad'" \
+      "fix functions-runtime:admin.sshSourceCidrs / the endpoint CIDRs in the stack config"
+  fi
+  awk -v f="$family" '$1 == f { print $2 }' <<<"$out" | paste -sd, - | sed 's/,/, /g'
+}
+
+valid_port() { [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= 65535)); }
+
+check_inputs() {
+  require_var ADMIN_CIDRS SSH_PORT ENDPOINT_PORT
+  cidrs_of_family 4 "$ADMIN_CIDRS $ENDPOINT_CIDRS" >/dev/null # fatal on a malformed CIDR
+  valid_port "$SSH_PORT" || fatal "SSH_PORT to be a TCP port" "'$SSH_PORT'" "pass SSH_PORT=22"
+  valid_port "$ENDPOINT_PORT" || fatal "ENDPOINT_PORT to be a TCP port" "'$ENDPOINT_PORT'" "pass ENDPOINT_PORT=2376"
+  [[ -n "${ENDPOINT_CIDRS:-}" ]] ||
+    warn "ENDPOINT_CIDRS is empty: nothing can reach the Docker endpoint on port $ENDPOINT_PORT"
+}
+
+# provisioning_connection_allowed: the SSH connection running this script
+# would still be accepted by the new rules (its address and its port).
+provisioning_connection_allowed() {
+  local client_addr local_port
+  read -r client_addr _ local_port <<<"$SSH_CLIENT"
+  [[ "$local_port" == "$SSH_PORT" ]] || return 1
+  # shellcheck disable=SC2086 # the CIDR list is space-separated by contract
+  cidr_tool contains "$client_addr" $ADMIN_CIDRS
+}
+
+guard_against_lockout() {
+  if [[ -z "${SSH_CLIENT:-}" ]]; then
+    info "not running over SSH (SSH_CLIENT unset): lock-out guard not applicable"
+    return 0
+  fi
+  local client_addr local_port
+  read -r client_addr _ local_port <<<"$SSH_CLIENT"
+  provisioning_connection_allowed ||
+    fatal "the provisioning connection ($client_addr to port $local_port) to be allowed by ADMIN_CIDRS ($ADMIN_CIDRS) on SSH_PORT $SSH_PORT" \
+      "it is not: the new rules would lock out the provisioning connection from $client_addr; nothing was changed" \
+      "add it to functions-runtime:admin.sshSourceCidrs (or fix the SSH port)"
+}
+
+# render_set NAME TYPE ELEMENTS
+render_set() {
+  local name=$1 type=$2 elements=$3
+  printf '  set %s {\n    type %s\n    flags interval\n    auto-merge\n' "$name" "$type"
+  if [[ -n "$elements" ]]; then
+    printf '    elements = { %s }\n' "$elements"
+  fi
+  printf '  }\n\n'
+}
+
+# render_ruleset: the whole file, on stdout, from the environment.
+render_ruleset() {
+  local admin_v4 admin_v6 endpoint_v4 endpoint_v6
+  admin_v4=$(cidrs_of_family 4 "$ADMIN_CIDRS")
+  admin_v6=$(cidrs_of_family 6 "$ADMIN_CIDRS")
+  endpoint_v4=$(cidrs_of_family 4 "${ENDPOINT_CIDRS:-}")
+  endpoint_v6=$(cidrs_of_family 6 "${ENDPOINT_CIDRS:-}")
+  cat <<EOF
+# Managed by functions-runtime (scripts/host_firewall.sh); edits are overwritten.
+# Applied atomically with: nft -f $FR_NFT_FILE
+table inet $NFT_TABLE {}
+delete table inet $NFT_TABLE
+table inet $NFT_TABLE {
+EOF
+  render_set admin_v4 ipv4_addr "$admin_v4"
+  render_set admin_v6 ipv6_addr "$admin_v6"
+  render_set endpoint_v4 ipv4_addr "$endpoint_v4"
+  render_set endpoint_v6 ipv6_addr "$endpoint_v6"
+  render_set blocked_from_containers_v4 ipv4_addr "$BLOCKED_FROM_CONTAINERS_V4"
+  render_set blocked_from_containers_v6 ipv6_addr "$BLOCKED_FROM_CONTAINERS_V6"
+  cat <<EOF
+  chain input {
+    type filter hook input priority filter; policy drop;
+    iif "lo" accept
+    ct state established,related accept
+    ct state invalid drop
+    # Containers never talk to the host itself (sshd, the endpoint, anything listening).
+    iifname { $CONTAINER_BRIDGES } drop
+    icmp type { echo-request, destination-unreachable, time-exceeded, parameter-problem } accept
+    icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query } accept
+    # DHCP replies (Hetzner Cloud and the hostlab configure addresses by DHCP).
+    udp sport 67 udp dport 68 accept
+    ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept
+    ip saddr @admin_v4 tcp dport $SSH_PORT accept
+    ip6 saddr @admin_v6 tcp dport $SSH_PORT accept
+    ip saddr @endpoint_v4 tcp dport $ENDPOINT_PORT accept
+    ip6 saddr @endpoint_v6 tcp dport $ENDPOINT_PORT accept
+  }
+
+  chain forward {
+    type filter hook forward priority filter - 10; policy accept;
+    ct state established,related accept
+    iifname { $CONTAINER_BRIDGES } ip daddr @blocked_from_containers_v4 drop
+    iifname { $CONTAINER_BRIDGES } ip6 daddr @blocked_from_containers_v6 drop
+  }
+}
+EOF
+}
+
+render_unit() {
+  cat <<EOF
+# Managed by functions-runtime (scripts/host_firewall.sh).
+[Unit]
+Description=functions-runtime host packet filter (nftables table inet $NFT_TABLE)
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target shutdown.target docker.service
+After=nftables.service
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/nft -f $FR_NFT_FILE
+
+[Install]
+WantedBy=sysinit.target
+EOF
+}
+
+table_loaded() { nft list table inet "$NFT_TABLE" >/dev/null 2>&1; }
+
+apply_ruleset() {
+  local work check
+  make_work_dir work
+  render_ruleset >"$work/ruleset.nft"
+  if ! check=$(nft -c -f "$work/ruleset.nft" 2>&1); then
+    fatal "a ruleset nft accepts" "nft -c said: $check" \
+      "report this: the rendered ruleset in scripts/host_firewall.sh is invalid for this nft"
+  fi
+  if write_file_if_changed "$FR_NFT_FILE" 0600 <"$work/ruleset.nft"; then
+    CHANGED+=("$FR_NFT_FILE")
+  elif table_loaded; then
+    info "nftables table inet $NFT_TABLE already current, skipping"
+    return 0
+  fi
+  run nft -f "$FR_NFT_FILE"
+  info "applied nftables table inet $NFT_TABLE"
+  CHANGED+=("table inet $NFT_TABLE")
+}
+
+enable_at_boot() {
+  if render_unit | write_file_if_changed "$FR_FIREWALL_UNIT" 0644; then
+    run systemctl daemon-reload
+    CHANGED+=("$FR_FIREWALL_UNIT")
+  fi
+  if systemctl is-enabled --quiet "$(basename "$FR_FIREWALL_UNIT")" 2>/dev/null; then
+    return 0
+  fi
+  run systemctl enable "$(basename "$FR_FIREWALL_UNIT")" >&2
+  CHANGED+=("enabled $(basename "$FR_FIREWALL_UNIT")")
+}
+
+print_result() {
+  printf '{"changed": %s, "table": %s}\n' "$(json_array "${CHANGED[@]}")" \
+    "$(json_string "inet $NFT_TABLE")"
+}
+
+main() {
+  require_root
+  check_inputs
+  guard_against_lockout
+  apply_ruleset
+  enable_at_boot
+  print_result
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi

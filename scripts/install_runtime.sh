@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Install the container runtimes: Debian packages (Docker Engine, containerd,
+# runc, gVisor, CNI plugins), Kata Containers from the pinned release archive
+# when this host can run it, and nerdctl from its pinned release archive.
+# Input: ISOLATION, KATA_HYPERVISOR, ARTIFACT_MIRROR (docs/host-contract.md).
+# Output (stdout): one JSON line
+#   {"changed": [...], "installedPackages": [...], "kata": "installed|present|skipped-no-kvm",
+#    "nerdctl": "installed|present"}
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# docker-cli is only a Recommends of docker.io in Debian 13, and we install
+# without recommends (needrestart, git, ...); the verify step needs the CLI.
+# apparmor: Debian's kernel enables AppArmor, and dockerd cannot load its
+# docker-default profile without apparmor_parser.
+RUNTIME_PACKAGES=(docker.io docker-cli containerd runc runsc containernetworking-plugins apparmor)
+
+CHANGED=()
+INSTALLED=()
+KATA_STATUS=""
+NERDCTL_STATUS=""
+
+package_installed() {
+  [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" == "ii "* ]]
+}
+
+install_runtime_packages() {
+  local pkg missing=()
+  for pkg in "${RUNTIME_PACKAGES[@]}"; do
+    package_installed "$pkg" || missing+=("$pkg")
+  done
+  if ((${#missing[@]} == 0)); then
+    info "runtime packages already installed, skipping"
+    return 0
+  fi
+  info "installing ${missing[*]}"
+  run env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||
+    fatal "apt-get update to succeed" "it failed (see above)" \
+      "check the host's Debian mirror and DNS, then re-run pulumi up"
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${missing[@]}" >&2 ||
+    fatal "apt-get install ${missing[*]} to succeed" "it failed (see above)" \
+      "run 'apt-get install ${missing[*]}' on the host to see why"
+  INSTALLED=("${missing[@]}")
+  CHANGED+=(packages)
+}
+
+# replace_dir NEW DEST: swap a fully unpacked tree into place.
+replace_dir() {
+  local new=$1 dest=$2 old
+  old="$dest.previous.$$"
+  run mkdir -p "$(dirname "$dest")"
+  if [[ -e "$dest" ]]; then run mv "$dest" "$old"; fi
+  run mv "$new" "$dest"
+  if [[ -e "$old" ]]; then run rm -rf -- "$old"; fi
+}
+
+# link_points_to LINK TARGET
+link_points_to() { [[ -L "$1" && "$(readlink "$1")" == "$2" ]]; }
+
+link_binary() {
+  local target=$1 link=$2
+  if link_points_to "$link" "$target"; then
+    return 0
+  fi
+  run mkdir -p "$(dirname "$link")"
+  run ln -sfn "$target" "$link"
+  info "linked $link -> $target"
+  CHANGED+=("$link")
+}
+
+link_kata_binaries() {
+  link_binary "$FR_KATA_DIR/bin/containerd-shim-kata-v2" "$FR_BIN_DIR/containerd-shim-kata-v2"
+  link_binary "$FR_KATA_DIR/bin/kata-runtime" "$FR_BIN_DIR/kata-runtime"
+}
+
+# unpack_kata ARCHIVE DIR: the release unpacks as ./opt/kata/...
+unpack_kata() {
+  local archive=$1 dir=$2
+  mkdir -p "$dir"
+  tar --zstd -xf "$archive" -C "$dir" ||
+    fatal "a zstd tar archive" "tar could not unpack $(basename "$archive")" \
+      "check that zstd is installed (base/packages.txt) and the catalog points at kata-static-<v>-amd64.tar.zst"
+  [[ -x "$dir/opt/kata/bin/containerd-shim-kata-v2" && -x "$dir/opt/kata/bin/kata-runtime" ]] ||
+    fatal "the Kata archive to hold ./opt/kata/bin/containerd-shim-kata-v2 and kata-runtime" \
+      "a different layout" "pin a Kata 3.x static release (4.1+ moved the Go shim to kata-go-static)"
+}
+
+install_kata() {
+  local plan version work archive
+  plan=$(kata_plan)
+  version=$(catalog_field kata version)
+  if [[ "$plan" == skip-no-kvm ]]; then
+    info "Kata not installed: $(kvm_missing_reason); ISOLATION=sandbox, so gVisor (runsc) is the runtime"
+    KATA_STATUS=skipped-no-kvm
+    return 0
+  fi
+  if kata_installed; then
+    info "Kata already at $version, skipping"
+    KATA_STATUS=present
+  else
+    make_work_dir work
+    archive=$(fetch_artifact kata "$work")
+    unpack_kata "$archive" "$work/unpacked"
+    replace_dir "$work/unpacked/opt/kata" "$FR_KATA_DIR"
+    write_marker kata
+    info "Kata $version installed in $FR_KATA_DIR"
+    KATA_STATUS=installed
+    CHANGED+=(kata)
+  fi
+  link_kata_binaries
+}
+
+nerdctl_installed() { marker_matches nerdctl && [[ -x "$FR_BIN_DIR/nerdctl" ]]; }
+
+install_nerdctl() {
+  local version work archive
+  version=$(catalog_field nerdctl version)
+  if nerdctl_installed; then
+    info "nerdctl already at $version, skipping"
+    NERDCTL_STATUS=present
+    return 0
+  fi
+  make_work_dir work
+  archive=$(fetch_artifact nerdctl "$work")
+  mkdir -p "$work/unpacked"
+  tar -xzf "$archive" -C "$work/unpacked" nerdctl ||
+    fatal "the nerdctl archive to hold 'nerdctl' at its top level" "it does not" \
+      "pin the minimal nerdctl-<v>-linux-amd64.tar.gz in the catalog"
+  run mkdir -p "$FR_BIN_DIR"
+  # install(1) to a temporary name, then rename: never a half-written binary.
+  run install -m 0755 "$work/unpacked/nerdctl" "$FR_BIN_DIR/.nerdctl.new"
+  run mv -f "$FR_BIN_DIR/.nerdctl.new" "$FR_BIN_DIR/nerdctl"
+  write_marker nerdctl
+  info "nerdctl $version installed in $FR_BIN_DIR"
+  NERDCTL_STATUS=installed
+  CHANGED+=(nerdctl)
+}
+
+print_result() {
+  printf '{"changed": %s, "installedPackages": %s, "kata": %s, "nerdctl": %s}\n' \
+    "$(json_array "${CHANGED[@]}")" "$(json_array "${INSTALLED[@]}")" \
+    "$(json_string "$KATA_STATUS")" "$(json_string "$NERDCTL_STATUS")"
+}
+
+main() {
+  require_root
+  require_isolation
+  require_kata_hypervisor
+  kata_plan >/dev/null # fail before any download when isolation cannot be met
+  install_runtime_packages
+  install_kata
+  install_nerdctl
+  print_result
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi

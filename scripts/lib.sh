@@ -1,0 +1,387 @@
+# shellcheck shell=bash
+# Shared helpers for the host scripts. Sourced, never executed.
+#
+# Conventions (docs/host-contract.md): logs go to stderr, the one JSON result
+# goes to stdout; a failure prints ONE line naming the host, what was expected,
+# what was found and what to do, then exits non-zero. Nothing here echoes a
+# secret: certificate material arrives on stdin and only ever goes to files.
+
+FR_ROOT=${FR_ROOT:-/opt/functions-runtime}
+FR_HOST=${FR_HOST:-$(hostname 2>/dev/null || echo unknown-host)}
+FR_STATE_DIR=${FR_STATE_DIR:-$FR_ROOT/state}
+FR_CATALOG=${FR_CATALOG:-$FR_ROOT/catalog/artifacts.tsv}
+# Downloads land here first (disk, not tmpfs: the Kata archive is ~1.5 GB).
+FR_WORK_BASE=${FR_WORK_BASE:-/var/tmp}
+# FR_DRY_RUN=1: log the commands that would change the host, run none of them.
+FR_DRY_RUN=${FR_DRY_RUN:-0}
+# Overridable for tests; the defaults are the real kernel interfaces.
+FR_DEV_KVM=${FR_DEV_KVM:-/dev/kvm}
+FR_CPUINFO=${FR_CPUINFO:-/proc/cpuinfo}
+FR_SCRIPT_NAME=${FR_SCRIPT_NAME:-$(basename "${0:-lib.sh}")}
+
+# curl bounds: a mirror or GitHub that stalls must not hang `pulumi up`.
+readonly FR_CURL_RETRIES=4           # retries on transient errors (5xx, resets)
+readonly FR_CURL_CONNECT_TIMEOUT=20  # seconds to establish a connection
+readonly FR_CURL_SPEED_LIMIT=10240   # abort below 10 KiB/s ...
+readonly FR_CURL_SPEED_TIME=60       # ... sustained for 60 s (1.5 GB Kata is slow, not stuck)
+
+# ---------------------------------------------------------------- logging
+
+info() { printf '%s [%s]: %s\n' "$FR_SCRIPT_NAME" "$FR_HOST" "$*" >&2; }
+warn() { printf '%s [%s]: WARNING: %s\n' "$FR_SCRIPT_NAME" "$FR_HOST" "$*" >&2; }
+
+# one_line TEXT: collapse newlines and tabs so a message stays one line.
+one_line() {
+  local text=$1
+  text=${text//$'\r'/ }
+  text=${text//$'\t'/ }
+  printf '%s' "${text//$'\n'/ }"
+}
+
+# fatal EXPECTED FOUND TODO [EXIT_CODE]  (the message is kept in FR_FATAL_MESSAGE)
+FR_FATAL_MESSAGE=""
+fatal() {
+  local expected=$1 found=$2 todo=$3 code=${4:-1}
+  FR_FATAL_MESSAGE="expected $(one_line "$expected"); found $(one_line "$found"); to fix: $(one_line "$todo")"
+  printf '%s [%s]: FAILED on host %s: %s\n' "$FR_SCRIPT_NAME" "$FR_HOST" "$FR_HOST" "$FR_FATAL_MESSAGE" >&2
+  exit "$code"
+}
+
+# run CMD...: run a command that changes the host (or only log it in dry run).
+run() {
+  if is_dry_run; then
+    info "dry-run: would run: $*"
+    return 0
+  fi
+  "$@"
+}
+
+is_dry_run() { [[ "$FR_DRY_RUN" == 1 ]]; }
+
+# ---------------------------------------------------------------- exit hooks
+
+FR_EXIT_HOOKS=()
+FR_EXIT_STATUS=0
+add_exit_hook() { FR_EXIT_HOOKS+=("$1"); }
+# Hooks run last-registered first; FR_EXIT_STATUS holds the script's exit status.
+run_exit_hooks() {
+  # shellcheck disable=SC2034 # read by the scripts' own exit hooks
+  FR_EXIT_STATUS=$?
+  local i
+  for ((i = ${#FR_EXIT_HOOKS[@]} - 1; i >= 0; i--)); do
+    eval "${FR_EXIT_HOOKS[i]}" || true
+  done
+}
+trap run_exit_hooks EXIT
+
+# make_work_dir VAR: a fresh private directory, removed when the script exits.
+make_work_dir() {
+  local dir
+  mkdir -p "$FR_WORK_BASE"
+  dir=$(mktemp -d "$FR_WORK_BASE/functions-runtime.XXXXXX")
+  chmod 0700 "$dir"
+  add_exit_hook "rm -rf -- '$dir'"
+  printf -v "$1" '%s' "$dir"
+}
+
+# ---------------------------------------------------------------- JSON output
+
+json_string() {
+  local s=$1
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}
+  s=${s//$'\r'/\\r}
+  s=${s//$'\t'/\\t}
+  s=$(printf '%s' "$s" | LC_ALL=C tr -d '\001-\037\177')
+  printf '"%s"' "$s"
+}
+
+# json_string_or_null TEXT: null for the empty string.
+json_string_or_null() {
+  if [[ -z "$1" ]]; then printf 'null'; else json_string "$1"; fi
+}
+
+json_array() {
+  local first=1 item
+  printf '['
+  for item in "$@"; do
+    ((first)) || printf ', '
+    first=0
+    json_string "$item"
+  done
+  printf ']'
+}
+
+# ---------------------------------------------------------------- inputs
+
+# require_var NAME...: every named variable must be set and non-empty.
+require_var() {
+  local name
+  for name in "$@"; do
+    [[ -n "${!name:-}" ]] ||
+      fatal "variable $name to be set" "it empty or unset" \
+        "pass $name=... on the command line (docs/host-contract.md, Variables)"
+  done
+}
+
+require_root() {
+  is_dry_run && return 0
+  [[ "$(id -u)" == 0 ]] ||
+    fatal "to run as root" "uid $(id -u)" "run it over SSH as root, as the program does"
+}
+
+require_isolation() {
+  case "${ISOLATION:-}" in
+    vm | sandbox) ;;
+    *) fatal "ISOLATION to be vm or sandbox" "'${ISOLATION:-}'" \
+      "set functions-runtime:isolation to vm or sandbox" ;;
+  esac
+}
+
+require_kata_hypervisor() {
+  case "${KATA_HYPERVISOR:-}" in
+    qemu | clh) ;;
+    *) fatal "KATA_HYPERVISOR to be qemu or clh" "'${KATA_HYPERVISOR:-}'" \
+      "set the stack's Kata hypervisor to qemu or clh" ;;
+  esac
+}
+
+# ---------------------------------------------------------------- catalog
+
+# catalog_field NAME FIELD: one field (by header name) of the catalog row NAME.
+catalog_field() {
+  local name=$1 field=$2 value
+  [[ -r "$FR_CATALOG" ]] ||
+    fatal "the artifact catalog at $FR_CATALOG" "no readable file" \
+      "re-run the payload step (pulumi up) so catalog/artifacts.tsv is uploaded"
+  value=$(awk -F'\t' -v name="$name" -v field="$field" '
+    /^[[:space:]]*#/ || /^[[:space:]]*$/ { next }
+    !header { for (i = 1; i <= NF; i++) col[$i] = i; header = 1; next }
+    $1 == name && (field in col) { print $col[field]; found = 1; exit }
+    END { if (!found) exit 1 }
+  ' "$FR_CATALOG") ||
+    fatal "a row '$name' with a '$field' column in $FR_CATALOG" "none" \
+      "add the artifact to catalog/artifacts.tsv (name version sha256 url)"
+  [[ -n "$value" ]] ||
+    fatal "a non-empty $field for '$name' in $FR_CATALOG" "an empty field" \
+      "fill in catalog/artifacts.tsv"
+  printf '%s\n' "$value"
+}
+
+# artifact_url NAME: the catalog URL, or $ARTIFACT_MIRROR/<file name of it>.
+artifact_url() {
+  local url
+  url=$(catalog_field "$1" url)
+  if [[ -n "${ARTIFACT_MIRROR:-}" ]]; then
+    printf '%s/%s\n' "${ARTIFACT_MIRROR%/}" "${url##*/}"
+  else
+    printf '%s\n' "$url"
+  fi
+}
+
+# ---------------------------------------------------------------- hashes and downloads
+
+sha256_of() { sha256sum "$1" | awk '{print $1}'; }
+
+# verify_sha256 FILE EXPECTED [WHAT]: fatal unless FILE hashes to EXPECTED.
+verify_sha256() {
+  local file=$1 expected=$2 what=${3:-$1} found
+  found=$(sha256_of "$file")
+  [[ "$found" == "${expected,,}" ]] ||
+    fatal "$what with sha256 $expected" "sha256 $found (nothing was installed)" \
+      "check ARTIFACT_MIRROR serves the pinned file, or fix the catalog row together with its digest"
+}
+
+# download URL OUT: bounded retries and timeouts; fatal on failure.
+download() {
+  local url=$1 out=$2
+  info "downloading $url"
+  curl --fail --silent --show-error --location \
+    --proto '=https,http' \
+    --retry "$FR_CURL_RETRIES" --retry-delay 3 --retry-connrefused \
+    --connect-timeout "$FR_CURL_CONNECT_TIMEOUT" \
+    --speed-limit "$FR_CURL_SPEED_LIMIT" --speed-time "$FR_CURL_SPEED_TIME" \
+    --output "$out" "$url" ||
+    fatal "to download $url" "curl failed (see the line above)" \
+      "check the host's outbound HTTPS or set ARTIFACT_MIRROR to a reachable mirror"
+}
+
+# fetch_artifact NAME DIR: download the catalog artifact NAME into DIR, check
+# its hash, print the path. The file exists outside DIR's download only after
+# the caller moves it; a bad hash leaves the host untouched.
+fetch_artifact() {
+  local name=$1 dir=$2 url sha out
+  url=$(artifact_url "$name")
+  sha=$(catalog_field "$name" sha256)
+  out="$dir/${url##*/}"
+  download "$url" "$out"
+  verify_sha256 "$out" "$sha" "artifact $name ($url)"
+  info "$name: sha256 $sha verified"
+  printf '%s\n' "$out"
+}
+
+# ---------------------------------------------------------------- markers
+
+marker_path() { printf '%s/%s.version\n' "$FR_STATE_DIR" "$1"; }
+
+# marker_value NAME: "<version> <sha256>" as recorded by an install.
+marker_value() {
+  local name=$1
+  printf '%s %s\n' "$(catalog_field "$name" version)" "$(catalog_field "$name" sha256)"
+}
+
+# marker_matches NAME: the recorded install is the catalog's version and hash.
+marker_matches() {
+  local file
+  file=$(marker_path "$1")
+  [[ -r "$file" ]] && [[ "$(cat "$file")" == "$(marker_value "$1")" ]]
+}
+
+write_marker() {
+  local name=$1
+  run mkdir -p "$FR_STATE_DIR"
+  marker_value "$name" | write_file_if_changed "$(marker_path "$name")" 0644 >/dev/null || true
+}
+
+# ---------------------------------------------------------------- files
+
+# write_file_if_changed PATH MODE < CONTENT: write atomically when content or
+# mode differ. Returns 0 when the file changed, 1 when it was already right.
+write_file_if_changed() {
+  local path=$1 mode=$2 dir tmp
+  dir=$(dirname "$path")
+  if is_dry_run; then
+    tmp=$(mktemp)
+    cat >"$tmp"
+    if [[ -f "$path" ]] && cmp -s "$tmp" "$path"; then
+      rm -f "$tmp"
+      return 1
+    fi
+    rm -f "$tmp"
+    info "dry-run: would write $path"
+    return 0
+  fi
+  mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.$(basename "$path").XXXXXX")
+  cat >"$tmp"
+  if [[ -f "$path" ]] && cmp -s "$tmp" "$path"; then
+    rm -f "$tmp"
+    if [[ "$(stat -c '%a' "$path")" != "${mode#0}" ]]; then
+      chmod "$mode" "$path"
+      return 0
+    fi
+    return 1
+  fi
+  chmod "$mode" "$tmp"
+  mv -f "$tmp" "$path"
+  return 0
+}
+
+# ---------------------------------------------------------------- KVM and isolation
+
+cpu_has_virtualization() { grep -qwE 'vmx|svm' "$FR_CPUINFO" 2>/dev/null; }
+kvm_device_usable() { [[ -c "$FR_DEV_KVM" && -r "$FR_DEV_KVM" && -w "$FR_DEV_KVM" ]]; }
+
+# has_kvm: hardware KVM a VM runtime can use. A paravirtual /dev/kvm without
+# vmx/svm flags does not count: a guest kernel never boots on it.
+has_kvm() { kvm_device_usable && cpu_has_virtualization; }
+
+kvm_missing_reason() {
+  if ! kvm_device_usable; then
+    printf 'no usable %s' "$FR_DEV_KVM"
+  elif ! cpu_has_virtualization; then
+    printf '%s exists but the CPU shows no vmx/svm flag' "$FR_DEV_KVM"
+  else
+    printf 'nothing (KVM is usable)'
+  fi
+}
+
+# fatal_isolation_unmet: ISOLATION=vm on a host without usable KVM.
+fatal_isolation_unmet() {
+  fatal "KVM for Kata Containers (functions-runtime:isolation is vm)" \
+    "$(kvm_missing_reason): Hetzner Cloud servers have no nested virtualization" \
+    "Kata needs a dedicated (Robot) server or any KVM-capable machine; or set functions-runtime:isolation to sandbox to use gVisor" \
+    "${1:-1}"
+}
+
+# kata_plan: what to do about Kata on this host: "install" or "skip-no-kvm".
+# Fatal when ISOLATION=vm and KVM is not usable.
+kata_plan() {
+  require_isolation
+  if has_kvm; then
+    echo install
+  elif [[ "$ISOLATION" == vm ]]; then
+    fatal_isolation_unmet
+  else
+    echo skip-no-kvm
+  fi
+}
+
+FR_KATA_DIR=${FR_KATA_DIR:-/opt/kata}
+FR_BIN_DIR=${FR_BIN_DIR:-/usr/local/bin}
+FR_RUNSC=${FR_RUNSC:-/usr/bin/runsc}
+
+kata_installed() { marker_matches kata && [[ -x "$FR_KATA_DIR/bin/containerd-shim-kata-v2" ]]; }
+
+# runtimes_to_register: the Docker runtimes for this host, default first.
+# vm: Kata only. sandbox: Kata (when installed and KVM works), then gVisor.
+runtimes_to_register() {
+  require_isolation
+  local runtimes=()
+  if kata_installed && has_kvm; then
+    runtimes+=(kata)
+  fi
+  if [[ "$ISOLATION" == sandbox ]]; then
+    runtimes+=(runsc)
+  fi
+  ((${#runtimes[@]})) || fatal_isolation_unmet
+  printf '%s\n' "${runtimes[@]}"
+}
+
+# ---------------------------------------------------------------- PEM input
+
+# read_pem_blocks DIR NAME...: split the PEM blocks on stdin, in order, into
+# DIR/NAME (mode 0600). Exactly one block per name; the material is never
+# printed. The first line of each block is checked by the caller if needed.
+read_pem_blocks() {
+  local dir=$1 count
+  shift
+  mkdir -p "$dir"
+  count=$(
+    umask 077
+    awk -v dir="$dir" -v names="$*" '
+      BEGIN { n = split(names, name, " ") }
+      { sub(/\r$/, "") }
+      /^-----BEGIN [A-Z0-9 ]+-----$/ { inblock = 1; i++; if (i <= n) file = dir "/" name[i] }
+      inblock && i <= n { print > file }
+      /^-----END [A-Z0-9 ]+-----$/ && inblock { inblock = 0; done++; if (i <= n) close(file) }
+      END { print (inblock ? -1 : done) }'
+  )
+  [[ "$count" == "$#" ]] ||
+    fatal "$# PEM blocks on stdin ($*, in that order)" \
+      "$([[ "$count" == -1 ]] && echo "an unterminated block" || echo "$count block(s)")" \
+      "check the program sends the PEM material on stdin (docs/host-contract.md)"
+}
+
+# pem_kind FILE: "certificate", "private-key" or "other".
+pem_kind() {
+  case "$(head -n1 "$1")" in
+    "-----BEGIN CERTIFICATE-----") echo certificate ;;
+    "-----BEGIN "*"PRIVATE KEY-----") echo private-key ;;
+    *) echo other ;;
+  esac
+}
+
+# require_pem_kinds DIR NAME:KIND...
+require_pem_kinds() {
+  local dir=$1 spec name kind
+  shift
+  for spec in "$@"; do
+    name=${spec%%:*}
+    kind=${spec#*:}
+    [[ "$(pem_kind "$dir/$name")" == "$kind" ]] ||
+      fatal "stdin block '$name' to be a $kind" "a $(pem_kind "$dir/$name")" \
+        "send CA certificate, certificate, private key, in that order"
+  done
+}

@@ -1,0 +1,417 @@
+#!/usr/bin/env bash
+# Verify a runtime host through its real endpoint (DESIGN.md, Verification):
+#   1. preflight per wanted runtime (Kata: KVM, CPU flags, vhost modules,
+#      `kata-runtime check`; gVisor: runsc present);
+#   2. the mTLS endpoint accepts the verify client and refuses a client
+#      without a certificate (both halves, so the refusal is not vacuous);
+#   3. Docker's default runtime and registered runtimes are the expected ones;
+#   4. with each runtime, `uname -r` inside differs from the host kernel;
+#   5. from inside a sandboxed container the metadata service and the host's
+#      own private address (endpoint and SSH ports) are unreachable; a target
+#      the host itself cannot reach is recorded as skipped, never as passed;
+#   6. cold start: median of COLD_START_RUNS `docker run --rm IMAGE true`.
+# One line per check on stderr; the first failure stops the run with its own
+# exit code. The report (docs/host-contract.md) is ALWAYS printed on stdout.
+#
+# Input: FR_HOST, ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT,
+# VERIFY_IMAGE, VERIFY_IMAGE_ARCHIVE, COLD_START_RUNS, METADATA_ADDRESS,
+# SSH_PORT (default 22); on stdin the CA certificate, the verify-client
+# certificate and key (PEM, in that order), kept in a private temporary
+# directory removed on exit.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+readonly REPORT_SCHEMA="functions-runtime/verify@1"
+readonly BUSYBOX_IMAGE="functions-runtime/verify:busybox"
+readonly BUSYBOX_APPLETS=(sh uname wget nc true)
+FR_BUSYBOX=${FR_BUSYBOX:-/usr/bin/busybox}
+# Exit codes, one per check family (0 = verified).
+readonly EXIT_INPUTS=2
+readonly EXIT_PREFLIGHT=10
+readonly EXIT_ENDPOINT=11
+readonly EXIT_RUNTIMES=12
+readonly EXIT_IMAGE=13
+readonly EXIT_KERNEL=14
+readonly EXIT_ISOLATION=15
+readonly EXIT_COLD_START=16
+# Bounds: a sandbox that hangs must not hang `pulumi up`.
+readonly DOCKER_RUN_TIMEOUT=300 # seconds for one `docker run` (TCG guests are slow)
+readonly PROBE_TIMEOUT=5        # seconds for one TCP connect probe
+
+CURRENT_CHECK=inputs
+FAILED_CHECK=""
+FAILURE_REASON=""
+PASSED=false
+HOST_KERNEL=$(uname -r)
+DEFAULT_RUNTIME=""
+DOCKER_VERSION=""
+WANTED=()
+CERTS=""
+declare -A GUEST_KERNEL=() COLD_MEDIAN=()
+CHECK_NAMES=()
+CHECK_STATUS=()
+CHECK_DETAIL=()
+
+# ---------------------------------------------------------------- check bookkeeping
+
+record_check() { CHECK_NAMES+=("$1"); CHECK_STATUS+=("$2"); CHECK_DETAIL+=("$(one_line "$3")"); }
+
+# pass_check NAME DESCRIPTION DETAIL
+pass_check() {
+  record_check "$1" passed "$3"
+  info "checking $2... passed ($3)"
+}
+
+# skip_check NAME DESCRIPTION REASON
+skip_check() {
+  record_check "$1" skipped "$3"
+  info "checking $2... skipped: $3"
+}
+
+# fail_check NAME DESCRIPTION EXIT_CODE EXPECTED FOUND TODO
+fail_check() {
+  local name=$1 description=$2 code=$3 expected=$4 found=$5 todo=$6
+  FAILED_CHECK=$name
+  record_check "$name" failed "expected $expected; found $found"
+  info "checking $description... FAILED"
+  fatal "$expected" "$found" "$todo" "$code"
+}
+
+# ---------------------------------------------------------------- report
+
+upstream_version() { sed -E 's/^[0-9]+://; s/[+~].*$//' <<<"$1"; }
+
+# version_of CMD...: the first token of CMD's output that looks like a version.
+version_of() {
+  local out
+  out=$("$@" 2>/dev/null | head -n1) || return 0
+  out=$(grep -oE '(release-)?[0-9]+\.[0-9]+(\.[0-9]+)?([.~+-][0-9A-Za-z.~+-]*)?' <<<"$out" | head -n1) || true
+  upstream_version "$out"
+}
+
+collect_versions() {
+  local kata=""
+  if kata_installed; then kata=$(catalog_field kata version 2>/dev/null || true); fi
+  printf '{"docker": %s, "containerd": %s, "runc": %s, "runsc": %s, "kata": %s, "nerdctl": %s}' \
+    "$(json_string_or_null "$DOCKER_VERSION")" \
+    "$(json_string_or_null "$(version_of containerd --version)")" \
+    "$(json_string_or_null "$(version_of runc --version)")" \
+    "$(json_string_or_null "$(version_of "$FR_RUNSC" --version)")" \
+    "$(json_string_or_null "$kata")" \
+    "$(json_string_or_null "$(version_of "$FR_BIN_DIR/nerdctl" --version)")"
+}
+
+runtime_json() {
+  local rt=$1 shim isolation hypervisor="" cold="null"
+  case "$rt" in
+    kata) shim="$FR_KATA_DIR/bin/containerd-shim-kata-v2" isolation=vm hypervisor=${KATA_HYPERVISOR:-} ;;
+    *) shim=$FR_RUNSC isolation=sandbox ;;
+  esac
+  if [[ -n "${COLD_MEDIAN[$rt]:-}" ]]; then
+    cold=$(printf '{"median": %s, "runs": %s}' "${COLD_MEDIAN[$rt]}" "$COLD_START_RUNS")
+  fi
+  printf '{"name": %s, "shim": %s, "isolation": %s, "hypervisor": %s, "guestKernel": %s, "coldStartMs": %s}' \
+    "$(json_string "$rt")" "$(json_string "$shim")" "$(json_string "$isolation")" \
+    "$(json_string_or_null "$hypervisor")" "$(json_string_or_null "${GUEST_KERNEL[$rt]:-}")" "$cold"
+}
+
+print_report() {
+  local i first=1 rt runtimes_json="" checks_json=""
+  for rt in "${WANTED[@]}"; do
+    ((first)) || runtimes_json+=", "
+    first=0
+    runtimes_json+=$(runtime_json "$rt")
+  done
+  first=1
+  for i in "${!CHECK_NAMES[@]}"; do
+    ((first)) || checks_json+=", "
+    first=0
+    checks_json+=$(printf '{"name": %s, "status": %s, "passed": %s, "detail": %s}' \
+      "$(json_string "${CHECK_NAMES[i]}")" "$(json_string "${CHECK_STATUS[i]}")" \
+      "$([[ "${CHECK_STATUS[i]}" == passed ]] && echo true || echo false)" \
+      "$(json_string "${CHECK_DETAIL[i]}")")
+  done
+  printf '{"schema": %s, "host": %s, "passed": %s, "failedCheck": %s, "reason": %s, "hostKernel": %s, "defaultRuntime": %s, "runtimes": [%s], "versions": %s, "checks": [%s]}\n' \
+    "$(json_string "$REPORT_SCHEMA")" "$(json_string "$FR_HOST")" "$PASSED" \
+    "$(json_string_or_null "$FAILED_CHECK")" "$(json_string_or_null "$FAILURE_REASON")" \
+    "$(json_string "$HOST_KERNEL")" "$(json_string_or_null "$DEFAULT_RUNTIME")" \
+    "$runtimes_json" "$(collect_versions)" "$checks_json"
+}
+
+# Exit hook: whatever happened, stdout gets the report.
+finish_report() {
+  if [[ "$PASSED" != true ]]; then
+    FAILED_CHECK=${FAILED_CHECK:-$CURRENT_CHECK}
+    FAILURE_REASON=${FR_FATAL_MESSAGE:-"the script stopped during check '$CURRENT_CHECK' (exit $FR_EXIT_STATUS); see stderr"}
+  fi
+  print_report
+}
+
+# ---------------------------------------------------------------- inputs
+
+read_inputs() {
+  local work
+  CURRENT_CHECK=inputs
+  require_var PRIVATE_ADDRESS ENDPOINT_PORT VERIFY_IMAGE COLD_START_RUNS METADATA_ADDRESS
+  require_isolation
+  if ! [[ "$COLD_START_RUNS" =~ ^[0-9]+$ ]] || ((COLD_START_RUNS < 3 || COLD_START_RUNS % 2 == 0)); then
+    fatal "COLD_START_RUNS to be an odd number >= 3" "'$COLD_START_RUNS'" "set the stack's cold-start runs to 3, 5, ..." "$EXIT_INPUTS"
+  fi
+  SSH_PORT=${SSH_PORT:-22}
+  make_work_dir work
+  CERTS="$work/certs"
+  read_pem_blocks "$CERTS" ca.pem cert.pem key.pem
+  require_pem_kinds "$CERTS" ca.pem:certificate cert.pem:certificate key.pem:private-key
+  # The docker CLI must not read or write root's ~/.docker.
+  export DOCKER_CONFIG="$work/docker-config"
+  mkdir -p "$DOCKER_CONFIG"
+}
+
+# wanted_runtimes: what this host must verify, default first (the same rule
+# configure_runtime.sh registers by; ISOLATION=vm without KVM is a preflight failure).
+wanted_runtimes() {
+  if [[ "$ISOLATION" == vm ]] || { has_kvm && kata_installed; }; then echo kata; fi
+  if [[ "$ISOLATION" == sandbox ]]; then echo runsc; fi
+}
+
+# ---------------------------------------------------------------- helpers
+
+endpoint_host() {
+  if [[ "$PRIVATE_ADDRESS" == *:* ]]; then printf '[%s]' "$PRIVATE_ADDRESS"; else printf '%s' "$PRIVATE_ADDRESS"; fi
+}
+
+endpoint_docker() {
+  docker --tlsverify --tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" --tlskey "$CERTS/key.pem" \
+    -H "tcp://$(endpoint_host):$ENDPOINT_PORT" "$@"
+}
+
+# run_in RUNTIME ARGS...: one container through the endpoint, bounded in time.
+run_in() {
+  local rt=$1
+  shift
+  timeout "$DOCKER_RUN_TIMEOUT" docker --tlsverify --tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" \
+    --tlskey "$CERTS/key.pem" -H "tcp://$(endpoint_host):$ENDPOINT_PORT" \
+    run --rm --runtime "$rt" "$VERIFY_IMAGE" "$@"
+}
+
+# host_reaches ADDR PORT: the host itself can open a TCP connection.
+host_reaches() {
+  # shellcheck disable=SC2016 # $1 and $2 are expanded by the inner bash
+  timeout "$PROBE_TIMEOUT" bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# container_probe RUNTIME ADDR PORT: prints "reachable" or "unreachable".
+container_probe() {
+  local out
+  # shellcheck disable=SC2016 # expanded by the container's shell
+  out=$(run_in "$1" sh -c 'if nc -w "$2" "$0" "$1" -e true; then echo reachable; else echo unreachable; fi' \
+    "$2" "$3" "$PROBE_TIMEOUT" 2>&1) || true
+  case "$out" in
+    *unreachable*) echo unreachable ;;
+    *reachable*) echo reachable ;;
+    *) echo "probe failed: $(one_line "$out")" ;;
+  esac
+}
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+module_loaded() { [[ -d "/sys/module/$1" ]]; }
+
+# ---------------------------------------------------------------- checks
+
+check_preflight_kata() {
+  local name=preflight-kata desc="Kata preflight (KVM, CPU flags, vhost modules, kata-runtime check)" out module
+  CURRENT_CHECK=$name
+  if ! has_kvm; then
+    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "KVM for Kata Containers (functions-runtime:isolation is $ISOLATION)" \
+      "$(kvm_missing_reason): Hetzner Cloud servers have no nested virtualization" \
+      "Kata needs a dedicated (Robot) server or any KVM-capable machine; or set functions-runtime:isolation to sandbox to use gVisor"
+  fi
+  kata_installed ||
+    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "Kata $(catalog_field kata version) installed in $FR_KATA_DIR" \
+      "no matching install marker or shim" "re-run the install step (scripts/install_runtime.sh)"
+  for module in vhost_vsock vhost_net; do
+    module_loaded "$module" ||
+      fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "kernel module $module loaded" "it is not" \
+        "run 'modprobe $module' on the host and check base/modules.conf"
+  done
+  out=$("$FR_BIN_DIR/kata-runtime" check --no-network-checks 2>&1) ||
+    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "'kata-runtime check' to pass" "$(tail -n3 <<<"$out")" \
+      "run 'kata-runtime check --verbose' on the host"
+  pass_check "$name" "$desc" "KVM usable, vhost modules loaded, kata-runtime check passed"
+}
+
+check_preflight_runsc() {
+  local name=preflight-runsc desc="gVisor preflight (runsc present)" version
+  CURRENT_CHECK=$name
+  if [[ -x "$FR_RUNSC" ]]; then version=$("$FR_RUNSC" --version 2>&1 | head -n1) || version="(no version)"; fi
+  [[ -x "$FR_RUNSC" ]] ||
+    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "an executable $FR_RUNSC" "none" \
+      "re-run the install step (apt package runsc)"
+  pass_check "$name" "$desc" "$version"
+}
+
+check_endpoint_accepts_client_cert() {
+  local name=endpoint-accepts-client-cert desc="endpoint accepts the verify client certificate" out
+  CURRENT_CHECK=$name
+  out=$(curl -fsS --max-time 15 --cacert "$CERTS/ca.pem" --cert "$CERTS/cert.pem" --key "$CERTS/key.pem" \
+    "https://$(endpoint_host):$ENDPOINT_PORT/version" 2>&1) ||
+    fail_check "$name" "$desc" "$EXIT_ENDPOINT" \
+      "the Docker API at https://$(endpoint_host):$ENDPOINT_PORT to answer a client with the verify certificate" \
+      "$out" "check dockerd is running (journalctl -u docker) and the server certificate names $PRIVATE_ADDRESS"
+  DOCKER_VERSION=$(grep -oE '"Version":"[^"]*"' <<<"$out" | head -n1 | cut -d'"' -f4) || true
+  DOCKER_VERSION=$(upstream_version "$DOCKER_VERSION")
+  pass_check "$name" "$desc" "GET /version answered over mutual TLS (Docker ${DOCKER_VERSION:-unknown})"
+}
+
+check_endpoint_refuses_no_cert() {
+  local name=endpoint-refuses-no-cert desc="endpoint refuses clients without a certificate" out
+  CURRENT_CHECK=$name
+  if out=$(curl -fsS --max-time 15 --cacert "$CERTS/ca.pem" "https://$(endpoint_host):$ENDPOINT_PORT/version" 2>&1); then
+    fail_check "$name" "$desc" "$EXIT_ENDPOINT" "a TLS client without a certificate to be refused" \
+      "GET /version answered without a client certificate" "set tlsverify true in /etc/docker/daemon.json (configure step)"
+  fi
+  pass_check "$name" "$desc" "refused: $out"
+}
+
+check_registered_runtimes() {
+  local name=default-runtime desc="Docker's default runtime and registered runtimes" info_out default rt
+  CURRENT_CHECK=$name
+  # shellcheck disable=SC2016 # a Go template, not shell
+  info_out=$(endpoint_docker info --format '{{.DefaultRuntime}} {{range $k, $v := .Runtimes}}{{$k}} {{end}}' 2>&1) ||
+    fail_check "$name" "$desc" "$EXIT_RUNTIMES" "docker info through the endpoint" "$info_out" "check dockerd (journalctl -u docker)"
+  default=${info_out%% *}
+  DEFAULT_RUNTIME=$default
+  [[ "$default" == "${WANTED[0]}" ]] ||
+    fail_check "$name" "$desc" "$EXIT_RUNTIMES" "default runtime ${WANTED[0]}" "$default" "re-run the configure step"
+  for rt in "${WANTED[@]}"; do
+    [[ " ${info_out#* } " == *" $rt "* ]] ||
+      fail_check "$name" "$desc" "$EXIT_RUNTIMES" "runtime $rt registered with Docker" "runtimes: ${info_out#* }" "re-run the configure step"
+  done
+  pass_check "$name" "$desc" "default $default; registered: ${info_out#* }"
+}
+
+build_busybox_image() {
+  local work stage applet
+  make_work_dir work
+  stage="$work/rootfs"
+  mkdir -p "$stage/bin"
+  cp "$FR_BUSYBOX" "$stage/bin/busybox"
+  for applet in "${BUSYBOX_APPLETS[@]}"; do ln -s busybox "$stage/bin/$applet"; done
+  tar --owner=0 --group=0 --numeric-owner --mtime=@0 --sort=name -C "$stage" -cf "$work/rootfs.tar" .
+  endpoint_docker import --change 'CMD ["/bin/sh"]' "$work/rootfs.tar" "$BUSYBOX_IMAGE" >/dev/null
+}
+
+check_verify_image() {
+  local name=verify-image desc="verify image $VERIFY_IMAGE present" out how
+  CURRENT_CHECK=$name
+  if [[ -n "${VERIFY_IMAGE_ARCHIVE:-}" ]]; then
+    [[ -r "$VERIFY_IMAGE_ARCHIVE" ]] ||
+      fail_check "$name" "$desc" "$EXIT_IMAGE" "the image archive $VERIFY_IMAGE_ARCHIVE" "no readable file" "upload it or leave VERIFY_IMAGE_ARCHIVE empty"
+    out=$(endpoint_docker load -i "$VERIFY_IMAGE_ARCHIVE" 2>&1) ||
+      fail_check "$name" "$desc" "$EXIT_IMAGE" "docker load of $VERIFY_IMAGE_ARCHIVE" "$out" "check the archive is a docker save output"
+  fi
+  if endpoint_docker image inspect "$VERIFY_IMAGE" >/dev/null 2>&1; then
+    how="already present"
+  elif [[ "$VERIFY_IMAGE" == "$BUSYBOX_IMAGE" ]]; then
+    [[ -x "$FR_BUSYBOX" ]] ||
+      fail_check "$name" "$desc" "$EXIT_IMAGE" "Debian's static busybox at $FR_BUSYBOX" "none" "install busybox-static (base/packages.txt)"
+    out=$(build_busybox_image 2>&1) ||
+      fail_check "$name" "$desc" "$EXIT_IMAGE" "docker import of a busybox rootfs" "$out" "check dockerd (journalctl -u docker)"
+    how="built from $FR_BUSYBOX"
+  elif [[ "$VERIFY_IMAGE" != *@sha256:* ]]; then
+    fail_check "$name" "$desc" "$EXIT_IMAGE" "VERIFY_IMAGE pinned by digest (name@sha256:...)" "'$VERIFY_IMAGE'" \
+      "pin the verify image by digest or use $BUSYBOX_IMAGE"
+  else
+    out=$(endpoint_docker pull "$VERIFY_IMAGE" 2>&1) ||
+      fail_check "$name" "$desc" "$EXIT_IMAGE" "docker pull $VERIFY_IMAGE" "$(tail -n1 <<<"$out")" "check the host's registry access or use VERIFY_IMAGE_ARCHIVE"
+    how="pulled"
+  fi
+  pass_check "$name" "$desc" "$how"
+}
+
+check_runtime_kernel() {
+  local rt=$1 name="runtime-$1-kernel" desc="$1 runs the verify image with its own kernel" out
+  CURRENT_CHECK=$name
+  out=$(run_in "$rt" --network none uname -r 2>&1) ||
+    fail_check "$name" "$desc" "$EXIT_KERNEL" "docker run --runtime $rt to succeed" "$(tail -n2 <<<"$out")" \
+      "run 'docker run --rm --runtime $rt $VERIFY_IMAGE uname -r' on the host and read journalctl -u docker"
+  out=$(tail -n1 <<<"$out")
+  [[ -n "$out" && "$out" != "$HOST_KERNEL" ]] ||
+    fail_check "$name" "$desc" "$EXIT_KERNEL" "a guest kernel different from the host's ($HOST_KERNEL)" "'$out'" \
+      "the container is not sandboxed: check /etc/docker/daemon.json runtimes"
+  GUEST_KERNEL[$rt]=$out
+  pass_check "$name" "$desc" "guest kernel $out, host kernel $HOST_KERNEL"
+}
+
+# check_unreachable RUNTIME TARGET_NAME ADDR PORT
+check_unreachable() {
+  local rt=$1 target=$2 addr=$3 port=$4 name desc result
+  name="isolation-$rt-$target"
+  desc="$addr:$port ($target) is unreachable from a $rt container"
+  CURRENT_CHECK=$name
+  if ! host_reaches "$addr" "$port"; then
+    skip_check "$name" "$desc" "the host itself cannot reach $addr:$port, so the probe would prove nothing"
+    return 0
+  fi
+  result=$(container_probe "$rt" "$addr" "$port")
+  case "$result" in
+    unreachable) pass_check "$name" "$desc" "host reaches it, the container does not" ;;
+    reachable)
+      fail_check "$name" "$desc" "$EXIT_ISOLATION" "$addr:$port unreachable from inside a $rt container" "it is reachable" \
+        "re-run the firewall step and check 'nft list table inet functions_runtime'" ;;
+    *)
+      fail_check "$name" "$desc" "$EXIT_ISOLATION" "the probe container to run" "$result" \
+        "run 'docker run --rm --runtime $rt $VERIFY_IMAGE nc' on the host" ;;
+  esac
+}
+
+check_isolation() {
+  local rt=$1
+  check_unreachable "$rt" metadata "$METADATA_ADDRESS" 80
+  check_unreachable "$rt" host-endpoint "$PRIVATE_ADDRESS" "$ENDPOINT_PORT"
+  check_unreachable "$rt" host-ssh "$PRIVATE_ADDRESS" "$SSH_PORT"
+}
+
+measure_cold_start() {
+  local rt=$1 name="cold-start-$1" desc="cold start of $1 (median of $COLD_START_RUNS runs)" i start out times=()
+  CURRENT_CHECK=$name
+  for ((i = 0; i < COLD_START_RUNS; i++)); do
+    start=$(now_ms)
+    out=$(run_in "$rt" true 2>&1) ||
+      fail_check "$name" "$desc" "$EXIT_COLD_START" "docker run --runtime $rt true to succeed" "$(tail -n1 <<<"$out")" \
+        "read journalctl -u docker on the host"
+    times+=($(($(now_ms) - start)))
+  done
+  COLD_MEDIAN[$rt]=$(printf '%s\n' "${times[@]}" | median)
+  pass_check "$name" "$desc" "median ${COLD_MEDIAN[$rt]} ms (runs: ${times[*]} ms)"
+}
+
+verify_runtimes() {
+  local rt
+  for rt in "${WANTED[@]}"; do check_runtime_kernel "$rt"; done
+  for rt in "${WANTED[@]}"; do check_isolation "$rt"; done
+  for rt in "${WANTED[@]}"; do measure_cold_start "$rt"; done
+}
+
+main() {
+  add_exit_hook finish_report
+  read_inputs
+  mapfile -t WANTED < <(wanted_runtimes)
+  DEFAULT_RUNTIME=${WANTED[0]}
+  if [[ " ${WANTED[*]} " == *" kata "* ]]; then check_preflight_kata; fi
+  if [[ " ${WANTED[*]} " == *" runsc "* ]]; then check_preflight_runsc; fi
+  check_endpoint_accepts_client_cert
+  check_endpoint_refuses_no_cert
+  check_registered_runtimes
+  check_verify_image
+  verify_runtimes
+  PASSED=true
+  info "host $FR_HOST verified: default runtime $DEFAULT_RUNTIME"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
