@@ -356,7 +356,7 @@ read_pem_blocks() {
       /^-----BEGIN [A-Z0-9 ]+-----$/ { inblock = 1; i++; if (i <= n) file = dir "/" name[i] }
       inblock && i <= n { print > file }
       /^-----END [A-Z0-9 ]+-----$/ && inblock { inblock = 0; done++; if (i <= n) close(file) }
-      END { print (inblock ? -1 : done) }'
+      END { print (inblock ? -1 : done + 0) }'
   )
   [[ "$count" == "$#" ]] ||
     fatal "$# PEM blocks on stdin ($*, in that order)" \

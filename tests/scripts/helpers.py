@@ -1,0 +1,162 @@
+"""Helpers for the host-script tests: run functions of scripts/*.sh in bash
+with every path pointed into a temporary directory (no root-level side
+effects), and a throwaway HTTP server on 127.0.0.1 standing in for GitHub or
+an artifact mirror. The fixtures are re-exported by conftest.py."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def run_bash(snippet: str, env: dict[str, str], stdin: str = "", script: str = "lib.sh") -> Result:
+    """Source scripts/<script> (its main does not run) and run `snippet`."""
+    full_env = {"PATH": os.environ["PATH"], "HOME": env.get("HOME", "/nonexistent"), "LANG": "C.UTF-8"}
+    full_env.update(env)
+    proc = subprocess.run(
+        ["bash", "-c", f'source "$1"; {snippet}', "bash", str(SCRIPTS / script)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_script(script: str, env: dict[str, str], stdin: str = "") -> Result:
+    full_env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+    full_env.update(env)
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / script)], input=stdin, capture_output=True, text=True, env=full_env, timeout=180
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tar_bytes(members: dict[str, bytes], compress: str) -> bytes:
+    """A tar archive of executable files; compress is 'gz' or 'zst'."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755
+            tar.addfile(info, io.BytesIO(data))
+    if compress == "gz":
+        import gzip
+
+        return gzip.compress(raw.getvalue())
+    return subprocess.run(["zstd", "-q", "-c"], input=raw.getvalue(), capture_output=True, check=True).stdout
+
+
+def write_catalog(root: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    path = root / "catalog" / "artifacts.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# test catalog", "name\tversion\tsha256\turl"] + ["\t".join(r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class HttpServer:
+    url: str
+    directory: Path
+    log: Path
+
+    def requests(self) -> list[str]:
+        return [line for line in self.log.read_text().splitlines() if '"GET ' in line]
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """python -m http.server on 127.0.0.1, stopped by its PID afterwards."""
+    directory = tmp_path / "www"
+    directory.mkdir()
+    log = tmp_path / "http.log"
+    port = free_port()
+    with log.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(directory)],
+            stdout=log_file,
+            stderr=log_file,
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield HttpServer(f"http://127.0.0.1:{port}", directory, log)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def fr_env(tmp_path):
+    """FR_* variables pointing every path the scripts write into tmp_path."""
+    root = tmp_path / "fr"
+    (root / "state").mkdir(parents=True)
+    cpuinfo = tmp_path / "cpuinfo-novmx"
+    cpuinfo.write_text("flags\t\t: fpu sse2 hypervisor\n")
+    return {
+        "FR_ROOT": str(root),
+        "FR_HOST": "test-host-1",
+        "FR_WORK_BASE": str(tmp_path / "work"),
+        "FR_KATA_DIR": str(tmp_path / "opt-kata"),
+        "FR_BIN_DIR": str(tmp_path / "bin"),
+        "FR_DEV_KVM": str(tmp_path / "no-kvm"),
+        "FR_CPUINFO": str(cpuinfo),
+        "ISOLATION": "sandbox",
+        "KATA_HYPERVISOR": "qemu",
+    }
+
+
+def kvm_env(tmp_path, usable: bool) -> dict[str, str]:
+    """/dev/null stands in for a usable /dev/kvm (a read-write char device)."""
+    cpuinfo = tmp_path / "cpuinfo-vmx"
+    cpuinfo.write_text("flags\t\t: fpu vmx sse2\n")
+    if usable:
+        return {"FR_DEV_KVM": "/dev/null", "FR_CPUINFO": str(cpuinfo)}
+    return {}
+
+
+needs = pytest.mark.skipif
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None

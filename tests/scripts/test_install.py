@@ -1,0 +1,134 @@
+"""scripts/install_runtime.sh: Kata and nerdctl from the catalog, for real,
+against a tiny HTTP server on 127.0.0.1 standing in for GitHub / the mirror.
+
+Proves: the download -> hash check -> move into place order (a tampered
+archive installs nothing, leaves no marker, and the one-line message names the
+artifact, the expected and the found digest); the Kata layout (./opt/kata/...)
+lands in the Kata dir with the shim and kata-runtime linked into the bin dir;
+the marker makes a second run skip without any HTTP request; ARTIFACT_MIRROR
+is used by file name; Kata is skipped without KVM under ISOLATION=sandbox and
+refused before any download under ISOLATION=vm.
+Does not prove: apt-get installs of docker.io/runsc (not run here: no root
+side effects), or that the real 1.5 GB Kata release works; the archives here
+are test archives with the real layout. The hostlab runs the real packages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from tests.scripts.helpers import kvm_env, run_bash, sha256, tar_bytes, write_catalog
+
+KATA_FILE = "kata-static-3.32.0-amd64.tar.zst"
+NERDCTL_FILE = "nerdctl-2.3.5-linux-amd64.tar.gz"
+
+
+@pytest.fixture
+def world(fr_env, tmp_path, http_server):
+    kata = tar_bytes(
+        {
+            "./opt/kata/bin/containerd-shim-kata-v2": b"#!/bin/sh\necho shim\n",
+            "./opt/kata/bin/kata-runtime": b"#!/bin/sh\necho kata-runtime 3.32.0\n",
+            "./opt/kata/share/defaults/kata-containers/configuration-qemu.toml": b"[hypervisor.qemu]\n",
+        },
+        "zst",
+    )
+    nerdctl = tar_bytes({"nerdctl": b"#!/bin/sh\necho nerdctl version 2.3.5\n", "containerd-rootless.sh": b""}, "gz")
+    (http_server.directory / KATA_FILE).write_bytes(kata)
+    (http_server.directory / NERDCTL_FILE).write_bytes(nerdctl)
+    # Catalog URLs point at an unreachable origin: only the mirror can serve them.
+    write_catalog(
+        tmp_path / "fr",
+        [
+            ("kata", "3.32.0", sha256(kata), f"https://github.invalid/kata/3.32.0/{KATA_FILE}"),
+            ("nerdctl", "2.3.5", sha256(nerdctl), f"https://github.invalid/nerdctl/v2.3.5/{NERDCTL_FILE}"),
+        ],
+    )
+    env = {**fr_env, **kvm_env(tmp_path, True), "ARTIFACT_MIRROR": http_server.url}
+    return env, http_server, tmp_path
+
+
+STEPS = "install_kata; install_nerdctl; print_result"
+
+
+def test_first_run_installs_then_second_run_skips_without_download(world):
+    env, server, tmp = world
+    first = run_bash(STEPS, env, script="install_runtime.sh")
+    assert first.rc == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert result["kata"] == "installed" and result["nerdctl"] == "installed"
+    assert os.access(tmp / "opt-kata" / "bin" / "containerd-shim-kata-v2", os.X_OK)
+    assert os.readlink(tmp / "bin" / "containerd-shim-kata-v2") == str(tmp / "opt-kata" / "bin" / "containerd-shim-kata-v2")
+    assert os.readlink(tmp / "bin" / "kata-runtime") == str(tmp / "opt-kata" / "bin" / "kata-runtime")
+    assert os.access(tmp / "bin" / "nerdctl", os.X_OK)
+    assert (tmp / "fr" / "state" / "kata.version").read_text().startswith("3.32.0 ")
+    assert len(server.requests()) == 2
+    assert [p for p in (tmp / "work").iterdir()] == []  # work dirs removed on exit
+
+    second = run_bash(STEPS, env, script="install_runtime.sh")
+    assert second.rc == 0, second.stderr
+    assert json.loads(second.stdout) == {"changed": [], "installedPackages": [], "kata": "present", "nerdctl": "present"}
+    assert "Kata already at 3.32.0, skipping" in second.stderr
+    assert "nerdctl already at 2.3.5, skipping" in second.stderr
+    assert len(server.requests()) == 2, "the second run must not download"
+
+
+def test_tampered_archive_installs_nothing(world):
+    env, server, tmp = world
+    tampered = (server.directory / KATA_FILE).read_bytes() + b"evil"
+    (server.directory / KATA_FILE).write_bytes(tampered)
+    r = run_bash(STEPS, env, script="install_runtime.sh")
+    assert r.rc != 0
+    expected = [line.split("\t")[2] for line in (tmp / "fr" / "catalog" / "artifacts.tsv").read_text().splitlines() if line.startswith("kata\t")][0]
+    failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
+    assert len(failure) == 1
+    assert "test-host-1" in failure[0] and "artifact kata" in failure[0]
+    assert expected in failure[0] and sha256(tampered) in failure[0]
+    assert not (tmp / "opt-kata").exists()
+    assert not (tmp / "bin" / "containerd-shim-kata-v2").exists()
+    assert not (tmp / "fr" / "state" / "kata.version").exists()
+    assert [p for p in (tmp / "work").iterdir()] == []
+
+
+def test_changed_catalog_version_reinstalls(world):
+    env, server, tmp = world
+    assert run_bash(STEPS, env, script="install_runtime.sh").rc == 0
+    (tmp / "fr" / "state" / "nerdctl.version").write_text("2.3.0 deadbeef\n")  # an older install
+    r = run_bash("install_nerdctl; print_result", env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["nerdctl"] == "installed"
+    assert len(server.requests()) == 3
+
+
+def test_sandbox_without_kvm_skips_kata_without_download(world):
+    env, server, tmp = world
+    env = {**env, "FR_DEV_KVM": str(tmp / "no-kvm")}
+    r = run_bash("install_kata; print_result", env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["kata"] == "skipped-no-kvm"
+    assert "Kata not installed" in r.stderr
+    assert server.requests() == []
+
+
+def test_vm_without_kvm_fails_before_any_download(world):
+    env, server, tmp = world
+    env = {**env, "FR_DEV_KVM": str(tmp / "no-kvm"), "ISOLATION": "vm"}
+    r = run_bash("main", {**env, "FR_DRY_RUN": "1"}, script="install_runtime.sh")
+    assert r.rc != 0
+    assert "test-host-1" in r.stderr
+    assert "Hetzner Cloud servers have no nested virtualization" in r.stderr
+    assert "set functions-runtime:isolation to sandbox" in r.stderr
+    assert r.stdout == ""
+    assert server.requests() == []
+
+
+def test_download_failure_is_one_clear_line(world):
+    env, server, tmp = world
+    (server.directory / NERDCTL_FILE).unlink()
+    r = run_bash("install_nerdctl", env, script="install_runtime.sh")
+    assert r.rc != 0
+    failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
+    assert len(failure) == 1 and NERDCTL_FILE in failure[0] and "ARTIFACT_MIRROR" in failure[0]
+    assert not (tmp / "bin" / "nerdctl").exists()

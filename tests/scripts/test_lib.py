@@ -1,0 +1,196 @@
+"""scripts/lib.sh, run for real in bash with paths in a temporary directory.
+
+Proves: catalog lookup (including the error for a missing row), SHA-256
+checking (good and bad, the message names expected and found digests), mirror
+URL construction, JSON helpers emit valid JSON for awkward strings,
+write_file_if_changed reports change/no change, the KVM decision (device and
+CPU flags) and the Kata plan per isolation, PEM splitting from stdin.
+Does not prove: anything about a real /dev/kvm or real Kata; /dev/null stands
+in for a usable KVM device. That is the hostlab's and a dedicated host's job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from tests.scripts.helpers import kvm_env, run_bash, sha256, write_catalog
+
+KATA_URL = "https://github.com/kata-containers/kata-containers/releases/download/3.32.0/kata-static-3.32.0-amd64.tar.zst"
+KATA_SHA = "1449ecea50bd91fa73a94648db195d18950fe869ba4b1f12d05f55f1fa7c1b01"
+
+
+@pytest.fixture
+def env(fr_env, tmp_path):
+    write_catalog(tmp_path / "fr", [("kata", "3.32.0", KATA_SHA, KATA_URL)])
+    return fr_env
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [("version", "3.32.0"), ("sha256", KATA_SHA), ("url", KATA_URL)],
+)
+def test_catalog_field(env, field, expected):
+    r = run_bash(f"catalog_field kata {field}", env)
+    assert r.rc == 0, r.stderr
+    assert r.stdout.strip() == expected
+
+
+def test_catalog_field_missing_row_is_one_line_naming_host(env):
+    r = run_bash("catalog_field nope version", env)
+    assert r.rc != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "test-host-1" in lines[0] and "'nope'" in lines[0] and "to fix:" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("mirror", "expected"),
+    [
+        ("", KATA_URL),
+        ("http://10.0.2.2:8080", "http://10.0.2.2:8080/kata-static-3.32.0-amd64.tar.zst"),
+        ("http://10.0.2.2:8080/base/", "http://10.0.2.2:8080/base/kata-static-3.32.0-amd64.tar.zst"),
+    ],
+)
+def test_artifact_url_uses_mirror_by_file_name(env, mirror, expected):
+    r = run_bash("artifact_url kata", {**env, "ARTIFACT_MIRROR": mirror})
+    assert r.stdout.strip() == expected
+
+
+def test_verify_sha256_good_and_bad(env, tmp_path):
+    f = tmp_path / "blob"
+    f.write_bytes(b"hello")
+    good = sha256(b"hello")
+    assert run_bash(f'verify_sha256 "{f}" {good} blob', env).rc == 0
+    bad = "0" * 64
+    r = run_bash(f'verify_sha256 "{f}" {bad} "artifact blob"', env)
+    assert r.rc != 0
+    assert bad in r.stderr and good in r.stderr and "artifact blob" in r.stderr
+
+
+def test_json_helpers_escape_awkward_strings(env):
+    r = run_bash(
+        """printf '{"a": %s, "b": %s, "n": %s, "e": %s}' "$(json_string $'q"uote\\\\back\\nnew\\ttab\\x01')" \
+        "$(json_array x 'y z' '"')" "$(json_string_or_null '')" "$(json_array)" """,
+        env,
+    )
+    doc = json.loads(r.stdout)
+    assert doc == {"a": 'q"uote\\back\nnew\ttab', "b": ["x", "y z", '"'], "n": None, "e": []}
+
+
+def test_write_file_if_changed(env, tmp_path):
+    target = tmp_path / "etc" / "x.conf"
+    snippet = f'if printf "%s" "$1" | write_file_if_changed "{target}" 0640; then echo changed; else echo same; fi'
+    outs = [
+        run_bash(snippet.replace("$1", "one"), env).stdout.strip(),
+        run_bash(snippet.replace("$1", "one"), env).stdout.strip(),
+        run_bash(snippet.replace("$1", "two"), env).stdout.strip(),
+    ]
+    assert outs == ["changed", "same", "changed"]
+    assert target.read_text() == "two"
+    assert oct(os.stat(target).st_mode & 0o777) == "0o640"
+    os.chmod(target, 0o644)  # a mode drift alone counts as a change and is repaired
+    assert run_bash(snippet.replace("$1", "two"), env).stdout.strip() == "changed"
+    assert oct(os.stat(target).st_mode & 0o777) == "0o640"
+
+
+@pytest.mark.parametrize(
+    ("device", "flags", "expected"),
+    [
+        ("/dev/null", "vmx", "yes"),
+        ("/dev/null", "svm", "yes"),
+        ("/dev/null", "sse2 hypervisor", "no"),  # paravirtual /dev/kvm without vmx/svm
+        ("MISSING", "vmx", "no"),  # Hetzner Cloud: no /dev/kvm at all
+        ("REGULAR", "vmx", "no"),  # not a character device
+    ],
+)
+def test_has_kvm(env, tmp_path, device, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"flags\t\t: fpu {flags}\n")
+    if device == "MISSING":
+        device = str(tmp_path / "nope")
+    elif device == "REGULAR":
+        (tmp_path / "regular").write_text("")
+        device = str(tmp_path / "regular")
+    r = run_bash("if has_kvm; then echo yes; else echo no; fi", {**env, "FR_DEV_KVM": device, "FR_CPUINFO": str(cpuinfo)})
+    assert r.stdout.strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("isolation", "kvm", "rc", "plan"),
+    [("vm", True, 0, "install"), ("sandbox", True, 0, "install"), ("sandbox", False, 0, "skip-no-kvm"), ("vm", False, 1, "")],
+)
+def test_kata_plan(env, tmp_path, isolation, kvm, rc, plan):
+    r = run_bash("kata_plan", {**env, **kvm_env(tmp_path, kvm), "ISOLATION": isolation})
+    assert (r.rc, r.stdout.strip()) == (rc, plan)
+    if rc:
+        line = r.stderr.strip()
+        assert "test-host-1" in line
+        assert "Hetzner Cloud servers have no nested virtualization" in line
+        assert "dedicated (Robot) server" in line and "functions-runtime:isolation to sandbox" in line
+
+
+@pytest.mark.parametrize(
+    ("isolation", "kvm", "kata_installed", "expected"),
+    [
+        ("sandbox", False, False, ["runsc"]),
+        ("sandbox", True, False, ["runsc"]),
+        ("sandbox", True, True, ["kata", "runsc"]),
+        ("sandbox", False, True, ["runsc"]),
+        ("vm", True, True, ["kata"]),
+    ],
+)
+def test_runtimes_to_register(env, tmp_path, isolation, kvm, kata_installed, expected):
+    if kata_installed:
+        shim = tmp_path / "opt-kata" / "bin" / "containerd-shim-kata-v2"
+        shim.parent.mkdir(parents=True)
+        shim.write_text("#!/bin/sh\n")
+        shim.chmod(0o755)
+        (tmp_path / "fr" / "state" / "kata.version").write_text(f"3.32.0 {KATA_SHA}\n")
+    r = run_bash("runtimes_to_register", {**env, **kvm_env(tmp_path, kvm), "ISOLATION": isolation})
+    assert r.rc == 0, r.stderr
+    assert r.stdout.split() == expected
+
+
+def test_runtimes_to_register_vm_without_kata_fails(env, tmp_path):
+    r = run_bash("runtimes_to_register", {**env, "ISOLATION": "vm"})
+    assert r.rc != 0 and "no nested virtualization" in r.stderr
+
+
+PEM = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nSECRETSECRET\n-----END PRIVATE KEY-----\n"
+
+
+def test_read_pem_blocks_splits_in_order_and_never_prints(env, tmp_path):
+    d = tmp_path / "pem"
+    r = run_bash(
+        f'read_pem_blocks "{d}" ca.pem cert.pem key.pem && require_pem_kinds "{d}" ca.pem:certificate cert.pem:certificate key.pem:private-key',
+        env,
+        stdin=PEM + PEM.replace("AAAA", "BBBB") + KEY,
+    )
+    assert r.rc == 0, r.stderr
+    assert (d / "cert.pem").read_text() == PEM.replace("AAAA", "BBBB")
+    assert (d / "key.pem").read_text() == KEY
+    assert oct(os.stat(d / "key.pem").st_mode & 0o777) == "0o600"
+    assert "SECRET" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    ("stdin", "needle"),
+    [(PEM + PEM, "2 block(s)"), (PEM + PEM + KEY.rsplit("-----END", 1)[0], "unterminated"), ("", "0 block(s)")],
+)
+def test_read_pem_blocks_rejects_wrong_count(env, tmp_path, stdin, needle):
+    r = run_bash(f'read_pem_blocks "{tmp_path}/pem" ca.pem cert.pem key.pem', env, stdin=stdin)
+    assert r.rc != 0 and needle in r.stderr
+    assert "SECRET" not in r.stderr
+
+
+def test_require_pem_kinds_rejects_wrong_order(env, tmp_path):
+    d = tmp_path / "pem"
+    r = run_bash(
+        f'read_pem_blocks "{d}" ca.pem cert.pem key.pem && require_pem_kinds "{d}" ca.pem:certificate cert.pem:certificate key.pem:private-key',
+        env,
+        stdin=PEM + KEY + PEM,
+    )
+    assert r.rc != 0 and "'cert.pem' to be a certificate" in r.stderr
