@@ -1,0 +1,1 @@
+"""hostlab: a real Debian 13 guest under QEMU, reached over SSH on loopback."""

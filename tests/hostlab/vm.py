@@ -1,0 +1,433 @@
+"""One hostlab guest under QEMU, reached over real SSH on loopback.
+
+    with GuestVM(image, workdir) as vm:
+        vm.start(user_data, forwards={2376: 0})
+        vm.wait_for_ssh(private_key)
+        vm.ssh("cloud-init status --wait")
+
+Networking is QEMU user networking (slirp): the guest is 10.0.2.15, the host's
+loopback is 10.0.2.2 from inside the guest, and every forward listens on
+127.0.0.1 only. Nothing else on the machine's network is touched.
+
+Processes: QEMU runs as a child of the test with `-pidfile`; `stop()` kills
+it by that PID (SIGTERM, then SIGKILL after a bound) and is called by the
+context manager on any exit. If the test process itself dies, the kernel
+sends QEMU SIGKILL (PR_SET_PDEATHSIG), so a killed pytest leaves no VM.
+
+Host keys: each VM has its own known_hosts in its work directory. Without a
+pinned key the first connection records the key the guest generated
+(`StrictHostKeyChecking=accept-new`: trust on first use, scoped to this one
+VM, so a new VM's fresh key never clashes with an old one); every later
+connection must present the same key. Pass `host_public_key` (the
+ed25519 key the user-data installs via `ssh_keys`) to pin it from the start
+with `StrictHostKeyChecking=yes`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from tests.hostlab.image import GuestImage
+
+# A stock kernel reaches its root-mount panic in ~1-3 s under working KVM;
+# on a backend that cannot run a guest it never prints a line.
+KVM_PROBE_TIMEOUT_S = 30
+# Boot to SSH measured 47-81 s under TCG on 2 cores; allow for a loaded host.
+SSH_WAIT_TIMEOUT_S = 600
+SSH_CONNECT_TIMEOUT_S = 10
+SSH_RETRY_INTERVAL_S = 3
+# QEMU gets this long to exit on SIGTERM before SIGKILL.
+STOP_GRACE_S = 10
+DEFAULT_MEMORY_MIB = 4096
+DEFAULT_CPUS = 2
+# Overlay size; cloud-init's resize_rootfs grows the ext4 root to fill it.
+DEFAULT_DISK_SIZE = "20G"
+GUEST_ADDRESS = "10.0.2.15"
+GUEST_MAC = "52:54:00:12:34:56"
+# net.ifnames=0: the NIC is eth0 whatever PCI slot QEMU gives it.
+KERNEL_CMDLINE = "root=/dev/vda rootfstype=ext4 rw console=ttyS0,115200 net.ifnames=0 panic=-1"
+# The datasource's network config, as Hetzner's metadata service gives one.
+# Without it cloud-init 25.1 falls back to DHCPv4 *and* DHCPv6; QEMU user
+# networking has no DHCPv6 server, and ifupdown's `inet6 dhcp` held
+# networking.service (and so SSH) for minutes.
+DEFAULT_NETWORK_CONFIG = f"""\
+version: 1
+config:
+  - type: physical
+    name: eth0
+    mac_address: "{GUEST_MAC}"
+    subnets:
+      - type: dhcp4
+"""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGKILL this child when the process that started it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def host_cpu_has_virtualization(cpuinfo: str | None = None) -> bool:
+    """True when the host CPU advertises vmx (Intel) or svm (AMD)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = line.split(":", 1)[1].split()
+            return "vmx" in flags or "svm" in flags
+    return False
+
+
+def kvm_runs_a_guest(kernel: Path, workdir: Path, timeout: float = KVM_PROBE_TIMEOUT_S) -> bool:
+    """Boot `kernel` under KVM with no disk and see whether it prints anything.
+
+    Without a root device the kernel panics and, with panic=-1 and
+    -no-reboot, QEMU exits: a few seconds under working KVM. Any kernel
+    message on the serial port within `timeout` counts as KVM running a guest.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "kvm-probe.log"
+    log.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [
+            "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-serial", f"file:{log}", "-kernel", str(kernel),
+            "-append", "console=ttyS0 panic=-1",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if log.exists() and b"Linux version" in log.read_bytes():
+                return True
+            if proc.poll() is not None:
+                return log.exists() and b"Linux version" in log.read_bytes()
+            time.sleep(0.5)
+        return False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+_detected: dict[str, tuple[str, str]] = {}
+
+
+def detect_accelerator(kernel: Path | None = None, workdir: Path | None = None) -> tuple[str, str]:
+    """("kvm" | "tcg", why). Detected, not assumed; cached per process.
+
+    1. `HOSTLAB_ACCEL=kvm|tcg` forces a choice (for debugging).
+    2. No usable /dev/kvm: TCG.
+    3. No vmx/svm flag on the host CPU: TCG. /dev/kvm can be a paravirtual
+       backend that hangs a stock kernel in early boot (these machines).
+    4. With a kernel given: boot it under KVM (`kvm_runs_a_guest`); KVM only
+       if it prints its banner within KVM_PROBE_TIMEOUT_S.
+    """
+    forced = os.environ.get("HOSTLAB_ACCEL", "").strip().lower()
+    if forced in ("kvm", "tcg"):
+        return forced, f"forced by HOSTLAB_ACCEL={forced}"
+    cache_key = str(kernel)
+    if cache_key in _detected:
+        return _detected[cache_key]
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        result = ("tcg", "no usable /dev/kvm")
+    elif not host_cpu_has_virtualization():
+        result = ("tcg", "/dev/kvm present but the CPU has no vmx/svm flag (paravirtual KVM)")
+    elif kernel is None:
+        result = ("kvm", "/dev/kvm and vmx/svm present (not probed)")
+    elif kvm_runs_a_guest(kernel, workdir or Path("/tmp")):
+        result = ("kvm", "probe kernel booted under KVM")
+    else:
+        result = ("tcg", f"probe kernel printed nothing under KVM in {KVM_PROBE_TIMEOUT_S}s")
+    _detected[cache_key] = result
+    return result
+
+
+class GuestVMError(RuntimeError):
+    pass
+
+
+class GuestVM:
+    """A throwaway guest: qcow2 overlay on the cached image, NoCloud seed."""
+
+    def __init__(
+        self,
+        image: GuestImage,
+        workdir: Path,
+        *,
+        memory_mib: int = DEFAULT_MEMORY_MIB,
+        cpus: int = DEFAULT_CPUS,
+        disk_size: str = DEFAULT_DISK_SIZE,
+        ssh_user: str = "root",
+        host_public_key: str | None = None,
+    ) -> None:
+        self.image = image
+        self.workdir = Path(workdir)
+        self.memory_mib = memory_mib
+        self.cpus = cpus
+        self.disk_size = disk_size
+        self.ssh_user = ssh_user
+        self.host_public_key = host_public_key
+        self.overlay = self.workdir / "overlay.qcow2"
+        self.seed = self.workdir / "seed.iso"
+        self.serial_log = self.workdir / "serial.log"
+        self.qemu_log = self.workdir / "qemu.log"
+        self.pidfile = self.workdir / "qemu.pid"
+        self.known_hosts = self.workdir / "known_hosts"
+        self.ssh_port: int | None = None
+        self.forwards: dict[int, int] = {}
+        self.accelerator: tuple[str, str] | None = None
+        self.private_key: Path | None = None
+        self.started_at: float | None = None
+        self._proc: subprocess.Popen | None = None
+
+    # --- lifecycle -------------------------------------------------------
+
+    def __enter__(self) -> GuestVM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(
+        self,
+        user_data: str,
+        meta_data: str | None = None,
+        *,
+        ssh_port: int = 0,
+        forwards: dict[int, int] | None = None,
+        network_config: str | None = DEFAULT_NETWORK_CONFIG,
+    ) -> None:
+        """Boot the guest. Port 0 means "pick a free one"; see `self.forwards`.
+
+        `forwards` maps guest port -> host port on 127.0.0.1 (to 10.0.2.15).
+        `meta_data` defaults to a fresh instance-id; `network_config` to
+        DHCPv4 on eth0 (None: leave it to cloud-init's fallback).
+        """
+        if self._proc is not None:
+            raise GuestVMError("start() called twice on one GuestVM")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ssh_port = ssh_port or free_port()
+        self.forwards = {g: (h or free_port()) for g, h in (forwards or {}).items()}
+        if meta_data is None:
+            meta_data = f"instance-id: hostlab-{uuid.uuid4().hex[:12]}\nlocal-hostname: hostlab\n"
+        self._make_overlay()
+        self._make_seed(user_data, meta_data, network_config)
+        self._write_known_hosts()
+        self.accelerator = detect_accelerator(self.image.kernel, self.workdir)
+        for path in (self.serial_log, self.pidfile):
+            path.unlink(missing_ok=True)
+        with open(self.qemu_log, "w") as qlog:
+            self._proc = subprocess.Popen(
+                self.qemu_command(),
+                stdin=subprocess.DEVNULL,
+                stdout=qlog,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        self.started_at = time.monotonic()
+        # QEMU writes the pidfile after parsing its options; a bad option or
+        # a taken port makes it exit instead.
+        deadline = time.monotonic() + 10
+        while not self.pidfile.exists() and time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise GuestVMError(
+                    f"QEMU exited with {self._proc.returncode} at start: {self._tail(self.qemu_log)}"
+                )
+            time.sleep(0.1)
+
+    def qemu_command(self) -> list[str]:
+        accel, _ = self.accelerator or ("tcg", "")
+        fwd = [f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-{GUEST_ADDRESS}:22"]
+        fwd += [f"hostfwd=tcp:127.0.0.1:{h}-{GUEST_ADDRESS}:{g}" for g, h in self.forwards.items()]
+        if accel == "kvm":
+            cpu = ["-accel", "kvm", "-cpu", "host"]
+        else:
+            cpu = ["-accel", "tcg,thread=multi", "-cpu", "max"]
+        return [
+            "qemu-system-x86_64",
+            "-machine", "q35",
+            *cpu,
+            "-smp", str(self.cpus),
+            "-m", str(self.memory_mib),
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-kernel", str(self.image.kernel),
+            "-initrd", str(self.image.initrd),
+            "-append", KERNEL_CMDLINE,
+            "-drive", f"file={self.overlay},if=virtio,format=qcow2,discard=unmap",
+            "-drive", f"file={self.seed},if=virtio,format=raw,readonly=on",
+            "-netdev", "user,id=n0," + ",".join(fwd),
+            "-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC}",
+            "-device", "virtio-rng-pci",
+            "-serial", f"file:{self.serial_log}",
+            "-pidfile", str(self.pidfile),
+        ]
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return self._proc.pid if self._proc else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """Kill QEMU by its PID; safe to call twice or before start()."""
+        if self._proc is None:
+            return
+        pid = self.pid()
+        if self._proc.poll() is None and pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self._proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
+                self._proc.wait()
+        self._proc.wait()
+        self.pidfile.unlink(missing_ok=True)
+
+    # --- SSH -------------------------------------------------------------
+
+    def ssh_args(self) -> list[str]:
+        if self.private_key is None or self.ssh_port is None:
+            raise GuestVMError("wait_for_ssh() first: no key or port yet")
+        strict = "yes" if self.host_public_key else "accept-new"
+        return [
+            "ssh", "-F", "/dev/null",
+            "-p", str(self.ssh_port),
+            "-i", str(self.private_key),
+            "-o", "IdentitiesOnly=yes",
+            "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", f"StrictHostKeyChecking={strict}",
+            "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}",
+            "-o", "ServerAliveInterval=15",
+            "-o", "LogLevel=ERROR",
+            f"{self.ssh_user}@127.0.0.1",
+        ]
+
+    def ssh(
+        self, command: str, stdin: str | bytes | None = None, timeout: float = 600, check: bool = False
+    ) -> subprocess.CompletedProcess:
+        """Run `command` in the guest (remote shell); text in, text out."""
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        result = subprocess.run(
+            [*self.ssh_args(), command],
+            input=data if data is not None else b"",
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        completed = subprocess.CompletedProcess(
+            result.args,
+            result.returncode,
+            result.stdout.decode(errors="replace"),
+            result.stderr.decode(errors="replace"),
+        )
+        if check and completed.returncode != 0:
+            raise GuestVMError(
+                f"guest command failed (exit {completed.returncode}): {command}\n"
+                f"stderr: {completed.stderr[-2000:]}"
+            )
+        return completed
+
+    def wait_for_ssh(self, private_key_path: Path, timeout: float = SSH_WAIT_TIMEOUT_S) -> float:
+        """Wait until `ssh USER@127.0.0.1 -p PORT true` succeeds; return seconds since start."""
+        self.private_key = Path(private_key_path)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise GuestVMError(
+                    f"QEMU exited (code {self._proc.returncode if self._proc else None}) while "
+                    f"waiting for SSH on 127.0.0.1:{self.ssh_port}.\nqemu: "
+                    f"{self._tail(self.qemu_log)}\nserial log tail:\n{self._tail(self.serial_log)}"
+                )
+            try:
+                r = self.ssh("true", timeout=SSH_CONNECT_TIMEOUT_S + 20)
+                if r.returncode == 0:
+                    return time.monotonic() - (self.started_at or 0)
+                last = r.stderr.strip()
+            except subprocess.TimeoutExpired:
+                last = "ssh timed out"
+            time.sleep(SSH_RETRY_INTERVAL_S)
+        raise GuestVMError(
+            f"guest SSH did not answer as {self.ssh_user}@127.0.0.1:{self.ssh_port} with key "
+            f"{private_key_path} within {timeout:.0f}s (SSH_WAIT_TIMEOUT_S); last ssh error: "
+            f"{last or 'none'}; accelerator {self.accelerator}.\n"
+            f"serial log ({self.serial_log}) tail:\n{self._tail(self.serial_log)}"
+        )
+
+    # --- pieces ----------------------------------------------------------
+
+    def _make_overlay(self) -> None:
+        self.overlay.unlink(missing_ok=True)
+        subprocess.run(
+            [
+                "qemu-img", "create", "-q", "-f", "qcow2",
+                "-b", str(self.image.disk), "-F", "qcow2",
+                str(self.overlay), self.disk_size,
+            ],
+            check=True,
+        )
+
+    def _make_seed(self, user_data: str, meta_data: str, network_config: str | None) -> None:
+        seed_dir = self.workdir / "seed"
+        shutil.rmtree(seed_dir, ignore_errors=True)
+        seed_dir.mkdir()
+        (seed_dir / "user-data").write_text(user_data)
+        (seed_dir / "meta-data").write_text(meta_data)
+        if network_config is not None:
+            (seed_dir / "network-config").write_text(network_config)
+        self.seed.unlink(missing_ok=True)
+        subprocess.run(
+            [
+                "genisoimage", "-quiet", "-output", str(self.seed),
+                "-volid", "cidata", "-joliet", "-rock", str(seed_dir),
+            ],
+            check=True,
+        )
+
+    def _write_known_hosts(self) -> None:
+        if self.host_public_key:
+            key = " ".join(self.host_public_key.split()[:2])
+            self.known_hosts.write_text(f"[127.0.0.1]:{self.ssh_port} {key}\n")
+        else:
+            self.known_hosts.write_text("")
+
+    @staticmethod
+    def _tail(path: Path, lines: int = 30) -> str:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return "(none)"
+        return "\n".join(text.splitlines()[-lines:])
