@@ -261,7 +261,7 @@ check_endpoint_accepts_client_cert() {
     fail_check "$name" "$desc" "$EXIT_ENDPOINT" \
       "the Docker API at https://$(endpoint_host):$ENDPOINT_PORT to answer a client with the verify certificate" \
       "$out" "check dockerd is running (journalctl -u docker) and the server certificate names $PRIVATE_ADDRESS"
-  DOCKER_VERSION=$(grep -oE '"Version":"[^"]*"' <<<"$out" | head -n1 | cut -d'"' -f4) || true
+  DOCKER_VERSION=$(grep -oE '"Version": *"[^"]*"' <<<"$out" | head -n1 | sed -E 's/.*"([^"]*)"$/\1/') || true
   DOCKER_VERSION=$(upstream_version "$DOCKER_VERSION")
   pass_check "$name" "$desc" "GET /version answered over mutual TLS (Docker ${DOCKER_VERSION:-unknown})"
 }

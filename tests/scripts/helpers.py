@@ -48,7 +48,12 @@ def run_script(script: str, env: dict[str, str], stdin: str = "") -> Result:
     full_env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "LANG": "C.UTF-8"}
     full_env.update(env)
     proc = subprocess.run(
-        ["bash", str(SCRIPTS / script)], input=stdin, capture_output=True, text=True, env=full_env, timeout=180
+        ["bash", str(SCRIPTS / script)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=180,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -106,7 +111,16 @@ def http_server(tmp_path):
     port = free_port()
     with log.open("w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(directory)],
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                str(directory),
+            ],
             stdout=log_file,
             stderr=log_file,
         )
@@ -155,8 +169,54 @@ def kvm_env(tmp_path, usable: bool) -> dict[str, str]:
     return {}
 
 
-needs = pytest.mark.skipif
-
-
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+@dataclass
+class Pki:
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+    directory: Path
+
+
+def make_pki(directory: Path, server_ip: str = "127.0.0.1") -> Pki:
+    """A throwaway CA with a server cert (SAN IP) and a client cert (openssl CLI)."""
+    d = directory
+    d.mkdir(parents=True, exist_ok=True)
+
+    def ossl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    ossl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca", "-days", "1")
+    for name, ext in (
+        ("server", f"subjectAltName=IP:{server_ip}\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        ossl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        ossl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "1",
+            "-extfile",
+            f"{name}.ext",
+        )
+    read = lambda n: (d / n).read_text()  # noqa: E731
+    return Pki(
+        read("ca.pem"), read("server.pem"), read("server.key"), read("client.pem"), read("client.key"), d
+    )

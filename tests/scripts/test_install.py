@@ -19,6 +19,7 @@ import json
 import os
 
 import pytest
+
 from tests.scripts.helpers import kvm_env, run_bash, sha256, tar_bytes, write_catalog
 
 KATA_FILE = "kata-static-3.32.0-amd64.tar.zst"
@@ -35,7 +36,9 @@ def world(fr_env, tmp_path, http_server):
         },
         "zst",
     )
-    nerdctl = tar_bytes({"nerdctl": b"#!/bin/sh\necho nerdctl version 2.3.5\n", "containerd-rootless.sh": b""}, "gz")
+    nerdctl = tar_bytes(
+        {"nerdctl": b"#!/bin/sh\necho nerdctl version 2.3.5\n", "containerd-rootless.sh": b""}, "gz"
+    )
     (http_server.directory / KATA_FILE).write_bytes(kata)
     (http_server.directory / NERDCTL_FILE).write_bytes(nerdctl)
     # Catalog URLs point at an unreachable origin: only the mirror can serve them.
@@ -60,7 +63,9 @@ def test_first_run_installs_then_second_run_skips_without_download(world):
     result = json.loads(first.stdout)
     assert result["kata"] == "installed" and result["nerdctl"] == "installed"
     assert os.access(tmp / "opt-kata" / "bin" / "containerd-shim-kata-v2", os.X_OK)
-    assert os.readlink(tmp / "bin" / "containerd-shim-kata-v2") == str(tmp / "opt-kata" / "bin" / "containerd-shim-kata-v2")
+    assert os.readlink(tmp / "bin" / "containerd-shim-kata-v2") == str(
+        tmp / "opt-kata" / "bin" / "containerd-shim-kata-v2"
+    )
     assert os.readlink(tmp / "bin" / "kata-runtime") == str(tmp / "opt-kata" / "bin" / "kata-runtime")
     assert os.access(tmp / "bin" / "nerdctl", os.X_OK)
     assert (tmp / "fr" / "state" / "kata.version").read_text().startswith("3.32.0 ")
@@ -69,7 +74,12 @@ def test_first_run_installs_then_second_run_skips_without_download(world):
 
     second = run_bash(STEPS, env, script="install_runtime.sh")
     assert second.rc == 0, second.stderr
-    assert json.loads(second.stdout) == {"changed": [], "installedPackages": [], "kata": "present", "nerdctl": "present"}
+    assert json.loads(second.stdout) == {
+        "changed": [],
+        "installedPackages": [],
+        "kata": "present",
+        "nerdctl": "present",
+    }
     assert "Kata already at 3.32.0, skipping" in second.stderr
     assert "nerdctl already at 2.3.5, skipping" in second.stderr
     assert len(server.requests()) == 2, "the second run must not download"
@@ -81,7 +91,11 @@ def test_tampered_archive_installs_nothing(world):
     (server.directory / KATA_FILE).write_bytes(tampered)
     r = run_bash(STEPS, env, script="install_runtime.sh")
     assert r.rc != 0
-    expected = [line.split("\t")[2] for line in (tmp / "fr" / "catalog" / "artifacts.tsv").read_text().splitlines() if line.startswith("kata\t")][0]
+    expected = [
+        line.split("\t")[2]
+        for line in (tmp / "fr" / "catalog" / "artifacts.tsv").read_text().splitlines()
+        if line.startswith("kata\t")
+    ][0]
     failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
     assert len(failure) == 1
     assert "test-host-1" in failure[0] and "artifact kata" in failure[0]

@@ -15,6 +15,7 @@ import json
 import os
 
 import pytest
+
 from tests.scripts.helpers import kvm_env, run_bash, sha256, write_catalog
 
 KATA_URL = "https://github.com/kata-containers/kata-containers/releases/download/3.32.0/kata-static-3.32.0-amd64.tar.zst"
@@ -81,7 +82,9 @@ def test_json_helpers_escape_awkward_strings(env):
 
 def test_write_file_if_changed(env, tmp_path):
     target = tmp_path / "etc" / "x.conf"
-    snippet = f'if printf "%s" "$1" | write_file_if_changed "{target}" 0640; then echo changed; else echo same; fi'
+    snippet = (
+        f'if printf "%s" "$1" | write_file_if_changed "{target}" 0640; then echo changed; else echo same; fi'
+    )
     outs = [
         run_bash(snippet.replace("$1", "one"), env).stdout.strip(),
         run_bash(snippet.replace("$1", "one"), env).stdout.strip(),
@@ -113,13 +116,21 @@ def test_has_kvm(env, tmp_path, device, flags, expected):
     elif device == "REGULAR":
         (tmp_path / "regular").write_text("")
         device = str(tmp_path / "regular")
-    r = run_bash("if has_kvm; then echo yes; else echo no; fi", {**env, "FR_DEV_KVM": device, "FR_CPUINFO": str(cpuinfo)})
+    r = run_bash(
+        "if has_kvm; then echo yes; else echo no; fi",
+        {**env, "FR_DEV_KVM": device, "FR_CPUINFO": str(cpuinfo)},
+    )
     assert r.stdout.strip() == expected
 
 
 @pytest.mark.parametrize(
     ("isolation", "kvm", "rc", "plan"),
-    [("vm", True, 0, "install"), ("sandbox", True, 0, "install"), ("sandbox", False, 0, "skip-no-kvm"), ("vm", False, 1, "")],
+    [
+        ("vm", True, 0, "install"),
+        ("sandbox", True, 0, "install"),
+        ("sandbox", False, 0, "skip-no-kvm"),
+        ("vm", False, 1, ""),
+    ],
 )
 def test_kata_plan(env, tmp_path, isolation, kvm, rc, plan):
     r = run_bash("kata_plan", {**env, **kvm_env(tmp_path, kvm), "ISOLATION": isolation})
@@ -178,7 +189,11 @@ def test_read_pem_blocks_splits_in_order_and_never_prints(env, tmp_path):
 
 @pytest.mark.parametrize(
     ("stdin", "needle"),
-    [(PEM + PEM, "2 block(s)"), (PEM + PEM + KEY.rsplit("-----END", 1)[0], "unterminated"), ("", "0 block(s)")],
+    [
+        (PEM + PEM, "2 block(s)"),
+        (PEM + PEM + KEY.rsplit("-----END", 1)[0], "unterminated"),
+        ("", "0 block(s)"),
+    ],
 )
 def test_read_pem_blocks_rejects_wrong_count(env, tmp_path, stdin, needle):
     r = run_bash(f'read_pem_blocks "{tmp_path}/pem" ca.pem cert.pem key.pem', env, stdin=stdin)

@@ -1,0 +1,171 @@
+"""scripts/host_firewall.sh: the ruleset rendering and the lock-out guard.
+
+Proves: CIDRs are normalized and split into IPv4/IPv6 sets; malformed CIDRs
+are refused; the rendered file deletes and re-creates its own table (atomic
+`nft -f`), drops container-bridge traffic to the host and, in a forward chain
+ahead of Docker's, to link-local/RFC 1918/CGNAT/ULA; when `nft` is installed
+here, `nft -c` (check only, nothing applied) accepts the rendered ruleset; the
+lock-out guard refuses an SSH_CLIENT outside ADMIN_CIDRS or on another port.
+Does not prove: the rules' effect on real traffic next to Docker's
+iptables-nft rules (verify_host.sh checks that from inside a sandbox, in the
+hostlab and on real hosts), nor the systemd unit at boot.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.scripts.helpers import run_bash
+
+BASE = {"SSH_PORT": "22", "ENDPOINT_PORT": "2376"}
+
+
+def render(fr_env, admin: str, endpoint: str):
+    return run_bash(
+        "render_ruleset",
+        {**fr_env, **BASE, "ADMIN_CIDRS": admin, "ENDPOINT_CIDRS": endpoint},
+        script="host_firewall.sh",
+    )
+
+
+def set_elements(ruleset: str, name: str) -> str | None:
+    block = ruleset.split(f"set {name} {{", 1)[1].split("}\n\n", 1)[0]
+    for line in block.splitlines():
+        if "elements" in line:
+            return line.split("{", 1)[1].rsplit("}", 1)[0].strip()
+    return None
+
+
+@pytest.mark.parametrize(
+    ("admin", "endpoint", "expected"),
+    [
+        (
+            "203.0.113.7/24",
+            "10.0.0.0/16",
+            {"admin_v4": "203.0.113.0/24", "admin_v6": None, "endpoint_v4": "10.0.0.0/16"},
+        ),
+        (
+            "198.51.100.1/32 2001:db8::5/64",
+            "",
+            {
+                "admin_v4": "198.51.100.1/32",
+                "admin_v6": "2001:db8::/64",
+                "endpoint_v4": None,
+                "endpoint_v6": None,
+            },
+        ),
+        (
+            "0.0.0.0/0 ::/0",
+            "10.1.0.0/24 fd00::/8",
+            {"admin_v4": "0.0.0.0/0", "admin_v6": "::/0", "endpoint_v6": "fd00::/8"},
+        ),
+    ],
+)
+def test_sets_are_split_by_family(fr_env, admin, endpoint, expected):
+    r = render(fr_env, admin, endpoint)
+    assert r.rc == 0, r.stderr
+    for name, elements in expected.items():
+        assert set_elements(r.stdout, name) == elements, name
+
+
+def test_ruleset_shape(fr_env):
+    out = render(fr_env, "203.0.113.0/24", "10.0.0.0/16").stdout
+    lines = [line.strip() for line in out.splitlines()]
+    # Atomic replace of our own table only: declare, delete, define.
+    assert lines.index("table inet functions_runtime {}") < lines.index("delete table inet functions_runtime")
+    assert "flush ruleset" not in out
+    assert "type filter hook input priority filter; policy drop;" in lines
+    assert "type filter hook forward priority filter - 10; policy accept;" in lines
+    assert 'iifname { "docker0", "br-*" } drop' in lines
+    assert 'iifname { "docker0", "br-*" } ip daddr @blocked_from_containers_v4 drop' in lines
+    assert set_elements(out, "blocked_from_containers_v4") == (
+        "169.254.0.0/16, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10"
+    )
+    assert set_elements(out, "blocked_from_containers_v6") == "fc00::/7, fe80::/10"
+    assert "ip saddr @admin_v4 tcp dport 22 accept" in lines
+    assert "ip saddr @endpoint_v4 tcp dport 2376 accept" in lines
+    # established/related before the bridge drop (replies to the host's own connections).
+    assert lines.index("ct state established,related accept") < lines.index(
+        'iifname { "docker0", "br-*" } drop'
+    )
+
+
+def nft_check_works() -> bool:
+    if not shutil.which("nft"):
+        return False
+    probe = subprocess.run(
+        ["nft", "-c", "-f", "-"], input="table inet fr_probe {}\n", capture_output=True, text=True
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    not nft_check_works(), reason="nft -c unavailable here (apt-get install nftables; needs CAP_NET_ADMIN)"
+)
+@pytest.mark.parametrize(
+    ("admin", "endpoint"), [("203.0.113.0/24 10.0.0.0/8 10.1.0.0/16", "10.0.0.0/16"), ("2001:db8::/32", "")]
+)
+def test_nft_accepts_rendered_ruleset(fr_env, tmp_path, admin, endpoint):
+    path = tmp_path / "ruleset.nft"
+    path.write_text(render(fr_env, admin, endpoint).stdout)
+    check = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.0/33", "not-a-cidr", "2001:db8::/129"])
+def test_malformed_cidr_is_refused(fr_env, bad):
+    r = run_bash(
+        "check_inputs",
+        {**fr_env, **BASE, "ADMIN_CIDRS": f"10.0.0.0/8 {bad}", "ENDPOINT_CIDRS": ""},
+        script="host_firewall.sh",
+    )
+    assert r.rc != 0 and f"'{bad}'" in r.stderr and "test-host-1" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("ssh_client", "admin", "allowed"),
+    [
+        ("203.0.113.9 51000 22", "203.0.113.0/24", True),
+        ("198.51.100.9 51000 22", "203.0.113.0/24", False),
+        ("203.0.113.9 51000 2222", "203.0.113.0/24", False),  # connection on another port than SSH_PORT
+        ("2001:db8::9 51000 22", "203.0.113.0/24 2001:db8::/32", True),
+        ("::ffff:203.0.113.9 51000 22", "203.0.113.0/24", True),  # v4-mapped
+        ("10.0.2.2 51000 22", "0.0.0.0/0", True),
+        ("", "203.0.113.0/24", True),  # not over SSH: guard not applicable
+    ],
+)
+def test_lockout_guard(fr_env, ssh_client, admin, allowed):
+    r = run_bash(
+        "guard_against_lockout && echo ok",
+        {**fr_env, **BASE, "ADMIN_CIDRS": admin, "ENDPOINT_CIDRS": "", "SSH_CLIENT": ssh_client},
+        script="host_firewall.sh",
+    )
+    if allowed:
+        assert r.rc == 0 and r.stdout.strip() == "ok", r.stderr
+    else:
+        assert r.rc != 0
+        addr = ssh_client.split()[0]
+        assert f"would lock out the provisioning connection from {addr}" in r.stderr
+        assert "functions-runtime:admin.sshSourceCidrs" in r.stderr
+
+
+def test_lockout_guard_runs_before_any_change(fr_env, tmp_path):
+    """main refuses before writing the ruleset file (FR_NFT_FILE stays absent)."""
+    nft_file = tmp_path / "etc" / "functions-runtime.nft"
+    r = run_bash(
+        "main",
+        {
+            **fr_env,
+            **BASE,
+            "ADMIN_CIDRS": "203.0.113.0/24",
+            "ENDPOINT_CIDRS": "",
+            "SSH_CLIENT": "198.51.100.9 5 22",
+            "FR_NFT_FILE": str(nft_file),
+            "FR_DRY_RUN": "1",
+        },
+        script="host_firewall.sh",
+    )
+    assert r.rc != 0 and not nft_file.exists() and r.stdout == ""

@@ -1,0 +1,240 @@
+"""scripts/verify_host.sh: the report contract and the decision logic.
+
+Proves: on every failure the script still prints exactly one report JSON
+(passed false, failedCheck, reason naming the host's problem) and exits with
+the check's own code; ISOLATION=vm on this machine (no vmx/svm) fails the Kata
+preflight with the clear message; the endpoint checks against a real mutual
+TLS server on 127.0.0.1 (Python ssl, client certificate required) pass both
+halves, and against a server that does NOT require a client certificate the
+"refuses no cert" check fails; the isolation probe records "skipped" (never
+"passed") when the host itself cannot reach the target; a reachable target
+fails; a verify image without a digest is refused; the cold-start median.
+Does not prove: Docker, gVisor or Kata behaviour (no dockerd runs here); the
+container probes are stubbed in the decision tests. The hostlab runs the whole
+script for real against Docker and gVisor.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.scripts.helpers import free_port, make_pki, run_bash, run_script
+
+SERVER = r"""
+import http.server, json, ssl, sys
+port, cert, key, ca, require = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1"
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"Components": [{"Name": "Engine", "Version": "26.1.5+dfsg1"}], "Version": "26.1.5+dfsg1"}).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ctx.load_verify_locations(ca)
+ctx.verify_mode = ssl.CERT_REQUIRED if require else ssl.CERT_NONE
+srv = http.server.HTTPServer(("127.0.0.1", port), H)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"""
+
+
+@pytest.fixture
+def pki(tmp_path):
+    return make_pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def base_env(fr_env, tmp_path):
+    runsc = tmp_path / "runsc"
+    runsc.write_text("#!/bin/sh\necho 'runsc version release-20240729.0'\n")
+    runsc.chmod(0o755)
+    # PATH without any docker CLI, so the first Docker-using check fails here.
+    return {
+        **fr_env,
+        "PATH": "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "FR_RUNSC": str(runsc),
+        "PRIVATE_ADDRESS": "127.0.0.1",
+        "ENDPOINT_PORT": str(free_port()),
+        "VERIFY_IMAGE": "functions-runtime/verify:busybox",
+        "VERIFY_IMAGE_ARCHIVE": "",
+        "COLD_START_RUNS": "3",
+        "METADATA_ADDRESS": "169.254.169.254",
+    }
+
+
+def tls_server(pki, port: int, require_client_cert: bool):
+    d = pki.directory
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SERVER,
+            str(port),
+            str(d / "server.pem"),
+            str(d / "server.key"),
+            str(d / "ca.pem"),
+            "1" if require_client_cert else "0",
+        ]
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+
+
+def report(r):
+    """stdout must be exactly one JSON document."""
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1, r.stdout
+    return json.loads(lines[0])
+
+
+def test_vm_without_kvm_fails_preflight_with_report(base_env, pki):
+    r = run_script(
+        "verify_host.sh", {**base_env, "ISOLATION": "vm"}, stdin=pki.ca + pki.client_cert + pki.client_key
+    )
+    assert r.rc == 10
+    rep = report(r)
+    assert rep["schema"] == "functions-runtime/verify@1" and rep["host"] == "test-host-1"
+    assert rep["passed"] is False and rep["failedCheck"] == "preflight-kata"
+    assert "Hetzner Cloud servers have no nested virtualization" in rep["reason"]
+    assert "set functions-runtime:isolation to sandbox" in rep["reason"]
+    assert rep["runtimes"][0]["name"] == "kata" and rep["runtimes"][0]["guestKernel"] is None
+    assert rep["checks"] == [
+        {"name": "preflight-kata", "status": "failed", "passed": False, "detail": rep["checks"][0]["detail"]}
+    ]
+    assert "BEGIN" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    ("env_change", "stdin", "rc"),
+    [({}, "", 1), ({"COLD_START_RUNS": "4"}, None, 2), ({"PRIVATE_ADDRESS": ""}, None, 1)],
+)
+def test_input_errors_still_print_report(base_env, pki, env_change, stdin, rc):
+    stdin = pki.ca + pki.client_cert + pki.client_key if stdin is None else stdin
+    r = run_script("verify_host.sh", {**base_env, **env_change}, stdin=stdin)
+    assert r.rc == rc
+    rep = report(r)
+    assert rep["passed"] is False and rep["failedCheck"] == "inputs" and rep["reason"].startswith("expected ")
+
+
+def test_endpoint_checks_against_real_mtls_server(base_env, pki):
+    server = tls_server(pki, int(base_env["ENDPOINT_PORT"]), require_client_cert=True)
+    try:
+        r = run_script("verify_host.sh", base_env, stdin=pki.ca + pki.client_cert + pki.client_key)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    rep = report(r)
+    status = {c["name"]: c["status"] for c in rep["checks"]}
+    assert status["preflight-runsc"] == "passed"
+    assert status["endpoint-accepts-client-cert"] == "passed"
+    assert status["endpoint-refuses-no-cert"] == "passed", rep
+    # No docker CLI here: the next check fails, with its own exit code.
+    assert rep["failedCheck"] == "default-runtime" and r.rc == 12
+    assert rep["versions"]["docker"] == "26.1.5"
+    assert "checking endpoint refuses clients without a certificate... passed" in r.stderr
+
+
+def test_endpoint_without_client_cert_requirement_fails(base_env, pki):
+    server = tls_server(pki, int(base_env["ENDPOINT_PORT"]), require_client_cert=False)
+    try:
+        r = run_script("verify_host.sh", base_env, stdin=pki.ca + pki.client_cert + pki.client_key)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    rep = report(r)
+    assert r.rc == 11 and rep["failedCheck"] == "endpoint-refuses-no-cert"
+
+
+def test_nothing_listening_fails_accepts_check(base_env, pki):
+    r = run_script("verify_host.sh", base_env, stdin=pki.ca + pki.client_cert + pki.client_key)
+    rep = report(r)
+    assert r.rc == 11 and rep["failedCheck"] == "endpoint-accepts-client-cert"
+
+
+@pytest.mark.parametrize(
+    ("host_reaches", "probe", "rc", "status"),
+    [
+        ("false", "unreachable", 0, "skipped"),  # dedicated server without a metadata service
+        ("false", "reachable", 0, "skipped"),  # never probed, never "passed"
+        ("true", "unreachable", 0, "passed"),
+        ("true", "reachable", 15, "failed"),
+        ("true", "probe failed: no such image", 15, "failed"),
+    ],
+)
+def test_isolation_probe_decision(base_env, host_reaches, probe, rc, status):
+    snippet = (
+        f"host_reaches() {{ {host_reaches}; }}; container_probe() {{ echo '{probe}'; }}; "
+        'check_unreachable runsc metadata 169.254.169.254 80; echo "${CHECK_STATUS[0]}"'
+    )
+    r = run_bash(snippet, base_env, script="verify_host.sh")
+    assert r.rc == rc
+    if rc == 0:
+        assert r.stdout.strip() == status
+    else:
+        assert "169.254.169.254:80" in r.stderr
+
+
+def test_verify_image_without_digest_is_refused(base_env):
+    snippet = "endpoint_docker() { return 1; }; check_verify_image"
+    r = run_bash(snippet, {**base_env, "VERIFY_IMAGE": "busybox:latest"}, script="verify_host.sh")
+    assert r.rc == 13 and "pinned by digest" in r.stderr
+
+
+def test_busybox_image_rootfs(base_env, tmp_path):
+    """The tar handed to `docker import` holds bin/busybox and its applet links."""
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"\x7fELF-fake")
+    busybox.chmod(0o755)
+    out = tmp_path / "captured.tar"
+    snippet = f'endpoint_docker() {{ cp "${{@: -2:1}}" "{out}"; }}; build_busybox_image'
+    r = run_bash(snippet, {**base_env, "FR_BUSYBOX": str(busybox)}, script="verify_host.sh")
+    assert r.rc == 0, r.stderr
+    listing = subprocess.run(["tar", "-tvf", str(out)], capture_output=True, text=True, check=True).stdout
+    for applet in ("sh", "uname", "wget", "nc", "true"):
+        assert f"./bin/{applet} -> busybox" in listing
+    assert "./bin/busybox" in listing
+
+
+@pytest.mark.parametrize(
+    ("values", "median"), [("5 1 3", "3"), ("900 100 300 200 800", "300"), ("7 7 7", "7")]
+)
+def test_median(base_env, values, median):
+    r = run_bash(f"printf '%s\\n' {values} | median", base_env, script="verify_host.sh")
+    assert r.stdout.strip() == median
+
+
+def test_report_json_is_valid_with_awkward_details(base_env):
+    snippet = (
+        "CERTS=''; WANTED=(runsc); GUEST_KERNEL[runsc]=4.4.0; COLD_MEDIAN[runsc]=812; PASSED=true; "
+        "record_check x passed $'tab\\there \"quoted\" \\\\ back\\nline'; print_report"
+    )
+    r = run_bash(snippet, base_env, script="verify_host.sh")
+    rep = json.loads(r.stdout)
+    assert rep["passed"] is True and rep["failedCheck"] is None
+    assert rep["runtimes"] == [
+        {
+            "name": "runsc",
+            "shim": base_env["FR_RUNSC"],
+            "isolation": "sandbox",
+            "hypervisor": None,
+            "guestKernel": "4.4.0",
+            "coldStartMs": {"median": 812, "runs": 3},
+        }
+    ]
+    assert rep["checks"][0]["detail"] == 'tab here "quoted" \\ back line'
+    assert rep["versions"]["runsc"] == "release-20240729.0"
