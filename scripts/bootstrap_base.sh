@@ -73,6 +73,10 @@ configure_kernel_modules() {
     if module_loaded "$module"; then
       continue
     fi
+    if is_dry_run; then
+      info "dry-run: would load kernel module $module"
+      continue
+    fi
     if run modprobe "$module" 2>/dev/null; then
       info "loaded kernel module $module"
       CHANGED+=("module:$module")

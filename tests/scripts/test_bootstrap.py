@@ -1,0 +1,65 @@
+"""scripts/bootstrap_base.sh with modprobe, sshd and systemctl stubbed as
+shell functions (no root-level side effects).
+
+Proves: comment lines in base/*.conf are ignored; a kernel module that does
+not exist is a warning and is reported in missingModules, not a failure; the
+sshd drop-in is written and sshd reloaded only when it changed, and a drop-in
+that `sshd -t` rejects is rolled back before any reload.
+Does not prove: apt-get installs (packages used here are already installed on
+this machine) or real sshd behaviour; the hostlab runs the script for real.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.scripts.helpers import run_bash
+
+
+@pytest.fixture
+def env(fr_env, tmp_path):
+    base = tmp_path / "fr" / "base"
+    base.mkdir(parents=True)
+    (base / "packages.txt").write_text("bash\n# a comment\ncoreutils\n")
+    (base / "modules.conf").write_text("# Managed by functions-runtime\nvhost_vsock\nvhost_net\n")
+    (base / "sshd.conf").write_text("# Managed\nPasswordAuthentication no\n")
+    return {
+        **fr_env,
+        "FR_MODULES_LOAD": str(tmp_path / "modules-load.conf"),
+        "FR_SSHD_DROP_IN": str(tmp_path / "sshd.d" / "50-functions-runtime.conf"),
+        "STUB_LOG": str(tmp_path / "stub.log"),
+    }
+
+
+STUBS = (
+    'module_loaded() { return 1; }; modprobe() { [[ "$1" == vhost_net ]]; }; '
+    'systemctl() { echo "systemctl $*" >>"$STUB_LOG"; }; sshd() { [[ -z "${SSHD_BAD:-}" ]]; }; require_root() { :; }; '
+)
+
+
+def test_missing_module_is_a_warning_and_second_run_changes_nothing(env, tmp_path):
+    first = run_bash(STUBS + "main", env, script="bootstrap_base.sh")
+    assert first.rc == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out["missingModules"] == ["vhost_vsock"] and out["installedPackages"] == []
+    assert "WARNING: kernel module vhost_vsock is not available" in first.stderr
+    assert (tmp_path / "modules-load.conf").read_text() == "vhost_vsock\nvhost_net\n"
+    assert (tmp_path / "stub.log").read_text() == "systemctl reload ssh\n"
+
+    second = run_bash(STUBS + "main", env, script="bootstrap_base.sh")
+    assert second.rc == 0
+    assert json.loads(second.stdout)["changed"] == ["module:vhost_net"]  # stub never reports it loaded
+    assert (tmp_path / "stub.log").read_text() == "systemctl reload ssh\n", "no second reload"
+    assert "sshd drop-in already current, skipping" in second.stderr
+
+
+def test_rejected_sshd_config_is_rolled_back(env, tmp_path):
+    drop_in = tmp_path / "sshd.d" / "50-functions-runtime.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text("PasswordAuthentication no\n")
+    r = run_bash(STUBS + "configure_sshd", {**env, "SSHD_BAD": "1"}, script="bootstrap_base.sh")
+    assert r.rc != 0 and "sshd -t" in r.stderr and "test-host-1" in r.stderr
+    assert drop_in.read_text() == "PasswordAuthentication no\n"
+    assert not (tmp_path / "stub.log").exists()
