@@ -146,6 +146,9 @@ class HostSpec:
     address: str | None = None
     private_address: str | None = None
     ssh_port: int = 22
+    # The port sshd listens on inside the host; differs from ssh_port only
+    # behind a port forward (the hostlab VM).
+    sshd_port: int = 22
     ssh_user: str = "root"
     host_key: str | None = None
 
@@ -454,7 +457,7 @@ def _parse_verify(p: _Problems, value: Any) -> VerifySettings:
 
 
 HCLOUD_FIELDS = ("name", "source", "count", "serverType", "location", "image")
-DEDICATED_FIELDS = ("name", "source", "addresses", "sshUser", "sshPort", "trustOnFirstUse")
+DEDICATED_FIELDS = ("name", "source", "addresses", "sshUser", "sshPort", "sshdPort", "trustOnFirstUse")
 MACHINE_FIELDS = ("name", "address", "privateAddress", "hostKey")
 
 
@@ -576,6 +579,7 @@ def _parse_dedicated_group(
     p.obj(gk, group, DEDICATED_FIELDS)
     user = p.string(f"{gk}.sshUser", group.get("sshUser"), "root") or "root"
     port = p.integer(f"{gk}.sshPort", group.get("sshPort"), 22, 1, 65535)
+    sshd_port = p.integer(f"{gk}.sshdPort", group.get("sshdPort"), port, 1, 65535)
     tofu = p.boolean(f"{gk}.trustOnFirstUse", group.get("trustOnFirstUse"))
     machines = group.get("addresses")
     if not isinstance(machines, list) or not machines:
@@ -634,6 +638,7 @@ def _parse_dedicated_group(
                 address=address,
                 private_address=private,
                 ssh_port=port,
+                sshd_port=sshd_port,
                 ssh_user=user,
                 host_key=host_key,
             )
