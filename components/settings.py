@@ -65,6 +65,9 @@ SSH_PUBLIC_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( \S.*)?$"
 )
 IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+# An image ID is the digest of the image's config: content-addressed, so
+# pinned, for an image loaded from verify.imageArchive.
+IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 TOP_LEVEL_KEYS = (
     "hosts",
@@ -438,13 +441,21 @@ def _parse_artifacts(p: _Problems, value: Any) -> ArtifactSettings | None:
 def _parse_verify(p: _Problems, value: Any) -> VerifySettings:
     obj = p.obj(key("verify"), value, ("image", "imageArchive", "coldStartRuns"))
     image = p.string(key("verify.image"), obj.get("image"), BUSYBOX_VERIFY_IMAGE) or ""
-    if image != BUSYBOX_VERIFY_IMAGE and not IMAGE_DIGEST.search(image):
+    archive_rel = p.string(key("verify.imageArchive"), obj.get("imageArchive"))
+    if IMAGE_ID.match(image):
+        if archive_rel is None:
+            p.add(
+                key("verify.image"),
+                f"{image!r} is an image ID, which only an archive can provide; set "
+                "verify.imageArchive to the `docker save` tarball holding it",
+            )
+    elif image != BUSYBOX_VERIFY_IMAGE and not IMAGE_DIGEST.search(image):
         p.add(
             key("verify.image"),
-            f"{image!r} is not pinned; use a reference with @sha256:<digest>, or leave it "
-            f"unset to build {BUSYBOX_VERIFY_IMAGE} from the host's busybox-static",
+            f"{image!r} is not pinned; use a reference with @sha256:<digest> (or the image "
+            f"ID sha256:<id> of verify.imageArchive), or leave it unset to build "
+            f"{BUSYBOX_VERIFY_IMAGE} from the host's busybox-static",
         )
-    archive_rel = p.string(key("verify.imageArchive"), obj.get("imageArchive"))
     archive: Path | None = None
     if archive_rel is not None:
         archive = (PROJECT_ROOT / archive_rel).resolve()

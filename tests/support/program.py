@@ -102,9 +102,12 @@ def _seed(name: str) -> bytes:
 class FleetMocks(pulumi.runtime.Mocks):
     """Stand-ins for hcloud, tls and command resources."""
 
-    def __init__(self, command_stdout: CommandStdout | None, preview: bool) -> None:
+    def __init__(
+        self, command_stdout: CommandStdout | None, preview: bool, server_private_address: str | None = None
+    ) -> None:
         self.command_stdout = command_stdout
         self.preview = preview
+        self.server_private_address = server_private_address
         self.keys: dict[str, Any] = {}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
@@ -127,7 +130,7 @@ class FleetMocks(pulumi.runtime.Mocks):
         return {
             "ipv4Address": f"203.0.113.{n}",
             "ipv6Address": f"2001:db8::{n:x}",
-            "networks": [{"networkId": 1, "ip": f"10.0.1.{n}", "aliasIps": []}],
+            "networks": [{"networkId": 1, "ip": self.server_private_address or f"10.0.1.{n}", "aliasIps": []}],
             "status": "running",
         }
 
@@ -355,9 +358,15 @@ def run_program(
     command_stdout: CommandStdout | None = stdout_passing,
     preview: bool = False,
     secret_keys: tuple[str, ...] = ("functions-runtime:dedicatedSshKey",),
+    server_private_address: str | None = None,
 ) -> ProgramRun:
-    """Run __main__.py under mocks with `config` (full keys -> values)."""
-    mocks = FleetMocks(command_stdout, preview)
+    """Run __main__.py under mocks with `config` (full keys -> values).
+
+    `server_private_address` is the private address the simulated Hetzner
+    assigns to Cloud servers (the hostlab's guest address); by default one
+    derived from the server's name.
+    """
+    mocks = FleetMocks(command_stdout, preview, server_private_address)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     pulumi.runtime.set_all_config(

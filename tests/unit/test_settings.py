@@ -112,6 +112,11 @@ BAD_CASES = [
     ("mirror not a url", with_change("artifacts", {"mirror": "ftp:/x"}), "functions-runtime:artifacts.mirror"),
     ("catalog missing", with_change("artifacts", {"catalog": "nope.tsv"}), "functions-runtime:artifacts.catalog"),
     ("verify image unpinned", with_change("verify", {"image": "busybox:latest"}), "functions-runtime:verify.image"),
+    (
+        "image id without archive",
+        with_change("verify", {"image": "sha256:" + "a" * 64}),
+        "functions-runtime:verify.image",
+    ),
     ("even cold-start runs", with_change("verify", {"coldStartRuns": 4}), "functions-runtime:verify.coldStartRuns"),
     ("dedicated without addresses", with_change("hosts.1.addresses", []), "functions-runtime:hosts[1].addresses"),
     (
