@@ -1,0 +1,153 @@
+"""Replay the program's own remote steps against a real guest.
+
+The steps come from a mocked run of the real program (tests/support/
+program.py): each `command:remote:Command` is executed as pulumi-command
+does it (one SSH session, the `create` string as the remote command, `stdin`
+piped in, no extra environment), each `CopyToRemote` of a file writes that
+file at its `remote_path`, in the order their `dependsOn` edges give. The
+test never rewrites a command: any value it needs differently (addresses,
+mirror, catalog, verify image) comes from a stack setting.
+
+What differs from a real `pulumi up`: the SSH connection goes to the guest's
+forwarded port on 127.0.0.1 instead of `connection.host`, with the
+connection's own private key and pinned host key; and pulumi-command copies
+files over SFTP, where this writes them with `cat` over SSH.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.program import ProgramRun, Registration
+
+COMMAND = "command:remote:Command"
+COPY = "command:remote:CopyToRemote"
+STEP_TIMEOUT_S = 1800
+
+
+class ReplayError(AssertionError):
+    """A step failed; carries its name, exit code and output."""
+
+    def __init__(self, step: str, returncode: int, stdout: str, stderr: str) -> None:
+        self.step, self.returncode, self.stdout, self.stderr = step, returncode, stdout, stderr
+        super().__init__(f"step {step} exited {returncode}: {stderr.strip()[-3000:]}")
+
+
+@dataclass
+class RemoteStep:
+    name: str
+    urn: str
+    kind: str
+    create: str | None
+    stdin: str | None
+    source: str | None
+    remote_path: str | None
+    connection: dict[str, Any]
+
+
+@dataclass
+class StepResult:
+    name: str
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Replay:
+    results: list[StepResult] = field(default_factory=list)
+
+    def by_step(self) -> dict[str, StepResult]:
+        return {r.name.rsplit("-", 1)[-1]: r for r in self.results}
+
+
+def _order(regs: list[Registration]) -> list[Registration]:
+    """Topological order by dependsOn; registration order breaks ties."""
+    urns = {r.urn for r in regs}
+    by_urn = {r.urn: r for r in regs}
+    index = {r.urn: i for i, r in enumerate(regs)}
+
+    def deps(r: Registration) -> set[str]:
+        return {d for d in r.dependencies if d in urns}
+
+    done: list[Registration] = []
+    placed: set[str] = set()
+    while len(done) < len(regs):
+        ready = [u for u in urns - placed if deps(by_urn[u]) <= placed]
+        if not ready:
+            raise ValueError(f"dependency cycle among {sorted(urns - placed)}")
+        nxt = min(ready, key=index.__getitem__)
+        placed.add(nxt)
+        done.append(by_urn[nxt])
+    return done
+
+
+def host_steps(run: ProgramRun, host: str) -> list[RemoteStep]:
+    """The remote steps of one host, in the order Pulumi would run them."""
+    regs = [
+        r for r in run.resources
+        if r.type in (COMMAND, COPY) and r.name.startswith(f"{host}-")
+    ]
+    steps = []
+    for r in _order(regs):
+        plain = r.plain
+        source = plain.get("source")
+        steps.append(
+            RemoteStep(
+                name=r.name,
+                urn=r.urn,
+                kind="copy" if r.type == COPY else "command",
+                create=plain.get("create"),
+                stdin=plain.get("stdin"),
+                source=getattr(source, "path", None),
+                remote_path=plain.get("remotePath"),
+                connection=plain["connection"],
+            )
+        )
+    return steps
+
+
+def user_data(run: ProgramRun, host: str) -> str:
+    return run.named(f"{host}-server").plain["userData"]
+
+
+def connection(run: ProgramRun, host: str) -> dict[str, Any]:
+    return host_steps(run, host)[0].connection
+
+
+def run_step(vm: Any, step: RemoteStep) -> StepResult:
+    start = time.monotonic()
+    if step.kind == "copy":
+        assert step.source and step.remote_path, step
+        data = Path(step.source).read_bytes()
+        parent = str(Path(step.remote_path).parent)
+        result = vm.ssh(f"mkdir -p '{parent}' && cat > '{step.remote_path}'", stdin=data, timeout=STEP_TIMEOUT_S)
+    else:
+        assert step.create is not None, step
+        result = vm.ssh(step.create, stdin=step.stdin, timeout=STEP_TIMEOUT_S)
+    return StepResult(step.name, time.monotonic() - start, result.returncode, result.stdout, result.stderr)
+
+
+def replay(
+    vm: Any,
+    steps: list[RemoteStep],
+    on_result: Callable[[StepResult], None] | None = None,
+    check: bool = True,
+) -> Replay:
+    """Run the steps in order; stop at the first failure (as Pulumi does)."""
+    out = Replay()
+    for step in steps:
+        result = run_step(vm, step)
+        out.results.append(result)
+        if on_result:
+            on_result(result)
+        if result.returncode != 0:
+            if check:
+                raise ReplayError(step.name, result.returncode, result.stdout, result.stderr)
+            break
+    return out
