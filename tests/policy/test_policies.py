@@ -13,7 +13,9 @@ wire-form inputs, `json_format.MessageToDict`, pulumi_policy's
 `deserialize_properties` (which drops secret markers, as it does for real)
 and `unknown_checking_proxy`. One test also drives the pack's own analyzer
 servicer (`_PolicyAnalyzerServicer`, a private class of pulumi-policy
-1.21.0) through `Configure`/`Analyze`, to prove the policy config plumbing.
+1.21.0) through `Configure`/`Analyze`, to prove the policy config plumbing,
+and one starts the pack's real entry point (`policy/__main__.py`) and talks
+to it over gRPC as the engine would (`GetAnalyzerInfo`, `Analyze`).
 
 What this does not prove: that the Pulumi engine calls the pack, with these
 properties, at these moments (the CLI cannot be installed here), nor what a
@@ -417,3 +419,46 @@ def test_pack_files_pin_the_sdk_and_keep_the_entry_point_thin():
     assert "name: python" in (ROOT / "policy/PulumiPolicy.yaml").read_text()
     main = (ROOT / "policy/__main__.py").read_text()
     assert "from rules import PACK_NAME, POLICIES" in main and main.count("PolicyPack(") == 1
+
+
+@pytest.fixture
+def pack_server() -> Any:
+    """The pack's real entry point, started as the CLI would (the pack directory first on sys.path)."""
+    import subprocess
+    import sys
+
+    import grpc
+    from google.protobuf import empty_pb2
+    from pulumi.runtime.proto import analyzer_pb2_grpc
+
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "policy" / "__main__.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = proc.stdout.readline().strip() if proc.stdout else ""
+        assert port.isdigit(), f"the pack printed no port: {proc.stderr.read() if proc.poll() is not None else ''}"
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        yield analyzer_pb2_grpc.AnalyzerStub(channel), empty_pb2.Empty()
+        channel.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_pack_entry_point_serves_every_policy_over_grpc(pack_server, dev_run):
+    """Not the engine, but the engine's protocol: GetAnalyzerInfo and Analyze on the running pack."""
+    stub, empty = pack_server
+    info = stub.GetAnalyzerInfo(empty, timeout=30)
+    assert info.name == rules.PACK_NAME
+    assert {p.name for p in info.policies} == {p.name for p in rules.POLICIES}
+    assert {p.enforcementLevel for p in info.policies} == {proto.MANDATORY}
+    fw = only(dev_run, rules.FIREWALL)
+    struct = struct_pb2.Struct()
+    struct.update(to_wire(with_rule(fw, sourceIps=["::/0"])))
+    response = stub.Analyze(
+        proto.AnalyzeRequest(type=fw.type, properties=struct, urn=fw.urn, name=fw.name), timeout=30
+    )
+    assert [d.urn for d in response.diagnostics] == [fw.urn]
