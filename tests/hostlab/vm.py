@@ -31,6 +31,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -98,37 +99,51 @@ def host_cpu_has_virtualization(cpuinfo: str | None = None) -> bool:
     return False
 
 
-def kvm_runs_a_guest(kernel: Path, workdir: Path, timeout: float = KVM_PROBE_TIMEOUT_S) -> bool:
-    """Boot `kernel` under KVM with no disk and see whether it prints anything.
+def kvm_runs_a_guest(
+    kernel: Path, workdir: Path, timeout: float = KVM_PROBE_TIMEOUT_S
+) -> tuple[bool, str]:
+    """Boot `kernel` under KVM, as GuestVM would (-cpu host), with no disk.
 
     Without a root device the kernel panics and, with panic=-1 and
-    -no-reboot, QEMU exits: a few seconds under working KVM. Any kernel
-    message on the serial port within `timeout` counts as KVM running a guest.
+    -no-reboot, QEMU exits: a few seconds under working KVM. KVM counts as
+    working when the kernel's banner reaches the serial port within
+    `timeout`. Returns (works, what happened). Seen on a paravirtual
+    /dev/kvm: `-cpu host` aborts QEMU at once ("failed to set MSR 0x10a");
+    the default CPU model stops in the kernel's decompressor with "KVM
+    internal error ... emulation failure" and QEMU hangs.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "kvm-probe.log"
+    log, err = workdir / "kvm-probe.log", workdir / "kvm-probe.err"
     log.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [
-            "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256",
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-serial", f"file:{log}", "-kernel", str(kernel),
-            "-append", "console=ttyS0 panic=-1",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
-    )
+    with open(err, "w") as err_file:
+        proc = subprocess.Popen(
+            [
+                "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256",
+                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+                "-serial", f"file:{log}", "-kernel", str(kernel),
+                "-append", "console=ttyS0 panic=-1",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+            preexec_fn=_die_with_parent,
+        )
+
+    def booted() -> bool:
+        return log.exists() and b"Linux version" in log.read_bytes()
+
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if log.exists() and b"Linux version" in log.read_bytes():
-                return True
+            if booted():
+                return True, "probe kernel booted under KVM"
             if proc.poll() is not None:
-                return log.exists() and b"Linux version" in log.read_bytes()
+                if booted():
+                    return True, "probe kernel booted under KVM"
+                first = (err.read_text(errors="replace").strip().splitlines() or ["no output"])[0]
+                return False, f"KVM probe: QEMU exited {proc.returncode} before the kernel printed: {first}"
             time.sleep(0.5)
-        return False
+        return False, f"KVM probe: kernel printed nothing under KVM in {timeout:.0f}s"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -160,10 +175,9 @@ def detect_accelerator(kernel: Path | None = None, workdir: Path | None = None) 
         result = ("tcg", "/dev/kvm present but the CPU has no vmx/svm flag (paravirtual KVM)")
     elif kernel is None:
         result = ("kvm", "/dev/kvm and vmx/svm present (not probed)")
-    elif kvm_runs_a_guest(kernel, workdir or Path("/tmp")):
-        result = ("kvm", "probe kernel booted under KVM")
     else:
-        result = ("tcg", f"probe kernel printed nothing under KVM in {KVM_PROBE_TIMEOUT_S}s")
+        works, detail = kvm_runs_a_guest(kernel, workdir or Path(tempfile.gettempdir()))
+        result = ("kvm" if works else "tcg", detail)
     _detected[cache_key] = result
     return result
 

@@ -1,0 +1,124 @@
+"""Fast checks of the hostlab machinery that need no VM (seconds, no marker),
+plus one hostlab check that the KVM/TCG choice matches a real KVM probe."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.hostlab import image, vm
+
+CPUINFO_NO_VIRT = "processor : 0\nflags : fpu vme de pse tsc msr pae sse2 hypervisor\n"
+CPUINFO_SVM = "processor : 0\nflags : fpu vme de pse svm sse2\n"
+CPUINFO_VMX = "processor : 0\nflags : fpu vmx sse2\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [(CPUINFO_NO_VIRT, False), (CPUINFO_SVM, True), (CPUINFO_VMX, True), ("", False)],
+)
+def test_cpu_virtualization_flags(cpuinfo, expected):
+    assert vm.host_cpu_has_virtualization(cpuinfo) is expected
+
+
+def test_paravirtual_kvm_without_flags_gives_tcg(monkeypatch):
+    monkeypatch.delenv("HOSTLAB_ACCEL", raising=False)
+    monkeypatch.setattr(vm, "_detected", {})
+    monkeypatch.setattr(vm.os, "access", lambda path, mode: True)
+    monkeypatch.setattr(vm, "host_cpu_has_virtualization", lambda cpuinfo=None: False)
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("no KVM probe without vmx/svm")
+
+    monkeypatch.setattr(vm, "kvm_runs_a_guest", no_probe)
+    accel, why = vm.detect_accelerator(Path("/nonexistent/vmlinuz"))
+    assert accel == "tcg", why
+    assert "vmx/svm" in why
+
+
+def test_flags_but_failed_probe_gives_tcg(monkeypatch):
+    monkeypatch.delenv("HOSTLAB_ACCEL", raising=False)
+    monkeypatch.setattr(vm, "_detected", {})
+    monkeypatch.setattr(vm.os, "access", lambda path, mode: True)
+    monkeypatch.setattr(vm, "host_cpu_has_virtualization", lambda cpuinfo=None: True)
+    monkeypatch.setattr(vm, "kvm_runs_a_guest", lambda *a, **k: (False, "hung"))
+    assert vm.detect_accelerator(Path("/k")) == ("tcg", "hung")
+
+
+def test_apt_sources_give_the_debian_archive(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
+    )
+    (tmp_path / "sources.list.d" / "other.list").write_text("deb [arch=amd64] https://x.example/apt stable main\n")
+    assert image.debian_mirrors(tmp_path) == (
+        "http://mirror.example/debian",
+        "http://mirror.example/debian-security",
+    )
+
+
+def test_apt_sources_one_line_format_and_default(tmp_path):
+    (tmp_path / "sources.list").write_text("deb http://m.example/debian trixie main\n")
+    assert image.debian_mirrors(tmp_path)[0] == "http://m.example/debian"
+    assert image.debian_mirrors(tmp_path / "missing") == (
+        image.DEFAULT_MIRROR,
+        image.DEFAULT_SECURITY_MIRROR,
+    )
+
+
+def test_recipe_key_changes_with_the_recipe(monkeypatch):
+    key = image.recipe_key()
+    assert key == image.recipe_key()
+    monkeypatch.setattr(image, "PACKAGES", (*image.PACKAGES, "docker.io"))
+    assert image.recipe_key() != key
+    monkeypatch.setattr(image, "SUITE", "forky")
+    assert image.recipe_key() != key
+
+
+def test_image_stays_a_base_image():
+    """The provisioning must install the runtime for real, in the guest."""
+    for pkg in ("docker.io", "containerd", "runc", "runsc", "kata-containers"):
+        assert pkg not in image.PACKAGES
+
+
+def test_qemu_command_forwards_loopback_only(tmp_path):
+    img = image.GuestImage("k", tmp_path, tmp_path / "d", tmp_path / "k", tmp_path / "i", False, 0.0)
+    guest = vm.GuestVM(img, tmp_path)
+    guest.ssh_port, guest.forwards, guest.accelerator = 2222, {2376: 3376}, ("tcg", "test")
+    cmd = guest.qemu_command()
+    netdev = cmd[cmd.index("-netdev") + 1]
+    assert "hostfwd=tcp:127.0.0.1:2222-10.0.2.15:22" in netdev
+    assert "hostfwd=tcp:127.0.0.1:3376-10.0.2.15:2376" in netdev
+    assert netdev.count("hostfwd=") == netdev.count("hostfwd=tcp:127.0.0.1:")
+    assert cmd[cmd.index("-accel") + 1] == "tcg,thread=multi"
+    assert "-pidfile" in cmd
+
+
+def test_stop_before_start_is_harmless(tmp_path):
+    img = image.GuestImage("k", tmp_path, tmp_path / "d", tmp_path / "k", tmp_path / "i", False, 0.0)
+    with vm.GuestVM(img, tmp_path) as guest:
+        pass
+    guest.stop()
+
+
+def test_free_port_is_bindable_on_loopback():
+    import socket
+
+    port = vm.free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.hostlab
+@pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="no /dev/kvm: nothing to probe, TCG by definition")
+def test_accelerator_choice_matches_a_real_kvm_probe(guest_image, tmp_path, monkeypatch):
+    """Detected, not assumed: the flag shortcut must agree with booting a kernel under KVM."""
+    monkeypatch.delenv("HOSTLAB_ACCEL", raising=False)
+    monkeypatch.setattr(vm, "_detected", {})
+    works, detail = vm.kvm_runs_a_guest(guest_image.kernel, tmp_path)
+    accel, why = vm.detect_accelerator(guest_image.kernel, tmp_path)
+    print(f"\nKVM probe: {works} ({detail}); chosen: {accel} ({why})")
+    assert accel == ("kvm" if works else "tcg"), f"probe said {detail!r} but detection chose {accel}: {why}"
