@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.program import config_from_stack_file, run_program  # noqa: E402
+from tests.support.program import config_from_stack_file, run_program
 
 ROOT = Path(__file__).resolve().parents[1]
 

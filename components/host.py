@@ -92,6 +92,13 @@ def script_command(script: str, env: dict[str, str]) -> str:
     return f"{assigns} bash {REMOTE_ROOT}/scripts/{script}"
 
 
+def pem_stdin(*pems: pulumi.Input[str]) -> pulumi.Output[str]:
+    """PEM blocks, in order, as one secret stdin (docs/host-contract.md)."""
+    return pulumi.Output.secret(
+        pulumi.Output.all(*pems).apply(lambda v: "".join(p if p.endswith("\n") else p + "\n" for p in v))
+    )
+
+
 def _first_network_ip(networks: Any) -> str:
     for net in networks or []:
         ip = net.get("ip") if isinstance(net, dict) else getattr(net, "ip", None)
@@ -143,7 +150,8 @@ class RuntimeHost(pulumi.ComponentResource):
         server_cert = args.pki.issue_server(
             f"{name}-endpoint", [private_address, "127.0.0.1"], parent=self
         )
-        verify_client = args.pki.issue_client(f"{name}-verifier", f"verify {name}", parent=self)
+        verifier = args.pki.issue_host_verifier(name, parent=self)
+        verify_client = verifier.client
 
         files = args.payload.files
         lib = files["scripts/lib.sh"]
@@ -224,12 +232,14 @@ class RuntimeHost(pulumi.ComponentResource):
             {**runtime_env, "ENDPOINT_PORT": str(s.endpoint.port), "PRIVATE_ADDRESS": private_address},
             [],
             [firewall],
-            stdin=pulumi.Output.secret(
-                pulumi.Output.all(args.pki.ca_cert.cert_pem, server_cert.cert_pem, server_cert.private_key_pem).apply(
-                    lambda pems: "".join(p if p.endswith("\n") else p + "\n" for p in pems)
-                )
+            # dockerd trusts the stack CA (consumers) and this host's own
+            # verifier CA (its verify step only).
+            stdin=pem_stdin(
+                args.pki.ca_cert.cert_pem, verifier.ca_cert_pem, server_cert.cert_pem, server_cert.private_key_pem
             ),
-            extra_triggers=[server_cert.cert_pem.apply(lambda pem: fingerprint(pem))],
+            extra_triggers=[
+                pulumi.Output.all(server_cert.cert_pem, verifier.ca_cert_pem).apply(lambda pems: fingerprint(*pems))
+            ],
         )
         verify_after: list[pulumi.Resource] = [configure]
         image_archive = ""
@@ -262,11 +272,7 @@ class RuntimeHost(pulumi.ComponentResource):
             },
             [],
             verify_after,
-            stdin=pulumi.Output.secret(
-                pulumi.Output.all(args.pki.ca_cert.cert_pem, verify_client.cert_pem, verify_client.private_key_pem).apply(
-                    lambda pems: "".join(p if p.endswith("\n") else p + "\n" for p in pems)
-                )
-            ),
+            stdin=pem_stdin(args.pki.ca_cert.cert_pem, verify_client.cert_pem, verify_client.private_key_pem),
             extra_triggers=extra,
         )
         self.verify = verify

@@ -1,10 +1,13 @@
-"""The endpoint's PKI: one CA per stack, a server certificate per host, and
-client certificates (one for consumers, one per host for its own verify).
+"""The endpoint's PKI: one CA per stack for consumers, and per host a
+private verifier CA.
 
-Keys live only in Pulumi state, encrypted as secrets. The consumers' client
-key never reaches a host: each host verifies itself with its own client
-certificate, so a compromised host cannot impersonate the functions service
-elsewhere beyond what its own certificate allows.
+Every host's dockerd trusts the stack CA (which signs the consumers' client
+certificate and the hosts' server certificates) plus its own verifier CA,
+which signs only the client certificate that host's verify step uses. The
+verify key therefore opens that one host's endpoint and no other: a host
+whose root is compromised while it verifies cannot reach the rest of the
+fleet with it. The consumers' client key never reaches a host. Keys live
+only in Pulumi state, as secrets.
 """
 
 from __future__ import annotations
@@ -30,30 +33,43 @@ class IssuedCert:
     private_key_pem: pulumi.Output[str]
 
 
+@dataclass(frozen=True)
+class Authority:
+    key: tls.PrivateKey
+    cert: tls.SelfSignedCert
+
+
+def create_authority(name: str, common_name: str, parent: pulumi.Resource) -> Authority:
+    opts = pulumi.ResourceOptions(parent=parent)
+    key = tls.PrivateKey(f"{name}-key", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=opts)
+    cert = tls.SelfSignedCert(
+        name,
+        private_key_pem=key.private_key_pem,
+        is_ca_certificate=True,
+        validity_period_hours=CA_VALIDITY_HOURS,
+        allowed_uses=["cert_signing", "crl_signing"],
+        subject=tls.SelfSignedCertSubjectArgs(common_name=common_name, organization=ORGANIZATION),
+        opts=opts,
+    )
+    return Authority(key=key, cert=cert)
+
+
+@dataclass(frozen=True)
+class HostVerifier:
+    """A host's own verifier CA and the client certificate it signs."""
+
+    ca_cert_pem: pulumi.Output[str]
+    client: IssuedCert
+
+
 class FleetPki(pulumi.ComponentResource):
     """A stack's certificate authority and the certificates it issues."""
 
     def __init__(self, name: str, stack: str, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("functions-runtime:index:FleetPki", name, None, opts)
         self._name = name
-        self.ca_key = tls.PrivateKey(
-            f"{name}-ca-key",
-            algorithm=KEY_ALGORITHM,
-            ecdsa_curve=KEY_CURVE,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        self.ca_cert = tls.SelfSignedCert(
-            f"{name}-ca",
-            private_key_pem=self.ca_key.private_key_pem,
-            is_ca_certificate=True,
-            validity_period_hours=CA_VALIDITY_HOURS,
-            allowed_uses=["cert_signing", "crl_signing"],
-            subject=tls.SelfSignedCertSubjectArgs(
-                common_name=f"functions-runtime {stack} endpoint CA",
-                organization=ORGANIZATION,
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        self.ca = create_authority(f"{name}-ca", f"functions-runtime {stack} endpoint CA", self)
+        self.ca_cert = self.ca.cert
         self.client = self.issue_client("consumer", "functions-runtime consumer")
         self.register_outputs({"caCertPem": self.ca_cert.cert_pem})
 
@@ -64,7 +80,9 @@ class FleetPki(pulumi.ComponentResource):
         uses: list[str],
         ip_addresses: list[pulumi.Input[str]] | None,
         parent: pulumi.Resource,
+        authority: Authority | None = None,
     ) -> IssuedCert:
+        authority = authority or self.ca
         opts = pulumi.ResourceOptions(parent=parent)
         key = tls.PrivateKey(f"{name}-key", algorithm=KEY_ALGORITHM, ecdsa_curve=KEY_CURVE, opts=opts)
         csr = tls.CertRequest(
@@ -77,8 +95,8 @@ class FleetPki(pulumi.ComponentResource):
         cert = tls.LocallySignedCert(
             f"{name}-cert",
             cert_request_pem=csr.cert_request_pem,
-            ca_private_key_pem=self.ca_key.private_key_pem,
-            ca_cert_pem=self.ca_cert.cert_pem,
+            ca_private_key_pem=authority.key.private_key_pem,
+            ca_cert_pem=authority.cert.cert_pem,
             validity_period_hours=LEAF_VALIDITY_HOURS,
             early_renewal_hours=LEAF_EARLY_RENEWAL_HOURS,
             allowed_uses=uses,
@@ -94,6 +112,19 @@ class FleetPki(pulumi.ComponentResource):
             None,
             parent or self,
         )
+
+    def issue_host_verifier(self, host: str, parent: pulumi.Resource) -> HostVerifier:
+        """A CA only `host` trusts, and the verify client certificate it signs."""
+        authority = create_authority(f"{host}-verifier-ca", f"functions-runtime verifier for {host}", parent)
+        client = self._issue(
+            f"{host}-verifier",
+            f"verify {host}",
+            ["digital_signature", "key_encipherment", "client_auth"],
+            None,
+            parent,
+            authority,
+        )
+        return HostVerifier(ca_cert_pem=authority.cert.cert_pem, client=client)
 
     def issue_server(
         self, name: str, ip_addresses: list[pulumi.Input[str]], parent: pulumi.Resource

@@ -43,8 +43,12 @@ check_inputs() {
 install_tls_material() {
   local work dir
   make_work_dir work
-  read_pem_blocks "$work/pem" ca.pem server-cert.pem server-key.pem
-  require_pem_kinds "$work/pem" ca.pem:certificate server-cert.pem:certificate server-key.pem:private-key
+  read_pem_blocks "$work/pem" stack-ca.pem verifier-ca.pem server-cert.pem server-key.pem
+  require_pem_kinds "$work/pem" stack-ca.pem:certificate verifier-ca.pem:certificate \
+    server-cert.pem:certificate server-key.pem:private-key
+  # dockerd trusts both: the stack CA (consumers) and this host's own
+  # verifier CA (its verify step's client certificate only).
+  cat "$work/pem/stack-ca.pem" "$work/pem/verifier-ca.pem" >"$work/pem/ca.pem"
   dir=$(tls_dir)
   run mkdir -p "$dir"
   run chmod 0755 "$dir"

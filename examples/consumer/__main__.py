@@ -12,7 +12,7 @@ import pulumi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from components.endpoint import from_stack_reference  # noqa: E402
+from components.endpoint import from_stack_reference
 
 config = pulumi.Config()
 runtime = pulumi.StackReference(config.require("runtimeStack"))

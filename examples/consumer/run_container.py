@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from components.endpoint import docker_client, read_stack_outputs  # noqa: E402
+from components.endpoint import docker_client, read_stack_outputs
 
 
 def main() -> None:

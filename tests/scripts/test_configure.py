@@ -125,12 +125,14 @@ def test_socket_drop_in_is_root_only(fr_env):
 def test_tls_material_written_once_with_private_key(fr_env, tmp_path):
     pki = make_pki(tmp_path / "pki")
     env = {**fr_env, **NET, "FR_DOCKER_DIR": str(tmp_path / "docker")}
-    stdin = pki.ca + pki.server_cert + pki.server_key
+    verifier_ca = make_pki(tmp_path / "verifier").ca
+    stdin = pki.ca + verifier_ca + pki.server_cert + pki.server_key
     snippet = 'install_tls_material; printf "%s\\n" "${CHANGED[@]}"'
     first = run_bash(snippet, env, stdin=stdin, script="configure_runtime.sh")
     assert first.rc == 0, first.stderr
     tls = tmp_path / "docker" / "tls"
     assert len(first.stdout.split()) == 3
+    assert (tls / "ca.pem").read_text() == pki.ca + verifier_ca, "dockerd must trust both CAs"
     assert (tls / "server-key.pem").read_text() == pki.server_key
     assert oct(os.stat(tls / "server-key.pem").st_mode & 0o777) == "0o600"
     assert "PRIVATE KEY" not in first.stdout + first.stderr
@@ -144,7 +146,7 @@ def test_tls_material_in_wrong_order_is_refused(fr_env, tmp_path):
     r = run_bash(
         "install_tls_material",
         env,
-        stdin=pki.server_key + pki.ca + pki.server_cert,
+        stdin=pki.server_key + pki.ca + pki.ca + pki.server_cert,
         script="configure_runtime.sh",
     )
     assert r.rc != 0 and "to be a certificate" in r.stderr

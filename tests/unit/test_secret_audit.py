@@ -225,7 +225,7 @@ def dirs(tmp_path: Path) -> dict[str, str]:
 
 def test_configure_installs_the_server_key_without_printing_it(dirs):
     key = throwaway_key()
-    stdin = throwaway_cert("C") + throwaway_cert("S") + key
+    stdin = throwaway_cert("C") + throwaway_cert("V") + throwaway_cert("S") + key
     env = {**dirs, "FR_DRY_RUN": "0" if os.geteuid() == 0 else "1"}
     proc = run_sourced("configure_runtime.sh", "install_tls_material", env, stdin)
     assert proc.returncode == 0, proc.stderr
@@ -240,10 +240,10 @@ def test_configure_installs_the_server_key_without_printing_it(dirs):
 @pytest.mark.parametrize(
     ("order", "words"),
     [
-        (lambda c, s, k: k + c + s, "stdin block 'ca.pem' to be a certificate"),
-        (lambda c, s, k: c + s + k + k, None),  # an extra block is ignored, never echoed
-        (lambda c, s, k: c + s + k.rsplit("-----END", 1)[0], "an unterminated block"),
-        (lambda c, s, k: c + k, "3 PEM blocks on stdin"),
+        (lambda c, s, k: k + c + c + s, "stdin block 'stack-ca.pem' to be a certificate"),
+        (lambda c, s, k: c + c + s + k + k, None),  # an extra block is ignored, never echoed
+        (lambda c, s, k: c + c + s + k.rsplit("-----END", 1)[0], "an unterminated block"),
+        (lambda c, s, k: c + k, "4 PEM blocks on stdin"),
     ],
     ids=["key-first", "extra-key", "unterminated", "missing-block"],
 )
@@ -304,7 +304,7 @@ def test_the_echo_check_catches_a_script_that_prints_the_key(dirs):
     if os.geteuid() != 0:
         pytest.skip("writing the key file needs root (chown root:root)")
     key = throwaway_key()
-    stdin = throwaway_cert("C") + throwaway_cert("S") + key
+    stdin = throwaway_cert("C") + throwaway_cert("V") + throwaway_cert("S") + key
     leak = 'install_tls_material; cat "$FR_DOCKER_DIR/tls/server-key.pem" >&2'
     proc = run_sourced("configure_runtime.sh", leak, {**dirs, "FR_DRY_RUN": "0"}, stdin)
     with pytest.raises(AssertionError, match="reached the output"):
