@@ -42,7 +42,7 @@ check_inputs() {
 
 install_tls_material() {
   local work dir
-  make_work_dir work
+  make_secret_dir work
   read_pem_blocks "$work/pem" stack-ca.pem verifier-ca.pem server-cert.pem server-key.pem
   require_pem_kinds "$work/pem" stack-ca.pem:certificate verifier-ca.pem:certificate \
     server-cert.pem:certificate server-key.pem:private-key

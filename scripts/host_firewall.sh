@@ -31,6 +31,8 @@ readonly NFT_TABLE="functions_runtime"
 readonly CONTAINER_BRIDGES='"docker0", "br-*"'
 readonly BLOCKED_FROM_CONTAINERS_V4="169.254.0.0/16, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10"
 readonly BLOCKED_FROM_CONTAINERS_V6="fc00::/7, fe80::/10"
+# The cloud metadata service (Hetzner and most clouds).
+readonly METADATA_ADDRESS="169.254.169.254"
 
 CHANGED=()
 
@@ -152,6 +154,13 @@ EOF
     ip6 saddr @admin_v6 tcp dport $SSH_PORT accept
     ip saddr @endpoint_v4 tcp dport $ENDPOINT_PORT accept
     ip6 saddr @endpoint_v6 tcp dport $ENDPOINT_PORT accept
+  }
+
+  chain output {
+    type filter hook output priority filter; policy accept;
+    # The metadata service serves the user-data, which holds the host's own
+    # SSH host key: only root on the host may ask it.
+    ip daddr $METADATA_ADDRESS meta skuid != 0 drop
   }
 
   chain forward {

@@ -12,6 +12,9 @@ FR_STATE_DIR=${FR_STATE_DIR:-$FR_ROOT/state}
 FR_CATALOG=${FR_CATALOG:-$FR_ROOT/catalog/artifacts.tsv}
 # Downloads land here first (disk, not tmpfs: the Kata archive is ~1.5 GB).
 FR_WORK_BASE=${FR_WORK_BASE:-/var/tmp}
+# PEM blocks read from stdin go to tmpfs, so a key never touches a disk,
+# even if a hard kill skips the exit hook.
+FR_SECRET_BASE=${FR_SECRET_BASE:-/run/functions-runtime}
 # FR_DRY_RUN=1: log the commands that would change the host, run none of them.
 FR_DRY_RUN=${FR_DRY_RUN:-0}
 # Overridable for tests; the defaults are the real kernel interfaces.
@@ -80,6 +83,16 @@ make_work_dir() {
   mkdir -p "$FR_WORK_BASE"
   dir=$(mktemp -d "$FR_WORK_BASE/functions-runtime.XXXXXX")
   chmod 0700 "$dir"
+  add_exit_hook "rm -rf -- '$dir'"
+  printf -v "$1" '%s' "$dir"
+}
+
+# make_secret_dir VAR: like make_work_dir, on tmpfs, for key material.
+make_secret_dir() {
+  local dir
+  mkdir -p "$FR_SECRET_BASE"
+  chmod 0700 "$FR_SECRET_BASE"
+  dir=$(mktemp -d "$FR_SECRET_BASE/pem.XXXXXX")
   add_exit_hook "rm -rf -- '$dir'"
   printf -v "$1" '%s' "$dir"
 }

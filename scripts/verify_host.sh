@@ -159,7 +159,7 @@ read_inputs() {
     fatal "COLD_START_RUNS to be an odd number >= 3" "'$COLD_START_RUNS'" "set the stack's cold-start runs to 3, 5, ..." "$EXIT_INPUTS"
   fi
   SSH_PORT=${SSH_PORT:-22}
-  make_work_dir work
+  make_secret_dir work
   CERTS="$work/certs"
   read_pem_blocks "$CERTS" ca.pem cert.pem key.pem
   require_pem_kinds "$CERTS" ca.pem:certificate cert.pem:certificate key.pem:private-key

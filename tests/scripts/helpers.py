@@ -151,6 +151,7 @@ def fr_env(tmp_path):
         "FR_ROOT": str(root),
         "FR_HOST": "test-host-1",
         "FR_WORK_BASE": str(tmp_path / "work"),
+        "FR_SECRET_BASE": str(tmp_path / "secret"),
         "FR_KATA_DIR": str(tmp_path / "opt-kata"),
         "FR_BIN_DIR": str(tmp_path / "bin"),
         "FR_DEV_KVM": str(tmp_path / "no-kvm"),

@@ -87,6 +87,9 @@ def test_ruleset_shape(fr_env):
     assert set_elements(out, "blocked_from_containers_v6") == "fc00::/7, fe80::/10"
     assert "ip saddr @admin_v4 tcp dport 22 accept" in lines
     assert "ip saddr @endpoint_v4 tcp dport 2376 accept" in lines
+    # Only root on the host may read the metadata service (user-data holds the host key).
+    assert "type filter hook output priority filter; policy accept;" in lines
+    assert "ip daddr 169.254.169.254 meta skuid != 0 drop" in lines
     # established/related before the bridge drop (replies to the host's own connections).
     assert lines.index("ct state established,related accept") < lines.index(
         'iifname { "docker0", "br-*" } drop'

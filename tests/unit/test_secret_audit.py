@@ -220,7 +220,7 @@ def assert_key_not_printed(proc: subprocess.CompletedProcess[str], key: str) -> 
 def dirs(tmp_path: Path) -> dict[str, str]:
     work = tmp_path / "work"
     work.mkdir()
-    return {"FR_DOCKER_DIR": str(tmp_path / "docker"), "FR_WORK_BASE": str(work)}
+    return {"FR_DOCKER_DIR": str(tmp_path / "docker"), "FR_WORK_BASE": str(work), "FR_SECRET_BASE": str(work)}
 
 
 def test_configure_installs_the_server_key_without_printing_it(dirs):
