@@ -39,7 +39,9 @@ def test_rendered_user_data_passes_cloud_init_schema(user_data, tmp_path):
     cloud_init = require_cloud_init()
     f = tmp_path / "user-data"
     f.write_text(user_data)
-    result = subprocess.run([cloud_init, "schema", "--config-file", str(f)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [cloud_init, "schema", "--config-file", str(f)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Valid" in result.stdout + result.stderr
 
@@ -59,5 +61,7 @@ def test_schema_check_is_not_vacuous(tmp_path):
     cloud_init = require_cloud_init()
     f = tmp_path / "user-data"
     f.write_text("#cloud-config\npackages: 5\nssh_pwauth: maybe\n")
-    result = subprocess.run([cloud_init, "schema", "--config-file", str(f)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [cloud_init, "schema", "--config-file", str(f)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0
