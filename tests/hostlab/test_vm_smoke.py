@@ -3,13 +3,19 @@
 Proves: the Debian 13 image builds from Debian's archive (or is reused from
 the cache), boots under QEMU with a NoCloud seed, cloud-init applies the
 user-data (our key for root) and finishes, and sshd answers on a forwarded
-loopback port. It does not provision anything: that is the replay's job.
+loopback port. Also the two other paths later tests rely on: the guest
+reaches a server the test runs on the host's loopback (as 10.0.2.2), and a
+guest port (2376, the Docker endpoint's) is reachable on its loopback
+forward. It does not provision anything: that is the replay's job.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +27,34 @@ pytestmark = [pytest.mark.hostlab, pytest.mark.timeout(3600)]
 # cloud-init's final stage runs after sshd is up; measured 65-110 s after
 # start under TCG here.
 CLOUD_INIT_TIMEOUT_S = 600
+# A python3 http.server in the guest takes a few seconds to listen under TCG.
+GUEST_LISTENER_TIMEOUT_S = 60
+HOST_ALIAS_IN_GUEST = "10.0.2.2"
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"hello from the host\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def fetch_until(url: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.read().decode()
+        except OSError as e:
+            last = e
+            time.sleep(1)
+    raise AssertionError(f"{url} did not answer within {timeout}s: {last}")
 
 
 def minimal_user_data(public_key: str) -> str:
@@ -65,8 +99,32 @@ def test_guest_boots_with_cloud_init_and_answers_ssh(
 
         # The key cloud-init installed is ours and we are root.
         assert vm.ssh("id -u", check=True).stdout.strip() == "0"
-        # The guest sees the pinned host key recorded on first connection.
+        # accept-new recorded the guest's host key; later connections checked it.
         assert vm.known_hosts.read_text().strip(), "known_hosts empty after first connection"
+
+        # Guest -> a server on the host's loopback, through QEMU's 10.0.2.2.
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://{HOST_ALIAS_IN_GUEST}:{server.server_address[1]}/"
+            got = vm.ssh(f"curl -fsS --max-time 20 {url}", timeout=60)
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert got.returncode == 0 and "hello from the host" in got.stdout, got.stderr
+
+        # Host loopback -> guest port 2376 on 10.0.2.15 (the Docker endpoint's port).
+        # Only the server is backgrounded, all its streams detached, or ssh
+        # would wait for it (a backgrounded `a && b &` list keeps ssh's stdout).
+        vm.ssh(
+            "echo guest-2376 > /tmp/index.html; cd /tmp; "
+            "nohup python3 -m http.server 2376 --bind 10.0.2.15 </dev/null >/dev/null 2>&1 &",
+            timeout=60,
+            check=True,
+        )
+        reply = fetch_until(f"http://127.0.0.1:{vm.forwards[2376]}/index.html", GUEST_LISTENER_TIMEOUT_S)
+        assert reply.strip() == "guest-2376"
         pid = vm.pid()
 
     assert not vm.is_running(), f"QEMU (pid {pid}) still running after stop()"
