@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from components import endpoint as contract
-from tests.tools.conftest import REGION, run_cli
+from tests.tools.helpers import REGION, run_cli
 from tools import publish_endpoint
 
 BUCKET = "acme-runtime-endpoints"

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.tools.conftest import REGION, SECRET_ACCESS_KEY, run_cli, s3_client
+from tests.tools.helpers import REGION, SECRET_ACCESS_KEY, run_cli, s3_client
 from tools import state_bucket
 from tools.s3 import pulumi_login_url
 
