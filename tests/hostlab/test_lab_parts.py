@@ -122,3 +122,35 @@ def test_accelerator_choice_matches_a_real_kvm_probe(guest_image, tmp_path, monk
     accel, why = vm.detect_accelerator(guest_image.kernel, tmp_path)
     print(f"\nKVM probe: {works} ({detail}); chosen: {accel} ({why})")
     assert accel == ("kvm" if works else "tcg"), f"probe said {detail!r} but detection chose {accel}: {why}"
+
+
+def _fake_recipe(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "fake_build.sh"
+    script.write_text("#!/usr/bin/env bash\nset -e\nout=$1\n" + body)
+    return script
+
+
+def test_build_publishes_atomically_and_is_reused(tmp_path, monkeypatch):
+    calls = tmp_path / "calls"
+    script = _fake_recipe(
+        tmp_path,
+        f'echo run >> {calls}\nfor f in disk.qcow2 vmlinuz initrd.img; do echo x > "$out/$f"; done\n'
+        'echo "{}" > "$out/manifest.json"\n',
+    )
+    monkeypatch.setattr(image, "BUILD_SCRIPT", script)
+    first = image.ensure_guest_image(tmp_path / "cache")
+    second = image.ensure_guest_image(tmp_path / "cache")
+    assert first.built_now and not second.built_now
+    assert first.directory == second.directory == tmp_path / "cache" / "images" / first.key
+    assert calls.read_text().count("run") == 1
+    assert not list((tmp_path / "cache" / "images").glob(".tmp-*"))
+
+
+def test_failed_build_leaves_nothing_under_its_key(tmp_path, monkeypatch):
+    script = _fake_recipe(tmp_path, 'echo x > "$out/disk.qcow2"\necho "debootstrap: boom" >&2\nexit 3\n')
+    monkeypatch.setattr(image, "BUILD_SCRIPT", script)
+    with pytest.raises(RuntimeError, match=r"exit 3(.|\n)*debootstrap: boom"):
+        image.ensure_guest_image(tmp_path / "cache")
+    images = tmp_path / "cache" / "images"
+    assert not (images / image.recipe_key()).exists()
+    assert not list(images.glob(".tmp-*"))
