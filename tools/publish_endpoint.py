@@ -33,6 +33,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -64,7 +65,7 @@ SECRET_FIELD = re.compile(
 )
 
 
-def walk(value: Any, path: str = "$") -> Any:
+def walk(value: Any, path: str = "$") -> Iterator[tuple[str, str | None, Any]]:
     """Yield (path, key-or-None, value) for every node of a JSON value."""
     if isinstance(value, dict):
         for k, v in value.items():

@@ -38,6 +38,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tools.s3 import (
+    CREDENTIAL_ERROR_CODES,
+    PERMISSION_ERROR_CODES,
     ToolError,
     endpoint_from_env,
     error_code,
@@ -170,14 +172,18 @@ def public_policy(bucket: Bucket) -> list[str]:
     """
     doing = f"reading the bucket policy of {bucket.name}"
     try:
-        status = bucket.call("get_bucket_policy_status", doing, missing=("NoSuchBucketPolicy",))
-        if status is None:
+        status = bucket.client.get_bucket_policy_status(Bucket=bucket.name)
+        return ["bucket policy is public"] if status.get("PolicyStatus", {}).get("IsPublic") else []
+    except ClientError as err:
+        if error_code(err) == "NoSuchBucketPolicy":
             return []
-        if status.get("PolicyStatus", {}).get("IsPublic"):
-            return ["bucket policy is public"]
-        return []
-    except ClientError:
-        pass  # no policy-status API here; read the policy
+        if error_code(err) in CREDENTIAL_ERROR_CODES | PERMISSION_ERROR_CODES:
+            raise explain(err, bucket.endpoint, doing) from None
+        # Newer than the rest of the S3 API and missing from several
+        # S3-compatible services, which answer it in various ways: read the
+        # policy instead.
+    except BotoCoreError as err:
+        raise explain(err, bucket.endpoint, doing) from None
     try:
         out = bucket.call("get_bucket_policy", doing, missing=("NoSuchBucketPolicy",))
     except ClientError:

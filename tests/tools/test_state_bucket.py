@@ -375,3 +375,16 @@ def test_plain_client_sees_it_too(s3_url):
     client = s3_client(s3_url)
     client.put_object(Bucket=BUCKET, Key=STATE_KEY, Body=b"{}")
     assert client.get_object(Bucket=BUCKET, Key=STATE_KEY)["Body"].read() == b"{}"
+
+
+def test_policy_status_answered_oddly_falls_back_to_reading_the_policy(s3_url, s3, capsys):
+    """Services that lack GetBucketPolicyStatus answer it in various ways; the policy is read instead."""
+    make_existing(s3, versioning="Enabled")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:*"}],
+    }
+    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
+    stub = Stubbed(s3, {"get_bucket_policy_status": ("InvalidRequest", 400)})
+    assert run(s3_url, client=stub) == state_bucket.EXIT_REFUSED
+    assert "bucket policy allows principal * without a condition" in capsys.readouterr().err
