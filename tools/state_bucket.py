@@ -131,10 +131,21 @@ def versioning_status(bucket: Bucket) -> str | None:
     HeadBucket, its errors carry a code that tells a missing bucket from bad
     credentials.
     """
-    out = bucket.call("get_bucket_versioning", f"reading bucket {bucket.name}", missing=("NoSuchBucket",))
+    try:
+        out = bucket.call("get_bucket_versioning", f"reading bucket {bucket.name}", missing=("NoSuchBucket",))
+    except ClientError:
+        raise versioning_unsupported(bucket) from None
     if out is None:
         return None
     return str(out.get("Status") or "never enabled")
+
+
+def versioning_unsupported(bucket: Bucket) -> ToolError:
+    """Versioning is the one setting this tool cannot do without."""
+    return ToolError(
+        f"{bucket.endpoint or 'this service'} does not support bucket versioning: an overwritten "
+        "state file could not be recovered; keep Pulumi state on a service that versions objects"
+    )
 
 
 def public_acl_grants(bucket: Bucket) -> list[str]:
@@ -246,11 +257,14 @@ def ensure_versioning(bucket: Bucket, status: str, report: Report) -> None:
     else:
         log(TOOL, f"versioning: {status.lower()}, {'enabling' if bucket.apply else 'would enable'}")
         if bucket.apply:
-            bucket.call(
-                "put_bucket_versioning",
-                f"enabling versioning on {bucket.name}",
-                VersioningConfiguration={"Status": "Enabled"},
-            )
+            try:
+                bucket.call(
+                    "put_bucket_versioning",
+                    f"enabling versioning on {bucket.name}",
+                    VersioningConfiguration={"Status": "Enabled"},
+                )
+            except ClientError:
+                raise versioning_unsupported(bucket) from None
         report.changes.append("enabled versioning")
     report.settings["versioning"] = "Enabled"
 
@@ -501,6 +515,12 @@ def main(argv: list[str] | None = None, client: Any = None) -> int:
     args = parse_args(argv)
     try:
         report = reconcile(client or make_client(args.endpoint, args.region), args)
+    except (ClientError, BotoCoreError) as err:  # an unsupported API no step expected
+        err = explain(err, args.endpoint, f"bucket {args.bucket}")
+        log(TOOL, f"error: {err}")
+        if args.json:
+            print(json.dumps({"ok": False, "bucket": args.bucket, "error": str(err)}))
+        return err.exit_code
     except ToolError as err:
         log(TOOL, f"error: {err}")
         if args.json:

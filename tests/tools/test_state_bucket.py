@@ -388,3 +388,16 @@ def test_policy_status_answered_oddly_falls_back_to_reading_the_policy(s3_url, s
     stub = Stubbed(s3, {"get_bucket_policy_status": ("InvalidRequest", 400)})
     assert run(s3_url, client=stub) == state_bucket.EXIT_REFUSED
     assert "bucket policy allows principal * without a condition" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["get_bucket_versioning", "put_bucket_versioning"])
+def test_a_service_without_versioning_is_refused(s3_url, s3, capsys, method):
+    assert run(s3_url, client=Stubbed(s3, {method: NOT_IMPLEMENTED})) == 1
+    assert "does not support bucket versioning" in capsys.readouterr().err
+
+
+def test_an_unexpected_unsupported_api_is_one_line(s3_url, s3, capsys):
+    make_existing(s3, versioning="Enabled", acl="public-read")
+    assert run(s3_url, "--adopt-existing", client=Stubbed(s3, {"put_bucket_acl": NOT_IMPLEMENTED})) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("state_bucket: error: ") and "Traceback" not in err
