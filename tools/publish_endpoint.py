@@ -8,11 +8,10 @@ is never published: a PEM private key anywhere in the input is a hard error
 (run `pulumi stack output --json` without --show-secrets), and so is any
 secret-looking field or masked "[secret]" value in the endpoint document.
 
-Checked here: the document is an object with `schema` equal to
-functions-runtime/endpoint@1 and nothing secret in it. The full contract
-validation (hosts, runtimes, isolation, CA certificate) lives in
-components/endpoint.py (`read_endpoint`); `validate_endpoint_document` is the
-one place to call it from.
+Checked here: nothing secret in the document, then the full contract
+(schema, hosts, runtimes, isolation, CA certificate) by the program's own
+reader, `components.endpoint.read_endpoint`: consumers get only documents
+the consumer side accepts.
 
 Idempotent: the object is written as canonical JSON (sorted keys), and only
 when its bytes differ from what is stored (ETag as MD5, else the stored
@@ -38,6 +37,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from components.endpoint import EndpointError, read_endpoint
 from tools.s3 import (
     ToolError,
     endpoint_from_env,
@@ -122,6 +122,10 @@ def validate_endpoint_document(doc: Any) -> dict[str, Any]:
             raise ToolError(f"refusing: {path} looks like a secret field")
         if value == SECRET_MASK:
             raise ToolError(f"refusing: {path} is a masked secret value")
+    try:
+        read_endpoint(doc)
+    except (EndpointError, TypeError, AttributeError) as err:
+        raise ToolError(f"{OUTPUT_NAME} does not fit the endpoint contract: {err}") from None
     return doc
 
 

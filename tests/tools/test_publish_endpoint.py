@@ -205,6 +205,12 @@ def test_refuses_documents_off_contract(s3_url, bucket, tmp_path, capsys, output
     assert_refused(s3_url, bucket, write(tmp_path, outputs), capsys, needle)
 
 
+def test_refuses_a_document_the_consumer_reader_would_reject(s3_url, bucket, tmp_path, capsys):
+    doc = endpoint_doc()
+    doc["hosts"] = []
+    assert_refused(s3_url, bucket, write(tmp_path, stack_outputs(doc)), capsys, "does not fit the endpoint contract")
+
+
 def test_endpoint_exported_as_json_text_is_accepted(s3_url, bucket, tmp_path):
     assert publish(s3_url, write(tmp_path, stack_outputs(json.dumps(endpoint_doc())))) == 0
     assert json.loads(bucket.get_object(Bucket=BUCKET, Key=KEY)["Body"].read()) == endpoint_doc()
