@@ -7,7 +7,8 @@
 # the CA certificate, the server certificate and the server key (PEM, in that
 # order). The key goes to a 0600 root file and is never printed.
 # Output (stdout): one JSON line
-#   {"changed": [...], "restarted": true|false, "defaultRuntime": "runsc", "runtimes": [...]}
+#   {"changed": [...], "restarted": true|false, "defaultRuntime": "runsc", "runtimes": [...],
+#    "runscNetwork": "sandbox"|"host"}
 #
 # Docker reads "hosts" from daemon.json, and refuses to start when -H is also
 # given on its command line, so a drop-in replaces Debian's ExecStart (which
@@ -58,6 +59,31 @@ install_tls_material() {
   run chown root:root "$dir/ca.pem" "$dir/server-cert.pem" "$dir/server-key.pem"
 }
 
+# runsc_sandbox_network_broken: this runsc cannot give containers its own
+# network stack on this kernel. gVisor builds up to at least 2024-07-29
+# (Debian 13's runsc) decide "am I in the root network namespace?" by whether
+# /proc/sys/net/core/rmem_default exists; Linux 6.x (Debian 13's 6.12) has
+# that file in every namespace, so every networked container fails with
+# "cannot run with network enabled in root network namespace" (found by the
+# hostlab). Both halves are checked, so a fixed runsc gets its netstack back.
+runsc_sandbox_network_broken() {
+  [[ -x "$FR_RUNSC" ]] || return 1
+  grep -qa 'proc/sys/net/core/rmem_default' "$FR_RUNSC" 2>/dev/null || return 1
+  unshare --net test -e /proc/sys/net/core/rmem_default 2>/dev/null
+}
+
+# RUNSC_NETWORK: "sandbox" (gVisor's own netstack) or "host" (the sandbox
+# uses the kernel's network stack of the container's own network namespace:
+# Docker's bridge, the host filter and the isolation checks still apply, but
+# socket calls reach the host kernel). Set by choose_runsc_network.
+RUNSC_NETWORK=sandbox
+choose_runsc_network() {
+  if runsc_sandbox_network_broken; then
+    RUNSC_NETWORK=host
+    warn "runsc $("$FR_RUNSC" --version 2>/dev/null | head -n1 || true) cannot use its own network stack on kernel $(uname -r) (root-namespace check on rmem_default): using --network=host inside each container's namespace; install a gVisor release newer than 2024-07 to get the sandbox netstack back"
+  fi
+}
+
 # render_daemon_json DEFAULT RUNTIME...: /etc/docker/daemon.json on stdout.
 render_daemon_json() {
   local default=$1 dir runtime first=1
@@ -78,7 +104,13 @@ EOF
     ((first)) || printf ',\n'
     first=0
     case "$runtime" in
-      runsc) printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap"]}' "$(json_string "$FR_RUNSC")" ;;
+      runsc)
+        if [[ "$RUNSC_NETWORK" == host ]]; then
+          printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap", "--network=host"]}' "$(json_string "$FR_RUNSC")"
+        else
+          printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap"]}' "$(json_string "$FR_RUNSC")"
+        fi
+        ;;
       kata) printf '    "kata": {"runtimeType": "io.containerd.kata.v2"}' ;;
     esac
   done
@@ -135,6 +167,7 @@ configure_docker() {
   list=$(runtimes_to_register) # fatal when ISOLATION cannot be met
   mapfile -t RUNTIMES <<<"$list"
   default=${RUNTIMES[0]}
+  if [[ " ${RUNTIMES[*]} " == *" runsc "* ]]; then choose_runsc_network; fi
   make_work_dir work
   render_daemon_json "$default" "${RUNTIMES[@]}" >"$work/daemon.json"
   if command -v dockerd >/dev/null && ! dockerd --validate --config-file "$work/daemon.json" >&2; then
@@ -221,9 +254,9 @@ restart_docker_if_changed() {
 }
 
 print_result() {
-  printf '{"changed": %s, "restarted": %s, "defaultRuntime": %s, "runtimes": %s}\n' \
+  printf '{"changed": %s, "restarted": %s, "defaultRuntime": %s, "runtimes": %s, "runscNetwork": %s}\n' \
     "$(json_array "${CHANGED[@]}")" "$RESTARTED" "$(json_string "${RUNTIMES[0]}")" \
-    "$(json_array "${RUNTIMES[@]}")"
+    "$(json_array "${RUNTIMES[@]}")" "$(json_string "$RUNSC_NETWORK")"
 }
 
 main() {

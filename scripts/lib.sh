@@ -291,6 +291,29 @@ write_file_if_changed() {
   return 0
 }
 
+# ---------------------------------------------------------------- packages
+
+FR_DPKG_UPDATES=${FR_DPKG_UPDATES:-/var/lib/dpkg/updates}
+
+# dpkg_was_interrupted: a previous dpkg run stopped half-way (a lost SSH
+# session that took apt with it, a reboot): packages are left unpacked or
+# half-configured, and apt-get refuses to run until dpkg finishes them.
+dpkg_was_interrupted() {
+  compgen -G "$FR_DPKG_UPDATES/[0-9]*" >/dev/null || [[ -n "$(dpkg --audit 2>/dev/null)" ]]
+}
+
+# recover_interrupted_dpkg: finish an interrupted dpkg run. Returns 0 when a
+# recovery ran (the caller then installs with --fix-broken), 1 when none was
+# needed. A package dpkg cannot configure yet (its dependency was never
+# unpacked) is left to the following apt-get install --fix-broken.
+recover_interrupted_dpkg() {
+  dpkg_was_interrupted || return 1
+  warn "a previous package installation was interrupted: running 'dpkg --configure -a' first"
+  run env DEBIAN_FRONTEND=noninteractive dpkg --force-confdef --force-confold --configure -a >&2 ||
+    warn "'dpkg --configure -a' left packages unconfigured; apt-get install --fix-broken completes them"
+  return 0
+}
+
 # ---------------------------------------------------------------- KVM and isolation
 
 cpu_has_virtualization() { grep -qwE 'vmx|svm' "$FR_CPUINFO" 2>/dev/null; }
@@ -337,18 +360,58 @@ FR_RUNSC=${FR_RUNSC:-/usr/bin/runsc}
 
 kata_installed() { marker_matches kata && [[ -x "$FR_KATA_DIR/bin/containerd-shim-kata-v2" ]]; }
 
+# kata_unusable_reason: empty when Kata can run containers here, else why not.
+# A /dev/kvm and the CPU flags are not enough (a nested or paravirtual KVM
+# passes both and still cannot run Kata's VM): `kata-runtime check` decides.
+# Cached: the check takes seconds and configure/verify ask more than once.
+FR_KATA_REASON=${FR_KATA_REASON-unset}
+kata_unusable_reason() {
+  local out
+  if [[ "$FR_KATA_REASON" == unset ]]; then
+    if ! has_kvm; then
+      FR_KATA_REASON=$(kvm_missing_reason)
+    elif ! kata_installed; then
+      FR_KATA_REASON="Kata is not installed in $FR_KATA_DIR (no matching install marker or shim)"
+    elif ! out=$("$FR_BIN_DIR/kata-runtime" check --no-network-checks 2>&1); then
+      FR_KATA_REASON="'kata-runtime check' failed: $(one_line "$(tail -n3 <<<"$out")")"
+    else
+      FR_KATA_REASON=""
+    fi
+  fi
+  printf '%s' "$FR_KATA_REASON"
+}
+
+# kata_usable: installed, KVM usable, and `kata-runtime check` passes.
+# Call it in the script's own shell (not in $(...)) so the cache sticks.
+kata_usable() {
+  [[ "$FR_KATA_REASON" != unset ]] || FR_KATA_REASON=$(kata_unusable_reason)
+  [[ -z "$FR_KATA_REASON" ]]
+}
+
+# fatal_kata_unusable: ISOLATION=vm on a host where Kata cannot run.
+fatal_kata_unusable() {
+  if ! has_kvm; then fatal_isolation_unmet "${1:-1}"; fi
+  fatal "Kata Containers usable (functions-runtime:isolation is vm)" "$(kata_unusable_reason)" \
+    "run 'kata-runtime check --verbose' on the host; Kata needs working hardware KVM (not nested); or set functions-runtime:isolation to sandbox to use gVisor" \
+    "${1:-1}"
+}
+
 # runtimes_to_register: the Docker runtimes for this host, default first.
-# vm: Kata only. sandbox: Kata (when installed and KVM works), then gVisor.
+# vm: Kata only (fatal when it is not usable). sandbox: Kata when usable,
+# then gVisor; when Kata is not usable the reason is logged.
 runtimes_to_register() {
   require_isolation
   local runtimes=()
-  if kata_installed && has_kvm; then
+  if kata_usable; then
     runtimes+=(kata)
+  elif [[ "$ISOLATION" == vm ]]; then
+    fatal_kata_unusable
+  else
+    info "Kata not registered: $(kata_unusable_reason); gVisor (runsc) is the runtime"
   fi
   if [[ "$ISOLATION" == sandbox ]]; then
     runtimes+=(runsc)
   fi
-  ((${#runtimes[@]})) || fatal_isolation_unmet
   printf '%s\n' "${runtimes[@]}"
 }
 

@@ -83,10 +83,17 @@ fail_check() {
 upstream_version() { sed -E 's/^[0-9]+://; s/[+~].*$//' <<<"$1"; }
 
 # version_of CMD...: the first token of CMD's output that looks like a version.
+# (Not `CMD | head`: under pipefail CMD's SIGPIPE would lose the version.)
+# Debian's gVisor is versioned 0.0~<date>.<n>: reported as release-<date>.<n>.
 version_of() {
   local out
-  out=$("$@" 2>/dev/null | head -n1) || return 0
+  out=$("$@" 2>/dev/null) || return 0
+  out=$(head -n1 <<<"$out")
   out=$(grep -oE '(release-)?[0-9]+\.[0-9]+(\.[0-9]+)?([.~+-][0-9A-Za-z.~+-]*)?' <<<"$out" | head -n1) || true
+  if [[ "$out" =~ ^0\.0~([0-9]{8}\.[0-9]+) ]]; then
+    printf 'release-%s' "${BASH_REMATCH[1]}"
+    return 0
+  fi
   upstream_version "$out"
 }
 
@@ -168,11 +175,13 @@ read_inputs() {
   mkdir -p "$DOCKER_CONFIG"
 }
 
-# wanted_runtimes: what this host must verify, default first (the same rule
-# configure_runtime.sh registers by; ISOLATION=vm without KVM is a preflight failure).
-wanted_runtimes() {
-  if [[ "$ISOLATION" == vm ]] || { has_kvm && kata_installed; }; then echo kata; fi
-  if [[ "$ISOLATION" == sandbox ]]; then echo runsc; fi
+# set_wanted_runtimes: what this host must verify, default first, in WANTED
+# (the rule configure_runtime.sh registers by, lib.sh kata_usable; with
+# ISOLATION=vm Kata is always wanted, so an unusable Kata fails its preflight).
+set_wanted_runtimes() {
+  WANTED=()
+  if [[ "$ISOLATION" == vm ]] || kata_usable; then WANTED+=(kata); fi
+  if [[ "$ISOLATION" == sandbox ]]; then WANTED+=(runsc); fi
 }
 
 # ---------------------------------------------------------------- helpers
@@ -186,13 +195,16 @@ endpoint_docker() {
     -H "tcp://$(endpoint_host):$ENDPOINT_PORT" "$@"
 }
 
-# run_in RUNTIME ARGS...: one container through the endpoint, bounded in time.
+# run_in RUNTIME ARGS...: one container through the endpoint, bounded in
+# time; RUN_OPTS (an array, default empty) are docker-run options placed
+# before the image (ARGS go after it, as the container's command).
+RUN_OPTS=()
 run_in() {
   local rt=$1
   shift
   timeout "$DOCKER_RUN_TIMEOUT" docker --tlsverify --tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" \
     --tlskey "$CERTS/key.pem" -H "tcp://$(endpoint_host):$ENDPOINT_PORT" \
-    run --rm --runtime "$rt" "$VERIFY_IMAGE" "$@"
+    run --rm --runtime "$rt" "${RUN_OPTS[@]}" "$VERIFY_IMAGE" "$@"
 }
 
 # host_reaches ADDR PORT: the host itself can open a TCP connection.
@@ -335,7 +347,9 @@ check_verify_image() {
 check_runtime_kernel() {
   local rt=$1 name="runtime-$1-kernel" desc="$1 runs the verify image with its own kernel" out
   CURRENT_CHECK=$name
-  out=$(run_in "$rt" --network none uname -r 2>&1) ||
+  # No network needed to read the kernel (before: "--network none" went
+  # after the image and became the container's command; the hostlab found it).
+  out=$(RUN_OPTS=(--network none) && run_in "$rt" uname -r 2>&1) ||
     fail_check "$name" "$desc" "$EXIT_KERNEL" "docker run --runtime $rt to succeed" "$(tail -n2 <<<"$out")" \
       "run 'docker run --rm --runtime $rt $VERIFY_IMAGE uname -r' on the host and read journalctl -u docker"
   out=$(tail -n1 <<<"$out")
@@ -399,9 +413,14 @@ verify_runtimes() {
 main() {
   add_exit_hook finish_report
   read_inputs
-  mapfile -t WANTED < <(wanted_runtimes)
+  set_wanted_runtimes
   DEFAULT_RUNTIME=${WANTED[0]}
-  if [[ " ${WANTED[*]} " == *" kata "* ]]; then check_preflight_kata; fi
+  if [[ " ${WANTED[*]} " == *" kata "* ]]; then
+    check_preflight_kata
+  else
+    # sandbox without a usable Kata: say why in the report, never silently.
+    skip_check preflight-kata "Kata preflight" "Kata not usable: $(kata_unusable_reason); gVisor (runsc) is verified instead"
+  fi
   if [[ " ${WANTED[*]} " == *" runsc "* ]]; then check_preflight_runsc; fi
   check_endpoint_accepts_client_cert
   check_endpoint_refuses_no_cert

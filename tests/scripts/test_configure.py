@@ -37,6 +37,10 @@ def daemon_json(fr_env, tmp_path, isolation="sandbox", kvm=False, kata=False):
             "name\tversion\tsha256\turl\nkata\t3.32.0\tabc\thttp://x/k\n"
         )
         (tmp_path / "fr" / "state" / "kata.version").write_text("3.32.0 abc\n")
+        check = tmp_path / "bin" / "kata-runtime"  # `kata-runtime check` passes
+        check.parent.mkdir(parents=True, exist_ok=True)
+        check.write_text("#!/bin/sh\nexit 0\n")
+        check.chmod(0o755)
     env = {
         **fr_env,
         **NET,

@@ -142,6 +142,21 @@ def test_kata_plan(env, tmp_path, isolation, kvm, rc, plan):
         assert "dedicated (Robot) server" in line and "functions-runtime:isolation to sandbox" in line
 
 
+def install_fake_kata(tmp_path, check_passes: bool = True) -> None:
+    """A Kata install marker, shim and a kata-runtime whose `check` passes or fails."""
+    shim = tmp_path / "opt-kata" / "bin" / "containerd-shim-kata-v2"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    shim.write_text("#!/bin/sh\n")
+    shim.chmod(0o755)
+    runtime = tmp_path / "bin" / "kata-runtime"
+    runtime.parent.mkdir(parents=True, exist_ok=True)
+    runtime.write_text(
+        "#!/bin/sh\n" + ("exit 0\n" if check_passes else "echo 'ERROR: kvm is not usable (nested)' >&2; exit 1\n")
+    )
+    runtime.chmod(0o755)
+    (tmp_path / "fr" / "state" / "kata.version").write_text(f"3.32.0 {KATA_SHA}\n")
+
+
 @pytest.mark.parametrize(
     ("isolation", "kvm", "kata_installed", "expected"),
     [
@@ -154,14 +169,41 @@ def test_kata_plan(env, tmp_path, isolation, kvm, rc, plan):
 )
 def test_runtimes_to_register(env, tmp_path, isolation, kvm, kata_installed, expected):
     if kata_installed:
-        shim = tmp_path / "opt-kata" / "bin" / "containerd-shim-kata-v2"
-        shim.parent.mkdir(parents=True)
-        shim.write_text("#!/bin/sh\n")
-        shim.chmod(0o755)
-        (tmp_path / "fr" / "state" / "kata.version").write_text(f"3.32.0 {KATA_SHA}\n")
+        install_fake_kata(tmp_path)
     r = run_bash("runtimes_to_register", {**env, **kvm_env(tmp_path, kvm), "ISOLATION": isolation})
     assert r.rc == 0, r.stderr
     assert r.stdout.split() == expected
+
+
+def test_kata_failing_its_check_falls_back_to_runsc_with_the_reason(env, tmp_path):
+    install_fake_kata(tmp_path, check_passes=False)
+    r = run_bash("runtimes_to_register", {**env, **kvm_env(tmp_path, True), "ISOLATION": "sandbox"})
+    assert r.rc == 0, r.stderr
+    assert r.stdout.split() == ["runsc"]
+    assert "Kata not registered: 'kata-runtime check' failed: ERROR: kvm is not usable (nested)" in r.stderr
+
+
+def test_kata_failing_its_check_fails_isolation_vm_with_the_checks_message(env, tmp_path):
+    install_fake_kata(tmp_path, check_passes=False)
+    r = run_bash("runtimes_to_register", {**env, **kvm_env(tmp_path, True), "ISOLATION": "vm"})
+    assert r.rc != 0
+    line = r.stderr.strip().splitlines()[-1]
+    assert "FAILED on host test-host-1" in line
+    assert "'kata-runtime check' failed: ERROR: kvm is not usable (nested)" in line
+    assert "functions-runtime:isolation to sandbox" in line
+
+
+def test_dpkg_recovery_runs_only_after_an_interrupted_run(env, tmp_path):
+    updates = tmp_path / "dpkg-updates"
+    updates.mkdir()
+    dry = {**env, "FR_DPKG_UPDATES": str(updates), "FR_DRY_RUN": "1"}
+    r = run_bash("recover_interrupted_dpkg && echo recovered || echo clean", dry)
+    assert r.stdout.strip() == "clean", r.stderr
+    (updates / "0001").write_text("")
+    r = run_bash("recover_interrupted_dpkg && echo recovered || echo clean", dry)
+    assert r.stdout.strip() == "recovered", r.stderr
+    assert "dry-run: would run: env DEBIAN_FRONTEND=noninteractive dpkg" in r.stderr
+    assert "--configure -a" in r.stderr
 
 
 def test_runtimes_to_register_vm_without_kata_fails(env, tmp_path):
