@@ -65,7 +65,10 @@ module_loaded() { [[ -d "/sys/module/$1" ]]; }
 
 configure_kernel_modules() {
   local module
-  if list_entries "$FR_ROOT/base/modules.conf" | write_file_if_changed "$FR_MODULES_LOAD" 0644; then
+  # The file as rendered (header comment included), byte for byte what
+  # cloud-init's write_files put there: a Cloud host's first bootstrap
+  # then has nothing to change.
+  if write_file_if_changed "$FR_MODULES_LOAD" 0644 <"$FR_ROOT/base/modules.conf"; then
     info "wrote $FR_MODULES_LOAD"
     CHANGED+=("$FR_MODULES_LOAD")
   fi
