@@ -26,7 +26,11 @@ package_installed() {
 }
 
 install_runtime_packages() {
-  local pkg missing=()
+  local pkg missing=() fix=()
+  if recover_interrupted_dpkg; then
+    fix=(--fix-broken)
+    CHANGED+=(dpkg-recovered)
+  fi
   for pkg in "${RUNTIME_PACKAGES[@]}"; do
     package_installed "$pkg" || missing+=("$pkg")
   done
@@ -38,7 +42,7 @@ install_runtime_packages() {
   run env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||
     fatal "apt-get update to succeed" "it failed (see above)" \
       "check the host's Debian mirror and DNS, then re-run pulumi up"
-  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${fix[@]}" \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${missing[@]}" >&2 ||
     fatal "apt-get install ${missing[*]} to succeed" "it failed (see above)" \
