@@ -12,10 +12,12 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.hostlab.image import GuestImage, default_cache_dir, ensure_guest_image
+from tests.hostlab.reports import lab_reports
 
 REQUIRED_TOOLS = ("qemu-system-x86_64", "qemu-img", "debootstrap", "genisoimage", "ssh", "ssh-keygen")
 
@@ -60,3 +62,11 @@ def ssh_keypair(tmp_path: Path) -> tuple[Path, str]:
         check=True,
     )
     return key, key.with_suffix(".pub").read_text().strip()
+
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The lab's timing tables (pytest captures a passing test's output)."""
+    for text in lab_reports():
+        terminalreporter.write_sep("-", "hostlab")
+        terminalreporter.write_line(text)

@@ -199,6 +199,7 @@ class GuestVM:
         disk_size: str = DEFAULT_DISK_SIZE,
         ssh_user: str = "root",
         host_public_key: str | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         self.image = image
         self.workdir = Path(workdir)
@@ -207,6 +208,9 @@ class GuestVM:
         self.disk_size = disk_size
         self.ssh_user = ssh_user
         self.host_public_key = host_public_key
+        # False only for `python -m tests.hostlab.lab up`: the guest outlives
+        # the command and `lab down` stops it by its pidfile.
+        self.die_with_parent = die_with_parent
         self.overlay = self.workdir / "overlay.qcow2"
         self.seed = self.workdir / "seed.iso"
         self.serial_log = self.workdir / "serial.log"
@@ -262,7 +266,7 @@ class GuestVM:
                 stdin=subprocess.DEVNULL,
                 stdout=qlog,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if self.die_with_parent else os.setsid,
             )
         self.started_at = time.monotonic()
         # QEMU writes the pidfile after parsing its options; a bad option or

@@ -1,0 +1,579 @@
+"""The hostlab's lab: a stack configuration, an artifact mirror, a verify image.
+
+Everything the replay needs besides the guest itself, all on the test
+machine and reachable from the guest only through QEMU's 10.0.2.2 (the
+test machine's loopback):
+
+- `TestArtifacts`: Kata and nerdctl *test* archives with the real release
+  layout (./opt/kata/bin/..., share/defaults/kata-containers/*.toml; a
+  top-level `nerdctl`), a catalog pinning their SHA-256 under the real
+  file names, and a tampered copy for the refusal test. They prove
+  download, hash check, unpack, markers and idempotence, not Kata: the
+  test archive's `kata-runtime check` fails on purpose ("test archive, not
+  Kata").
+- `Mirror`: an HTTP server on 127.0.0.1 serving those files by name, with a
+  request log (the "nothing downloaded twice" check reads it).
+- `build_verify_image`: a `docker save` archive of Debian's busybox-static
+  built here (apt-get download + dpkg-deb -x, then manifest.json, the
+  config JSON and one layer), so no image is pulled from a registry; its
+  image ID (sha256 of the config JSON) is the stack's `verify.image`.
+- `hcloud_config` / `dedicated_config`: the stack settings the replay runs
+  the program with. Every lab-specific value is a real program setting.
+
+`python -m tests.hostlab.lab up|down|status` starts the same guest for
+`pulumi up -s lab` (see `Pulumi.lab.yaml`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.hostlab.image import default_cache_dir
+
+KATA_VERSION = "3.32.0"
+NERDCTL_VERSION = "2.3.5"
+# The tampered-archive test bumps nerdctl to a version the mirror serves
+# only in a tampered form.
+NERDCTL_BUMP_VERSION = "2.3.6"
+KATA_FILE = f"kata-static-{KATA_VERSION}-amd64.tar.zst"
+KATA_URL = f"https://github.com/kata-containers/kata-containers/releases/download/{KATA_VERSION}/{KATA_FILE}"
+
+
+def nerdctl_file(version: str) -> str:
+    return f"nerdctl-{version}-linux-amd64.tar.gz"
+
+
+def nerdctl_url(version: str) -> str:
+    return f"https://github.com/containerd/nerdctl/releases/download/v{version}/{nerdctl_file(version)}"
+
+
+# The guest reaches the test machine's loopback as 10.0.2.2 (QEMU user net).
+HOST_FROM_GUEST = "10.0.2.2"
+GUEST_ADDRESS = "10.0.2.15"
+STACK = "hostlab"
+HOST_NAME = "lab-1"  # the program names hcloud hosts <group>-<n>
+
+KATA_RUNTIME_SCRIPT = f"""#!/bin/sh
+# hostlab test archive: the real layout, not Kata.
+case "$1" in
+  --version|version) echo "kata-runtime  : {KATA_VERSION} (hostlab test archive, not Kata)" ;;
+  check) echo "kata-runtime check: this is the hostlab test archive, not Kata: it cannot start a VM" >&2; exit 1 ;;
+  *) echo "kata-runtime: hostlab test archive, not Kata" >&2; exit 1 ;;
+esac
+"""
+KATA_SHIM_SCRIPT = """#!/bin/sh
+echo "containerd-shim-kata-v2: hostlab test archive, not Kata" >&2
+exit 1
+"""
+
+
+def nerdctl_script(version: str) -> str:
+    return f'#!/bin/sh\necho "nerdctl version {version} (hostlab test archive)"\n'
+
+
+def _tar(members: dict[str, tuple[bytes, int]]) -> bytes:
+    """A deterministic tar of files (name -> (data, mode)), parents implied."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        dirs: set[str] = set()
+        for name in sorted(members):
+            parts = name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = "/".join(parts[:i])
+                if d in (".", "") or d in dirs:
+                    continue
+                dirs.add(d)
+                info = tarfile.TarInfo(d + "/")
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+                tar.addfile(info)
+            data, mode = members[name]
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def kata_test_archive() -> bytes:
+    defaults = "./opt/kata/share/defaults/kata-containers"
+    members = {
+        "./opt/kata/bin/containerd-shim-kata-v2": (KATA_SHIM_SCRIPT.encode(), 0o755),
+        "./opt/kata/bin/kata-runtime": (KATA_RUNTIME_SCRIPT.encode(), 0o755),
+        f"{defaults}/configuration-qemu.toml": (b"# hostlab test archive: qemu\n[hypervisor.qemu]\n", 0o644),
+        f"{defaults}/configuration-clh.toml": (b"# hostlab test archive: clh\n[hypervisor.clh]\n", 0o644),
+    }
+    return subprocess.run(
+        ["zstd", "-q", "-c", "--no-check"], input=_tar(members), capture_output=True, check=True
+    ).stdout
+
+
+def nerdctl_test_archive(version: str) -> bytes:
+    members = {
+        "nerdctl": (nerdctl_script(version).encode(), 0o755),
+        "containerd-rootless.sh": (b"#!/bin/sh\nexit 0\n", 0o755),
+    }
+    return gzip.compress(_tar(members), mtime=0)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def catalog_text(rows: list[tuple[str, str, str, str]]) -> str:
+    lines = [
+        "# hostlab test catalog: test archives with the real layout, served by the lab's mirror.",
+        "name\tversion\tsha256\turl",
+    ] + ["\t".join(r) for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class TestArtifacts:
+    """Files the mirror serves and the catalogs that pin them."""
+
+    __test__ = False  # not a pytest test class
+
+    directory: Path  # served by the mirror
+    catalog: Path  # the lab catalog (kata + nerdctl 2.3.5)
+    bumped_catalog: Path  # nerdctl 2.3.6, whose served file is tampered
+    hashes: dict[str, str] = field(default_factory=dict)  # file name -> sha256 served
+
+
+def make_test_artifacts(root: Path) -> TestArtifacts:
+    www = root / "mirror"
+    www.mkdir(parents=True, exist_ok=True)
+    kata = kata_test_archive()
+    nerdctl = nerdctl_test_archive(NERDCTL_VERSION)
+    bumped = nerdctl_test_archive(NERDCTL_BUMP_VERSION)
+    # The mirror serves the bumped archive with one byte changed.
+    tampered = bytearray(bumped)
+    tampered[len(tampered) // 2] ^= 0xFF
+    files = {
+        KATA_FILE: kata,
+        nerdctl_file(NERDCTL_VERSION): nerdctl,
+        nerdctl_file(NERDCTL_BUMP_VERSION): bytes(tampered),
+    }
+    for name, data in files.items():
+        (www / name).write_bytes(data)
+    kata_row = ("kata", KATA_VERSION, sha256(kata), KATA_URL)
+    catalog = root / "catalog" / "artifacts.tsv"
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    catalog.write_text(
+        catalog_text([kata_row, ("nerdctl", NERDCTL_VERSION, sha256(nerdctl), nerdctl_url(NERDCTL_VERSION))])
+    )
+    bumped_catalog = root / "catalog" / "artifacts-bumped.tsv"
+    bumped_catalog.write_text(
+        catalog_text(
+            [kata_row, ("nerdctl", NERDCTL_BUMP_VERSION, sha256(bumped), nerdctl_url(NERDCTL_BUMP_VERSION))]
+        )
+    )
+    return TestArtifacts(www, catalog, bumped_catalog, {n: sha256(d) for n, d in files.items()})
+
+
+# ------------------------------------------------------------------ mirror
+
+
+class Mirror:
+    """A static file server on 127.0.0.1 with an in-memory request log."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.requests: list[tuple[str, int]] = []
+        mirror = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(mirror.directory), **kwargs)
+
+            def log_request(self, code="-", size="-"):
+                mirror.requests.append((self.path, int(code) if str(code).isdigit() else 0))
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url_from_guest(self) -> str:
+        return f"http://{HOST_FROM_GUEST}:{self.port}"
+
+    def downloads(self, name: str) -> int:
+        return sum(1 for path, code in self.requests if path.lstrip("/") == name and code == 200)
+
+    def __enter__(self) -> Mirror:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# ------------------------------------------------------------------ verify image
+
+BUSYBOX_APPLETS = ("sh", "uname", "wget", "nc", "true")
+VERIFY_IMAGE_TAG = "functions-runtime/verify:hostlab"
+VERIFY_IMAGE_TIMEOUT_S = 300  # apt-get download of one .deb
+
+
+@dataclass(frozen=True)
+class VerifyImage:
+    archive: Path
+    image_id: str  # sha256:<sha256 of the config JSON>
+    busybox_version: str
+
+
+def build_verify_image(cache_dir: Path | None = None) -> VerifyImage:
+    """A `docker save` archive of Debian's busybox-static, cached by .deb."""
+    cache = (cache_dir or default_cache_dir()) / "verify-image"
+    cache.mkdir(parents=True, exist_ok=True)
+    done = cache / "image.json"
+    if done.exists():
+        meta = json.loads(done.read_text())
+        archive = cache / "image.tar"
+        if archive.exists() and sha256(archive.read_bytes()) == meta["archiveSha256"]:
+            return VerifyImage(archive, meta["imageId"], meta["busyboxVersion"])
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        work = Path(tmp)
+        subprocess.run(
+            ["apt-get", "download", "busybox-static"],
+            cwd=work, check=True, capture_output=True, timeout=VERIFY_IMAGE_TIMEOUT_S,
+        )
+        deb = next(work.glob("busybox-static_*.deb"))
+        version = deb.name.split("_")[1]
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "x")], check=True)
+        busybox = (work / "x" / "bin" / "busybox").read_bytes()
+        members = {"bin/busybox": (busybox, 0o755)}
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            info = tarfile.TarInfo("bin/")
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+            data, mode = members["bin/busybox"]
+            info = tarfile.TarInfo("bin/busybox")
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+            for applet in BUSYBOX_APPLETS:
+                link = tarfile.TarInfo(f"bin/{applet}")
+                link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
+                tar.addfile(link)
+        layer = raw.getvalue()
+        diff_id = "sha256:" + sha256(layer)
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "created": "1970-01-01T00:00:00Z",
+                "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"busybox-static {version}"}],
+            },
+            sort_keys=True,
+        ).encode()
+        image_hex = sha256(config)
+        manifest = json.dumps(
+            [{"Config": f"{image_hex}.json", "RepoTags": [VERIFY_IMAGE_TAG], "Layers": [f"{diff_id[7:]}/layer.tar"]}]
+        ).encode()
+        archive_bytes = _tar(
+            {
+                "manifest.json": (manifest, 0o644),
+                f"{image_hex}.json": (config, 0o644),
+                f"{diff_id[7:]}/layer.tar": (layer, 0o644),
+            }
+        )
+        archive = cache / "image.tar"
+        tmp_archive = cache / f".image.tar.{os.getpid()}"
+        tmp_archive.write_bytes(archive_bytes)
+        tmp_archive.replace(archive)
+        meta = {
+            "imageId": f"sha256:{image_hex}",
+            "archiveSha256": sha256(archive_bytes),
+            "busyboxVersion": version,
+        }
+        done.write_text(json.dumps(meta, indent=2) + "\n")
+        return VerifyImage(archive, meta["imageId"], version)
+
+
+# ------------------------------------------------------------------ stack config
+
+
+def _common(mirror_url: str, catalog: Path, image: VerifyImage, isolation: str) -> dict:
+    return {
+        "functions-runtime:isolation": isolation,
+        "functions-runtime:network": {"ipRange": "10.0.0.0/16", "subnet": "10.0.2.0/24", "zone": "eu-central"},
+        # QEMU's gateway is the lab's operator: SSH arrives from 10.0.2.2.
+        "functions-runtime:admin": {"sshKeys": [], "sshSourceCidrs": [f"{HOST_FROM_GUEST}/32"]},
+        "functions-runtime:endpoint": {"port": 2376, "allowedCidrs": ["10.0.2.0/24"]},
+        "functions-runtime:artifacts": {"mirror": mirror_url, "catalog": str(catalog)},
+        "functions-runtime:verify": {
+            "image": image.image_id,
+            "imageArchive": str(image.archive),
+            "coldStartRuns": 3,
+        },
+    }
+
+
+def hcloud_config(mirror_url: str, catalog: Path, image: VerifyImage) -> dict:
+    """A Cloud-shaped stack: the program renders real user-data for the guest."""
+    return {
+        **_common(mirror_url, catalog, image, "sandbox"),
+        "functions-runtime:hosts": [
+            {"name": "lab", "source": "hcloud", "count": 1, "serverType": "cx23", "location": "fsn1"}
+        ],
+    }
+
+
+def dedicated_config(
+    mirror_url: str, catalog: Path, image: VerifyImage, isolation: str, ssh_port: int, host_key: str,
+    private_key: str,
+) -> dict:
+    """The same guest adopted as a dedicated host (as Pulumi.lab.yaml does)."""
+    return {
+        **_common(mirror_url, catalog, image, isolation),
+        "functions-runtime:hosts": [
+            {
+                "name": "lab",
+                "source": "dedicated",
+                "sshPort": ssh_port,
+                "sshdPort": 22,
+                "addresses": [
+                    {"name": HOST_NAME, "address": "127.0.0.1", "privateAddress": GUEST_ADDRESS, "hostKey": host_key}
+                ],
+            }
+        ],
+        "functions-runtime:dedicatedSshKey": private_key,
+    }
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+# ------------------------------------------------------------------ guest-side lab fixtures
+# These build the lab's surroundings inside the guest (what Hetzner's network
+# provides around a real server); they never touch what the program manages.
+
+# A metadata service at 169.254.169.254:80 in its own network namespace
+# behind a veth, as on Hetzner: the host (root) reaches it through a route,
+# container traffic to it is *forwarded* (so the host filter's forward chain
+# is what stops it, exactly as on a real server).
+METADATA_RESPONDER = r"""set -eu
+if ! ip netns list | grep -qw fr-metadata; then
+  ip netns add fr-metadata
+  ip link add fr-md0 type veth peer name fr-md1
+  ip link set fr-md1 netns fr-metadata
+  ip addr add 169.254.169.253 peer 169.254.169.254/32 dev fr-md0
+  ip link set fr-md0 up
+  ip netns exec fr-metadata ip link set lo up
+  ip netns exec fr-metadata ip addr add 169.254.169.254 peer 169.254.169.253/32 dev fr-md1
+  ip netns exec fr-metadata ip link set fr-md1 up
+  ip netns exec fr-metadata ip route add default via 169.254.169.253
+fi
+mkdir -p /var/lib/hostlab-metadata/hetzner/v1
+echo "hostlab metadata service" > /var/lib/hostlab-metadata/hetzner/v1/metadata
+if ! ip netns exec fr-metadata ss -ltn | grep -q '169.254.169.254:80 '; then
+  ip netns exec fr-metadata setsid python3 -m http.server 80 --bind 169.254.169.254 \
+    --directory /var/lib/hostlab-metadata </dev/null >/dev/null 2>&1 &
+fi
+i=0
+until curl -fsS --max-time 3 http://169.254.169.254/hetzner/v1/metadata >/dev/null 2>&1; do
+  i=$((i+1)); [ "$i" -lt 60 ] || { echo "metadata responder did not answer" >&2; exit 1; }
+  sleep 1
+done
+echo ready
+"""
+
+# Another machine on the network, as a namespace with two source addresses:
+# 10.0.2.77 (inside endpoint.allowedCidrs 10.0.2.0/24, not an admin source)
+# and 10.0.3.77 (outside both). Routes on both sides are /32, so nothing
+# else in the guest changes.
+PEER_NAMESPACE = r"""set -eu
+if ! ip netns list | grep -qw fr-peer; then
+  ip netns add fr-peer
+  ip link add fr-p0 type veth peer name fr-p1
+  ip link set fr-p1 netns fr-peer
+  ip link set fr-p0 up
+  ip netns exec fr-peer ip link set lo up
+  ip netns exec fr-peer ip addr add 10.0.2.77/32 dev fr-p1
+  ip netns exec fr-peer ip addr add 10.0.3.77/32 dev fr-p1
+  ip netns exec fr-peer ip link set fr-p1 up
+  ip netns exec fr-peer ip route add 10.0.2.15/32 dev fr-p1
+  ip route add 10.0.2.77/32 dev fr-p0
+  ip route add 10.0.3.77/32 dev fr-p0
+fi
+echo ready
+"""
+PEER_ALLOWED_SOURCE = "10.0.2.77"
+PEER_OTHER_SOURCE = "10.0.3.77"
+PROBE_TIMEOUT_S = 4
+
+
+def peer_probe_command(source: str, port: int, target: str = GUEST_ADDRESS) -> str:
+    """From the peer namespace, bound to `source`: prints open|refused|dropped."""
+    script = (
+        "import socket,sys\n"
+        "s=socket.socket(); s.settimeout(float(sys.argv[4])); s.bind((sys.argv[1],0))\n"
+        "try:\n s.connect((sys.argv[2],int(sys.argv[3]))); print('open')\n"
+        "except ConnectionRefusedError: print('refused')\n"
+        "except (TimeoutError, socket.timeout): print('dropped')\n"
+    )
+    return (
+        f"ip netns exec fr-peer python3 -c {shlex_quote(script)} "
+        f"{source} {target} {port} {PROBE_TIMEOUT_S}"
+    )
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+# ------------------------------------------------------------------ a local host: `lab up` / `lab down`
+
+LAB_SSH_PORT = 2222
+LAB_ENDPOINT_PORT = 2376
+LAB_HOST_KEY_PLACEHOLDER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostlabPlaceholderRunLabUpForTheRealKey0000"
+
+
+def lab_state_dir() -> Path:
+    return default_cache_dir() / "lab-host"
+
+
+def _ensure_key(path: Path, comment: str) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
+    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not a guest
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def lab_up(ssh_port: int = LAB_SSH_PORT, endpoint_port: int = LAB_ENDPOINT_PORT) -> int:
+    """Boot the lab guest in the background for `pulumi up -s lab`."""
+    from components.cloud_init import render_user_data
+    from tests.hostlab.image import ensure_guest_image
+    from tests.hostlab.vm import GuestVM
+
+    state = lab_state_dir()
+    pidfile = state / "vm" / "qemu.pid"
+    if pidfile.exists() and _pid_alive(int(pidfile.read_text().strip() or 0)):
+        print(f"the lab guest is already running (pid {pidfile.read_text().strip()}); `lab down` first")
+        return 1
+    admin_key = state / "id_ed25519"
+    admin_public = _ensure_key(admin_key, "functions-runtime-lab-admin")
+    host_key = state / "ssh_host_ed25519_key"
+    host_public = _ensure_key(host_key, "lab-1")
+    user_data = render_user_data(
+        authorized_keys=[admin_public],
+        host_key_private=host_key.read_text(),
+        host_key_public=host_public,
+        hostname="lab-1",
+    )
+    print("building or reusing the Debian 13 guest image (first time: a few minutes)...", flush=True)
+    image = ensure_guest_image()
+    vm = GuestVM(image, state / "vm", host_public_key=host_public, die_with_parent=False)
+    vm.start(user_data, ssh_port=ssh_port, forwards={2376: endpoint_port})
+    print(f"booting (QEMU pid {vm.pid()}, {vm.accelerator[0] if vm.accelerator else '?'}); waiting for SSH...", flush=True)
+    try:
+        vm.wait_for_ssh(admin_key)
+        vm.ssh("cloud-init status --wait", timeout=900)
+    except Exception:
+        vm.stop()
+        raise
+    print(
+        f"""
+The lab guest is up: a Debian 13 machine for the `lab` stack (Pulumi.lab.yaml).
+  SSH:      ssh -p {ssh_port} -i {admin_key} root@127.0.0.1
+  host key: {host_public}
+  endpoint: 127.0.0.1:{endpoint_port} -> 10.0.2.15:2376 (after pulumi up)
+  stop it:  python -m tests.hostlab.lab down
+
+Then, with the Pulumi CLI and a local state backend:
+  pulumi login --local
+  pulumi stack init lab            # once; or: pulumi stack select lab
+  pulumi config set -s lab --path 'functions-runtime:hosts[0].addresses[0].hostKey' '{host_public}'
+  pulumi config set -s lab --secret functions-runtime:dedicatedSshKey < {admin_key}
+  pulumi up -s lab
+"""
+    )
+    return 0
+
+
+def lab_down() -> int:
+    pidfile = lab_state_dir() / "vm" / "qemu.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        print("the lab guest is not running (no pidfile)")
+        return 0
+    if _pid_alive(pid):
+        import signal
+        import time
+
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        print(f"stopped the lab guest (QEMU pid {pid})")
+    pidfile.unlink(missing_ok=True)
+    return 0
+
+
+def lab_status() -> int:
+    pidfile = lab_state_dir() / "vm" / "qemu.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        print("not running")
+        return 1
+    print(f"running (QEMU pid {pid})" if _pid_alive(pid) else "not running (stale pidfile)")
+    return 0 if _pid_alive(pid) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.hostlab.lab", description="the local lab host")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="boot the lab guest in the background")
+    up.add_argument("--ssh-port", type=int, default=LAB_SSH_PORT)
+    up.add_argument("--endpoint-port", type=int, default=LAB_ENDPOINT_PORT)
+    sub.add_parser("down", help="stop the lab guest")
+    sub.add_parser("status", help="is it running?")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return lab_up(args.ssh_port, args.endpoint_port)
+    if args.command == "down":
+        return lab_down()
+    return lab_status()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
