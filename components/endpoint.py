@@ -25,6 +25,7 @@ ENDPOINT_SCHEMA = "functions-runtime/endpoint@1"
 CLIENT_TLS_SCHEMA = "functions-runtime/client-tls@1"
 VERIFY_SCHEMA = "functions-runtime/verify@1"
 ISOLATIONS = ("vm", "sandbox")
+DOCKER_API_VERSION = "1.45"
 SOURCES = ("hcloud", "dedicated")
 
 
@@ -320,13 +321,16 @@ def docker_client(
     host: str | None = None,
     base_url: str | None = None,
     timeout: int = 60,
-    version: str = "auto",
+    version: str = DOCKER_API_VERSION,
 ) -> Any:
     """A docker-py client for one verified host, over mutual TLS.
 
     `base_url` overrides the host's `dockerHost` (an SSH tunnel, the lab's
     port forward); the server certificate also names 127.0.0.1 for that.
-    `version` "auto" asks the daemon; Docker 26.1 speaks API 1.45.
+    `version` is the Docker API version the client speaks: 1.45 is Docker
+    26.1's (Debian 13), which newer daemons also accept. It is fixed rather
+    than asked of the daemon so that no request leaves before the client is
+    configured.
     The key is written to a private temporary directory that is removed
     when the client is garbage-collected or closed.
     """
@@ -352,6 +356,11 @@ def docker_client(
     url = (base_url or target.docker_host).replace("tcp://", "https://", 1)
     try:
         client = docker.DockerClient(base_url=url, tls=tls_config, timeout=timeout, version=version)
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (set on many
+        # machines) override the session's CA file, which then fails every
+        # call with "unable to get local issuer certificate". The endpoint
+        # is on a private network: no environment CA bundle, no proxy.
+        client.api.trust_env = False
     except Exception:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

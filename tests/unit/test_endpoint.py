@@ -159,6 +159,8 @@ def test_docker_client_uses_mutual_tls_and_removes_its_key_files():
     assert key_file.read_text() == KEY
     assert key_file.stat().st_mode & 0o077 == 0, "the client key must be private"
     assert api.verify.endswith("ca.pem")
+    # An environment CA bundle (REQUESTS_CA_BUNDLE) must not replace the endpoint's CA.
+    assert api.trust_env is False
     client.close()
     del client, api
     gc.collect()
@@ -169,5 +171,7 @@ def test_docker_client_cleans_up_when_the_daemon_cannot_be_asked(tmp_path, monke
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     endpoint = read_endpoint(endpoint_doc())
     with pytest.raises(Exception, match="Connection refused|Error while fetching"):
-        docker_client(endpoint, read_client_tls(build_client_tls(CA, CERT, KEY)), base_url="tcp://127.0.0.1:1")
+        docker_client(
+            endpoint, read_client_tls(build_client_tls(CA, CERT, KEY)), base_url="tcp://127.0.0.1:1", version="auto"
+        )
     assert list(tmp_path.iterdir()) == []
