@@ -119,12 +119,18 @@ def test_permissions_are_least_privilege():
             )
 
 
+LOCAL_ONLY_STACK = "lab"
+
+
 def test_previews_cover_every_stack_with_the_policy_pack():
     doc = load(ROOT / ".github" / "workflows" / "preview.yml")
     assert list(doc["on"]) == ["pull_request"]
     job = doc["jobs"]["preview"]
     stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in ROOT.glob("Pulumi.*.yaml"))
-    assert sorted(job["strategy"]["matrix"]["stack"]) == stacks
+    # `lab` adopts a VM on the operator's own machine (tests/hostlab/lab.py):
+    # a CI runner cannot reach it, so it has no preview.
+    assert sorted(job["strategy"]["matrix"]["stack"]) == [s for s in stacks if s != LOCAL_ONLY_STACK]
+    assert LOCAL_ONLY_STACK in stacks
     (pulumi,) = [s for s in job["steps"] if s.get("uses", "").startswith("pulumi/actions@")]
     assert pulumi["with"]["command"] == "preview"
     assert pulumi["with"]["diff"] is True and pulumi["with"]["comment-on-pr"] is True
