@@ -5,6 +5,8 @@
 #   2. the mTLS endpoint accepts the verify client and refuses a client
 #      without a certificate (both halves, so the refusal is not vacuous);
 #   3. Docker's default runtime and registered runtimes are the expected ones;
+#      the daemon runs hardened (live-restore, rotated logs, root-only socket,
+#      no TCP listener but the mutual-TLS endpoint);
 #   4. with each runtime, `uname -r` inside differs from the host kernel;
 #   5. from inside a sandboxed container the metadata service and the host's
 #      own private address (endpoint and SSH ports) are unreachable; a target
@@ -26,6 +28,7 @@ readonly REPORT_SCHEMA="functions-runtime/verify@1"
 readonly BUSYBOX_IMAGE="functions-runtime/verify:busybox"
 readonly BUSYBOX_APPLETS=(sh uname wget nc true)
 FR_BUSYBOX=${FR_BUSYBOX:-/usr/bin/busybox}
+FR_DOCKER_SOCKET=${FR_DOCKER_SOCKET:-/run/docker.sock}
 # Exit codes, one per check family (0 = verified).
 readonly EXIT_INPUTS=2
 readonly EXIT_PREFLIGHT=10
@@ -213,17 +216,31 @@ host_reaches() {
   timeout "$PROBE_TIMEOUT" bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
 }
 
-# container_probe RUNTIME ADDR PORT: prints "reachable" or "unreachable".
-container_probe() {
-  local out
+# container_probes RUNTIME "ADDR PORT"...: ONE container probes every target,
+# in parallel (a sandbox start costs seconds, more under emulation, and a
+# dropped probe waits PROBE_TIMEOUT) and prints a line
+# "ADDR PORT reachable|unreachable" per target; anything else it printed
+# (an error from docker run) is passed on for probe_result to report.
+container_probes() {
+  local rt=$1
+  shift
   # shellcheck disable=SC2016 # expanded by the container's shell
-  out=$(run_in "$1" sh -c 'if nc -w "$2" "$0" "$1" -e true; then echo reachable; else echo unreachable; fi' \
-    "$2" "$3" "$PROBE_TIMEOUT" 2>&1) || true
-  case "$out" in
-    *unreachable*) echo unreachable ;;
-    *reachable*) echo reachable ;;
-    *) echo "probe failed: $(one_line "$out")" ;;
-  esac
+  run_in "$rt" sh -c 'w=$0; for t in "$@"; do
+      (if nc -w "$w" "${t% *}" "${t#* }" -e true; then echo "$t reachable"; else echo "$t unreachable"; fi) &
+    done; wait' "$PROBE_TIMEOUT" "$@" 2>&1 || true
+}
+
+# probe_result PROBE_OUTPUT ADDR PORT: "reachable", "unreachable" or
+# "probe failed: ..." for one target.
+probe_result() {
+  local out=$1 target="$2 $3"
+  if grep -Fxq "$target unreachable" <<<"$out"; then
+    echo unreachable
+  elif grep -Fxq "$target reachable" <<<"$out"; then
+    echo reachable
+  else
+    echo "probe failed: $(one_line "$out")"
+  fi
 }
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
@@ -305,6 +322,31 @@ check_registered_runtimes() {
   pass_check "$name" "$desc" "default $default; registered: ${info_out#* }"
 }
 
+# dockerd_tcp_listeners: "ADDR:PORT" per TCP socket dockerd listens on.
+dockerd_tcp_listeners() { ss -ltnpH 2>/dev/null | awk '/"dockerd"/ { print $4 }' | sort -u; }
+
+socket_owner_and_mode() { stat -L -c '%a %U %G' "$FR_DOCKER_SOCKET" 2>&1; }
+
+check_daemon_hardening() {
+  local name=daemon-hardening desc="dockerd: live-restore, log rotation, root-only socket, TLS-only TCP" out listeners
+  CURRENT_CHECK=$name
+  # shellcheck disable=SC2016 # a Go template, not shell
+  out=$(endpoint_docker info --format '{{.LiveRestoreEnabled}} {{.LoggingDriver}}' 2>&1) ||
+    fail_check "$name" "$desc" "$EXIT_RUNTIMES" "docker info through the endpoint" "$out" "check dockerd (journalctl -u docker)"
+  [[ "$out" == "true json-file" ]] ||
+    fail_check "$name" "$desc" "$EXIT_RUNTIMES" "live-restore on and the json-file log driver (rotated by log-opts)" \
+      "LiveRestoreEnabled and LoggingDriver: $out" "re-run the configure step (it writes /etc/docker/daemon.json)"
+  out=$(socket_owner_and_mode)
+  [[ "$out" == "600 root root" ]] ||
+    fail_check "$name" "$desc" "$EXIT_RUNTIMES" "$FR_DOCKER_SOCKET mode 600, owned by root:root" "$out" \
+      "re-run the configure step (docker.socket drop-in), then 'systemctl restart docker.socket'"
+  listeners=$(dockerd_tcp_listeners)
+  [[ "$listeners" == "$PRIVATE_ADDRESS:$ENDPOINT_PORT" ]] ||
+    fail_check "$name" "$desc" "$EXIT_RUNTIMES" "dockerd's only TCP listener to be $PRIVATE_ADDRESS:$ENDPOINT_PORT (mutual TLS)" \
+      "listeners: $(one_line "${listeners:-none}")" "remove other -H/hosts entries from dockerd's unit or daemon.json"
+  pass_check "$name" "$desc" "live-restore on, json-file logs, socket 600 root:root, TCP only on $PRIVATE_ADDRESS:$ENDPOINT_PORT"
+}
+
 build_busybox_image() {
   local work stage applet
   make_work_dir work
@@ -360,17 +402,17 @@ check_runtime_kernel() {
   pass_check "$name" "$desc" "guest kernel $out, host kernel $HOST_KERNEL"
 }
 
-# check_unreachable RUNTIME TARGET_NAME ADDR PORT
+# check_unreachable RUNTIME TARGET_NAME ADDR PORT HOST_REACHES PROBE_OUTPUT
 check_unreachable() {
-  local rt=$1 target=$2 addr=$3 port=$4 name desc result
+  local rt=$1 target=$2 addr=$3 port=$4 host_reaches_it=$5 probe_out=$6 name desc result
   name="isolation-$rt-$target"
   desc="$addr:$port ($target) is unreachable from a $rt container"
   CURRENT_CHECK=$name
-  if ! host_reaches "$addr" "$port"; then
+  if [[ "$host_reaches_it" != yes ]]; then
     skip_check "$name" "$desc" "the host itself cannot reach $addr:$port, so the probe would prove nothing"
     return 0
   fi
-  result=$(container_probe "$rt" "$addr" "$port")
+  result=$(probe_result "$probe_out" "$addr" "$port")
   case "$result" in
     unreachable) pass_check "$name" "$desc" "host reaches it, the container does not" ;;
     reachable)
@@ -382,11 +424,28 @@ check_unreachable() {
   esac
 }
 
+# check_isolation RUNTIME: the targets the host itself reaches are probed
+# from one container; the others are recorded as skipped, never as passed.
 check_isolation() {
-  local rt=$1
-  check_unreachable "$rt" metadata "$METADATA_ADDRESS" 80
-  check_unreachable "$rt" host-endpoint "$PRIVATE_ADDRESS" "$ENDPOINT_PORT"
-  check_unreachable "$rt" host-ssh "$PRIVATE_ADDRESS" "$SSH_PORT"
+  local rt=$1 spec target addr port probe_out="" reaches=() probed=() i=0
+  local specs=("metadata $METADATA_ADDRESS 80" "host-endpoint $PRIVATE_ADDRESS $ENDPOINT_PORT"
+    "host-ssh $PRIVATE_ADDRESS $SSH_PORT")
+  for spec in "${specs[@]}"; do
+    read -r target addr port <<<"$spec"
+    if host_reaches "$addr" "$port"; then
+      reaches+=(yes)
+      probed+=("$addr $port")
+    else
+      reaches+=(no)
+    fi
+  done
+  CURRENT_CHECK="isolation-$rt"
+  if ((${#probed[@]} > 0)); then probe_out=$(container_probes "$rt" "${probed[@]}"); fi
+  for spec in "${specs[@]}"; do
+    read -r target addr port <<<"$spec"
+    check_unreachable "$rt" "$target" "$addr" "$port" "${reaches[i]}" "$probe_out"
+    i=$((i + 1))
+  done
 }
 
 measure_cold_start() {
@@ -425,6 +484,7 @@ main() {
   check_endpoint_accepts_client_cert
   check_endpoint_refuses_no_cert
   check_registered_runtimes
+  check_daemon_hardening
   check_verify_image
   verify_runtimes
   PASSED=true

@@ -17,6 +17,7 @@ script for real against Docker and gVisor.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -169,24 +170,49 @@ def test_nothing_listening_fails_accepts_check(base_env, pki):
 @pytest.mark.parametrize(
     ("host_reaches", "probe", "rc", "status"),
     [
-        ("false", "unreachable", 0, "skipped"),  # dedicated server without a metadata service
-        ("false", "reachable", 0, "skipped"),  # never probed, never "passed"
-        ("true", "unreachable", 0, "passed"),
-        ("true", "reachable", 15, "failed"),
-        ("true", "probe failed: no such image", 15, "failed"),
+        ("no", "169.254.169.254 80 unreachable", 0, "skipped"),  # dedicated server, no metadata service
+        ("no", "169.254.169.254 80 reachable", 0, "skipped"),  # never probed, never "passed"
+        ("yes", "169.254.169.254 80 unreachable", 0, "passed"),
+        ("yes", "169.254.169.254 80 reachable", 15, "failed"),
+        ("yes", "docker: Error response from daemon: No such image", 15, "failed"),
+        ("yes", "10.0.0.2 80 unreachable", 15, "failed"),  # another target's line proves nothing here
     ],
 )
 def test_isolation_probe_decision(base_env, host_reaches, probe, rc, status):
     snippet = (
-        f"host_reaches() {{ {host_reaches}; }}; container_probe() {{ echo '{probe}'; }}; "
-        'check_unreachable runsc metadata 169.254.169.254 80; echo "${CHECK_STATUS[0]}"'
+        f"check_unreachable runsc metadata 169.254.169.254 80 {host_reaches} '{probe}'; "
+        'echo "${CHECK_STATUS[0]}"'
     )
     r = run_bash(snippet, base_env, script="verify_host.sh")
-    assert r.rc == rc
+    assert r.rc == rc, r.stderr
     if rc == 0:
         assert r.stdout.strip() == status
     else:
         assert "169.254.169.254:80" in r.stderr
+
+
+def test_one_probe_container_for_the_targets_the_host_reaches(base_env, tmp_path):
+    """The container script's own loop runs here under sh, with nc stubbed;
+    the metadata service is out of the host's reach, so it is not probed."""
+    calls = tmp_path / "calls"
+    nc = tmp_path / "bin" / "nc"
+    nc.parent.mkdir()
+    # Exit 0 ("connected") only for port 22.
+    nc.write_text('#!/bin/sh\n[ "$4" = 22 ]\n')
+    nc.chmod(0o755)
+    snippet = (
+        f"PATH={nc.parent}:$PATH; "
+        'host_reaches() { [[ $1 != 169.254.169.254 ]]; }; '
+        f'run_in() {{ echo "$1" >> {calls}; shift; "$@"; }}; '
+        "check_isolation runsc"
+    )
+    env = {**base_env, "METADATA_ADDRESS": "169.254.169.254", "PRIVATE_ADDRESS": "10.0.0.2",
+           "ENDPOINT_PORT": "2376", "SSH_PORT": "22"}
+    r = run_bash(snippet, env, script="verify_host.sh")
+    assert calls.read_text().splitlines() == ["runsc"], "expected exactly one probe container"
+    outcomes = [line.split("... ")[1].split()[0] for line in r.stderr.splitlines() if "... " in line]
+    assert outcomes == ["skipped:", "passed", "FAILED"], r.stderr
+    assert r.rc == 15 and "10.0.0.2:22 unreachable from inside a runsc container" in r.stderr
 
 
 def test_verify_image_without_digest_is_refused(base_env):
@@ -238,3 +264,32 @@ def test_report_json_is_valid_with_awkward_details(base_env):
     ]
     assert rep["checks"][0]["detail"] == 'tab here "quoted" \\ back line'
     assert rep["versions"]["runsc"] == "release-20240729.0"
+
+
+@pytest.mark.parametrize(
+    ("info", "mode", "listeners", "rc", "message"),
+    [
+        ("true json-file", 0o600, "10.0.0.2:2376", 0, "socket 600 root:root"),
+        ("false json-file", 0o600, "10.0.0.2:2376", 12, "LiveRestoreEnabled and LoggingDriver: false json-file"),
+        ("true journald", 0o600, "10.0.0.2:2376", 12, "LoggingDriver: true journald"),
+        ("true json-file", 0o660, "10.0.0.2:2376", 12, "mode 600, owned by root:root; found 660 root root"),
+        ("true json-file", 0o600, "10.0.0.2:2376 0.0.0.0:2375", 12, "listeners: 10.0.0.2:2376 0.0.0.0:2375"),
+    ],
+)
+def test_daemon_hardening_check(base_env, tmp_path, info, mode, listeners, rc, message):
+    """Docker's answers are stubbed (no dockerd here); the socket's mode is a
+    real file's. The hostlab runs the check against a real dockerd."""
+    if os.geteuid() != 0:
+        pytest.skip("the stand-in socket must be root's own file: run as root (CI does)")
+    sock = tmp_path / "docker.sock"
+    sock.touch()
+    sock.chmod(mode)
+    lines = "\\n".join(listeners.split())
+    snippet = (
+        f"endpoint_docker() {{ echo '{info}'; }}; dockerd_tcp_listeners() {{ printf '{lines}\\n'; }}; "
+        "check_daemon_hardening"
+    )
+    env = {**base_env, "FR_DOCKER_SOCKET": str(sock), "PRIVATE_ADDRESS": "10.0.0.2", "ENDPOINT_PORT": "2376"}
+    r = run_bash(snippet, env, script="verify_host.sh")
+    assert r.rc == rc, r.stderr
+    assert message in r.stderr
