@@ -16,6 +16,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # docker-default profile without apparmor_parser.
 RUNTIME_PACKAGES=(docker.io docker-cli containerd runc runsc containernetworking-plugins apparmor)
 
+# While apt installs Docker and containerd, their maintainer scripts must not
+# start them: dockerd would run, however briefly, with Debian's defaults (an
+# API socket for the docker group) before the configure step writes ours,
+# and every start is tens of seconds that configure's own start repeats.
+# policy-rc.d is what deb-systemd-invoke and invoke-rc.d consult.
+FR_POLICY_RC_D=${FR_POLICY_RC_D:-/usr/sbin/policy-rc.d}
+readonly POLICY_RC_D_MARK="# functions-runtime: no service starts while the install step runs"
+
 CHANGED=()
 INSTALLED=()
 KATA_STATUS=""
@@ -25,18 +33,49 @@ package_installed() {
   [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" == "ii "* ]]
 }
 
+policy_rc_d_is_ours() { [[ -f "$FR_POLICY_RC_D" ]] && grep -qxF "$POLICY_RC_D_MARK" "$FR_POLICY_RC_D"; }
+
+# hold_service_starts: our policy-rc.d for the rest of this run (removed on
+# exit). Someone else's policy-rc.d is left alone.
+hold_service_starts() {
+  if [[ -e "$FR_POLICY_RC_D" ]] && ! policy_rc_d_is_ours; then
+    warn "$FR_POLICY_RC_D is not ours; leaving it, so packages may start their services now"
+    return 0
+  fi
+  is_dry_run && return 0
+  printf '#!/bin/sh\n%s\nexit 101\n' "$POLICY_RC_D_MARK" >"$FR_POLICY_RC_D.new"
+  chmod 0755 "$FR_POLICY_RC_D.new"
+  mv -f "$FR_POLICY_RC_D.new" "$FR_POLICY_RC_D"
+  add_exit_hook release_service_starts
+}
+
+# release_service_starts: remove our policy-rc.d, also one a killed run left.
+release_service_starts() {
+  if policy_rc_d_is_ours; then run rm -f "$FR_POLICY_RC_D"; fi
+}
+
 install_runtime_packages() {
   local pkg missing=() fix=()
-  if recover_interrupted_dpkg; then
-    fix=(--fix-broken)
-    CHANGED+=(dpkg-recovered)
-  fi
+  release_service_starts # one a killed run left behind
   for pkg in "${RUNTIME_PACKAGES[@]}"; do
     package_installed "$pkg" || missing+=("$pkg")
   done
-  if ((${#missing[@]} == 0)); then
+  if ((${#missing[@]} == 0)) && ! dpkg_was_interrupted; then
     info "runtime packages already installed, skipping"
     return 0
+  fi
+  hold_service_starts
+  if recover_interrupted_dpkg; then
+    fix=(--fix-broken)
+    CHANGED+=(dpkg-recovered)
+    missing=()
+    for pkg in "${RUNTIME_PACKAGES[@]}"; do
+      package_installed "$pkg" || missing+=("$pkg")
+    done
+    if ((${#missing[@]} == 0)); then
+      info "the interrupted installation is complete"
+      return 0
+    fi
   fi
   info "installing ${missing[*]}"
   run env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||

@@ -146,3 +146,58 @@ def test_download_failure_is_one_clear_line(world):
     failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
     assert len(failure) == 1 and NERDCTL_FILE in failure[0] and "ARTIFACT_MIRROR" in failure[0]
     assert not (tmp / "bin" / "nerdctl").exists()
+
+
+# ---------------------------------------------------------------- service starts during apt
+
+
+@pytest.fixture
+def apt_world(fr_env, tmp_path):
+    """A fake apt-get on PATH that records what a maintainer script's
+    `deb-systemd-invoke start docker.service` would be told by policy-rc.d
+    at that moment. Proves the hold and its release; not apt itself."""
+    fake_bin = tmp_path / "fake-bin"
+    fake_bin.mkdir()
+    calls = tmp_path / "apt-calls"
+    policy = tmp_path / "policy-rc.d"
+    apt = fake_bin / "apt-get"
+    apt.write_text(
+        "#!/bin/sh\n"
+        f'if [ -x "{policy}" ]; then "{policy}" docker.service start; echo "$1 policy=$?"; '
+        f'else echo "$1 policy=none"; fi >> "{calls}"\n'
+    )
+    apt.chmod(0o755)
+    env = {**fr_env, "PATH": f"{fake_bin}:{os.environ['PATH']}", "FR_POLICY_RC_D": str(policy)}
+    return env, calls, policy
+
+
+def test_services_do_not_start_during_apt_and_the_hold_is_released(apt_world):
+    env, calls, policy = apt_world
+    snippet = "package_installed() { false; }; dpkg_was_interrupted() { false; }; install_runtime_packages"
+    r = run_bash(snippet, env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    # 101: "action forbidden by policy", so docker.io's postinst does not start dockerd.
+    assert calls.read_text().splitlines() == ["update policy=101", "install policy=101"]
+    assert not policy.exists(), "policy-rc.d left behind after the install step"
+
+
+def test_a_policy_rc_d_that_is_not_ours_is_left_alone(apt_world):
+    env, calls, policy = apt_world
+    policy.write_text("#!/bin/sh\n# the operator's own\nexit 0\n")
+    policy.chmod(0o755)
+    snippet = "package_installed() { false; }; dpkg_was_interrupted() { false; }; install_runtime_packages"
+    r = run_bash(snippet, env, script="install_runtime.sh")
+    assert r.rc == 0 and "is not ours; leaving it" in r.stderr
+    assert calls.read_text().splitlines() == ["update policy=0", "install policy=0"]
+    assert policy.read_text() == "#!/bin/sh\n# the operator's own\nexit 0\n"
+
+
+def test_a_hold_left_by_a_killed_run_is_removed_even_with_nothing_to_install(apt_world):
+    env, calls, policy = apt_world
+    policy.write_text(
+        "#!/bin/sh\n# functions-runtime: no service starts while the install step runs\nexit 101\n"
+    )
+    snippet = "package_installed() { true; }; dpkg_was_interrupted() { false; }; install_runtime_packages"
+    r = run_bash(snippet, env, script="install_runtime.sh")
+    assert r.rc == 0 and "already installed, skipping" in r.stderr
+    assert not policy.exists() and not calls.exists()
