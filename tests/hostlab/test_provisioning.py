@@ -27,8 +27,12 @@ service is a responder in a network namespace.
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import subprocess
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +187,7 @@ def format_timings(t: dict[str, Any]) -> str:
 def test_guest_boots_with_the_programs_user_data_and_pinned_host_key(lab):
     status = lab.cloud_init_status
     assert status.returncode in (0, 2) and "status: done" in status.stdout, status.stdout + status.stderr
+    assert "VERSION_CODENAME=trixie" in lab.sh("cat /etc/os-release")
     # cloud-init applied the program's document: hostname, sshd hardening, modules file.
     assert lab.sh("hostname").strip() == "hostlab-lab-1"
     sshd = lab.sh("sshd -T")
@@ -313,6 +318,142 @@ def test_client_without_certificate_is_refused(lab):
     ) as refused:
         client.version()
     assert "certificate required" in str(refused.value) or "alert" in str(refused.value), refused.value
+
+
+def consumer_client(lab: Lab) -> Any:
+    run = getattr(lab, "endpoint_run", None)
+    assert run is not None, "the verify report did not pass through the program"
+    return docker_client(
+        read_endpoint(run.outputs["runtimeEndpoint"]), read_client_tls(run.outputs["runtimeClientTls"]),
+        base_url=f"tcp://127.0.0.1:{lab.vm.forwards[2376]}", timeout=DOCKER_PY_TIMEOUT_S,
+    )
+
+
+def wait_for_endpoint(client: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except Exception:  # any error means "not answering yet"
+            assert time.monotonic() < deadline, f"the endpoint did not answer within {timeout} s of a restart"
+            time.sleep(2)
+
+
+def test_running_daemon_is_hardened_and_restarts_without_killing_functions(lab):
+    """Issue #4's daemon settings, read off the running dockerd and its
+    containers (not daemon.json): live-restore, log rotation, no new
+    privileges, a root-only socket, no plain-TCP API."""
+    client = consumer_client(lab)
+    container = None
+    try:
+        info = client.info()
+        assert info["LiveRestoreEnabled"] is True and info["LoggingDriver"] == "json-file"
+        # A function that keeps running: a shell waiting on its open stdin.
+        container = client.containers.run(
+            lab.image.image_id, ["sh", "-c", "read -r line"], detach=True, stdin_open=True
+        )
+        container.reload()
+        assert container.attrs["HostConfig"]["Runtime"] == "runsc"
+        # The daemon's log options were applied to the container: its log cannot grow past 3 x 10 MB.
+        assert container.attrs["HostConfig"]["LogConfig"] == {
+            "Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"},
+        }
+        # The OCI spec dockerd handed to the runtime forbids privilege gain.
+        spec = json.loads(lab.sh(
+            f"cat /run/containerd/io.containerd.runtime.v2.task/moby/{container.id}/config.json"
+        ))
+        assert spec["process"]["noNewPrivileges"] is True
+        pid, started = container.attrs["State"]["Pid"], container.attrs["State"]["StartedAt"]
+
+        # live-restore: restarting dockerd does not stop the running function.
+        lab.sh("systemctl restart docker.service", timeout=DOCKER_PY_TIMEOUT_S)
+        wait_for_endpoint(client, DOCKER_PY_TIMEOUT_S)
+        container.reload()
+        assert container.attrs["State"]["Running"] is True
+        assert (container.attrs["State"]["Pid"], container.attrs["State"]["StartedAt"]) == (pid, started)
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        client.close()
+
+    # The local socket: root only, no docker group. A non-root user is refused.
+    assert lab.sh("stat -L -c '%a %U %G' /run/docker.sock").strip() == "600 root root"
+    denied = lab.vm.ssh(
+        "runuser -u nobody -- python3 -c "
+        "\"import socket; socket.socket(socket.AF_UNIX).connect('/run/docker.sock')\"",
+        timeout=60,
+    )
+    assert denied.returncode != 0 and "PermissionError" in denied.stderr, denied.stdout + denied.stderr
+    assert lab.sh("curl -sS --max-time 10 --unix-socket /run/docker.sock http://docker/_ping").strip() == "OK"
+    # The only TCP listener is the mutual-TLS endpoint: plain HTTP to it is not the API.
+    listeners = lab.sh("ss -ltnpH | grep dockerd").strip().splitlines()
+    assert [line.split()[3] for line in listeners] == ["10.0.2.15:2376"], listeners
+    plain = lab.vm.ssh("curl -sS --max-time 10 http://10.0.2.15:2376/_ping", timeout=60)
+    assert "Client sent an HTTP request to an HTTPS server" in plain.stdout + plain.stderr, plain
+
+
+def tls11_client_context(cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """A client that offers TLS 1.0-1.1 only, with old ciphers allowed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1/TLSv1_1 are deprecated: the point
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if cert and key:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def tls_handshake(ctx: ssl.SSLContext, port: int) -> str:
+    """The negotiated version, or the error."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as raw:
+        try:
+            with ctx.wrap_socket(raw) as tls:
+                return tls.version() or "?"
+        except (ssl.SSLError, OSError) as e:
+            return f"refused: {e}"
+
+
+def test_endpoint_refuses_tls_below_1_2(lab, tmp_path):
+    run = getattr(lab, "endpoint_run", None)
+    assert run is not None
+    tls = read_client_tls(run.outputs["runtimeClientTls"])
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text(tls.cert_pem)
+    key.write_text(tls.key_pem)
+    key.chmod(0o600)
+    # Not vacuous: this client does complete a TLS 1.1 handshake with a
+    # loopback server that allows it.
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        server_ctx.minimum_version = ssl.TLSVersion.TLSv1
+    server_ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def serve_one() -> None:
+            conn, _ = listener.accept()
+            try:
+                server_ctx.wrap_socket(conn, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+        thread = threading.Thread(target=serve_one, daemon=True)
+        thread.start()
+        assert tls_handshake(tls11_client_context(cert, key), listener.getsockname()[1]) == "TLSv1.1"
+        thread.join(timeout=30)
+    # dockerd refuses it, and accepts the same client at TLS 1.2.
+    result = tls_handshake(tls11_client_context(cert, key), lab.vm.forwards[2376])
+    assert result.startswith("refused:") and "VERSION" in result.upper(), result
+    modern = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    modern.check_hostname, modern.verify_mode = False, ssl.CERT_NONE
+    modern.load_cert_chain(cert, key)
+    modern.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert tls_handshake(modern, lab.vm.forwards[2376]) == "TLSv1.2"
 
 
 def test_second_replay_has_nothing_to_do(lab):
