@@ -293,3 +293,30 @@ def test_daemon_hardening_check(base_env, tmp_path, info, mode, listeners, rc, m
     r = run_bash(snippet, env, script="verify_host.sh")
     assert r.rc == rc, r.stderr
     assert message in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("image", "present", "loads"),
+    [
+        ("sha256:" + "a" * 64, True, 0),  # an image ID already there: nothing to load
+        ("sha256:" + "a" * 64, False, 1),
+        ("registry.example/verify@sha256:" + "b" * 64, True, 0),
+        ("verify:lab", True, 1),  # a tag may point at an older image than the archive's
+    ],
+)
+def test_verify_image_archive_is_loaded_only_when_needed(base_env, tmp_path, image, present, loads):
+    """docker is stubbed: proves the decision, not `docker load` itself."""
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(b"archive")
+    calls = tmp_path / "docker-calls"
+    flag = tmp_path / "image-present"  # the stub's state: docker load runs in a subshell
+    if present:
+        flag.touch()
+    snippet = (
+        f'endpoint_docker() {{ echo "$*" >> {calls}; '
+        f"case $1 in load) touch {flag} ;; image) [[ -e {flag} ]] ;; esac; }}; check_verify_image"
+    )
+    env = {**base_env, "VERIFY_IMAGE": image, "VERIFY_IMAGE_ARCHIVE": str(archive)}
+    r = run_bash(snippet, env, script="verify_host.sh")
+    assert r.rc == 0, r.stderr
+    assert sum(line.startswith("load ") for line in calls.read_text().splitlines()) == loads
