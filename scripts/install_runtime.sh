@@ -54,12 +54,18 @@ release_service_starts() {
   if policy_rc_d_is_ours; then run rm -f "$FR_POLICY_RC_D"; fi
 }
 
-install_runtime_packages() {
-  local pkg missing=() fix=()
-  release_service_starts # one a killed run left behind
+# missing_runtime_packages: the runtime packages not installed, one per line.
+missing_runtime_packages() {
+  local pkg
   for pkg in "${RUNTIME_PACKAGES[@]}"; do
-    package_installed "$pkg" || missing+=("$pkg")
+    package_installed "$pkg" || echo "$pkg"
   done
+}
+
+install_runtime_packages() {
+  local missing=() fix=()
+  release_service_starts # one a killed run left behind
+  mapfile -t missing < <(missing_runtime_packages)
   if ((${#missing[@]} == 0)) && ! dpkg_was_interrupted; then
     info "runtime packages already installed, skipping"
     return 0
@@ -68,10 +74,7 @@ install_runtime_packages() {
   if recover_interrupted_dpkg; then
     fix=(--fix-broken)
     CHANGED+=(dpkg-recovered)
-    missing=()
-    for pkg in "${RUNTIME_PACKAGES[@]}"; do
-      package_installed "$pkg" || missing+=("$pkg")
-    done
+    mapfile -t missing < <(missing_runtime_packages)
     if ((${#missing[@]} == 0)); then
       info "the interrupted installation is complete"
       return 0
