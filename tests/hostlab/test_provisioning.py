@@ -276,14 +276,18 @@ def test_verify_report_goes_through_the_programs_endpoint_code(lab):
     lab.endpoint_run = run  # type: ignore[attr-defined]
 
 
-def test_consumer_runs_a_sandboxed_container_through_the_forwarded_endpoint(lab):
+def consumer_client(lab: Lab) -> Any:
     run = getattr(lab, "endpoint_run", None)
     assert run is not None, "the verify report did not pass through the program"
-    endpoint = read_endpoint(run.outputs["runtimeEndpoint"])
-    tls = read_client_tls(run.outputs["runtimeClientTls"])
-    client = docker_client(
-        endpoint, tls, base_url=f"tcp://127.0.0.1:{lab.vm.forwards[2376]}", timeout=DOCKER_PY_TIMEOUT_S
+    return docker_client(
+        read_endpoint(run.outputs["runtimeEndpoint"]), read_client_tls(run.outputs["runtimeClientTls"]),
+        base_url=f"tcp://127.0.0.1:{lab.vm.forwards[2376]}", timeout=DOCKER_PY_TIMEOUT_S,
     )
+
+
+def test_consumer_runs_a_sandboxed_container_through_the_forwarded_endpoint(lab):
+    client = consumer_client(lab)
+    run = lab.endpoint_run  # type: ignore[attr-defined]
     try:
         info = client.info()
         assert info["DefaultRuntime"] == "runsc"
@@ -318,15 +322,6 @@ def test_client_without_certificate_is_refused(lab):
     ) as refused:
         client.version()
     assert "certificate required" in str(refused.value) or "alert" in str(refused.value), refused.value
-
-
-def consumer_client(lab: Lab) -> Any:
-    run = getattr(lab, "endpoint_run", None)
-    assert run is not None, "the verify report did not pass through the program"
-    return docker_client(
-        read_endpoint(run.outputs["runtimeEndpoint"]), read_client_tls(run.outputs["runtimeClientTls"]),
-        base_url=f"tcp://127.0.0.1:{lab.vm.forwards[2376]}", timeout=DOCKER_PY_TIMEOUT_S,
-    )
 
 
 def wait_for_endpoint(client: Any, timeout: float) -> None:
