@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import runpy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -301,6 +302,14 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 )
             )
         return response
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN [^-]+-----.*?-----END [^-]+-----\n", re.S)
+
+
+def pem_blocks(text: str) -> list[str]:
+    """The PEM blocks of a step's stdin, in order."""
+    return _PEM_BLOCK.findall(text)
 
 
 def passing_report(host: str, runtime: str = "runsc") -> str:

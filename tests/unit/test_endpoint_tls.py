@@ -9,7 +9,6 @@ would otherwise prefer). It does not prove dockerd accepts it (the hostlab).
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from components.endpoint import docker_client, read_client_tls, read_endpoint
-from tests.support.program import config_from_stack_file, run_program
+from tests.support.program import config_from_stack_file, pem_blocks, run_program
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT_S = 10
@@ -35,7 +34,7 @@ def free_port() -> int:
 def test_client_trusts_the_endpoint_ca_despite_an_environment_bundle(tmp_path, monkeypatch):
     run = run_program(config_from_stack_file(ROOT / "Pulumi.dev.yaml"), stack="dev")
     stdin = run.named("cloud-1-configure").plain["stdin"]
-    stack_ca, _verifier_ca, cert, key = re.findall(r"-----BEGIN [^-]+-----.*?-----END [^-]+-----\n", stdin, re.S)
+    stack_ca, _verifier_ca, cert, key = pem_blocks(stdin)
     for name, pem in (("ca.pem", stack_ca), ("cert.pem", cert), ("key.pem", key)):
         (tmp_path / name).write_text(pem)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")

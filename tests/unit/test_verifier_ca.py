@@ -9,17 +9,15 @@ not prove dockerd loads the bundle (the hostlab's verify step does).
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.program import config_from_stack_file, run_program
+from tests.support.program import config_from_stack_file, pem_blocks, run_program
 
 ROOT = Path(__file__).resolve().parents[2]
-PEM = re.compile(r"-----BEGIN [^-]+-----.*?-----END [^-]+-----\n", re.S)
 
 
 def two_host_run():
@@ -45,9 +43,9 @@ def test_a_hosts_verify_certificate_is_refused_by_every_other_host(tmp_path):
     trusted = {}  # host -> the CA bundle its dockerd trusts (configure stdin: stack CA + verifier CA)
     verify_cert = {}
     for host in ("cloud-1", "cloud-2"):
-        stack_ca, verifier_ca, _server_cert, _server_key = PEM.findall(run.named(f"{host}-configure").plain["stdin"])
+        stack_ca, verifier_ca, _server_cert, _server_key = pem_blocks(run.named(f"{host}-configure").plain["stdin"])
         trusted[host] = stack_ca + verifier_ca
-        _ca, cert, _key = PEM.findall(run.named(f"{host}-verify").plain["stdin"])
+        _ca, cert, _key = pem_blocks(run.named(f"{host}-verify").plain["stdin"])
         verify_cert[host] = cert
     assert trusted["cloud-1"] != trusted["cloud-2"]
     own = chains(verify_cert["cloud-1"], trusted["cloud-1"], tmp_path)
@@ -55,5 +53,5 @@ def test_a_hosts_verify_certificate_is_refused_by_every_other_host(tmp_path):
     other = chains(verify_cert["cloud-1"], trusted["cloud-2"], tmp_path)
     assert other.returncode != 0 and "unable to get local issuer certificate" in other.stdout + other.stderr
     # Nor does the stack CA (which consumers' certificates chain to) sign it.
-    stack_ca = PEM.findall(trusted["cloud-1"])[0]
+    stack_ca = pem_blocks(trusted["cloud-1"])[0]
     assert chains(verify_cert["cloud-1"], stack_ca, tmp_path).returncode != 0
