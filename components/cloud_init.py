@@ -43,6 +43,12 @@ SSHD_SETTINGS = (
 )
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/50-functions-runtime.conf"
 MODULES_LOAD = "/etc/modules-load.d/functions-runtime.conf"
+# apt touches the stamp after every successful `apt-get update` (cloud-init's
+# package_update included), so the install step can tell fresh package lists
+# from stale ones and skip a redundant update (scripts/lib.sh, apt_lists_fresh,
+# reads the same stamp path).
+APT_HOOK = "/etc/apt/apt.conf.d/50functions-runtime-update-stamp"
+APT_UPDATE_STAMP = "/var/lib/apt/periodic/functions-runtime-update-success"
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class BaseFiles:
     packages: str
     modules: str
     sshd: str
+    apt_hook: str
 
 
 def render_base_files() -> BaseFiles:
@@ -60,6 +67,10 @@ def render_base_files() -> BaseFiles:
         packages="".join(f"{p}\n" for p in BASE_PACKAGES),
         modules=header + "".join(f"{m}\n" for m in KERNEL_MODULES),
         sshd=header + "".join(f"{k} {v}\n" for k, v in SSHD_SETTINGS),
+        apt_hook=(
+            "// Managed by functions-runtime (components/cloud_init.py); edits are overwritten.\n"
+            f'APT::Update::Post-Invoke-Success {{ "touch {APT_UPDATE_STAMP} || true"; }};\n'
+        ),
     )
 
 
@@ -93,6 +104,7 @@ def render_user_data(
             "write_files": [
                 {"path": SSHD_DROP_IN, "permissions": "0644", "content": base.sshd},
                 {"path": MODULES_LOAD, "permissions": "0644", "content": base.modules},
+                {"path": APT_HOOK, "permissions": "0644", "content": base.apt_hook},
             ],
             "runcmd": [
                 # A module missing on a Cloud VM is expected (no KVM): not an error.

@@ -203,7 +203,7 @@ class RuntimeHost(pulumi.ComponentResource):
             "bootstrap",
             "bootstrap_base.sh",
             {},
-            ["base/packages.txt", "base/modules.conf", "base/sshd.conf"],
+            ["base/packages.txt", "base/modules.conf", "base/sshd.conf", "base/apt-update-stamp.conf"],
             [payload],
         )
         install = scripted(

@@ -49,6 +49,7 @@ def collect_files(catalog: Catalog, scripts_dir: Path | None = None) -> dict[str
     files["base/packages.txt"] = base.packages.encode()
     files["base/modules.conf"] = base.modules.encode()
     files["base/sshd.conf"] = base.sshd.encode()
+    files["base/apt-update-stamp.conf"] = base.apt_hook.encode()
     return files
 
 

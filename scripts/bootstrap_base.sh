@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Base OS for a runtime host: packages, kernel modules, sshd hardening.
-# Input: $FR_ROOT/base/{packages.txt,modules.conf,sshd.conf} (rendered by
+# Base OS for a runtime host: apt's update stamp, packages, kernel modules,
+# sshd hardening.
+# Input: $FR_ROOT/base/{packages.txt,modules.conf,sshd.conf,apt-update-stamp.conf} (rendered by
 # components/cloud_init.py, the same source as the cloud-init user-data).
 # Output (stdout): one JSON line {"changed": [...], "installedPackages": [...],
 # "missingModules": [...]}.
@@ -15,6 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FR_MODULES_LOAD=${FR_MODULES_LOAD:-/etc/modules-load.d/functions-runtime.conf}
 FR_SSHD_DROP_IN=${FR_SSHD_DROP_IN:-/etc/ssh/sshd_config.d/50-functions-runtime.conf}
+FR_APT_HOOK=${FR_APT_HOOK:-/etc/apt/apt.conf.d/50functions-runtime-update-stamp}
 
 CHANGED=()
 INSTALLED=()
@@ -37,10 +39,13 @@ missing_packages() {
   done < <(list_entries "$1")
 }
 
-apt_install() {
-  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    --no-install-recommends "$@" >&2
+# The apt hook that stamps each successful `apt-get update` (lib.sh,
+# apt_lists_fresh). Written before this step's own update so that one counts.
+configure_apt_update_stamp() {
+  if write_file_if_changed "$FR_APT_HOOK" 0644 <"$FR_ROOT/base/apt-update-stamp.conf"; then
+    info "wrote $FR_APT_HOOK"
+    CHANGED+=("$FR_APT_HOOK")
+  fi
 }
 
 install_base_packages() {
@@ -51,12 +56,7 @@ install_base_packages() {
     return 0
   fi
   info "installing ${missing[*]}"
-  run env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||
-    fatal "apt-get update to succeed" "it failed (see above)" \
-      "check the host's Debian mirror and DNS, then re-run pulumi up"
-  apt_install "${missing[@]}" ||
-    fatal "apt-get install ${missing[*]} to succeed" "it failed (see above)" \
-      "run 'apt-get install ${missing[*]}' on the host to see why"
+  apt_get_install -- "${missing[@]}"
   INSTALLED=("${missing[@]}")
   CHANGED+=(packages)
 }
@@ -123,6 +123,7 @@ print_result() {
 
 main() {
   require_root
+  configure_apt_update_stamp
   install_base_packages
   configure_kernel_modules
   configure_sshd

@@ -81,14 +81,7 @@ install_runtime_packages() {
     fi
   fi
   info "installing ${missing[*]}"
-  run env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||
-    fatal "apt-get update to succeed" "it failed (see above)" \
-      "check the host's Debian mirror and DNS, then re-run pulumi up"
-  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${fix[@]}" \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    "${missing[@]}" >&2 ||
-    fatal "apt-get install ${missing[*]} to succeed" "it failed (see above)" \
-      "run 'apt-get install ${missing[*]}' on the host to see why"
+  apt_get_install "${fix[@]}" -- "${missing[@]}"
   INSTALLED=("${missing[@]}")
   CHANGED+=(packages)
 }

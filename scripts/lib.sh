@@ -314,6 +314,78 @@ recover_interrupted_dpkg() {
   return 0
 }
 
+# The base file base/apt-update-stamp.conf (cloud-init's write_files on a
+# Cloud server, bootstrap_base.sh everywhere) makes apt touch this file after
+# every successful `apt-get update`, whoever ran it: cloud-init's
+# package_update minutes before the install step, an operator, these scripts.
+FR_APT_UPDATE_STAMP=${FR_APT_UPDATE_STAMP:-/var/lib/apt/periodic/functions-runtime-update-success}
+FR_APT_SOURCES=${FR_APT_SOURCES:-/etc/apt/sources.list /etc/apt/sources.list.d}
+# Package lists younger than this are installed from as they are (an update
+# costs seconds on a server, ~40 s in the TCG lab). A package that moved on
+# since (its .deb gone from the mirror) makes apt_get_install refresh the
+# lists and retry once.
+readonly FR_APT_LISTS_MAX_AGE_S=3600
+
+# apt_lists_age_s: seconds since the last successful apt-get update.
+apt_lists_age_s() { echo $(($(date +%s) - $(stat -c %Y "$FR_APT_UPDATE_STAMP"))); }
+
+apt_sources_changed_since_update() {
+  local path
+  for path in $FR_APT_SOURCES; do
+    [[ -e "$path" ]] || continue
+    [[ -z "$(find "$path" -newer "$FR_APT_UPDATE_STAMP" -print -quit 2>/dev/null)" ]] || return 0
+  done
+  return 1
+}
+
+# apt_lists_fresh: refreshed less than FR_APT_LISTS_MAX_AGE_S ago (a stamp
+# from the future does not count) and no apt source edited since.
+apt_lists_fresh() {
+  local age
+  [[ -f "$FR_APT_UPDATE_STAMP" ]] || return 1
+  age=$(apt_lists_age_s)
+  ((age >= 0 && age < FR_APT_LISTS_MAX_AGE_S)) || return 1
+  ! apt_sources_changed_since_update
+}
+
+refresh_apt_lists() {
+  run env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 ||
+    fatal "apt-get update to succeed" "it failed (see above)" \
+      "check the host's Debian mirror and DNS, then re-run pulumi up"
+}
+
+apt_get_install_once() {
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" >&2
+}
+
+# apt_get_install [APT-OPTION...] -- PACKAGE...: install without recommends,
+# keeping configuration files the host already has. The lists are refreshed
+# first unless fresh; an install from fresh lists that fails is retried once
+# after a refresh.
+apt_get_install() {
+  local opts=() refreshed=0
+  while (($# > 0)) && [[ "$1" != -- ]]; do
+    opts+=("$1")
+    shift
+  done
+  shift
+  if apt_lists_fresh; then
+    info "package lists refreshed $(apt_lists_age_s) s ago, skipping apt-get update"
+  else
+    refresh_apt_lists
+    refreshed=1
+  fi
+  apt_get_install_once "${opts[@]}" "$@" && return 0
+  if ((refreshed == 0)); then
+    warn "apt-get install failed with package lists from $(apt_lists_age_s) s ago; refreshing them and retrying once"
+    refresh_apt_lists
+    apt_get_install_once "${opts[@]}" "$@" && return 0
+  fi
+  fatal "apt-get install $* to succeed" "it failed (see above)" \
+    "run 'apt-get install $*' on the host to see why"
+}
+
 # ---------------------------------------------------------------- KVM and isolation
 
 cpu_has_virtualization() { grep -qwE 'vmx|svm' "$FR_CPUINFO" 2>/dev/null; }

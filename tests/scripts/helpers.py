@@ -156,6 +156,8 @@ def fr_env(tmp_path):
         "FR_BIN_DIR": str(tmp_path / "bin"),
         "FR_DEV_KVM": str(tmp_path / "no-kvm"),
         "FR_CPUINFO": str(cpuinfo),
+        "FR_APT_UPDATE_STAMP": str(tmp_path / "apt-periodic" / "functions-runtime-update-success"),
+        "FR_APT_SOURCES": str(tmp_path / "apt-sources"),
         "ISOLATION": "sandbox",
         "KATA_HYPERVISOR": "qemu",
     }

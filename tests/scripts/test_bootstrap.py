@@ -25,8 +25,10 @@ def env(fr_env, tmp_path):
     (base / "packages.txt").write_text("bash\n# a comment\ncoreutils\n")
     (base / "modules.conf").write_text("# Managed by functions-runtime\nvhost_vsock\nvhost_net\n")
     (base / "sshd.conf").write_text("# Managed\nPasswordAuthentication no\n")
+    (base / "apt-update-stamp.conf").write_text('APT::Update::Post-Invoke-Success { "true"; };\n')
     return {
         **fr_env,
+        "FR_APT_HOOK": str(tmp_path / "apt.conf.d" / "50functions-runtime-update-stamp"),
         "FR_MODULES_LOAD": str(tmp_path / "modules-load.conf"),
         "FR_SSHD_DROP_IN": str(tmp_path / "sshd.d" / "50-functions-runtime.conf"),
         "STUB_LOG": str(tmp_path / "stub.log"),
@@ -48,6 +50,9 @@ def test_missing_module_is_a_warning_and_second_run_changes_nothing(env, tmp_pat
     # Byte for byte the rendered file, as cloud-init writes it too.
     assert (tmp_path / "modules-load.conf").read_text() == "# Managed by functions-runtime\nvhost_vsock\nvhost_net\n"
     assert (tmp_path / "stub.log").read_text() == "systemctl reload ssh\n"
+    hook = tmp_path / "apt.conf.d" / "50functions-runtime-update-stamp"
+    assert hook.read_text() == (tmp_path / "fr" / "base" / "apt-update-stamp.conf").read_text()
+    assert str(hook) in out["changed"]
 
     second = run_bash(STUBS + "main", env, script="bootstrap_base.sh")
     assert second.rc == 0

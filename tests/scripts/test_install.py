@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -155,16 +157,24 @@ def test_download_failure_is_one_clear_line(world):
 def apt_world(fr_env, tmp_path):
     """A fake apt-get on PATH that records what a maintainer script's
     `deb-systemd-invoke start docker.service` would be told by policy-rc.d
-    at that moment. Proves the hold and its release; not apt itself."""
+    at that moment; its `update` touches the update stamp as the base apt
+    hook does, and its `install` fails while the file INSTALL_FAILS_ONCE
+    exists (removing it). Proves the hold, its release and when the lists are
+    refreshed; not apt itself."""
     fake_bin = tmp_path / "fake-bin"
     fake_bin.mkdir()
     calls = tmp_path / "apt-calls"
     policy = tmp_path / "policy-rc.d"
+    stamp = Path(fr_env["FR_APT_UPDATE_STAMP"])
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    fails_once = tmp_path / "install-fails-once"
     apt = fake_bin / "apt-get"
     apt.write_text(
         "#!/bin/sh\n"
         f'if [ -x "{policy}" ]; then "{policy}" docker.service start; echo "$1 policy=$?"; '
         f'else echo "$1 policy=none"; fi >> "{calls}"\n'
+        f'if [ "$1" = update ]; then touch "{stamp}"; fi\n'
+        f'if [ "$1" = install ] && [ -e "{fails_once}" ]; then rm "{fails_once}"; exit 100; fi\n'
     )
     apt.chmod(0o755)
     env = {**fr_env, "PATH": f"{fake_bin}:{os.environ['PATH']}", "FR_POLICY_RC_D": str(policy)}
@@ -190,6 +200,75 @@ def test_a_policy_rc_d_that_is_not_ours_is_left_alone(apt_world):
     assert r.rc == 0 and "is not ours; leaving it" in r.stderr
     assert calls.read_text().splitlines() == ["update policy=0", "install policy=0"]
     assert policy.read_text() == "#!/bin/sh\n# the operator's own\nexit 0\n"
+
+
+# ---------------------------------------------------------------- package lists
+
+NOTHING_INSTALLED = "package_installed() { false; }; dpkg_was_interrupted() { false; }; install_runtime_packages"
+
+
+def age_file(path: Path, seconds_ago: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    when = time.time() - seconds_ago
+    os.utime(path, (when, when))
+
+
+def apt_calls(calls: Path) -> list[str]:
+    return [line.split()[0] for line in calls.read_text().splitlines()]
+
+
+def test_lists_refreshed_minutes_ago_are_installed_from_without_an_update(apt_world):
+    """As on a new Cloud server: cloud-init's package_update ran minutes before."""
+    env, calls, _ = apt_world
+    age_file(Path(env["FR_APT_UPDATE_STAMP"]), 300)
+    r = run_bash(NOTHING_INSTALLED, env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert apt_calls(calls) == ["install"]
+    assert "package lists refreshed 300 s ago, skipping apt-get update" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("stamp_age_s", "why"),
+    [(None, "never stamped"), (2 * 3600, "two hours old"), (-600, "stamp from the future")],
+)
+def test_lists_without_a_fresh_stamp_are_refreshed_first(apt_world, stamp_age_s, why):
+    env, calls, _ = apt_world
+    if stamp_age_s is not None:
+        age_file(Path(env["FR_APT_UPDATE_STAMP"]), stamp_age_s)
+    r = run_bash(NOTHING_INSTALLED, env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert apt_calls(calls) == ["update", "install"], why
+
+
+def test_an_apt_source_edited_after_the_update_makes_the_lists_stale(apt_world):
+    env, calls, _ = apt_world
+    age_file(Path(env["FR_APT_UPDATE_STAMP"]), 300)
+    age_file(Path(env["FR_APT_SOURCES"]) / "debian.sources", 60)
+    r = run_bash(NOTHING_INSTALLED, env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert apt_calls(calls) == ["update", "install"]
+
+
+def test_an_install_that_fails_on_fresh_lists_refreshes_them_and_retries_once(apt_world, tmp_path):
+    """A .deb superseded since the last update 404s; a refresh fixes that."""
+    env, calls, _ = apt_world
+    age_file(Path(env["FR_APT_UPDATE_STAMP"]), 300)
+    (tmp_path / "install-fails-once").touch()
+    r = run_bash(NOTHING_INSTALLED, env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert apt_calls(calls) == ["install", "update", "install"]
+    assert "refreshing them and retrying once" in r.stderr
+
+
+def test_an_install_that_fails_on_just_refreshed_lists_is_not_retried(apt_world, tmp_path):
+    env, calls, _ = apt_world
+    (tmp_path / "install-fails-once").touch()
+    r = run_bash(NOTHING_INSTALLED, env, script="install_runtime.sh")
+    assert r.rc != 0
+    assert apt_calls(calls) == ["update", "install"]
+    failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
+    assert len(failure) == 1 and "apt-get install" in failure[0] and "test-host-1" in failure[0]
 
 
 def test_a_hold_left_by_a_killed_run_is_removed_even_with_nothing_to_install(apt_world):

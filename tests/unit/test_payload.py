@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -83,3 +84,18 @@ def test_catalog_mistakes_are_refused_with_line(text, message):
 def test_missing_catalog_file_names_the_path(tmp_path: Path):
     with pytest.raises(CatalogError, match="nope.tsv"):
         load_catalog(tmp_path / "nope.tsv")
+
+
+def test_scripts_default_to_the_apt_hook_and_stamp_paths_the_program_renders():
+    """cloud-init writes the hook from Python; lib.sh and bootstrap_base.sh
+    read their own defaults: one path each, in both languages."""
+    from components.cloud_init import APT_HOOK, APT_UPDATE_STAMP
+
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    out = subprocess.run(
+        ["bash", "-c", 'source "$1"; printf "%s\\n%s\\n" "$FR_APT_UPDATE_STAMP" "$FR_APT_HOOK"', "bash",
+         str(scripts / "bootstrap_base.sh")],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True,
+    ).stdout.splitlines()
+    assert out == [APT_UPDATE_STAMP, APT_HOOK]
+    assert f'"touch {APT_UPDATE_STAMP} || true"' in render_base_files().apt_hook
