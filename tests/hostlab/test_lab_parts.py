@@ -95,6 +95,33 @@ def test_qemu_command_forwards_loopback_only(tmp_path):
     assert netdev.count("hostfwd=") == netdev.count("hostfwd=tcp:127.0.0.1:")
     assert cmd[cmd.index("-accel") + 1] == "tcg,thread=multi"
     assert "-pidfile" in cmd
+    # The monitor (for snapshots) is a unix socket in the work directory, no TCP port.
+    assert cmd[cmd.index("-qmp") + 1] == f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off"
+
+
+@pytest.mark.parametrize(
+    ("override", "model"),
+    [("", vm.TCG_CPU_MODEL), ("max", "max")],
+)
+def test_tcg_cpu_model_has_what_gvisor_and_the_kata_preflight_need(tmp_path, monkeypatch, override, model):
+    monkeypatch.setenv("HOSTLAB_TCG_CPU", override)
+    img = image.GuestImage("k", tmp_path, tmp_path / "d", tmp_path / "k", tmp_path / "i", False, 0.0)
+    guest = vm.GuestVM(img, tmp_path)
+    guest.ssh_port, guest.accelerator = 2222, ("tcg", "test")
+    cmd = guest.qemu_command()
+    assert cmd[cmd.index("-cpu") + 1] == model
+    flags = vm.TCG_CPU_MODEL.split(",")
+    # xgetbv (gVisor systrap) needs XSAVE; XSAVE alone hangs the kernel; SVM gives the nested /dev/kvm.
+    assert {"+xsave", "+xsaveopt", "+svm"} <= set(flags)
+
+
+def test_a_work_directory_too_long_for_the_monitor_socket_is_refused_before_qemu(tmp_path):
+    img = image.GuestImage("k", tmp_path, tmp_path / "d", tmp_path / "k", tmp_path / "i", False, 0.0)
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    guest = vm.GuestVM(img, deep)
+    with pytest.raises(vm.GuestVMError, match="too long for QEMU's monitor socket"):
+        guest.start("#cloud-config\n")
+    assert not guest.is_running() and not guest.overlay.exists()
 
 
 def test_stop_before_start_is_harmless(tmp_path):
