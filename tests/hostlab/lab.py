@@ -449,8 +449,9 @@ LAB_ENDPOINT_PORT = 2376
 LAB_HOST_KEY_PLACEHOLDER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostlabPlaceholderRunLabUpForTheRealKey0000"
 
 
-def lab_state_dir() -> Path:
-    return default_cache_dir() / "lab-host"
+def lab_state_dir(state_dir: Path | None = None) -> Path:
+    """Keys, pidfile and disk of the lab guest (default: in the hostlab cache)."""
+    return state_dir or default_cache_dir() / "lab-host"
 
 
 def _ensure_key(path: Path, comment: str) -> str:
@@ -473,13 +474,15 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def lab_up(ssh_port: int = LAB_SSH_PORT, endpoint_port: int = LAB_ENDPOINT_PORT) -> int:
+def lab_up(
+    ssh_port: int = LAB_SSH_PORT, endpoint_port: int = LAB_ENDPOINT_PORT, state_dir: Path | None = None
+) -> int:
     """Boot the lab guest in the background for `pulumi up -s lab`."""
     from components.cloud_init import render_user_data
     from tests.hostlab.image import ensure_guest_image
     from tests.hostlab.vm import GuestVM
 
-    state = lab_state_dir()
+    state = lab_state_dir(state_dir)
     pidfile = state / "vm" / "qemu.pid"
     if pidfile.exists() and _pid_alive(int(pidfile.read_text().strip() or 0)):
         print(f"the lab guest is already running (pid {pidfile.read_text().strip()}); `lab down` first")
@@ -505,27 +508,33 @@ def lab_up(ssh_port: int = LAB_SSH_PORT, endpoint_port: int = LAB_ENDPOINT_PORT)
     except Exception:
         vm.stop()
         raise
+    state_option = f" --state-dir {state}" if state_dir else ""
+    # Pulumi.lab.yaml says 2222; another forwarded port needs its own line.
+    port_line = (
+        f"\n  pulumi config set -s lab --path 'functions-runtime:hosts[0].sshPort' {ssh_port}"
+        if ssh_port != LAB_SSH_PORT else ""
+    )
     print(
         f"""
 The lab guest is up: a Debian 13 machine for the `lab` stack (Pulumi.lab.yaml).
   SSH:      ssh -p {ssh_port} -i {admin_key} root@127.0.0.1
   host key: {host_public}
   endpoint: 127.0.0.1:{endpoint_port} -> 10.0.2.15:2376 (after pulumi up)
-  stop it:  python -m tests.hostlab.lab down
+  stop it:  python -m tests.hostlab.lab{state_option} down
 
 Then, with the Pulumi CLI and a local state backend:
   pulumi login --local
   pulumi stack init lab            # once; or: pulumi stack select lab
   pulumi config set -s lab --path 'functions-runtime:hosts[0].addresses[0].hostKey' '{host_public}'
-  pulumi config set -s lab --secret functions-runtime:dedicatedSshKey < {admin_key}
+  pulumi config set -s lab --secret functions-runtime:dedicatedSshKey < {admin_key}{port_line}
   pulumi up -s lab
 """
     )
     return 0
 
 
-def lab_down() -> int:
-    pidfile = lab_state_dir() / "vm" / "qemu.pid"
+def lab_down(state_dir: Path | None = None) -> int:
+    pidfile = lab_state_dir(state_dir) / "vm" / "qemu.pid"
     try:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
@@ -546,8 +555,8 @@ def lab_down() -> int:
     return 0
 
 
-def lab_status() -> int:
-    pidfile = lab_state_dir() / "vm" / "qemu.pid"
+def lab_status(state_dir: Path | None = None) -> int:
+    pidfile = lab_state_dir(state_dir) / "vm" / "qemu.pid"
     try:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
@@ -561,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tests.hostlab.lab", description="the local lab host")
+    parser.add_argument(
+        "--state-dir", type=Path, default=None,
+        help="where the guest's keys, disk and pidfile live (default: lab-host/ in the hostlab cache)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="boot the lab guest in the background")
     up.add_argument("--ssh-port", type=int, default=LAB_SSH_PORT)
@@ -569,10 +582,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="is it running?")
     args = parser.parse_args(argv)
     if args.command == "up":
-        return lab_up(args.ssh_port, args.endpoint_port)
+        return lab_up(args.ssh_port, args.endpoint_port, args.state_dir)
     if args.command == "down":
-        return lab_down()
-    return lab_status()
+        return lab_down(args.state_dir)
+    return lab_status(args.state_dir)
 
 
 if __name__ == "__main__":

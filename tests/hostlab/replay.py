@@ -8,10 +8,13 @@ file at its `remote_path`, in the order their `dependsOn` edges give. The
 test never rewrites a command: any value it needs differently (addresses,
 mirror, catalog, verify image) comes from a stack setting.
 
-What differs from a real `pulumi up`: the SSH connection goes to the guest's
-forwarded port on 127.0.0.1 instead of `connection.host`, with the
-connection's own private key and pinned host key; and pulumi-command copies
-files over SFTP, where this writes them with `cat` over SSH.
+What differs from a real `pulumi up`: for a Cloud-shaped stack the SSH
+connection goes to the guest's forwarded port on 127.0.0.1 instead of
+`connection.host` (a GuestVM as the runner), with the connection's own
+private key and pinned host key; a dedicated host reachable as the program
+names it (the `lab` stack) is dialled at the connection's own host and port
+(`ConnectionShell`). pulumi-command copies files over SFTP, where this writes
+them with `cat` over SSH.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.hostlab.vm import run_ssh, ssh_command
 from tests.support.program import ProgramRun, Registration
 
 COMMAND = "command:remote:Command"
@@ -64,6 +68,24 @@ class Replay:
 
     def by_step(self) -> dict[str, StepResult]:
         return {r.name.rsplit("-", 1)[-1]: r for r in self.results}
+
+
+class ConnectionShell:
+    """SSH to a step's own `connection` (host, port, user, private key, the
+    pinned host key), as pulumi-command dials it; `ssh()` as GuestVM's."""
+
+    def __init__(self, connection: dict[str, Any], workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        key = workdir / "connection_key"
+        key.write_text(connection["privateKey"])
+        key.chmod(0o600)
+        host, port = connection["host"], int(connection.get("port", 22))
+        known_hosts = workdir / "known_hosts"
+        known_hosts.write_text(f"[{host}]:{port} {' '.join(connection['hostKey'].split()[:2])}\n")
+        self.args = ssh_command(host, port, connection.get("user", "root"), key, known_hosts, strict="yes")
+
+    def ssh(self, command: str, stdin: str | bytes | None = None, timeout: float = 600, check: bool = False) -> Any:
+        return run_ssh(self.args, command, stdin, timeout, check)
 
 
 def _order(regs: list[Registration]) -> list[Registration]:

@@ -11,10 +11,10 @@ from typing import Any
 _REPORTS: list[str] = []
 
 
-def add_lab_report(text: str, timings: dict[str, Any], cache_dir: Path) -> Path:
+def add_lab_report(text: str, timings: dict[str, Any], cache_dir: Path, name: str = "provisioning") -> Path:
     out = cache_dir / "timings"
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"provisioning-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path = out / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(timings, indent=2) + "\n")
     _REPORTS.append(f"{text}\n  saved to {path}")
     return path

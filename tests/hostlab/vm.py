@@ -200,6 +200,43 @@ class GuestVMError(RuntimeError):
     pass
 
 
+def ssh_command(
+    host: str, port: int, user: str, private_key: Path, known_hosts: Path, strict: str = "yes"
+) -> list[str]:
+    """The system ssh client, no user config, this key only, this known_hosts only."""
+    return [
+        "ssh", "-F", "/dev/null",
+        "-p", str(port),
+        "-i", str(private_key),
+        "-o", "IdentitiesOnly=yes",
+        "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", f"StrictHostKeyChecking={strict}",
+        "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}",
+        "-o", "ServerAliveInterval=15",
+        "-o", "LogLevel=ERROR",
+        f"{user}@{host}",
+    ]
+
+
+def run_ssh(
+    args: list[str], command: str, stdin: str | bytes | None, timeout: float, check: bool
+) -> subprocess.CompletedProcess:
+    """Run `command` as the remote shell's command line; text in, text out."""
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    result = subprocess.run(
+        [*args, command], input=data if data is not None else b"", capture_output=True, timeout=timeout, check=False
+    )
+    completed = subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    )
+    if check and completed.returncode != 0:
+        raise GuestVMError(
+            f"guest command failed (exit {completed.returncode}): {command}\nstderr: {completed.stderr[-2000:]}"
+        )
+    return completed
+
+
 class GuestVM:
     """A throwaway guest: qcow2 overlay on the cached image, NoCloud seed."""
 
@@ -417,44 +454,13 @@ class GuestVM:
         if self.private_key is None or self.ssh_port is None:
             raise GuestVMError("wait_for_ssh() first: no key or port yet")
         strict = "yes" if self.host_public_key else "accept-new"
-        return [
-            "ssh", "-F", "/dev/null",
-            "-p", str(self.ssh_port),
-            "-i", str(self.private_key),
-            "-o", "IdentitiesOnly=yes",
-            "-o", "BatchMode=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", f"StrictHostKeyChecking={strict}",
-            "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}",
-            "-o", "ServerAliveInterval=15",
-            "-o", "LogLevel=ERROR",
-            f"{self.ssh_user}@127.0.0.1",
-        ]
+        return ssh_command("127.0.0.1", self.ssh_port, self.ssh_user, self.private_key, self.known_hosts, strict)
 
     def ssh(
         self, command: str, stdin: str | bytes | None = None, timeout: float = 600, check: bool = False
     ) -> subprocess.CompletedProcess:
         """Run `command` in the guest (remote shell); text in, text out."""
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        result = subprocess.run(
-            [*self.ssh_args(), command],
-            input=data if data is not None else b"",
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-        completed = subprocess.CompletedProcess(
-            result.args,
-            result.returncode,
-            result.stdout.decode(errors="replace"),
-            result.stderr.decode(errors="replace"),
-        )
-        if check and completed.returncode != 0:
-            raise GuestVMError(
-                f"guest command failed (exit {completed.returncode}): {command}\n"
-                f"stderr: {completed.stderr[-2000:]}"
-            )
-        return completed
+        return run_ssh(self.ssh_args(), command, stdin, timeout, check)
 
     def wait_for_ssh(self, private_key_path: Path, timeout: float = SSH_WAIT_TIMEOUT_S) -> float:
         """Wait until `ssh USER@127.0.0.1 -p PORT true` succeeds; return seconds since start."""
