@@ -70,6 +70,11 @@ class Replay:
         return {r.name.rsplit("-", 1)[-1]: r for r in self.results}
 
 
+def log_replay(rep: Replay) -> str:
+    """Each step's name, exit code, time and stderr tail: an assertion's message."""
+    return "\n".join(f"--- {r.name} (exit {r.returncode}, {r.seconds:.1f} s)\n{r.stderr[-1500:]}" for r in rep.results)
+
+
 class ConnectionShell:
     """SSH to a step's own `connection` (host, port, user, private key, the
     pinned host key), as pulumi-command dials it; `ssh()` as GuestVM's."""

@@ -23,10 +23,8 @@ provider, pulumi-command's own SSH client.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ import pytest
 
 from components.endpoint import docker_client, read_client_tls, read_endpoint
 from tests.hostlab import lab as labmod
-from tests.hostlab.replay import ConnectionShell, host_steps, replay
+from tests.hostlab.replay import ConnectionShell, host_steps, log_replay, replay
 from tests.hostlab.reports import add_lab_report
 from tests.hostlab.vm import free_port
 from tests.support.program import config_from_stack_file, run_program
@@ -75,18 +73,6 @@ def apply_config_set(config: dict[str, Any], line: str) -> None:
     for part in parts[:-1]:
         node = node[part]
     node[parts[-1]] = path_value(words[7])
-
-
-def stop_by_pid(pidfile: Path) -> None:
-    """`lab down` is the test's subject; this is the net under it."""
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def test_apply_config_set_reads_the_lines_as_the_cli_stores_them(tmp_path):
@@ -135,8 +121,7 @@ def test_lab_up_then_the_lab_stack_provisions_and_verifies_the_guest(guest_image
             timings["replay_s"] = round(time.monotonic() - started, 1)
             for r in result.results:
                 timings[f"replay_{r.name.removeprefix(HOST + '-')}_s"] = round(r.seconds, 1)
-        log = "\n".join(f"--- {r.name} (exit {r.returncode})\n{r.stderr[-1500:]}" for r in result.results)
-        assert [r.returncode for r in result.results] == [0] * len(steps), log
+        assert [r.returncode for r in result.results] == [0] * len(steps), log_replay(result)
 
         verify = result.results[-1]
         report = json.loads(verify.stdout)
@@ -163,7 +148,6 @@ def test_lab_up_then_the_lab_stack_provisions_and_verifies_the_guest(guest_image
         assert not labmod._pid_alive(pid), "lab down left QEMU running"
         assert labmod.main([*cli, "status"]) == 1
     finally:
-        labmod.main([*cli, "down"])
-        stop_by_pid(pidfile)
+        labmod.main([*cli, "down"])  # by PID from the pidfile, SIGKILL after a grace period
         rows = "\n".join(f"  {k:<24} {v} s" for k, v in timings.items())
         add_lab_report(f"hostlab lab stack timings\n{rows}", timings, hostlab_cache_dir, name="lab-stack")

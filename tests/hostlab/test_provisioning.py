@@ -43,7 +43,16 @@ import pytest
 from components.endpoint import docker_client, read_client_tls, read_endpoint
 from tests.hostlab import lab as labmod
 from tests.hostlab.image import ensure_guest_image
-from tests.hostlab.replay import RemoteStep, Replay, StepResult, host_steps, replay, run_step, user_data
+from tests.hostlab.replay import (
+    RemoteStep,
+    Replay,
+    StepResult,
+    host_steps,
+    log_replay,
+    replay,
+    run_step,
+    user_data,
+)
 from tests.hostlab.reports import add_lab_report
 from tests.hostlab.vm import GuestVM
 from tests.support.program import ProgramRun, run_program, stdout_passing
@@ -115,10 +124,6 @@ def results_by_step(rep: Replay) -> dict[str, StepResult]:
     """Results keyed by step (the part after the host name)."""
     prefix = f"{labmod.HOST_NAME}-"
     return {r.name.removeprefix(prefix): r for r in rep.results}
-
-
-def log_replay(rep: Replay) -> str:
-    return "\n".join(f"--- {r.name} (exit {r.returncode}, {r.seconds:.1f} s)\n{r.stderr[-1500:]}" for r in rep.results)
 
 
 @pytest.fixture(scope="module")
