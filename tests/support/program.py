@@ -66,6 +66,8 @@ class Registration:
     dependencies: list[str]
     custom: bool
     ignore_changes: list[str]
+    # URNs this resource answers to besides its own (ResourceOptions.aliases).
+    aliases: list[str] = field(default_factory=list)
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -299,6 +301,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     dependencies=list(request.dependencies),
                     custom=request.custom,
                     ignore_changes=list(request.ignoreChanges),
+                    aliases=list(request.aliasURNs),
                 )
             )
         return response
