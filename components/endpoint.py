@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENDPOINT_SCHEMA = "functions-runtime/endpoint@1"
+from components.contract import ENDPOINT_SCHEMA, ISOLATIONS, VERIFY_SCHEMA
+
 CLIENT_TLS_SCHEMA = "functions-runtime/client-tls@1"
-VERIFY_SCHEMA = "functions-runtime/verify@1"
-ISOLATIONS = ("vm", "sandbox")
 DOCKER_API_VERSION = "1.45"
 SOURCES = ("hcloud", "dedicated")
 

@@ -9,7 +9,8 @@ import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
 from components.endpoint import build_client_tls, build_endpoint
-from components.host import HostArgs, RuntimeHost
+from components.host import RuntimeHost, RuntimeHostArgs
+from components.machine import CloudServerArgs
 from components.network import FleetNetwork, NetworkArgs
 from components.payload import build_payload
 from components.pki import FleetPki
@@ -29,10 +30,7 @@ class RuntimeFleet(pulumi.ComponentResource):
         payload = build_payload(settings.artifacts.catalog)
         pki = FleetPki(f"{name}-pki", settings.stack, opts=child)
 
-        network = None
-        hcloud_key_ids: list[pulumi.Input[str]] = []
-        authorized: list[pulumi.Input[str]] = list(settings.admin.ssh_keys)
-        ssh_private_key: pulumi.Input[str] | None = settings.dedicated_ssh_key
+        cloud: CloudServerArgs | None = None
         cloud_private_key: pulumi.Input[str] | None = None
         if settings.hcloud_hosts:
             # The program's own key for Cloud servers; it lives only in state,
@@ -45,29 +43,30 @@ class RuntimeFleet(pulumi.ComponentResource):
                 labels=labels,
                 opts=child,
             )
-            hcloud_key_ids = [hcloud_key.id]
-            authorized = [provisioning_key.public_key_openssh, *authorized]
             network = FleetNetwork(name, NetworkArgs(settings=settings, labels=labels), opts=child)
+            cloud = CloudServerArgs(
+                network=network,
+                labels=labels,
+                authorized_keys=[provisioning_key.public_key_openssh, *settings.admin.ssh_keys],
+                hcloud_ssh_key_ids=[hcloud_key.id],
+            )
             cloud_private_key = pulumi.Output.secret(provisioning_key.private_key_openssh)
 
         self.hosts: list[RuntimeHost] = []
         for spec in settings.hosts:
             # Hosts depend on the shared parts only, never on each other: one
             # failing host does not hold the others back.
-            key = cloud_private_key if spec.source == "hcloud" else ssh_private_key
+            key = cloud_private_key if spec.source == "hcloud" else settings.dedicated_ssh_key
             self.hosts.append(
                 RuntimeHost(
                     spec.name,
-                    HostArgs(
+                    RuntimeHostArgs(
                         spec=spec,
                         settings=settings,
                         payload=payload,
                         pki=pki,
-                        labels=labels,
-                        authorized_keys=authorized,
                         ssh_private_key=key,
-                        network=network,
-                        hcloud_ssh_key_ids=hcloud_key_ids,
+                        cloud=cloud,
                     ),
                     opts=child,
                 )

@@ -1,4 +1,4 @@
-"""The files every host receives: scripts, catalog, rendered base config.
+"""The files every host receives: scripts, catalog, base OS files, contract.
 
 Packed as a deterministic tar.gz (sorted names, fixed owner, mode and
 mtime) so the same inputs give the same bytes, hence the same hash in the
@@ -15,10 +15,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.base_os import render_base_files
 from components.catalog import Catalog
-from components.cloud_init import render_base_files
+from components.contract import CONTRACT_ENV, render_contract_env
 
-REMOTE_ROOT = "/opt/functions-runtime"
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
 
 
@@ -35,8 +35,10 @@ class Payload:
     def archive_base64(self) -> str:
         return base64.b64encode(self.archive).decode()
 
-    def file_sha256(self, path: str) -> str:
-        return hashlib.sha256(self.files[path]).hexdigest()
+    @property
+    def top_level_dirs(self) -> tuple[str, ...]:
+        """What the unpack step swaps into place on the host, one directory each."""
+        return tuple(sorted({path.split("/", 1)[0] for path in self.files}))
 
 
 def collect_files(catalog: Catalog, scripts_dir: Path | None = None) -> dict[str, bytes]:
@@ -50,6 +52,7 @@ def collect_files(catalog: Catalog, scripts_dir: Path | None = None) -> dict[str
     files["base/modules.conf"] = base.modules.encode()
     files["base/sshd.conf"] = base.sshd.encode()
     files["base/apt-update-stamp.conf"] = base.apt_hook.encode()
+    files[CONTRACT_ENV] = render_contract_env().encode()
     return files
 
 

@@ -19,11 +19,21 @@ import pulumi
 from pulumi.runtime.config import get_config_env
 
 from components.catalog import Catalog, CatalogError, load_catalog
+from components.contract import (
+    BUSYBOX_VERIFY_IMAGE,
+    CGNAT,
+    COLD_START_RUNS_DEFAULT,
+    COLD_START_RUNS_MAX,
+    COLD_START_RUNS_MIN,
+    ISOLATIONS,
+    KATA_HYPERVISORS,
+    NO_KVM_ON_CLOUD,
+)
+from components.contract import RFC1918 as RFC1918_RANGES
 
 NAMESPACE = "functions-runtime"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CATALOG = "catalog/artifacts.tsv"
-BUSYBOX_VERIFY_IMAGE = "functions-runtime/verify:busybox"
 
 Isolation = Literal["vm", "sandbox"]
 Source = Literal["hcloud", "dedicated"]
@@ -38,7 +48,7 @@ ZONE_LOCATIONS: dict[str, tuple[str, ...]] = {
 }
 # The scripts install Debian 13 packages; another image would fail half-way.
 SUPPORTED_IMAGES = ("debian-13",)
-HYPERVISORS = ("qemu", "clh")
+HYPERVISORS = KATA_HYPERVISORS
 REFUSED_HYPERVISORS = {
     "firecracker": "Firecracker needs the devmapper snapshotter and is not tested "
     "with Docker upstream; use qemu or clh",
@@ -50,11 +60,11 @@ REFUSED_HYPERVISORS = {
 # Docker's default bridge; a private network overlapping it makes the host's
 # routes ambiguous for containers.
 DOCKER_DEFAULT_BRIDGE = ipaddress.ip_network("172.17.0.0/16")
-RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+RFC1918 = tuple(ipaddress.ip_network(n) for n in RFC1918_RANGES)
 # Where a functions service may call the endpoint from without an opt-in:
 # RFC 1918, carrier-grade NAT, IPv6 unique-local, loopback (tunnels).
 ENDPOINT_PRIVATE = RFC1918 + tuple(
-    ipaddress.ip_network(n) for n in ("100.64.0.0/10", "fc00::/7", "127.0.0.0/8", "::1/128")
+    ipaddress.ip_network(n) for n in (CGNAT, "fc00::/7", "127.0.0.0/8", "::1/128")
 )
 # Hetzner allows at most 10 servers in one spread placement group.
 PLACEMENT_GROUP_SIZE = 10
@@ -281,7 +291,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         p.add(key(name), f"unknown setting; accepted: {', '.join(key(k) for k in TOP_LEVEL_KEYS)}")
 
     isolation = p.string(key("isolation"), raw.get("isolation"), "vm")
-    if isolation not in ("vm", "sandbox"):
+    if isolation not in ISOLATIONS:
         p.add(
             key("isolation"),
             f"must be 'vm' (Kata only) or 'sandbox' (Kata where the host has KVM, "
@@ -461,7 +471,13 @@ def _parse_verify(p: _Problems, value: Any) -> VerifySettings:
         archive = (PROJECT_ROOT / archive_rel).resolve()
         if not archive.is_file():
             p.add(key("verify.imageArchive"), f"no such file: {archive}")
-    runs = p.integer(key("verify.coldStartRuns"), obj.get("coldStartRuns"), 5, 3, 21)
+    runs = p.integer(
+        key("verify.coldStartRuns"),
+        obj.get("coldStartRuns"),
+        COLD_START_RUNS_DEFAULT,
+        COLD_START_RUNS_MIN,
+        COLD_START_RUNS_MAX,
+    )
     if runs % 2 == 0:
         p.add(key("verify.coldStartRuns"), f"must be odd so the median is a real run, got {runs}")
     return VerifySettings(image=image, image_archive=archive, cold_start_runs=runs)
@@ -528,8 +544,7 @@ def _parse_hcloud_group(
         p.add(
             gk,
             f"host group {name!r} is on Hetzner Cloud, but functions-runtime:isolation is "
-            "'vm': Hetzner Cloud servers have no /dev/kvm (no nested virtualization on any "
-            "server type), so Kata cannot run there. Adopt KVM-capable dedicated servers "
+            f"'vm': {NO_KVM_ON_CLOUD} (no /dev/kvm on any server type), so Kata cannot run there. Adopt KVM-capable dedicated servers "
             "with source: dedicated, or set functions-runtime:isolation to 'sandbox' to "
             "run gVisor on Cloud servers",
         )

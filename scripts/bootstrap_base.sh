@@ -2,11 +2,11 @@
 # Base OS for a runtime host: apt's update stamp, packages, kernel modules,
 # sshd hardening.
 # Input: $FR_ROOT/base/{packages.txt,modules.conf,sshd.conf,apt-update-stamp.conf} (rendered by
-# components/cloud_init.py, the same source as the cloud-init user-data).
+# components/base_os.py, the same source as the cloud-init user-data).
 # Output (stdout): one JSON line {"changed": [...], "installedPackages": [...],
 # "missingModules": [...]}.
 #
-# A kernel module that does not exist (vhost_vsock on a Hetzner Cloud VM,
+# A kernel module that does not exist (Kata's vsock module on a Hetzner Cloud VM,
 # which has no KVM) is a warning here, not a failure: only Kata needs those
 # modules, and install_runtime.sh / verify_host.sh fail with the real reason
 # (no KVM) when Kata is required.
@@ -14,9 +14,8 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-FR_MODULES_LOAD=${FR_MODULES_LOAD:-/etc/modules-load.d/functions-runtime.conf}
-FR_SSHD_DROP_IN=${FR_SSHD_DROP_IN:-/etc/ssh/sshd_config.d/50-functions-runtime.conf}
-FR_APT_HOOK=${FR_APT_HOOK:-/etc/apt/apt.conf.d/50functions-runtime-update-stamp}
+# Where the base files go: FR_MODULES_LOAD, FR_SSHD_DROP_IN, FR_APT_HOOK
+# (the contract, components/contract.py).
 
 CHANGED=()
 INSTALLED=()
@@ -107,7 +106,7 @@ configure_sshd() {
     # Put the previous drop-in back: a broken config never reaches a reload.
     if [[ -n "$backup" ]]; then cp -p "$backup" "$FR_SSHD_DROP_IN"; else rm -f "$FR_SSHD_DROP_IN"; fi
     fatal "base/sshd.conf to pass 'sshd -t'" "sshd -t said: $check (the previous drop-in was restored)" \
-      "fix SSHD_SETTINGS in components/cloud_init.py"
+      "fix SSHD_SETTINGS in components/base_os.py"
   fi
   # Debian's unit is ssh.service; reload keeps existing sessions (ours too).
   run systemctl reload ssh

@@ -162,10 +162,20 @@ cni_path = "/usr/lib/cni"
 EOF
 }
 
+# choose_runtimes: RUNTIMES, default first, by lib.sh's wanted_runtimes;
+# fatal when the stack's isolation cannot be met on this host.
+choose_runtimes() {
+  wanted_runtimes
+  if runtime_wanted kata && ! kata_usable; then fatal_kata_unusable; fi
+  if ! runtime_wanted kata; then
+    info "Kata not registered: $(kata_unusable_reason); gVisor (runsc) is the runtime"
+  fi
+  RUNTIMES=("${WANTED_RUNTIMES[@]}")
+}
+
 configure_docker() {
-  local work default list
-  list=$(runtimes_to_register) # fatal when ISOLATION cannot be met
-  mapfile -t RUNTIMES <<<"$list"
+  local work default
+  choose_runtimes
   default=${RUNTIMES[0]}
   if [[ " ${RUNTIMES[*]} " == *" runsc "* ]]; then choose_runsc_network; fi
   make_work_dir work

@@ -29,10 +29,10 @@ FR_FIREWALL_UNIT=${FR_FIREWALL_UNIT:-/etc/systemd/system/functions-runtime-firew
 readonly NFT_TABLE="functions_runtime"
 # Where Docker puts containers: the default bridge and user-defined networks.
 readonly CONTAINER_BRIDGES='"docker0", "br-*"'
-readonly BLOCKED_FROM_CONTAINERS_V4="169.254.0.0/16, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10"
-readonly BLOCKED_FROM_CONTAINERS_V6="fc00::/7, fe80::/10"
-# The cloud metadata service (Hetzner and most clouds).
-readonly METADATA_ADDRESS="169.254.169.254"
+# What containers never reach, and the cloud metadata service (contract).
+readonly BLOCKED_FROM_CONTAINERS_V4=$FR_CONTAINER_BLOCKED_V4
+readonly BLOCKED_FROM_CONTAINERS_V6=$FR_CONTAINER_BLOCKED_V6
+readonly METADATA_ADDRESS=$FR_METADATA_ADDRESS
 
 CHANGED=()
 

@@ -2,7 +2,7 @@
 # Install the container runtimes: Debian packages (Docker Engine, containerd,
 # runc, gVisor, CNI plugins), Kata Containers from the pinned release archive
 # when this host can run it, and nerdctl from its pinned release archive.
-# Input: ISOLATION, KATA_HYPERVISOR, ARTIFACT_MIRROR (docs/host-contract.md).
+# Input: ISOLATION, ARTIFACT_MIRROR (docs/host-contract.md).
 # Output (stdout): one JSON line
 #   {"changed": [...], "installedPackages": [...], "kata": "installed|present|skipped-no-kvm",
 #    "nerdctl": "installed|present"}
@@ -127,11 +127,18 @@ unpack_kata() {
       "a different layout" "pin a Kata 3.x static release (4.1+ moved the Go shim to kata-go-static)"
 }
 
+# require_kvm_if_kata_wanted: a vm stack fails here, before any download,
+# on a host without KVM.
+require_kvm_if_kata_wanted() {
+  wanted_runtimes --before-install
+  if runtime_wanted kata && ! has_kvm; then fatal_isolation_unmet; fi
+}
+
 install_kata() {
-  local plan version work archive
-  plan=$(kata_plan)
+  local version work archive
   version=$(catalog_field kata version)
-  if [[ "$plan" == skip-no-kvm ]]; then
+  wanted_runtimes --before-install
+  if ! runtime_wanted kata; then
     info "Kata not installed: $(kvm_missing_reason); ISOLATION=sandbox, so gVisor (runsc) is the runtime"
     KATA_STATUS=skipped-no-kvm
     return 0
@@ -186,9 +193,7 @@ print_result() {
 
 main() {
   require_root
-  require_isolation
-  require_kata_hypervisor
-  kata_plan >/dev/null # fail before any download when isolation cannot be met
+  require_kvm_if_kata_wanted
   install_runtime_packages
   install_kata
   install_nerdctl

@@ -6,8 +6,19 @@
 # what was found and what to do, then exits non-zero. Nothing here echoes a
 # secret: certificate material arrives on stdin and only ever goes to files.
 
-FR_ROOT=${FR_ROOT:-/opt/functions-runtime}
+# The payload's root: this file lives in $FR_ROOT/scripts.
+FR_ROOT=${FR_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 FR_HOST=${FR_HOST:-$(hostname 2>/dev/null || echo unknown-host)}
+# The facts the program shares with the scripts (components/contract.py):
+# the metadata address, kernel modules, schema names, base-file paths, ...
+FR_CONTRACT=${FR_CONTRACT:-$FR_ROOT/contract/host.env}
+if [[ ! -r "$FR_CONTRACT" ]]; then
+  printf '%s [%s]: FAILED: expected the contract at %s; found no readable file; to fix: re-run the payload step (pulumi up)\n' \
+    "$(basename "${0:-lib.sh}")" "$FR_HOST" "$FR_CONTRACT" >&2
+  exit 1
+fi
+# shellcheck source=/dev/null
+source "$FR_CONTRACT"
 FR_STATE_DIR=${FR_STATE_DIR:-$FR_ROOT/state}
 FR_CATALOG=${FR_CATALOG:-$FR_ROOT/catalog/artifacts.tsv}
 # Downloads land here first (disk, not tmpfs: the Kata archive is ~1.5 GB).
@@ -144,20 +155,23 @@ require_root() {
     fatal "to run as root" "uid $(id -u)" "run it over SSH as root, as the program does"
 }
 
+# one_of VALUE WORDS: VALUE is one of the space-separated WORDS.
+one_of() {
+  local value=$1 word
+  for word in $2; do [[ "$value" == "$word" ]] && return 0; done
+  return 1
+}
+
 require_isolation() {
-  case "${ISOLATION:-}" in
-    vm | sandbox) ;;
-    *) fatal "ISOLATION to be vm or sandbox" "'${ISOLATION:-}'" \
-      "set functions-runtime:isolation to vm or sandbox" ;;
-  esac
+  one_of "${ISOLATION:-}" "$FR_ISOLATIONS" ||
+    fatal "ISOLATION to be one of: $FR_ISOLATIONS" "'${ISOLATION:-}'" \
+      "set functions-runtime:isolation to one of: $FR_ISOLATIONS"
 }
 
 require_kata_hypervisor() {
-  case "${KATA_HYPERVISOR:-}" in
-    qemu | clh) ;;
-    *) fatal "KATA_HYPERVISOR to be qemu or clh" "'${KATA_HYPERVISOR:-}'" \
-      "set the stack's Kata hypervisor to qemu or clh" ;;
-  esac
+  one_of "${KATA_HYPERVISOR:-}" "$FR_KATA_HYPERVISORS" ||
+    fatal "KATA_HYPERVISOR to be one of: $FR_KATA_HYPERVISORS" "'${KATA_HYPERVISOR:-}'" \
+      "set functions-runtime:kata.hypervisor to one of: $FR_KATA_HYPERVISORS"
 }
 
 # ---------------------------------------------------------------- catalog
@@ -318,7 +332,7 @@ recover_interrupted_dpkg() {
 # Cloud server, bootstrap_base.sh everywhere) makes apt touch this file after
 # every successful `apt-get update`, whoever ran it: cloud-init's
 # package_update minutes before the install step, an operator, these scripts.
-FR_APT_UPDATE_STAMP=${FR_APT_UPDATE_STAMP:-/var/lib/apt/periodic/functions-runtime-update-success}
+# The stamp's path is FR_APT_UPDATE_STAMP, from the contract.
 FR_APT_SOURCES=${FR_APT_SOURCES:-/etc/apt/sources.list /etc/apt/sources.list.d}
 # Package lists younger than this are installed from as they are (an update
 # costs seconds on a server, ~40 s in the TCG lab). A package that moved on
@@ -405,25 +419,13 @@ kvm_missing_reason() {
   fi
 }
 
+# The words of every "no KVM" failure (install, configure, verify).
+readonly FR_NO_KVM_TODO="Kata needs a dedicated (Robot) server or any KVM-capable machine; or set functions-runtime:isolation to sandbox to use gVisor"
+no_kvm_found() { printf '%s: %s' "$(kvm_missing_reason)" "$FR_NO_KVM_ON_CLOUD"; }
+
 # fatal_isolation_unmet: ISOLATION=vm on a host without usable KVM.
 fatal_isolation_unmet() {
-  fatal "KVM for Kata Containers (functions-runtime:isolation is vm)" \
-    "$(kvm_missing_reason): Hetzner Cloud servers have no nested virtualization" \
-    "Kata needs a dedicated (Robot) server or any KVM-capable machine; or set functions-runtime:isolation to sandbox to use gVisor" \
-    "${1:-1}"
-}
-
-# kata_plan: what to do about Kata on this host: "install" or "skip-no-kvm".
-# Fatal when ISOLATION=vm and KVM is not usable.
-kata_plan() {
-  require_isolation
-  if has_kvm; then
-    echo install
-  elif [[ "$ISOLATION" == vm ]]; then
-    fatal_isolation_unmet
-  else
-    echo skip-no-kvm
-  fi
+  fatal "KVM for Kata Containers (functions-runtime:isolation is vm)" "$(no_kvm_found)" "$FR_NO_KVM_TODO" "${1:-1}"
 }
 
 FR_KATA_DIR=${FR_KATA_DIR:-/opt/kata}
@@ -468,24 +470,30 @@ fatal_kata_unusable() {
     "${1:-1}"
 }
 
-# runtimes_to_register: the Docker runtimes for this host, default first.
-# vm: Kata only (fatal when it is not usable). sandbox: Kata when usable,
-# then gVisor; when Kata is not usable the reason is logged.
-runtimes_to_register() {
+# ---------------------------------------------------------------- which runtimes
+
+# The one rule for which runtimes a host offers, default first:
+#   vm:      Kata, always (a host that cannot run it fails, never degrades);
+#   sandbox: Kata where it can run here, then gVisor (runsc).
+# "Can run here" has two answers, by stage: before Kata is installed only
+# KVM can be asked (`--before-install`); once it is, `kata-runtime check`
+# decides (kata_usable). Sets WANTED_RUNTIMES.
+WANTED_RUNTIMES=()
+wanted_runtimes() {
+  local kata_here
   require_isolation
-  local runtimes=()
-  if kata_usable; then
-    runtimes+=(kata)
-  elif [[ "$ISOLATION" == vm ]]; then
-    fatal_kata_unusable
+  if [[ "${1:-}" == --before-install ]]; then
+    has_kvm && kata_here=1 || kata_here=0
   else
-    info "Kata not registered: $(kata_unusable_reason); gVisor (runsc) is the runtime"
+    kata_usable && kata_here=1 || kata_here=0
   fi
-  if [[ "$ISOLATION" == sandbox ]]; then
-    runtimes+=(runsc)
-  fi
-  printf '%s\n' "${runtimes[@]}"
+  WANTED_RUNTIMES=()
+  if [[ "$ISOLATION" == vm ]] || ((kata_here)); then WANTED_RUNTIMES+=(kata); fi
+  if [[ "$ISOLATION" == sandbox ]]; then WANTED_RUNTIMES+=(runsc); fi
+  return 0
 }
+
+runtime_wanted() { one_of "$1" "${WANTED_RUNTIMES[*]}"; }
 
 # ---------------------------------------------------------------- PEM input
 

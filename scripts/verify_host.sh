@@ -16,16 +16,16 @@
 # exit code. The report (docs/host-contract.md) is ALWAYS printed on stdout.
 #
 # Input: FR_HOST, ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT,
-# VERIFY_IMAGE, VERIFY_IMAGE_ARCHIVE, COLD_START_RUNS, METADATA_ADDRESS,
-# SSH_PORT (default 22); on stdin the CA certificate, the verify-client
+# VERIFY_IMAGE, VERIFY_IMAGE_ARCHIVE, COLD_START_RUNS, SSH_PORT (default 22);
+# the metadata address and the other shared facts from the contract; on stdin the CA certificate, the verify-client
 # certificate and key (PEM, in that order), kept in a private temporary
 # directory removed on exit.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-readonly REPORT_SCHEMA="functions-runtime/verify@1"
-readonly BUSYBOX_IMAGE="functions-runtime/verify:busybox"
+readonly REPORT_SCHEMA=$FR_VERIFY_SCHEMA
+readonly BUSYBOX_IMAGE=$FR_BUSYBOX_VERIFY_IMAGE
 readonly BUSYBOX_APPLETS=(sh uname wget nc true)
 FR_BUSYBOX=${FR_BUSYBOX:-/usr/bin/busybox}
 FR_DOCKER_SOCKET=${FR_DOCKER_SOCKET:-/run/docker.sock}
@@ -163,10 +163,12 @@ finish_report() {
 read_inputs() {
   local work
   CURRENT_CHECK=inputs
-  require_var PRIVATE_ADDRESS ENDPOINT_PORT VERIFY_IMAGE COLD_START_RUNS METADATA_ADDRESS
+  require_var PRIVATE_ADDRESS ENDPOINT_PORT VERIFY_IMAGE COLD_START_RUNS
   require_isolation
-  if ! [[ "$COLD_START_RUNS" =~ ^[0-9]+$ ]] || ((COLD_START_RUNS < 3 || COLD_START_RUNS % 2 == 0)); then
-    fatal "COLD_START_RUNS to be an odd number >= 3" "'$COLD_START_RUNS'" "set the stack's cold-start runs to 3, 5, ..." "$EXIT_INPUTS"
+  if ! [[ "$COLD_START_RUNS" =~ ^[0-9]+$ ]] || ((COLD_START_RUNS < FR_COLD_START_RUNS_MIN ||
+    COLD_START_RUNS > FR_COLD_START_RUNS_MAX || COLD_START_RUNS % 2 == 0)); then
+    fatal "COLD_START_RUNS to be an odd number from $FR_COLD_START_RUNS_MIN to $FR_COLD_START_RUNS_MAX" \
+      "'$COLD_START_RUNS'" "set functions-runtime:verify.coldStartRuns to an odd number in that range" "$EXIT_INPUTS"
   fi
   SSH_PORT=${SSH_PORT:-22}
   make_secret_dir work
@@ -176,15 +178,6 @@ read_inputs() {
   # The docker CLI must not read or write root's ~/.docker.
   export DOCKER_CONFIG="$work/docker-config"
   mkdir -p "$DOCKER_CONFIG"
-}
-
-# set_wanted_runtimes: what this host must verify, default first, in WANTED
-# (the rule configure_runtime.sh registers by, lib.sh kata_usable; with
-# ISOLATION=vm Kata is always wanted, so an unusable Kata fails its preflight).
-set_wanted_runtimes() {
-  WANTED=()
-  if [[ "$ISOLATION" == vm ]] || kata_usable; then WANTED+=(kata); fi
-  if [[ "$ISOLATION" == sandbox ]]; then WANTED+=(runsc); fi
 }
 
 # ---------------------------------------------------------------- helpers
@@ -255,13 +248,12 @@ check_preflight_kata() {
   CURRENT_CHECK=$name
   if ! has_kvm; then
     fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "KVM for Kata Containers (functions-runtime:isolation is $ISOLATION)" \
-      "$(kvm_missing_reason): Hetzner Cloud servers have no nested virtualization" \
-      "Kata needs a dedicated (Robot) server or any KVM-capable machine; or set functions-runtime:isolation to sandbox to use gVisor"
+      "$(no_kvm_found)" "$FR_NO_KVM_TODO"
   fi
   kata_installed ||
     fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "Kata $(catalog_field kata version) installed in $FR_KATA_DIR" \
       "no matching install marker or shim" "re-run the install step (scripts/install_runtime.sh)"
-  for module in vhost_vsock vhost_net; do
+  for module in $FR_KERNEL_MODULES; do
     module_loaded "$module" ||
       fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "kernel module $module loaded" "it is not" \
         "run 'modprobe $module' on the host and check base/modules.conf"
@@ -438,7 +430,7 @@ check_unreachable() {
 # from one container; the others are recorded as skipped, never as passed.
 check_isolation() {
   local rt=$1 spec target addr port probe_out="" reaches=() probed=() i=0
-  local specs=("metadata $METADATA_ADDRESS 80" "host-endpoint $PRIVATE_ADDRESS $ENDPOINT_PORT"
+  local specs=("metadata $FR_METADATA_ADDRESS 80" "host-endpoint $PRIVATE_ADDRESS $ENDPOINT_PORT"
     "host-ssh $PRIVATE_ADDRESS $SSH_PORT")
   for spec in "${specs[@]}"; do
     read -r target addr port <<<"$spec"
@@ -482,7 +474,10 @@ verify_runtimes() {
 main() {
   add_exit_hook finish_report
   read_inputs
-  set_wanted_runtimes
+  # lib.sh's wanted_runtimes, the rule configure registered by; with
+  # ISOLATION=vm Kata is always wanted, so an unusable Kata fails its preflight.
+  wanted_runtimes
+  WANTED=("${WANTED_RUNTIMES[@]}")
   DEFAULT_RUNTIME=${WANTED[0]}
   if [[ " ${WANTED[*]} " == *" kata "* ]]; then
     check_preflight_kata

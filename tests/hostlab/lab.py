@@ -478,7 +478,7 @@ def lab_up(
     ssh_port: int = LAB_SSH_PORT, endpoint_port: int = LAB_ENDPOINT_PORT, state_dir: Path | None = None
 ) -> int:
     """Boot the lab guest in the background for `pulumi up -s lab`."""
-    from components.cloud_init import render_user_data
+    from components.base_os import render_user_data
     from tests.hostlab.image import ensure_guest_image
     from tests.hostlab.vm import GuestVM
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from components.contract import CONTRACT_ENV, render_contract_env
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
@@ -140,11 +142,20 @@ def http_server(tmp_path):
         proc.wait(timeout=10)
 
 
+def write_contract(root: Path) -> Path:
+    """The contract env file as the payload step puts it under FR_ROOT."""
+    path = root / CONTRACT_ENV
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_contract_env())
+    return path
+
+
 @pytest.fixture
 def fr_env(tmp_path):
     """FR_* variables pointing every path the scripts write into tmp_path."""
     root = tmp_path / "fr"
     (root / "state").mkdir(parents=True)
+    write_contract(root)
     cpuinfo = tmp_path / "cpuinfo-novmx"
     cpuinfo.write_text("flags\t\t: fpu sse2 hypervisor\n")
     return {

@@ -49,7 +49,7 @@ def daemon_json(fr_env, tmp_path, isolation="sandbox", kvm=False, kata=False):
         "FR_DOCKER_DIR": str(tmp_path / "docker"),
     }
     r = run_bash(
-        'list=$(runtimes_to_register); mapfile -t rts <<<"$list"; render_daemon_json "${rts[0]}" "${rts[@]}"',
+        'choose_runtimes; render_daemon_json "${RUNTIMES[0]}" "${RUNTIMES[@]}"',
         env,
         script="configure_runtime.sh",
     )

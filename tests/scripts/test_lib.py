@@ -124,17 +124,32 @@ def test_has_kvm(env, tmp_path, device, flags, expected):
 
 
 @pytest.mark.parametrize(
-    ("isolation", "kvm", "rc", "plan"),
+    ("isolation", "kvm", "expected"),
     [
-        ("vm", True, 0, "install"),
-        ("sandbox", True, 0, "install"),
-        ("sandbox", False, 0, "skip-no-kvm"),
-        ("vm", False, 1, ""),
+        ("vm", True, ["kata"]),
+        ("sandbox", True, ["kata", "runsc"]),
+        ("sandbox", False, ["runsc"]),
+        # Wanted all the same: the install step then fails with the reason.
+        ("vm", False, ["kata"]),
     ],
 )
-def test_kata_plan(env, tmp_path, isolation, kvm, rc, plan):
-    r = run_bash("kata_plan", {**env, **kvm_env(tmp_path, kvm), "ISOLATION": isolation})
-    assert (r.rc, r.stdout.strip()) == (rc, plan)
+def test_wanted_runtimes_before_install_asks_kvm_only(env, tmp_path, isolation, kvm, expected):
+    r = run_bash(
+        'wanted_runtimes --before-install; echo "${WANTED_RUNTIMES[@]}"',
+        {**env, **kvm_env(tmp_path, kvm), "ISOLATION": isolation},
+    )
+    assert r.rc == 0, r.stderr
+    assert r.stdout.split() == expected
+
+
+@pytest.mark.parametrize(("isolation", "kvm", "rc"), [("vm", True, 0), ("sandbox", False, 0), ("vm", False, 1)])
+def test_install_fails_a_vm_stack_without_kvm_before_any_download(env, tmp_path, isolation, kvm, rc):
+    r = run_bash(
+        "require_kvm_if_kata_wanted",
+        {**env, **kvm_env(tmp_path, kvm), "ISOLATION": isolation},
+        script="install_runtime.sh",
+    )
+    assert r.rc == rc, r.stderr
     if rc:
         line = r.stderr.strip()
         assert "test-host-1" in line
@@ -167,17 +182,25 @@ def install_fake_kata(tmp_path, check_passes: bool = True) -> None:
         ("vm", True, True, ["kata"]),
     ],
 )
-def test_runtimes_to_register(env, tmp_path, isolation, kvm, kata_installed, expected):
+def test_configure_registers_the_wanted_runtimes(env, tmp_path, isolation, kvm, kata_installed, expected):
     if kata_installed:
         install_fake_kata(tmp_path)
-    r = run_bash("runtimes_to_register", {**env, **kvm_env(tmp_path, kvm), "ISOLATION": isolation})
+    r = run_bash(
+        'choose_runtimes; echo "${RUNTIMES[@]}"',
+        {**env, **kvm_env(tmp_path, kvm), "ISOLATION": isolation},
+        script="configure_runtime.sh",
+    )
     assert r.rc == 0, r.stderr
     assert r.stdout.split() == expected
 
 
 def test_kata_failing_its_check_falls_back_to_runsc_with_the_reason(env, tmp_path):
     install_fake_kata(tmp_path, check_passes=False)
-    r = run_bash("runtimes_to_register", {**env, **kvm_env(tmp_path, True), "ISOLATION": "sandbox"})
+    r = run_bash(
+        'choose_runtimes; echo "${RUNTIMES[@]}"',
+        {**env, **kvm_env(tmp_path, True), "ISOLATION": "sandbox"},
+        script="configure_runtime.sh",
+    )
     assert r.rc == 0, r.stderr
     assert r.stdout.split() == ["runsc"]
     assert "Kata not registered: 'kata-runtime check' failed: ERROR: kvm is not usable (nested)" in r.stderr
@@ -185,7 +208,7 @@ def test_kata_failing_its_check_falls_back_to_runsc_with_the_reason(env, tmp_pat
 
 def test_kata_failing_its_check_fails_isolation_vm_with_the_checks_message(env, tmp_path):
     install_fake_kata(tmp_path, check_passes=False)
-    r = run_bash("runtimes_to_register", {**env, **kvm_env(tmp_path, True), "ISOLATION": "vm"})
+    r = run_bash("choose_runtimes", {**env, **kvm_env(tmp_path, True), "ISOLATION": "vm"}, script="configure_runtime.sh")
     assert r.rc != 0
     line = r.stderr.strip().splitlines()[-1]
     assert "FAILED on host test-host-1" in line
@@ -206,8 +229,8 @@ def test_dpkg_recovery_runs_only_after_an_interrupted_run(env, tmp_path):
     assert "--configure -a" in r.stderr
 
 
-def test_runtimes_to_register_vm_without_kata_fails(env, tmp_path):
-    r = run_bash("runtimes_to_register", {**env, "ISOLATION": "vm"})
+def test_configure_fails_a_vm_stack_without_kvm(env, tmp_path):
+    r = run_bash("choose_runtimes", {**env, "ISOLATION": "vm"}, script="configure_runtime.sh")
     assert r.rc != 0 and "no nested virtualization" in r.stderr
 
 

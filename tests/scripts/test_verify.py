@@ -66,7 +66,6 @@ def base_env(fr_env, tmp_path):
         "VERIFY_IMAGE": "functions-runtime/verify:busybox",
         "VERIFY_IMAGE_ARCHIVE": "",
         "COLD_START_RUNS": "3",
-        "METADATA_ADDRESS": "169.254.169.254",
     }
 
 
@@ -206,7 +205,7 @@ def test_one_probe_container_for_the_targets_the_host_reaches(base_env, tmp_path
         f'run_in() {{ echo "$1" >> {calls}; shift; "$@"; }}; '
         "check_isolation runsc"
     )
-    env = {**base_env, "METADATA_ADDRESS": "169.254.169.254", "PRIVATE_ADDRESS": "10.0.0.2",
+    env = {**base_env, "PRIVATE_ADDRESS": "10.0.0.2",
            "ENDPOINT_PORT": "2376", "SSH_PORT": "22"}
     r = run_bash(snippet, env, script="verify_host.sh")
     assert calls.read_text().splitlines() == ["runsc"], "expected exactly one probe container"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from components.base_os import BASE_PACKAGES, render_base_files
 from components.catalog import CatalogError, load_catalog, parse_catalog
-from components.cloud_init import BASE_PACKAGES, render_base_files
 from components.payload import SCRIPTS_DIR, build_payload
 from components.settings import PROJECT_ROOT
 
@@ -86,16 +86,18 @@ def test_missing_catalog_file_names_the_path(tmp_path: Path):
         load_catalog(tmp_path / "nope.tsv")
 
 
-def test_scripts_default_to_the_apt_hook_and_stamp_paths_the_program_renders():
+def test_scripts_read_the_apt_hook_and_stamp_paths_from_the_contract(tmp_path):
     """cloud-init writes the hook from Python; lib.sh and bootstrap_base.sh
-    read their own defaults: one path each, in both languages."""
-    from components.cloud_init import APT_HOOK, APT_UPDATE_STAMP
+    read the same paths from the payload's contract file: one definition."""
+    from components.contract import APT_HOOK, APT_UPDATE_STAMP
+    from tests.scripts.helpers import write_contract
 
+    write_contract(tmp_path)
     scripts = Path(__file__).resolve().parents[2] / "scripts"
     out = subprocess.run(
         ["bash", "-c", 'source "$1"; printf "%s\\n%s\\n" "$FR_APT_UPDATE_STAMP" "$FR_APT_HOOK"', "bash",
          str(scripts / "bootstrap_base.sh")],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True,
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "FR_ROOT": str(tmp_path)}, check=True,
     ).stdout.splitlines()
     assert out == [APT_UPDATE_STAMP, APT_HOOK]
     assert f'"touch {APT_UPDATE_STAMP} || true"' in render_base_files().apt_hook

@@ -30,6 +30,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.scripts.helpers import write_contract
 from tests.support.program import ProgramRun, config_from_stack_file, is_secret, run_program, unwrap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,7 +221,14 @@ def assert_key_not_printed(proc: subprocess.CompletedProcess[str], key: str) -> 
 def dirs(tmp_path: Path) -> dict[str, str]:
     work = tmp_path / "work"
     work.mkdir()
-    return {"FR_DOCKER_DIR": str(tmp_path / "docker"), "FR_WORK_BASE": str(work), "FR_SECRET_BASE": str(work)}
+    root = tmp_path / "fr"
+    write_contract(root)
+    return {
+        "FR_ROOT": str(root),
+        "FR_DOCKER_DIR": str(tmp_path / "docker"),
+        "FR_WORK_BASE": str(work),
+        "FR_SECRET_BASE": str(work),
+    }
 
 
 def test_configure_installs_the_server_key_without_printing_it(dirs):
@@ -266,7 +274,6 @@ def test_verify_reads_its_client_key_without_printing_it_and_removes_it(dirs):
         "ENDPOINT_PORT": "2376",
         "VERIFY_IMAGE": "functions-runtime/verify:busybox",
         "COLD_START_RUNS": "3",
-        "METADATA_ADDRESS": "169.254.169.254",
         "ISOLATION": "sandbox",
     }
     snippet = 'read_inputs; test "$(cat "$CERTS/key.pem")" = "$(printf %s "$EXPECTED")" && echo parsed'
@@ -284,7 +291,6 @@ def test_verify_refusal_does_not_print_the_key(dirs):
         "ENDPOINT_PORT": "2376",
         "VERIFY_IMAGE": "functions-runtime/verify:busybox",
         "COLD_START_RUNS": "3",
-        "METADATA_ADDRESS": "169.254.169.254",
         "ISOLATION": "sandbox",
     }
     proc = run_sourced("verify_host.sh", "read_inputs", env, key + throwaway_cert("C") * 2)

@@ -1,4 +1,4 @@
-"""The base OS configuration: one source, two deliveries.
+"""The base OS of every host: one source, two deliveries.
 
 Hetzner Cloud servers receive it as cloud-init user-data on first boot;
 every host (dedicated ones never see cloud-init) receives the same files
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import yaml
 
+from components.contract import APT_HOOK, APT_UPDATE_STAMP, KERNEL_MODULES, MODULES_LOAD, SSHD_DROP_IN
+
 # What the scripts and the verify step need on a bare Debian 13 image.
 BASE_PACKAGES = (
     "ca-certificates",
@@ -28,9 +30,6 @@ BASE_PACKAGES = (
     "python3",
     "iproute2",
 )
-# Kata's vsock transport and vhost networking. Absent on Cloud VMs without
-# KVM support; bootstrap_base.sh warns there instead of failing.
-KERNEL_MODULES = ("vhost_vsock", "vhost_net")
 SSHD_SETTINGS = (
     ("PasswordAuthentication", "no"),
     ("KbdInteractiveAuthentication", "no"),
@@ -41,14 +40,6 @@ SSHD_SETTINGS = (
     ("MaxAuthTries", "3"),
     ("LoginGraceTime", "30"),
 )
-SSHD_DROP_IN = "/etc/ssh/sshd_config.d/50-functions-runtime.conf"
-MODULES_LOAD = "/etc/modules-load.d/functions-runtime.conf"
-# apt touches the stamp after every successful `apt-get update` (cloud-init's
-# package_update included), so the install step can tell fresh package lists
-# from stale ones and skip a redundant update (scripts/lib.sh, apt_lists_fresh,
-# reads the same stamp path).
-APT_HOOK = "/etc/apt/apt.conf.d/50functions-runtime-update-stamp"
-APT_UPDATE_STAMP = "/var/lib/apt/periodic/functions-runtime-update-success"
 
 
 @dataclass(frozen=True)
@@ -62,13 +53,13 @@ class BaseFiles:
 
 
 def render_base_files() -> BaseFiles:
-    header = "# Managed by functions-runtime (components/cloud_init.py); edits are overwritten.\n"
+    header = "# Managed by functions-runtime (components/base_os.py); edits are overwritten.\n"
     return BaseFiles(
         packages="".join(f"{p}\n" for p in BASE_PACKAGES),
         modules=header + "".join(f"{m}\n" for m in KERNEL_MODULES),
         sshd=header + "".join(f"{k} {v}\n" for k, v in SSHD_SETTINGS),
         apt_hook=(
-            "// Managed by functions-runtime (components/cloud_init.py); edits are overwritten.\n"
+            "// Managed by functions-runtime (components/base_os.py); edits are overwritten.\n"
             f'APT::Update::Post-Invoke-Success {{ "touch {APT_UPDATE_STAMP} || true"; }};\n'
         ),
     )
