@@ -30,7 +30,9 @@ KERNEL_MODULES = ("vhost_vsock", "vhost_net")
 RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 CGNAT = "100.64.0.0/10"
 CONTAINER_BLOCKED_V4 = ("169.254.0.0/16", *RFC1918, CGNAT)
-CONTAINER_BLOCKED_V6 = ("fc00::/7", "fe80::/10")
+IPV6_ULA = "fc00::/7"
+IPV6_LINK_LOCAL = "fe80::/10"
+CONTAINER_BLOCKED_V6 = (IPV6_ULA, IPV6_LINK_LOCAL)
 
 # Why a Hetzner Cloud host can never run Kata; the same words in every message.
 NO_KVM_ON_CLOUD = "Hetzner Cloud servers have no nested virtualization"
@@ -73,6 +75,7 @@ def host_facts() -> tuple[HostFact, ...]:
         HostFact("FR_KERNEL_MODULES", " ".join(KERNEL_MODULES)),
         HostFact("FR_CONTAINER_BLOCKED_V4", ", ".join(CONTAINER_BLOCKED_V4)),
         HostFact("FR_CONTAINER_BLOCKED_V6", ", ".join(CONTAINER_BLOCKED_V6)),
+        HostFact("FR_IPV6_LINK_LOCAL", IPV6_LINK_LOCAL),
         HostFact("FR_NO_KVM_ON_CLOUD", NO_KVM_ON_CLOUD),
         HostFact("FR_VERIFY_SCHEMA", VERIFY_SCHEMA),
         HostFact("FR_BUSYBOX_VERIFY_IMAGE", BUSYBOX_VERIFY_IMAGE),

@@ -208,7 +208,7 @@ def _assignments(env: Mapping[str, str]) -> str:
 
 
 def script_command(script: str, env: Mapping[str, str]) -> str:
-    """`VAR=value ... bash /opt/functions-runtime/scripts/<script>`.
+    """`VAR=value ... bash $FR_ROOT/scripts/<script>`, with FR_ROOT spelled out.
 
     Variables are inlined because Debian's sshd accepts only LANG and LC_*
     through SSH `SetEnv`; values are shell-quoted and never secret (secrets

@@ -25,6 +25,7 @@ from components.contract import (
     COLD_START_RUNS_DEFAULT,
     COLD_START_RUNS_MAX,
     COLD_START_RUNS_MIN,
+    IPV6_ULA,
     ISOLATIONS,
     KATA_HYPERVISORS,
     NO_KVM_ON_CLOUD,
@@ -64,7 +65,7 @@ RFC1918 = tuple(ipaddress.ip_network(n) for n in RFC1918_RANGES)
 # Where a functions service may call the endpoint from without an opt-in:
 # RFC 1918, carrier-grade NAT, IPv6 unique-local, loopback (tunnels).
 ENDPOINT_PRIVATE = RFC1918 + tuple(
-    ipaddress.ip_network(n) for n in (CGNAT, "fc00::/7", "127.0.0.0/8", "::1/128")
+    ipaddress.ip_network(n) for n in (CGNAT, IPV6_ULA, "127.0.0.0/8", "::1/128")
 )
 # Hetzner allows at most 10 servers in one spread placement group.
 PLACEMENT_GROUP_SIZE = 10
@@ -361,7 +362,7 @@ def _parse_network(p: _Problems, value: Any) -> NetworkSettings:
             p.add(
                 key("network.ipRange"),
                 f"{ip_range} overlaps Docker's default bridge {DOCKER_DEFAULT_BRIDGE}; "
-                "pick a range in 10.0.0.0/8 or 192.168.0.0/16",
+                f"pick a range in {RFC1918_RANGES[0]} or {RFC1918_RANGES[2]}",
             )
     if range_net is not None and subnet_net is not None:
         if subnet_net.version != range_net.version or not subnet_net.subnet_of(range_net):  # type: ignore[arg-type]

@@ -149,7 +149,7 @@ EOF
     icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query } accept
     # DHCP replies (Hetzner Cloud and the hostlab configure addresses by DHCP).
     udp sport 67 udp dport 68 accept
-    ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept
+    ip6 saddr $FR_IPV6_LINK_LOCAL udp sport 547 udp dport 546 accept
     ip saddr @admin_v4 tcp dport $SSH_PORT accept
     ip6 saddr @admin_v6 tcp dport $SSH_PORT accept
     ip saddr @endpoint_v4 tcp dport $ENDPOINT_PORT accept
