@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from docker.errors import DockerException
 
 from components.endpoint import (
     ENDPOINT_SCHEMA,
@@ -170,7 +171,7 @@ def test_docker_client_uses_mutual_tls_and_removes_its_key_files():
 def test_docker_client_cleans_up_when_the_daemon_cannot_be_asked(tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     endpoint = read_endpoint(endpoint_doc())
-    with pytest.raises(Exception, match="Connection refused|Error while fetching"):
+    with pytest.raises(DockerException, match="Connection refused|Error while fetching"):
         docker_client(
             endpoint, read_client_tls(build_client_tls(CA, CERT, KEY)), base_url="tcp://127.0.0.1:1", version="auto"
         )

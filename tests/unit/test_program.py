@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from components.endpoint import read_endpoint
+from components.endpoint import VerificationFailed, read_endpoint
+from components.settings import SettingsError
 from tests.support.program import (
     ProgramRun,
     Registration,
@@ -217,13 +218,14 @@ def test_failing_verify_stops_the_update_naming_host_and_check():
             return json.dumps(report)
         return "{}"
 
-    with pytest.raises(Exception) as err:
+    with pytest.raises(VerificationFailed) as err:
         run_program(DEV, stack="dev", command_stdout=failing)
+    assert err.value.host == "cloud-1" and err.value.check == "sandbox-metadata-blocked"
     assert "host cloud-1" in str(err.value) and "sandbox-metadata-blocked" in str(err.value)
 
 
 def test_verify_output_that_is_not_a_report_fails_naming_the_host():
-    with pytest.raises(Exception, match="host cloud-1: verification failed at 'report'"):
+    with pytest.raises(VerificationFailed, match="host cloud-1: verification failed at 'report'"):
         run_program(DEV, stack="dev", command_stdout=lambda name, inputs: "Segmentation fault")
 
 
@@ -231,7 +233,7 @@ def test_bad_config_fails_before_any_resource_is_registered():
     cfg = dict(DEV)
     cfg["functions-runtime:isolation"] = "vm"
     runs: list[ProgramRun] = []
-    with pytest.raises(Exception, match="no nested virtualization") as err:
+    with pytest.raises(SettingsError, match="no nested virtualization") as err:
         runs.append(run_program(cfg, stack="dev"))
     assert "functions-runtime:hosts[0]" in str(err.value)
 
