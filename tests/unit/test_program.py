@@ -218,9 +218,13 @@ def test_failing_verify_stops_the_update_naming_host_and_check():
             return json.dumps(report)
         return "{}"
 
+    registered: list[Registration] = []
     with pytest.raises(VerificationFailed) as err:
-        run_program(DEV, stack="dev", command_stdout=failing)
+        run_program(DEV, stack="dev", command_stdout=failing, registrations=registered)
     assert err.value.host == "cloud-1" and err.value.check == "sandbox-metadata-blocked"
+    # A failure after the resources: what was registered is still recorded
+    # (the control for the bad-config test's empty list).
+    assert "cloud-1-verify" in {r.name for r in registered}
     assert "host cloud-1" in str(err.value) and "sandbox-metadata-blocked" in str(err.value)
 
 
@@ -232,10 +236,11 @@ def test_verify_output_that_is_not_a_report_fails_naming_the_host():
 def test_bad_config_fails_before_any_resource_is_registered():
     cfg = dict(DEV)
     cfg["functions-runtime:isolation"] = "vm"
-    runs: list[ProgramRun] = []
+    registered: list[Registration] = []
     with pytest.raises(SettingsError, match="no nested virtualization") as err:
-        runs.append(run_program(cfg, stack="dev"))
+        run_program(cfg, stack="dev", registrations=registered)
     assert "functions-runtime:hosts[0]" in str(err.value)
+    assert registered == [], f"registered before the settings error: {[r.urn for r in registered]}"
 
 
 def test_two_runs_register_identical_inputs_and_triggers():
