@@ -290,6 +290,7 @@ class RuntimeHost(pulumi.ComponentResource):
                     port=s.endpoint.port,
                 ),
                 vals[0],
+                s.isolation,
             )
         )
         self.register_outputs(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from components.endpoint import VerificationFailed, read_endpoint
+from components.endpoint import EndpointRefused, VerificationFailed, read_endpoint
 from components.settings import SettingsError
 from tests.support.program import (
     ProgramRun,
@@ -231,6 +231,19 @@ def test_failing_verify_stops_the_update_naming_host_and_check():
 def test_verify_output_that_is_not_a_report_fails_naming_the_host():
     with pytest.raises(VerificationFailed, match="host cloud-1: verification failed at 'report'"):
         run_program(DEV, stack="dev", command_stdout=lambda name, inputs: "Segmentation fault")
+
+
+def test_a_vm_stack_never_exports_a_host_that_verified_only_gvisor():
+    """The producer runs the consumer's reader: a document it would refuse stops the update."""
+    prod = config_from_stack_file(ROOT / "Pulumi.prod.yaml")
+    gvisor_only = lambda name, inputs: (  # noqa: E731
+        passing_report(name.removesuffix("-verify"), runtime="runsc") if name.endswith("-verify") else "{}"
+    )
+    with pytest.raises(EndpointRefused) as err:
+        run_program(prod, stack="prod", command_stdout=gvisor_only)
+    assert err.value.host in {"kvm-1", "kvm-2", "kvm-3"}
+    assert f"host {err.value.host}: not exported" in str(err.value)
+    assert "'sandbox' does not meet the stack's 'vm'" in err.value.problem
 
 
 def test_bad_config_fails_before_any_resource_is_registered():
