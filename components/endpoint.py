@@ -1,7 +1,9 @@
 """The endpoint contract, both sides of it.
 
 Producer side: turn each host's verify report into the `runtimeEndpoint`
-document, refusing any host whose report did not pass. Consumer side: read
+document, refusing any host whose report did not pass, and any entry or
+document the consumer side's reader would refuse (the producer runs that
+reader before anything is exported). Consumer side: read
 the two stack outputs back (from a `StackReference` or from
 `pulumi stack output --json --show-secrets`), validate them, and open a
 docker-py client to a host.
@@ -38,6 +40,21 @@ class VerificationFailed(Exception):
 
 class EndpointError(ValueError):
     """A runtimeEndpoint or runtimeClientTls document does not fit the contract."""
+
+
+class EndpointRefused(Exception):
+    """The program built an endpoint document its own reader refuses; the update must stop.
+
+    `host` names the host whose entry is refused (None for a problem of the
+    document as a whole); `problem` is the reader's message. Not a ValueError
+    (as EndpointError is): Pulumi's SDK rewraps a ValueError raised in an
+    exported output as a generic "While processing input" ValueError.
+    """
+
+    def __init__(self, host: str | None, problem: str) -> None:
+        self.host, self.problem = host, problem
+        subject = f"host {host}" if host is not None else "runtimeEndpoint"
+        super().__init__(f"{subject}: not exported, the endpoint's own reader refuses it: {problem}")
 
 
 # ---------------------------------------------------------------- producer
@@ -93,8 +110,14 @@ class HostFacts:
     port: int
 
 
-def build_endpoint_host(facts: HostFacts, report: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+def build_endpoint_host(facts: HostFacts, report: Mapping[str, Any], isolation: str) -> dict[str, Any]:
+    """A host's entry in `runtimeEndpoint`, or EndpointRefused naming the host.
+
+    `isolation` is the stack's (`vm` | `sandbox`): the entry is checked by the
+    consumer's own per-host reader against it, so a `vm` stack never lists a
+    host whose runtimes are not all `vm`.
+    """
+    entry = {
         "name": facts.name,
         "source": facts.source,
         "dockerHost": f"tcp://{facts.private_address}:{facts.port}",
@@ -116,12 +139,25 @@ def build_endpoint_host(facts: HostFacts, report: Mapping[str, Any]) -> dict[str
         "versions": dict(report.get("versions") or {}),
         "hostKernel": report.get("hostKernel"),
     }
+    _refuse_unreadable_host(entry, isolation, facts.name, f"runtimeEndpoint.hosts[{facts.name!r}]")
+    return entry
 
 
 def build_endpoint(ca_cert_pem: str, isolation: str, hosts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The `runtimeEndpoint` document from verified hosts only."""
+    """The `runtimeEndpoint` document from verified hosts only.
+
+    Checked by the consumer's reader before it is returned: each host's entry
+    first (so the error names the host), then the whole document. Raises
+    EndpointRefused; nothing the reader refuses is ever exported.
+    """
+    for i, h in enumerate(hosts):
+        name = h.get("name") if isinstance(h, Mapping) else None
+        if isinstance(name, str):
+            _refuse_unreadable_host(h, isolation, name, f"runtimeEndpoint.hosts[{name!r}]")
+        else:
+            _refuse_unreadable_host(h, isolation, f"#{i}", f"runtimeEndpoint.hosts[{i}]")
     defaults = {h["defaultRuntime"] for h in hosts}
-    return {
+    doc = {
         "schema": ENDPOINT_SCHEMA,
         "isolation": isolation,
         "caCertPem": ca_cert_pem,
@@ -130,6 +166,18 @@ def build_endpoint(ca_cert_pem: str, isolation: str, hosts: Sequence[Mapping[str
         "defaultRuntime": defaults.pop() if len(defaults) == 1 else None,
         "hosts": sorted((dict(h) for h in hosts), key=lambda h: h["name"]),
     }
+    try:
+        read_endpoint(doc)
+    except EndpointError as err:
+        raise EndpointRefused(None, str(err)) from None
+    return doc
+
+
+def _refuse_unreadable_host(entry: Any, isolation: str, host: str, where: str) -> None:
+    try:
+        read_endpoint_host(entry, isolation, where)
+    except EndpointError as err:
+        raise EndpointRefused(host, str(err)) from None
 
 
 def build_client_tls(ca_cert_pem: str, cert_pem: str, key_pem: str) -> dict[str, Any]:
@@ -198,6 +246,11 @@ def _require(doc: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
     return value
 
 
+def _refuse_private_keys(value: Any, where: str) -> None:
+    if "PRIVATE KEY" in json.dumps(value):
+        raise EndpointError(f"{where}: holds a private key; it must never be published")
+
+
 def read_endpoint(doc: Any) -> RuntimeEndpoint:
     """Validate a `runtimeEndpoint` document (a dict or its JSON text)."""
     if isinstance(doc, str):
@@ -212,65 +265,74 @@ def read_endpoint(doc: Any) -> RuntimeEndpoint:
     ca = _require(doc, "caCertPem", str, "runtimeEndpoint")
     if "BEGIN CERTIFICATE" not in ca:
         raise EndpointError("runtimeEndpoint.caCertPem: not a PEM certificate")
-    if "PRIVATE KEY" in json.dumps(doc):
-        raise EndpointError("runtimeEndpoint: holds a private key; it must never be published")
+    # The hosts are checked one by one below, so a key there is named by host.
+    _refuse_private_keys({k: v for k, v in doc.items() if k != "hosts"}, "runtimeEndpoint")
     isolation = _require(doc, "isolation", str, "runtimeEndpoint")
     if isolation not in ISOLATIONS:
         raise EndpointError(f"runtimeEndpoint.isolation: {isolation!r} is not one of {ISOLATIONS}")
     hosts_raw = _require(doc, "hosts", list, "runtimeEndpoint")
     if not hosts_raw:
         raise EndpointError("runtimeEndpoint.hosts: no verified host")
-    hosts = []
-    for i, h in enumerate(hosts_raw):
-        where = f"runtimeEndpoint.hosts[{i}]"
-        if not isinstance(h, Mapping):
-            raise EndpointError(f"{where}: expected an object")
-        docker_host = _require(h, "dockerHost", str, where)
-        if not docker_host.startswith("tcp://"):
-            raise EndpointError(f"{where}.dockerHost: expected tcp://address:port")
-        source = _require(h, "source", str, where)
-        if source not in SOURCES:
-            raise EndpointError(f"{where}.source: {source!r} is not one of {SOURCES}")
-        runtimes = []
-        for j, rt in enumerate(_require(h, "runtimes", list, where)):
-            rwhere = f"{where}.runtimes[{j}]"
-            iso = _require(rt, "isolation", str, rwhere)
-            if iso not in ISOLATIONS or (isolation == "vm" and iso != "vm"):
-                raise EndpointError(f"{rwhere}.isolation: {iso!r} does not meet the stack's {isolation!r}")
-            runtimes.append(
-                RuntimeInfo(
-                    name=_require(rt, "name", str, rwhere),
-                    isolation=iso,
-                    shim=rt.get("shim"),
-                    hypervisor=rt.get("hypervisor"),
-                    guest_kernel=rt.get("guestKernel"),
-                    cold_start_ms=rt.get("coldStartMs"),
-                )
-            )
-        if not runtimes:
-            raise EndpointError(f"{where}.runtimes: no verified runtime")
-        default_runtime = _require(h, "defaultRuntime", str, where)
-        if default_runtime not in {r.name for r in runtimes}:
-            raise EndpointError(f"{where}.defaultRuntime: {default_runtime!r} is not a verified runtime")
-        hosts.append(
-            EndpointHost(
-                name=_require(h, "name", str, where),
-                source=source,
-                docker_host=docker_host,
-                private_address=_require(h, "privateAddress", str, where),
-                public_address=_require(h, "publicAddress", str, where),
-                ssh_host_key=h.get("sshHostKey"),
-                default_runtime=default_runtime,
-                runtimes=tuple(runtimes),
-                versions=dict(h.get("versions") or {}),
-                host_kernel=h.get("hostKernel"),
-            )
-        )
+    hosts = tuple(
+        read_endpoint_host(h, isolation, f"runtimeEndpoint.hosts[{i}]") for i, h in enumerate(hosts_raw)
+    )
     return RuntimeEndpoint(
         isolation=isolation,
         ca_cert_pem=ca,
         default_runtime=doc.get("defaultRuntime"),
-        hosts=tuple(hosts),
+        hosts=hosts,
+    )
+
+
+def read_endpoint_host(h: Any, isolation: str, where: str) -> EndpointHost:
+    """Validate one host's entry against the stack's `isolation`; `where` prefixes errors.
+
+    The reader runs it for each host; the producer runs it on each entry it
+    builds, so both sides refuse the same entries.
+    """
+    if not isinstance(h, Mapping):
+        raise EndpointError(f"{where}: expected an object")
+    _refuse_private_keys(h, where)
+    docker_host = _require(h, "dockerHost", str, where)
+    if not docker_host.startswith("tcp://"):
+        raise EndpointError(f"{where}.dockerHost: expected tcp://address:port")
+    source = _require(h, "source", str, where)
+    if source not in SOURCES:
+        raise EndpointError(f"{where}.source: {source!r} is not one of {SOURCES}")
+    runtimes = []
+    for j, rt in enumerate(_require(h, "runtimes", list, where)):
+        rwhere = f"{where}.runtimes[{j}]"
+        if not isinstance(rt, Mapping):
+            raise EndpointError(f"{rwhere}: expected an object")
+        iso = _require(rt, "isolation", str, rwhere)
+        if iso not in ISOLATIONS or (isolation == "vm" and iso != "vm"):
+            raise EndpointError(f"{rwhere}.isolation: {iso!r} does not meet the stack's {isolation!r}")
+        runtimes.append(
+            RuntimeInfo(
+                name=_require(rt, "name", str, rwhere),
+                isolation=iso,
+                shim=rt.get("shim"),
+                hypervisor=rt.get("hypervisor"),
+                guest_kernel=rt.get("guestKernel"),
+                cold_start_ms=rt.get("coldStartMs"),
+            )
+        )
+    if not runtimes:
+        raise EndpointError(f"{where}.runtimes: no verified runtime")
+    default_runtime = _require(h, "defaultRuntime", str, where)
+    if default_runtime not in {r.name for r in runtimes}:
+        raise EndpointError(f"{where}.defaultRuntime: {default_runtime!r} is not a verified runtime")
+    return EndpointHost(
+        name=_require(h, "name", str, where),
+        source=source,
+        docker_host=docker_host,
+        private_address=_require(h, "privateAddress", str, where),
+        public_address=_require(h, "publicAddress", str, where),
+        ssh_host_key=h.get("sshHostKey"),
+        default_runtime=default_runtime,
+        runtimes=tuple(runtimes),
+        versions=dict(h.get("versions") or {}),
+        host_kernel=h.get("hostKernel"),
     )
 
 

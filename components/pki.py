@@ -104,13 +104,13 @@ class FleetPki(pulumi.ComponentResource):
         )
         return IssuedCert(cert_pem=cert.cert_pem, private_key_pem=pulumi.Output.secret(key.private_key_pem))
 
-    def issue_client(self, name: str, common_name: str, parent: pulumi.Resource | None = None) -> IssuedCert:
+    def issue_client(self, name: str, common_name: str) -> IssuedCert:
         return self._issue(
             f"{self._name}-{name}",
             common_name,
             ["digital_signature", "key_encipherment", "client_auth"],
             None,
-            parent or self,
+            self,
         )
 
     def issue_host_verifier(self, host: str, parent: pulumi.Resource) -> HostVerifier:

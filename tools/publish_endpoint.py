@@ -37,7 +37,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from components.endpoint import EndpointError, read_endpoint
+from components.endpoint import ENDPOINT_SCHEMA, EndpointError, read_endpoint
 from tools.s3 import (
     ToolError,
     endpoint_from_env,
@@ -52,7 +52,6 @@ from tools.s3 import (
 )
 
 TOOL = "publish_endpoint"
-ENDPOINT_SCHEMA = "functions-runtime/endpoint@1"
 OUTPUT_NAME = "runtimeEndpoint"
 CONTENT_TYPE = "application/json"
 PEM_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")

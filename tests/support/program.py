@@ -282,9 +282,9 @@ class FleetMocks(pulumi.runtime.Mocks):
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """Keeps parents, dependencies and options that MockResourceArgs drops."""
 
-    def __init__(self, mocks: FleetMocks) -> None:
+    def __init__(self, mocks: FleetMocks, registrations: list[Registration] | None = None) -> None:
         super().__init__(mocks)
-        self.registrations: list[Registration] = []
+        self.registrations: list[Registration] = [] if registrations is None else registrations
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
@@ -371,15 +371,18 @@ def run_program(
     preview: bool = False,
     secret_keys: tuple[str, ...] = ("functions-runtime:dedicatedSshKey",),
     server_private_address: str | None = None,
+    registrations: list[Registration] | None = None,
 ) -> ProgramRun:
     """Run __main__.py under mocks with `config` (full keys -> values).
 
     `server_private_address` is the private address the simulated Hetzner
     assigns to Cloud servers (the hostlab's guest address); by default one
-    derived from the server's name.
+    derived from the server's name. `registrations`, when given, receives
+    each registration as it happens, so a caller sees what was registered
+    even when the program raises.
     """
     mocks = FleetMocks(command_stdout, preview, server_private_address)
-    monitor = RecordingMonitor(mocks)
+    monitor = RecordingMonitor(mocks, registrations)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     pulumi.runtime.set_all_config(
         {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()},

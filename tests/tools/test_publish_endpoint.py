@@ -1,11 +1,14 @@
 """tools.publish_endpoint against moto's S3 server on 127.0.0.1.
 
-Proves: only `runtimeEndpoint` is uploaded, as application/json; publishing
-the same document twice leaves one object version; a changed document adds
-one; a PEM private key anywhere in the input, a secret-looking field, a masked
-secret or a wrong schema stops the run before anything is written; a document
-built by the program's own components.endpoint.build_endpoint is publishable
-and what is stored reads back through components.endpoint.read_endpoint.
+Proves: only `runtimeEndpoint` is uploaded, as application/json, in one
+canonical byte form; publishing the same document twice (or with its keys in
+another order) leaves one object version; a changed document adds one; a PEM
+private key anywhere in the input, a secret-looking field, a masked secret or
+a wrong schema stops the run before anything is written; a document built by
+the program's own components.endpoint.build_endpoint is publishable; every
+document the consumer's reader refuses (one row per rule of
+components.endpoint.read_endpoint, tests/support/endpoint_rules.py) is
+refused by the tool.
 
 Does not prove: behaviour on a real service (ETags there may not be MD5s; the
 tool then compares the stored bytes, which the stubbed-ETag test exercises).
@@ -20,8 +23,10 @@ from typing import Any
 import pytest
 
 from components import endpoint as contract
+from tests.support.endpoint_rules import RULES
 from tests.tools.helpers import REGION, run_cli
 from tools import publish_endpoint
+from tools.s3 import ToolError
 
 BUCKET = "acme-runtime-endpoints"
 KEY = "dev/runtime-endpoint.json"
@@ -100,11 +105,22 @@ def test_publish_twice_makes_one_version(s3_url, bucket, tmp_path, capsys):
 
     obj = bucket.get_object(Bucket=BUCKET, Key=KEY)
     assert obj["ContentType"] == "application/json"
-    stored = json.loads(obj["Body"].read())
+    body = obj["Body"].read()
+    stored = json.loads(body)
     assert stored == endpoint_doc()
     assert "runtimeClientTls" not in json.dumps(stored)
-    # The stored document is the contract's: the consumer side reads it back.
-    assert contract.read_endpoint(stored).hosts[0].docker_host == "tcp://10.20.1.5:2376"
+    # Stored in the one canonical form (sorted keys, two-space indent, final
+    # newline) that the next publish compares bytes against.
+    assert body == (json.dumps(endpoint_doc(), indent=2, sort_keys=True) + "\n").encode()
+
+
+def test_the_same_document_with_keys_in_another_order_is_unchanged(s3_url, bucket, tmp_path, capsys):
+    assert publish(s3_url, write(tmp_path, stack_outputs())) == 0
+    reordered = json.loads(json.dumps(endpoint_doc()), object_pairs_hook=lambda pairs: dict(reversed(pairs)))
+    assert list(reordered) != list(endpoint_doc())
+    assert publish(s3_url, write(tmp_path, stack_outputs(reordered))) == 0
+    assert "no change" in capsys.readouterr().err
+    assert len(versions(bucket)) == 1
 
 
 def test_changed_document_adds_one_version(s3_url, bucket, tmp_path, capsys):
@@ -216,10 +232,16 @@ def test_endpoint_exported_as_json_text_is_accepted(s3_url, bucket, tmp_path):
     assert json.loads(bucket.get_object(Bucket=BUCKET, Key=KEY)["Body"].read()) == endpoint_doc()
 
 
-def test_validation_is_the_contract_subset():
-    """What the tool accepts, the program's own reader accepts too (for a program-built document)."""
-    doc = publish_endpoint.validate_endpoint_document(endpoint_doc())
-    contract.read_endpoint(doc)
+def test_validation_passes_a_program_built_document_through_unchanged():
+    doc = endpoint_doc()
+    assert publish_endpoint.validate_endpoint_document(doc) == endpoint_doc()
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[rule.id for rule in RULES])
+def test_the_tool_refuses_every_document_the_reader_refuses(rule):
+    """One row per rule of components.endpoint's reader (tests/support/endpoint_rules.py)."""
+    with pytest.raises(ToolError):
+        publish_endpoint.validate_endpoint_document(rule.broken())
 
 
 def test_dry_run_prints_the_document_and_uploads_nothing(tmp_path, capsys):

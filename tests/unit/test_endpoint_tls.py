@@ -30,6 +30,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_listening(server: subprocess.Popen, port: int) -> None:
+    """Return once `server` accepts on `port`; fail the test, with its stderr, if it never does."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(
+                f"openssl s_server exited with {server.returncode} before listening on 127.0.0.1:{port}: "
+                f"{server.stderr.read().decode(errors='replace').strip() if server.stderr else ''}"
+            )
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"openssl s_server did not listen on 127.0.0.1:{port} within {SERVER_START_TIMEOUT_S} s")
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl (.ci/setup installs it)")
 def test_client_trusts_the_endpoint_ca_despite_an_environment_bundle(tmp_path, monkeypatch):
     run = run_program(config_from_stack_file(ROOT / "Pulumi.dev.yaml"), stack="dev")
@@ -46,13 +63,7 @@ def test_client_trusts_the_endpoint_ca_despite_an_environment_bundle(tmp_path, m
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_listening(server, port)
         endpoint = read_endpoint(run.outputs["runtimeEndpoint"])
         tls = read_client_tls(run.outputs["runtimeClientTls"])
         client = docker_client(endpoint, tls, base_url=f"tcp://127.0.0.1:{port}")

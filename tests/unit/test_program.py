@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from components.endpoint import read_endpoint
+from components.endpoint import EndpointRefused, VerificationFailed, read_endpoint
+from components.settings import SettingsError
 from tests.support.program import (
     ProgramRun,
     Registration,
@@ -217,23 +218,42 @@ def test_failing_verify_stops_the_update_naming_host_and_check():
             return json.dumps(report)
         return "{}"
 
-    with pytest.raises(Exception) as err:
-        run_program(DEV, stack="dev", command_stdout=failing)
+    registered: list[Registration] = []
+    with pytest.raises(VerificationFailed) as err:
+        run_program(DEV, stack="dev", command_stdout=failing, registrations=registered)
+    assert err.value.host == "cloud-1" and err.value.check == "sandbox-metadata-blocked"
+    # A failure after the resources: what was registered is still recorded
+    # (the control for the bad-config test's empty list).
+    assert "cloud-1-verify" in {r.name for r in registered}
     assert "host cloud-1" in str(err.value) and "sandbox-metadata-blocked" in str(err.value)
 
 
 def test_verify_output_that_is_not_a_report_fails_naming_the_host():
-    with pytest.raises(Exception, match="host cloud-1: verification failed at 'report'"):
+    with pytest.raises(VerificationFailed, match="host cloud-1: verification failed at 'report'"):
         run_program(DEV, stack="dev", command_stdout=lambda name, inputs: "Segmentation fault")
+
+
+def test_a_vm_stack_never_exports_a_host_that_verified_only_gvisor():
+    """The producer runs the consumer's reader: a document it would refuse stops the update."""
+    prod = config_from_stack_file(ROOT / "Pulumi.prod.yaml")
+    gvisor_only = lambda name, inputs: (  # noqa: E731
+        passing_report(name.removesuffix("-verify"), runtime="runsc") if name.endswith("-verify") else "{}"
+    )
+    with pytest.raises(EndpointRefused) as err:
+        run_program(prod, stack="prod", command_stdout=gvisor_only)
+    assert err.value.host in {"kvm-1", "kvm-2", "kvm-3"}
+    assert f"host {err.value.host}: not exported" in str(err.value)
+    assert "'sandbox' does not meet the stack's 'vm'" in err.value.problem
 
 
 def test_bad_config_fails_before_any_resource_is_registered():
     cfg = dict(DEV)
     cfg["functions-runtime:isolation"] = "vm"
-    runs: list[ProgramRun] = []
-    with pytest.raises(Exception, match="no nested virtualization") as err:
-        runs.append(run_program(cfg, stack="dev"))
+    registered: list[Registration] = []
+    with pytest.raises(SettingsError, match="no nested virtualization") as err:
+        run_program(cfg, stack="dev", registrations=registered)
     assert "functions-runtime:hosts[0]" in str(err.value)
+    assert registered == [], f"registered before the settings error: {[r.urn for r in registered]}"
 
 
 def test_two_runs_register_identical_inputs_and_triggers():
