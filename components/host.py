@@ -78,7 +78,7 @@ class RuntimeHost(pulumi.ComponentResource):
                     port=settings.endpoint.port,
                 ),
                 vals[0],
-                s.isolation,
+                settings.isolation,
             )
         )
         self.register_outputs(
