@@ -47,14 +47,16 @@ swap_in() {
   done
 }
 
+WORK_DIR=""
+remove_work_dir() { if [[ -n "$WORK_DIR" ]]; then rm -rf "$WORK_DIR"; fi; }
+
 main() {
-  local tmp
   require_inputs
   mkdir -p "$FR_ROOT/state"
-  tmp=$(mktemp -d "$FR_ROOT/.payload.XXXXXX")
-  trap 'rm -rf "$tmp"' EXIT
-  unpack_into "$tmp"
-  swap_in "$tmp/tree"
+  WORK_DIR=$(mktemp -d "$FR_ROOT/.payload.XXXXXX")
+  trap remove_work_dir EXIT
+  unpack_into "$WORK_DIR"
+  swap_in "$WORK_DIR/tree"
   printf '{"payload": "%s"}\n' "$PAYLOAD_SHA256"
 }
 
