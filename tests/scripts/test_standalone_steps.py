@@ -30,7 +30,7 @@ CATALOG = load_catalog(PROJECT_ROOT / "catalog" / "artifacts.tsv")
 def run_standalone(script: str, env: dict[str, str], stdin: str = "", path: str | None = None) -> subprocess.CompletedProcess:
     command = standalone_command(script, (SCRIPTS_DIR / script).read_text(), env)
     return subprocess.run(
-        ["bash", "-c", command],
+        ["/bin/bash", "-c", command],
         input=stdin,
         capture_output=True,
         text=True,
