@@ -99,7 +99,7 @@ def parse_verify_report(host: str, stdout: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class HostFacts:
+class EndpointHostFacts:
     """What the program knows of a host besides its verify report."""
 
     name: str
@@ -110,7 +110,7 @@ class HostFacts:
     port: int
 
 
-def build_endpoint_host(facts: HostFacts, report: Mapping[str, Any], isolation: str) -> dict[str, Any]:
+def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], isolation: str) -> dict[str, Any]:
     """A host's entry in `runtimeEndpoint`, or EndpointRefused naming the host.
 
     `isolation` is the stack's (`vm` | `sandbox`): the entry is checked by the

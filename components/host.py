@@ -14,10 +14,10 @@ from typing import Any
 
 import pulumi
 
-from components.endpoint import HostFacts, build_endpoint_host, parse_verify_report
+from components.endpoint import EndpointHostFacts, build_endpoint_host, parse_verify_report
 from components.machine import CloudServerArgs, Machine, adopt_machine, create_cloud_server
 from components.payload import SCRIPTS_DIR, Payload
-from components.pipeline import HOST_STEPS, HostInputs, StdinMaterial, pem_stdin, run_steps
+from components.pipeline import HOST_STEPS, PipelineInputs, StdinMaterial, pem_stdin, run_steps
 from components.pki import FleetPki
 from components.settings import HostSpec, Settings
 
@@ -59,7 +59,7 @@ class RuntimeHost(pulumi.ComponentResource):
                 public=(verifier.client.cert_pem,),
             ),
         }
-        inputs = HostInputs(
+        inputs = PipelineInputs(
             name=name, settings=settings, spec=spec, payload=args.payload, private_address=machine.private_address
         )
         steps = run_steps(self, inputs, machine, args.steps, stdin, SCRIPTS_DIR)
@@ -69,7 +69,7 @@ class RuntimeHost(pulumi.ComponentResource):
             report, machine.private_address, machine.public_address, machine.host_key
         ).apply(
             lambda vals: build_endpoint_host(
-                HostFacts(
+                EndpointHostFacts(
                     name=name,
                     source=spec.source,
                     private_address=vals[1],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_hcloud as hcloud
 
-from components.settings import Settings
+from components.settings import Settings, stack_slug
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,14 @@ class FleetNetwork(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("functions-runtime:index:FleetNetwork", name, None, opts)
-        s = args.settings
+        settings = args.settings
+        # Hetzner names, like the servers' and the SSH key's: the stack's slug.
+        slug = stack_slug(settings.stack)
         child = pulumi.ResourceOptions(parent=self)
         self.network = hcloud.Network(
             f"{name}-net",
-            name=f"{name}-{s.stack}",
-            ip_range=s.network.ip_range,
+            name=f"{name}-{slug}",
+            ip_range=settings.network.ip_range,
             labels=args.labels,
             opts=child,
         )
@@ -39,24 +41,24 @@ class FleetNetwork(pulumi.ComponentResource):
             f"{name}-subnet",
             network_id=self.network.id.apply(int),
             type="cloud",
-            network_zone=s.network.zone,
-            ip_range=s.network.subnet,
+            network_zone=settings.network.zone,
+            ip_range=settings.network.subnet,
             opts=child,
         )
         self.firewall = hcloud.Firewall(
             f"{name}-fw",
-            name=f"{name}-{s.stack}",
+            name=f"{name}-{slug}",
             labels=args.labels,
-            rules=public_firewall_rules(s),
+            rules=public_firewall_rules(settings),
             opts=child,
         )
         self.placement_groups: dict[tuple[str, int], hcloud.PlacementGroup] = {}
-        for host in s.hcloud_hosts:
+        for host in settings.hcloud_hosts:
             slot = (host.group, host.placement_index or 0)
             if slot not in self.placement_groups:
                 self.placement_groups[slot] = hcloud.PlacementGroup(
                     f"{name}-{slot[0]}-spread-{slot[1]}",
-                    name=f"{name}-{s.stack}-{slot[0]}-spread-{slot[1]}",
+                    name=f"{name}-{slug}-{slot[0]}-spread-{slot[1]}",
                     type="spread",
                     labels=args.labels,
                     opts=child,

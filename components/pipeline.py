@@ -135,7 +135,7 @@ def steps_through(last: str, steps: Sequence[Step] = HOST_STEPS) -> tuple[Step, 
 
 
 @dataclass(frozen=True)
-class HostInputs:
+class PipelineInputs:
     """What a host's variables are computed from."""
 
     name: str
@@ -150,10 +150,10 @@ class Variable:
     """A variable the program hands a step: where its value comes from."""
 
     source: str
-    value: Callable[[HostInputs], pulumi.Input[str]]
+    value: Callable[[PipelineInputs], pulumi.Input[str]]
 
 
-def _verify_archive_remote_path(h: HostInputs) -> str:
+def _verify_archive_remote_path(h: PipelineInputs) -> str:
     return VERIFY_IMAGE_REMOTE_PATH if h.settings.verify.image_archive is not None else ""
 
 
@@ -236,7 +236,7 @@ def _public_fingerprint(parts: Sequence[pulumi.Input[str]]) -> pulumi.Output[str
 
 def run_steps(
     owner: pulumi.Resource,
-    host: HostInputs,
+    host: PipelineInputs,
     machine: Machine,
     steps: Sequence[Step],
     stdin: Mapping[str, StdinMaterial],
@@ -297,7 +297,7 @@ def run_steps(
 
 
 def _upload(
-    name: str, step: Step, host: HostInputs, machine: Machine, opts: pulumi.ResourceOptions
+    name: str, step: Step, host: PipelineInputs, machine: Machine, opts: pulumi.ResourceOptions
 ) -> command.remote.CopyToRemote | None:
     archive = host.settings.verify.image_archive
     if archive is None:

@@ -55,7 +55,7 @@ def create_authority(name: str, common_name: str, parent: pulumi.Resource) -> Au
 
 
 @dataclass(frozen=True)
-class HostVerifier:
+class VerifierCredentials:
     """A host's own verifier CA and the client certificate it signs."""
 
     ca_cert_pem: pulumi.Output[str]
@@ -113,7 +113,7 @@ class FleetPki(pulumi.ComponentResource):
             self,
         )
 
-    def issue_host_verifier(self, host: str, parent: pulumi.Resource) -> HostVerifier:
+    def issue_host_verifier(self, host: str, parent: pulumi.Resource) -> VerifierCredentials:
         """A CA only `host` trusts, and the verify client certificate it signs."""
         authority = create_authority(f"{host}-verifier-ca", f"functions-runtime verifier for {host}", parent)
         client = self._issue(
@@ -124,7 +124,7 @@ class FleetPki(pulumi.ComponentResource):
             parent,
             authority,
         )
-        return HostVerifier(ca_cert_pem=authority.cert.cert_pem, client=client)
+        return VerifierCredentials(ca_cert_pem=authority.cert.cert_pem, client=client)
 
     def issue_server(
         self, name: str, ip_addresses: list[pulumi.Input[str]], parent: pulumi.Resource

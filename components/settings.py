@@ -145,7 +145,11 @@ class VerifySettings:
 
 @dataclass(frozen=True)
 class HostSpec:
-    """One runtime host, flattened from its group."""
+    """One runtime host as the stack configures it, flattened from its group.
+
+    The only Host* type: the machine it becomes is `machine.Machine`, its
+    entry in the endpoint document `endpoint.EndpointHost`.
+    """
 
     name: str
     group: str

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from components import contract
-from components.contract import host_facts, render_contract_env
+from components.contract import render_contract_env, shared_facts
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
@@ -94,7 +94,7 @@ def test_the_check_catches_a_hard_coded_fact(tmp_path):
     assert len(found) == 2 and found[0].startswith("x.sh:3:")
 
 
-@pytest.mark.parametrize("fact", host_facts(), ids=lambda f: f.variable)
+@pytest.mark.parametrize("fact", shared_facts(), ids=lambda f: f.variable)
 def test_the_env_file_gives_the_scripts_the_python_value(tmp_path, fact):
     env_file = tmp_path / "host.env"
     env_file.write_text(render_contract_env())

@@ -21,13 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from components.endpoint import ENDPOINT_SCHEMA, HostFacts, build_endpoint, build_endpoint_host
+from components.endpoint import ENDPOINT_SCHEMA, EndpointHostFacts, build_endpoint, build_endpoint_host
 from tests.support.program import passing_report
 
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY_PEM = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"
 HOST = "cloud-1"
-FACTS = HostFacts(
+FACTS = EndpointHostFacts(
     name=HOST, source="hcloud", private_address="10.0.1.5", public_address="203.0.113.5",
     ssh_host_key="ssh-ed25519 AAAA", port=2376,
 )
@@ -39,10 +39,10 @@ def valid_document() -> dict[str, Any]:
     return build_endpoint(CA_PEM, "sandbox", [entry])
 
 
-def host_inputs(entry: Mapping[str, Any]) -> tuple[HostFacts, dict[str, Any]]:
+def host_inputs(entry: Mapping[str, Any]) -> tuple[EndpointHostFacts, dict[str, Any]]:
     """The (facts, verify report) `build_endpoint_host` turns into `entry`: its inverse."""
     address, port = entry["dockerHost"].removeprefix("tcp://").rsplit(":", 1)
-    facts = HostFacts(
+    facts = EndpointHostFacts(
         name=entry["name"],
         source=entry["source"],
         private_address=entry["privateAddress"],

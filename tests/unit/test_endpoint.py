@@ -19,7 +19,7 @@ from docker.errors import DockerException
 from components.endpoint import (
     ENDPOINT_SCHEMA,
     EndpointError,
-    HostFacts,
+    EndpointHostFacts,
     VerificationFailed,
     build_client_tls,
     build_endpoint,
@@ -37,8 +37,8 @@ CERT = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"
 
 
-def facts(name: str = "cloud-1") -> HostFacts:
-    return HostFacts(
+def facts(name: str = "cloud-1") -> EndpointHostFacts:
+    return EndpointHostFacts(
         name=name, source="hcloud", private_address="10.0.1.5", public_address="203.0.113.5",
         ssh_host_key="ssh-ed25519 AAAA", port=2376,
     )
