@@ -30,6 +30,13 @@ DOCKER_API_VERSION = "1.45"
 SOURCES = ("hcloud", "dedicated")
 
 
+def docker_host_url(address: str, port: int) -> str:
+    """`tcp://address:port`, an IPv6 address in brackets as URLs need it
+    (the verify script's `endpoint_host` does the same on the host)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"tcp://{host}:{port}"
+
+
 class VerificationFailed(Exception):
     """A host's verify step did not pass; the update must stop."""
 
@@ -120,7 +127,7 @@ def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], iso
     entry = {
         "name": facts.name,
         "source": facts.source,
-        "dockerHost": f"tcp://{facts.private_address}:{facts.port}",
+        "dockerHost": docker_host_url(facts.private_address, facts.port),
         "privateAddress": facts.private_address,
         "publicAddress": facts.public_address,
         "sshHostKey": facts.ssh_host_key,

@@ -157,3 +157,10 @@ def test_docker_client_cleans_up_when_the_daemon_cannot_be_asked(tmp_path, monke
             endpoint, read_client_tls(build_client_tls(CA, CERT, KEY)), base_url="tcp://127.0.0.1:1", version="auto"
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_docker_host_url_brackets_ipv6_like_the_verify_script():
+    from components.endpoint import docker_host_url
+
+    assert docker_host_url("10.0.1.5", 2376) == "tcp://10.0.1.5:2376"
+    assert docker_host_url("fd00::11", 2376) == "tcp://[fd00::11]:2376"
