@@ -33,7 +33,7 @@ SOURCES = ("hcloud", "dedicated")
 def docker_host_url(address: str, port: int) -> str:
     """`tcp://address:port`, an IPv6 address in brackets as URLs need it
     (the verify script's `endpoint_host` does the same on the host)."""
-    host = f"[{address}]" if ":" in address else address
+    host = f"[{address}]" if isinstance(address, str) and ":" in address else address
     return f"tcp://{host}:{port}"
 
 
