@@ -48,6 +48,10 @@ COLD_START_RUNS_DEFAULT = 5
 COLD_START_RUNS_MIN = 3
 COLD_START_RUNS_MAX = 21
 
+# The SSH keys the program grants (its own and admin.sshKeys) live in
+# <this>/<account>, which the base sshd drop-in adds to AuthorizedKeysFile.
+SSH_KEYS_DIR = "/etc/ssh/functions-runtime-keys"
+
 # Base OS files on the host (components/base_os.py renders their content).
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/50-functions-runtime.conf"
 MODULES_LOAD = "/etc/modules-load.d/functions-runtime.conf"
@@ -85,6 +89,7 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_MODULES_LOAD", MODULES_LOAD, overridable=True),
         SharedFact("FR_APT_HOOK", APT_HOOK, overridable=True),
         SharedFact("FR_APT_UPDATE_STAMP", APT_UPDATE_STAMP, overridable=True),
+        SharedFact("FR_SSH_KEYS_DIR", SSH_KEYS_DIR, overridable=True),
     )
 
 

@@ -10,7 +10,7 @@ import pulumi_tls as tls
 
 from components.endpoint import build_client_tls, build_endpoint
 from components.host import RuntimeHost, RuntimeHostArgs
-from components.machine import CloudServerArgs
+from components.machine import CloudServerArgs, public_key_of
 from components.network import FleetNetwork, NetworkArgs
 from components.payload import build_payload
 from components.pki import FleetPki
@@ -32,6 +32,14 @@ class RuntimeFleet(pulumi.ComponentResource):
 
         cloud: CloudServerArgs | None = None
         cloud_private_key: pulumi.Input[str] | None = None
+        cloud_program_key: pulumi.Input[str] | None = None
+        dedicated_program_key: pulumi.Input[str] | None = None
+        if settings.dedicated_ssh_key is not None:
+            # A public key is not secret: the keys step's stdin and
+            # fingerprint stay readable in previews.
+            dedicated_program_key = pulumi.Output.unsecret(
+                settings.dedicated_ssh_key.apply(lambda k: public_key_of(k, "functions-runtime:dedicatedSshKey"))
+            )
         if settings.hcloud_hosts:
             # The program's own key for Cloud servers; it lives only in state,
             # as a secret.
@@ -51,12 +59,14 @@ class RuntimeFleet(pulumi.ComponentResource):
                 hcloud_ssh_key_ids=[hcloud_key.id],
             )
             cloud_private_key = pulumi.Output.secret(provisioning_key.private_key_openssh)
+            cloud_program_key = provisioning_key.public_key_openssh
 
         self.hosts: list[RuntimeHost] = []
         for spec in settings.hosts:
             # Hosts depend on the shared parts only, never on each other: one
             # failing host does not hold the others back.
             key = cloud_private_key if spec.source == "hcloud" else settings.dedicated_ssh_key
+            program_key = cloud_program_key if spec.source == "hcloud" else dedicated_program_key
             self.hosts.append(
                 RuntimeHost(
                     spec.name,
@@ -66,6 +76,7 @@ class RuntimeFleet(pulumi.ComponentResource):
                         payload=payload,
                         pki=pki,
                         ssh_private_key=key,
+                        granted_keys=[program_key, *settings.admin.ssh_keys] if program_key is not None else [],
                         cloud=cloud,
                     ),
                     opts=child,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pulumi
 
+from components.base_os import render_granted_keys
 from components.endpoint import EndpointHostFacts, build_endpoint_host, parse_verify_report
 from components.machine import CloudServerArgs, Machine, adopt_machine, create_cloud_server
 from components.payload import SCRIPTS_DIR, Payload
@@ -31,6 +32,9 @@ class RuntimeHostArgs:
     # The connection's private key (secret): the program's own key for Cloud
     # servers, functions-runtime:dedicatedSshKey for adopted machines.
     ssh_private_key: pulumi.Input[str] | None = None
+    # The SSH keys the program grants the connecting account: its own public
+    # key first, then admin.sshKeys (scripts/grant_ssh_keys.sh).
+    granted_keys: Sequence[pulumi.Input[str]] = ()
     # Cloud servers only.
     cloud: CloudServerArgs | None = None
     steps: Sequence[Any] = field(default_factory=lambda: HOST_STEPS)
@@ -48,6 +52,7 @@ class RuntimeHost(pulumi.ComponentResource):
         server_cert = args.pki.issue_server(f"{name}-endpoint", [machine.private_address, "127.0.0.1"], parent=self)
         verifier = args.pki.issue_host_verifier(name, parent=self)
         ca = args.pki.ca_cert.cert_pem
+        granted_keys_file = pulumi.Output.all(*args.granted_keys).apply(lambda keys: render_granted_keys(list(keys)))
         stdin = {
             "payload": StdinMaterial(args.payload.archive_base64),
             "endpoint-tls": StdinMaterial(
@@ -58,6 +63,7 @@ class RuntimeHost(pulumi.ComponentResource):
                 pem_stdin(ca, verifier.client.cert_pem, verifier.client.private_key_pem),
                 public=(verifier.client.cert_pem,),
             ),
+            "ssh-keys": StdinMaterial(granted_keys_file, public=(granted_keys_file,)),
         }
         inputs = PipelineInputs(
             name=name, settings=settings, spec=spec, payload=args.payload, private_address=machine.private_address

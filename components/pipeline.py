@@ -123,6 +123,8 @@ HOST_STEPS: tuple[Step, ...] = (
         reads=("catalog/artifacts.tsv",),
         stdin="verify-tls",
     ),
+    # Last, so a key change re-runs nothing else.
+    Step("keys", "script", "grant_ssh_keys.sh", env=("SSH_USER", "HOST_SOURCE"), stdin="ssh-keys"),
 )
 
 
@@ -176,6 +178,8 @@ VARIABLES: Mapping[str, Variable] = {
     "VERIFY_IMAGE": Variable("verify.image", lambda h: h.settings.verify.image),
     "VERIFY_IMAGE_ARCHIVE": Variable("verify.imageArchive", _verify_archive_remote_path),
     "COLD_START_RUNS": Variable("verify.coldStartRuns", lambda h: str(h.settings.verify.cold_start_runs)),
+    "SSH_USER": Variable("hosts[].sshUser", lambda h: h.spec.ssh_user),
+    "HOST_SOURCE": Variable("hosts[].source", lambda h: h.spec.source),
 }
 
 

@@ -48,7 +48,13 @@ from pulumi_policy.policy import _PolicyAnalyzerServicer
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from policy import rules
-from tests.support.program import ProgramRun, Registration, config_from_stack_file, run_program
+from tests.support.program import (
+    STAND_IN_SSH_KEY,
+    ProgramRun,
+    Registration,
+    config_from_stack_file,
+    run_program,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = config_from_stack_file(ROOT / "Pulumi.dev.yaml")
@@ -76,7 +82,7 @@ def multi_host_config(image_archive: Path | None = None, tofu: bool = False) -> 
         {"name": "cloud", "source": "hcloud", "count": 2, "serverType": "cx23", "location": "fsn1"},
         metal,
     ]
-    cfg["functions-runtime:dedicatedSshKey"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n"
+    cfg["functions-runtime:dedicatedSshKey"] = STAND_IN_SSH_KEY
     if image_archive is not None:
         cfg["functions-runtime:verify"] = {"imageArchive": str(image_archive)}
     return cfg

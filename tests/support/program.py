@@ -351,6 +351,18 @@ def stdout_passing(name: str, inputs: Mapping[str, Any]) -> str | None:
     return '{"ok": true}'
 
 
+def stand_in_ssh_key() -> str:
+    """A real, deterministic ed25519 OpenSSH private key for a secure config
+    value that cannot be decrypted here (the program derives its public key)."""
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(_seed("stand-in-ssh-key"))
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+
+
+STAND_IN_SSH_KEY = stand_in_ssh_key()
+
+
 def config_from_stack_file(path: Path) -> dict[str, Any]:
     """The `functions-runtime:` values of a Pulumi.<stack>.yaml, secure ones replaced."""
     import yaml
@@ -359,7 +371,7 @@ def config_from_stack_file(path: Path) -> dict[str, Any]:
     values = {}
     for k, v in (doc.get("config") or {}).items():
         if isinstance(v, dict) and set(v) == {"secure"}:
-            v = "-----BEGIN OPENSSH PRIVATE KEY-----\n(test stand-in for a secure value)\n"
+            v = STAND_IN_SSH_KEY
         values[k] = v
     return values
 

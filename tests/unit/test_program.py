@@ -15,6 +15,7 @@ import pytest
 from components.endpoint import EndpointRefused, VerificationFailed, read_endpoint
 from components.settings import SettingsError
 from tests.support.program import (
+    STAND_IN_SSH_KEY,
     ProgramRun,
     Registration,
     config_from_stack_file,
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEV = config_from_stack_file(ROOT / "Pulumi.dev.yaml")
 COMMAND = "command:remote:Command"
 SERVER = "hcloud:index/server:Server"
-CHAIN = ["wait", "payload", "bootstrap", "install", "firewall", "configure", "verify"]
+CHAIN = ["wait", "payload", "bootstrap", "install", "firewall", "configure", "verify", "keys"]
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKJrmllVu4fMVCnQiQh96iGQMhpTa/0BpPT/hQl0cgYS"
@@ -43,7 +44,7 @@ def multi_host_config(count: int = 2) -> dict[str, Any]:
             "addresses": [{"address": "203.0.113.50", "privateAddress": "10.0.1.50", "hostKey": HOST_KEY}],
         },
     ]
-    cfg["functions-runtime:dedicatedSshKey"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n"
+    cfg["functions-runtime:dedicatedSshKey"] = STAND_IN_SSH_KEY
     return cfg
 
 
