@@ -48,7 +48,14 @@ from pulumi_policy.policy import _PolicyAnalyzerServicer
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from policy import rules
-from tests.support.program import ProgramRun, Registration, config_from_stack_file, run_program
+from tests.support.archives import write_docker_archive
+from tests.support.program import (
+    ProgramRun,
+    Registration,
+    config_from_stack_file,
+    run_program,
+    stand_in_ssh_key,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = config_from_stack_file(ROOT / "Pulumi.dev.yaml")
@@ -76,9 +83,10 @@ def multi_host_config(image_archive: Path | None = None, tofu: bool = False) -> 
         {"name": "cloud", "source": "hcloud", "count": 2, "serverType": "cx23", "location": "fsn1"},
         metal,
     ]
-    cfg["functions-runtime:dedicatedSshKey"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n"
+    cfg["functions-runtime:dedicatedSshKey"] = stand_in_ssh_key()
     if image_archive is not None:
         cfg["functions-runtime:verify"] = {"imageArchive": str(image_archive)}
+        cfg["functions-runtime:artifacts"] = {"localDirs": [str(image_archive.parent)]}
     return cfg
 
 
@@ -91,7 +99,7 @@ def dev_run() -> ProgramRun:
 def multi_run(tmp_path_factory: pytest.TempPathFactory) -> ProgramRun:
     # A verify image archive makes the program register a CopyToRemote too.
     archive = tmp_path_factory.mktemp("verify") / "verify-image.tar"
-    archive.write_bytes(b"not a real image; only its hash is read under mocks")
+    write_docker_archive(archive)
     return run_program(multi_host_config(image_archive=archive), stack="dev")
 
 

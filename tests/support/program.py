@@ -38,6 +38,20 @@ NOT_BEFORE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 _OPENSSH_CACHE: dict[str, str] = {}
 
+
+def stand_in_ssh_key(name: str = "dedicated") -> str:
+    """A real, unencrypted ed25519 private key in OpenSSH format, the same for one name.
+
+    The settings parse dedicatedSshKey for real, so stand-ins must be keys.
+    (OpenSSH's format has a random check number: one value per process.)
+    """
+    if f"stand-in:{name}" not in _OPENSSH_CACHE:
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(_seed(f"stand-in:{name}"))
+        _OPENSSH_CACHE[f"stand-in:{name}"] = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode()
+    return _OPENSSH_CACHE[f"stand-in:{name}"]
+
 CommandStdout = Callable[[str, Mapping[str, Any]], "str | None"]
 
 
@@ -356,7 +370,7 @@ def config_from_stack_file(path: Path) -> dict[str, Any]:
     values = {}
     for k, v in (doc.get("config") or {}).items():
         if isinstance(v, dict) and set(v) == {"secure"}:
-            v = "-----BEGIN OPENSSH PRIVATE KEY-----\n(test stand-in for a secure value)\n"
+            v = stand_in_ssh_key()
         values[k] = v
     return values
 

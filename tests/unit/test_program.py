@@ -19,6 +19,7 @@ from tests.support.program import (
     config_from_stack_file,
     passing_report,
     run_program,
+    stand_in_ssh_key,
     unwrap,
 )
 
@@ -42,7 +43,7 @@ def multi_host_config(count: int = 2) -> dict[str, Any]:
             "addresses": [{"address": "203.0.113.50", "privateAddress": "10.0.1.50", "hostKey": HOST_KEY}],
         },
     ]
-    cfg["functions-runtime:dedicatedSshKey"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n"
+    cfg["functions-runtime:dedicatedSshKey"] = stand_in_ssh_key()
     return cfg
 
 
