@@ -261,6 +261,39 @@ def test_a_configured_endpoint_port_is_guarded(dev_run):
     assert_names(check(rules.firewall_not_world_open, fw, {"endpointPorts": [2377]}, broken), fw)
 
 
+@pytest.mark.parametrize(
+    "sources",
+    [["0.0.0.0/1", "128.0.0.0/1"], [f"{32 * i}.0.0.0/3" for i in range(8)], ["2000::/6", "2400::/6"]],
+    ids=["ipv4-halves", "ipv4-eighths", "ipv6-quarter"],
+)
+def test_ssh_open_to_a_split_world_is_a_violation(dev_run, sources):
+    # Issue 12, class 7: anywhere is judged by the union of the sources.
+    fw = only(dev_run, rules.FIREWALL)
+    violations = check(rules.firewall_not_world_open, fw, inputs=with_rule(fw, sourceIps=sources))
+    assert_names(violations, fw)
+    assert "SSH (port 22)" in violations[0][0]
+
+
+def test_a_world_split_across_rules_is_a_violation_for_the_endpoint_even_with_the_ssh_opt_in(dev_run):
+    fw = only(dev_run, rules.FIREWALL)
+    broken = plain_inputs(fw)
+    broken["rules"] = [
+        {"direction": "in", "protocol": "tcp", "port": "2376", "sourceIps": ["0.0.0.0/3", "32.0.0.0/4"]},
+        {"direction": "in", "protocol": "tcp", "port": "2000-3000", "sourceIps": ["48.0.0.0/4", "10.0.0.0/8"]},
+        {"direction": "in", "protocol": "udp", "port": "2376", "sourceIps": ["0.0.0.0/0"]},
+    ]
+    violations = check(rules.firewall_not_world_open, fw, {"allowSshFromAnywhere": True}, broken)
+    assert_names(violations, fw)
+    (message,) = [m for m, _ in violations]
+    assert "rules[0], rules[1]" in message and "Docker endpoint port 2376" in message and "together 25%" in message
+
+
+def test_a_large_but_partial_range_is_not_anywhere(dev_run):
+    fw = only(dev_run, rules.FIREWALL)
+    broken = with_rule(fw, sourceIps=["0.0.0.0/3", "198.51.100.0/24", "2001:db8::/32"])
+    assert check(rules.firewall_not_world_open, fw, inputs=broken) == []
+
+
 def test_world_open_udp_or_outbound_rules_are_not_ssh(dev_run):
     fw = only(dev_run, rules.FIREWALL)
     for change in ({"protocol": "udp"}, {"direction": "out"}):
