@@ -72,6 +72,8 @@ PLACEMENT_GROUP_SIZE = 10
 MAX_HOSTS_PER_GROUP = 100
 HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SERVER_TYPE = re.compile(r"^[a-z]{2,4}[0-9]{2,3}[a-z]*$")
+# Hetzner's Arm (Ampere) server types; the lookup also reads the architecture.
+ARM_SERVER_TYPE_PREFIXES = ("cax",)
 # Debian's adduser NAME_REGEX, without the trailing '$' of machine accounts.
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -205,6 +207,9 @@ class Settings:
     verify: VerifySettings
     hosts: tuple[HostSpec, ...]
     dedicated_ssh_key: pulumi.Output[str] | None = None
+    # Whether a Hetzner token is configured (HCLOUD_TOKEN or hcloud:token),
+    # so server types and locations can be looked up; never the token.
+    hcloud_token_set: bool = False
 
     @property
     def hcloud_hosts(self) -> tuple[HostSpec, ...]:
@@ -366,7 +371,8 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     endpoint = _parse_endpoint(p, raw.get("endpoint"), network)
     artifacts, local_dirs = _parse_artifacts(p, raw.get("artifacts"))
     verify = _parse_verify(p, raw.get("verify"), local_dirs)
-    hosts = _parse_hosts(p, raw.get("hosts"), stack, isolation, network)
+    architectures = artifacts.catalog.architectures if artifacts else frozenset({"amd64"})
+    hosts = _parse_hosts(p, raw.get("hosts"), stack, isolation, network, architectures)
     _check_ports(p, hosts, endpoint)
 
     dedicated_key = raw.get("dedicatedSshKey")
@@ -645,7 +651,12 @@ MACHINE_FIELDS = ("name", "address", "privateAddress", "hostKey")
 
 
 def _parse_hosts(
-    p: _Problems, value: Any, stack: str, isolation: str | None, network: NetworkSettings
+    p: _Problems,
+    value: Any,
+    stack: str,
+    isolation: str | None,
+    network: NetworkSettings,
+    architectures: frozenset[str] = frozenset({"amd64"}),
 ) -> list[HostSpec]:
     k = key("hosts")
     if value is None or value == []:
@@ -673,7 +684,7 @@ def _parse_hosts(
             p.add(f"{gk}.name", f"{name!r} is used by another host group")
         group_names.add(name)
         if source == "hcloud":
-            hosts.extend(_parse_hcloud_group(p, gk, group, name, stack, isolation, network))
+            hosts.extend(_parse_hcloud_group(p, gk, group, name, stack, isolation, network, architectures))
         elif source == "dedicated":
             hosts.extend(_parse_dedicated_group(p, gk, group, name))
         else:
@@ -786,6 +797,14 @@ def _check_ports(p: _Problems, hosts: Sequence[HostSpec], endpoint: EndpointSett
                 )
 
 
+def arm_refusal(server_type: str) -> str:
+    return (
+        f"{server_type!r} is an Arm (arm64) server type, but the artifact catalog pins amd64 "
+        "release files only (Kata, nerdctl): the host would get binaries it cannot run. Use an "
+        "x86 type (cx, cpx, ccx), or add arm64 rows to the catalog first"
+    )
+
+
 def _parse_hcloud_group(
     p: _Problems,
     gk: str,
@@ -794,6 +813,7 @@ def _parse_hcloud_group(
     stack: str,
     isolation: str | None,
     network: NetworkSettings,
+    architectures: frozenset[str],
 ) -> list[HostSpec]:
     p.obj(gk, group, HCLOUD_FIELDS)
     if isolation == "vm":
@@ -812,7 +832,9 @@ def _parse_hcloud_group(
     if server_type is None:
         p.add(f"{gk}.serverType", "required: a Hetzner Cloud server type such as cx23 or cpx31")
     elif not SERVER_TYPE.match(server_type):
-        p.add(f"{gk}.serverType", f"{server_type!r} is not a Hetzner server type such as cx23 or cpx31")
+        p.add(f"{gk}.serverType", f"{_shown(server_type)} is not a Hetzner server type such as cx23 or cpx31")
+    elif server_type.startswith(ARM_SERVER_TYPE_PREFIXES) and "arm64" not in architectures:
+        p.add(f"{gk}.serverType", arm_refusal(server_type))
     location = p.string(f"{gk}.location", group.get("location"))
     zone_locations = ZONE_LOCATIONS.get(network.zone, ())
     if location is None:
@@ -1008,4 +1030,5 @@ def read_settings(config: pulumi.Config | None = None, stack: str | None = None)
     if extra:
         raise SettingsError(extra)
     secret = config.get_secret("dedicatedSshKey")
-    return dataclasses.replace(settings, dedicated_ssh_key=secret)
+    token_set = bool(os.environ.get("HCLOUD_TOKEN")) or pulumi.Config("hcloud").get("token") is not None
+    return dataclasses.replace(settings, dedicated_ssh_key=secret, hcloud_token_set=token_set)
