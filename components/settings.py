@@ -975,14 +975,14 @@ def configured_keys() -> set[str]:
     The store is what `pulumi.Config` reads: values set in-process (the
     engine's run request, the Automation API, `set_all_config` in tests),
     the PULUMI_CONFIG bag, and one PULUMI_CONFIG_<KEY> variable per key
-    (scrubbed names: reported as the variable, which cannot be mapped back).
+    (scrubbed names, which cannot be mapped back: reported with the variable).
     """
     keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
     known = {runtime_config.get_config_env_key(key(n)) for n in TOP_LEVEL_KEYS}
     scrubbed_prefix = runtime_config.get_config_env_key(f"{NAMESPACE}:")
     for variable in os.environ:
         if variable.startswith(scrubbed_prefix) and variable not in known:
-            keys.add(f"{NAMESPACE}:{variable} (environment variable)")
+            keys.add(f"{NAMESPACE}:{variable[len(scrubbed_prefix):].lower()} (from ${variable})")
     return keys
 
 

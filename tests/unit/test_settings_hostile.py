@@ -176,11 +176,25 @@ def test_4_unknown_key_is_refused_when_config_comes_through_the_sdk(monkeypatch)
     assert [p for p in problems if p.startswith(K + "endpiont:")], problems
 
 
+def test_4_unknown_key_in_the_cli_config_bag_is_still_refused(monkeypatch):
+    cfg = {K + k: v if isinstance(v, str) else json.dumps(v) for k, v in GOOD.items()}
+    bag = {**cfg, K + "endpiont": "{}"}
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(bag))
+    pulumi.runtime.set_all_config({}, [K + "dedicatedSshKey"])
+    try:
+        with pytest.raises(SettingsError) as err:
+            read_settings(stack="test")
+    finally:
+        pulumi.runtime.set_all_config({}, [])
+    assert [p for p in err.value.problems if p.startswith(K + "endpiont:")], err.value.problems
+
+
 def test_4_unknown_key_in_a_per_key_environment_variable_is_refused(monkeypatch):
     cfg = {K + k: v if isinstance(v, str) else json.dumps(v) for k, v in GOOD.items()}
     monkeypatch.setenv("PULUMI_CONFIG_FUNCTIONS_RUNTIME_ENDPIONT", "{}")
     problems = read_with_config(monkeypatch, cfg)
-    assert any("PULUMI_CONFIG_FUNCTIONS_RUNTIME_ENDPIONT" in p for p in problems), problems
+    (message,) = [p for p in problems if "$PULUMI_CONFIG_FUNCTIONS_RUNTIME_ENDPIONT" in p]
+    assert message.startswith(K + "endpiont (from $PULUMI_CONFIG_FUNCTIONS_RUNTIME_ENDPIONT): unknown setting")
 
 
 # ------------------------------------------------------------ 5. dedicated hosts
