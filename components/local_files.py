@@ -22,6 +22,9 @@ from pathlib import Path
 # device views (/proc/self/environ is the deploying process's secrets),
 # system configuration, boot files, runtime state.
 SYSTEM_ROOTS = tuple(Path(p) for p in ("/proc", "/sys", "/dev", "/etc", "/run", "/boot"))
+# Directories that hold credentials wherever they are (a home's .ssh, the
+# Pulumi CLI's access token, cloud and registry logins).
+CREDENTIAL_DIRS = frozenset({".ssh", ".gnupg", ".aws", ".kube", ".docker", ".pulumi", ".password-store"})
 # A verify image is a small pinned image (Debian's busybox-static is about
 # 2 MB); the archive is copied to every host each time it changes.
 MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
@@ -66,6 +69,12 @@ def local_dir_problem(path_text: str) -> tuple[Path | None, str | None]:
                 f"{path} is under {root}, which holds system state (and, in /proc, the deploying "
                 "process's own secrets); name a directory of your own, e.g. ~/.cache/functions-runtime"
             )
+    held = CREDENTIAL_DIRS.intersection(path.parts)
+    if held:
+        return None, (
+            f"{path} is in a {sorted(held)[0]} directory, which holds credentials; name a directory "
+            "that holds only artifacts"
+        )
     homes = home_roots()
     if path in homes or any(path in home.parents for home in homes):
         return None, (

@@ -104,6 +104,13 @@ def test_1_a_home_directory_root_is_never_a_local_artifact_dir():
     refused(with_change("artifacts", {"localDirs": ["relative/dir"]}), "artifacts.localDirs[0]")
 
 
+def test_1_a_credentials_directory_is_never_a_local_artifact_dir(tmp_path):
+    ssh = tmp_path / "home" / ".ssh"
+    ssh.mkdir(parents=True)
+    (message,) = refused(with_change("artifacts", {"localDirs": [str(ssh)]}), "artifacts.localDirs[0]")
+    assert ".ssh" in message and "credentials" in message
+
+
 # ------------------------------------------------------------ 2. artifacts.mirror
 
 
