@@ -471,3 +471,33 @@ def test_10_pinned_references_are_accepted(image):
 def test_11_odd_integers_are_refused_by_name_not_crashed_on(value):
     refused(with_change("verify", {"coldStartRuns": value}), "verify.coldStartRuns")
     refused(with_change("hosts.0.count", value), "hosts[0].count")
+
+
+# ------------------------------------------------------------ all at once, in preview, nothing registered
+
+
+def test_every_class_at_once_is_refused_in_preview_with_nothing_registered(tmp_path):
+    from tests.support.program import Registration, config_from_stack_file, run_program
+
+    cfg = config_from_stack_file(PROJECT_ROOT / "Pulumi.dev.yaml")
+    cfg[K + "verify"] = {"imageArchive": "/proc/self/environ", "image": "--privileged@sha256:" + "a" * 64}  # 1, 10
+    cfg[K + "artifacts"] = {"mirror": "https://u:hunter2@mirror.example/x", "catalog": "/etc/passwd"}  # 2, 3
+    cfg[K + "endpiont"] = {"port": 2377}  # 4
+    cfg[K + "hosts"] = [
+        *cfg[K + "hosts"],
+        {"name": "metal", "source": "dedicated", "sshdPort": 2376,  # 5
+         "addresses": [machine(private="fd00::11")]},  # 5
+    ]
+    cfg[K + "dedicatedSshKey"] = HOST_KEY  # 8
+    cfg[K + "admin"] = {"sshSourceCidrs": EIGHTHS, "sshKeys": ["ssh-ed25519 AAAA"]}  # 7, 8
+    recorded: list[Registration] = []
+    with pytest.raises(SettingsError) as err:
+        run_program(cfg, stack="dev", preview=True, recorded=recorded)
+    keys = {p.split(": ")[0] for p in err.value.problems}
+    assert {
+        K + "verify.imageArchive", K + "verify.image", K + "artifacts.mirror", K + "artifacts.catalog",
+        K + "endpiont", K + "hosts[1].sshdPort", K + "hosts[1].addresses[0].privateAddress",
+        K + "dedicatedSshKey", K + "admin.sshSourceCidrs", K + "admin.sshKeys[0]",
+    } <= keys, keys
+    assert recorded == [], [r.name for r in recorded]
+    assert "hunter2" not in str(err.value) and "AAAAC3" not in str(err.value)
