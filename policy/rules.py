@@ -291,6 +291,37 @@ def validate_remote_pins_host_key(args: ResourceValidationArgs, report: ReportVi
     )
 
 
+# URL credentials: user[:password]@ in a URL, or a credential-like query parameter.
+URL_USERINFO = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@'\"]+@")
+URL_TOKEN = re.compile(
+    r"://\S*[?&](?:token|access_token|auth|password|passwd|secret|sig|signature|api[_-]?key|key)=", re.I
+)
+# Command inputs the engine shows in plain: what a step runs and its triggers.
+# stdin is the secret channel by design, connection holds the SSH key.
+PLAIN_COMMAND_INPUTS = ("create", "update", "delete", "environment", "triggers")
+
+
+def validate_no_url_credentials_in_commands(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """No remote command carries a URL with credentials in what it shows in plain."""
+    if args.resource_type not in (COMMAND, COPY_TO_REMOTE):
+        return
+    for name in PLAIN_COMMAND_INPUTS:
+        try:
+            value = args.props.get(name)
+        except UnknownValueError:
+            continue
+        for path, text in _walk(to_plain(value), (name,)):
+            if isinstance(text, str) and (URL_USERINFO.search(text) or URL_TOKEN.search(text)):
+                report(
+                    f"{_where(args)}: {'.'.join(path)} holds a URL with credentials (user:password@ or a "
+                    "token parameter). Command inputs are plain in state, the preview and host logs: "
+                    "put no credentials in functions-runtime:artifacts.mirror (or any URL a step uses); "
+                    "restrict a private mirror by source address instead.",
+                    args.urn,
+                )
+                return
+
+
 # ------------------------------------------------------------ (d) outputs (content only)
 
 
@@ -380,6 +411,13 @@ remote_pins_host_key = ResourceValidationPolicy(
     config_schema=PolicyConfigSchema(properties={"allowTrustOnFirstUse": {"type": "boolean", "default": False}}),
 )
 
+no_url_credentials_in_commands = ResourceValidationPolicy(
+    name="remote-commands-carry-no-url-credentials",
+    description="No remote command carries a URL with credentials in its plain inputs.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=validate_no_url_credentials_in_commands,
+)
+
 endpoint_output_has_no_private_key = StackValidationPolicy(
     name="endpoint-output-holds-no-private-key",
     description="The plain runtimeEndpoint stack output carries no private key.",
@@ -392,6 +430,7 @@ RESOURCE_POLICIES: list[ResourceValidationPolicy] = [
     server_firewall_and_placement,
     user_data_holds_only_host_key,
     remote_pins_host_key,
+    no_url_credentials_in_commands,
 ]
 STACK_POLICIES: list[StackValidationPolicy] = [endpoint_output_has_no_private_key]
 POLICIES = [*RESOURCE_POLICIES, *STACK_POLICIES]

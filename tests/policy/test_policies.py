@@ -400,6 +400,22 @@ def test_trust_on_first_use_stack_is_flagged_unless_opted_in():
     assert cloud and all(check(rules.remote_pins_host_key, r) == [] for r in cloud)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:hunter2@mirror.example/kata", "http://token@10.0.0.2/x", "https://m.example/x?token=abc"],
+)
+def test_a_command_carrying_url_credentials_is_a_violation(dev_run, url):
+    # Issue 12, class 2: the settings refuse such a mirror; the policy holds
+    # the invariant for whatever a command carries.
+    install = next(r for r in dev_run.of_type(rules.COMMAND) if r.name.endswith("-install"))
+    assert check(rules.no_url_credentials_in_commands, install) == []
+    broken = plain_inputs(install)
+    broken["create"] = f"ARTIFACT_MIRROR={url} " + broken["create"]
+    violations = check(rules.no_url_credentials_in_commands, install, inputs=broken)
+    assert_names(violations, install)
+    assert "create holds a URL with credentials" in violations[0][0]
+
+
 # ---------------------------------------------------------------- (d) outputs
 
 
