@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 REQUIRED_ARTIFACTS = ("kata", "nerdctl")
 COLUMNS = ("name", "version", "sha256", "url")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Architecture names as release file names spell them (kata-static-...-amd64).
+ARCHITECTURES = ("amd64", "arm64")
 
 
 class CatalogError(Exception):
@@ -42,6 +44,12 @@ class Catalog:
 
     def __getitem__(self, name: str) -> Artifact:
         return self.artifacts[name]
+
+    @property
+    def architectures(self) -> frozenset[str]:
+        """The CPU architectures every artifact has a file for, from the file names."""
+        found = [{a for a in ARCHITECTURES if a in art.file_name} for art in self.artifacts.values()]
+        return frozenset.intersection(*map(frozenset, found)) if found else frozenset()
 
 
 def parse_catalog(text: str, source: str = "catalog") -> dict[str, Artifact]:

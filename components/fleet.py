@@ -9,6 +9,7 @@ import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
 from components.endpoint import build_client_tls, build_endpoint
+from components.hcloud_lookup import check_hcloud_hosts
 from components.host import RuntimeHost, RuntimeHostArgs
 from components.machine import CloudServerArgs, public_key_of
 from components.network import FleetNetwork, NetworkArgs
@@ -24,6 +25,8 @@ class RuntimeFleet(pulumi.ComponentResource):
     runtime_client_tls: pulumi.Output[dict[str, Any]]
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+        # Before anything is registered: a type or location Hetzner does not offer stops here.
+        check_hcloud_hosts(settings)
         super().__init__("functions-runtime:index:RuntimeFleet", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = {"functions-runtime-stack": stack_slug(settings.stack)}

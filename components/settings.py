@@ -7,16 +7,19 @@ so a platform engineer fixes a stack file in one pass instead of one
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import pulumi
-from pulumi.runtime.config import get_config_env
+from pulumi.runtime import config as runtime_config
 
 from components.catalog import Catalog, CatalogError, load_catalog
 from components.contract import (
@@ -31,6 +34,14 @@ from components.contract import (
     NO_KVM_ON_CLOUD,
 )
 from components.contract import RFC1918 as RFC1918_RANGES
+from components.local_files import (
+    contained,
+    docker_archive_problem,
+    local_dir_problem,
+    regular_file_problem,
+    resolve,
+)
+from components.ssh_keys import HOST_KEY_TYPES, ssh_private_key_problem, ssh_public_key_problem
 
 NAMESPACE = "functions-runtime"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -72,10 +83,33 @@ PLACEMENT_GROUP_SIZE = 10
 MAX_HOSTS_PER_GROUP = 100
 HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SERVER_TYPE = re.compile(r"^[a-z]{2,4}[0-9]{2,3}[a-z]*$")
-SSH_PUBLIC_KEY = re.compile(
-    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( \S.*)?$"
-)
+# Hetzner's Arm (Ampere) server types; the lookup also reads the architecture.
+ARM_SERVER_TYPE_PREFIXES = ("cax",)
+# Debian's adduser NAME_REGEX, without the trailing '$' of machine accounts.
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# Where a dedicated host's endpoint may listen: its private network or
+# vSwitch (RFC 1918), or an overlay in carrier-grade NAT space.
+PRIVATE_LISTEN = RFC1918 + (ipaddress.ip_network(CGNAT),)
 IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+# A pinned image reference as Docker parses it: [registry[:port]/]path[:tag]@sha256:<digest>,
+# lowercase path components (distribution's reference grammar, written out here).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REGISTRY = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?/)"
+IMAGE_REFERENCE = re.compile(
+    rf"^{_REGISTRY}?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+    r"@sha256:[0-9a-f]{64}$"
+)
+# Whole numbers as a stack file or `pulumi config set` spells them: ASCII
+# digits, an optional minus, and few enough digits that int() never refuses.
+WHOLE_NUMBER = re.compile(r"^-?[0-9]{1,18}$")
+# "Anywhere": a set of source ranges whose union covers at least this share
+# of IPv4, or of IPv6's global unicast space. No operator or service network
+# comes near a quarter of the internet (the largest single IPv4 allocations
+# are /8s, 1/256); ranges that do are the internet with gaps, however they
+# are split (0.0.0.0/1 + 128.0.0.0/1, 2000::/4 + 3000::/4, ...).
+ANYWHERE_SHARE = 0.25
+INTERNET = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("2000::/3"))
 # An image ID is the digest of the image's config: content-addressed, so
 # pinned, for an image loaded from verify.imageArchive.
 IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -134,6 +168,8 @@ class ArtifactSettings:
     mirror: str | None
     catalog_path: Path
     catalog: Catalog
+    # Directories outside the project the stack names for local artifacts.
+    local_dirs: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,6 +205,9 @@ class HostSpec:
     sshd_port: int = 22
     ssh_user: str = "root"
     host_key: str | None = None
+    # The config key of the host's group ("functions-runtime:hosts[0]"), for
+    # problems found after parsing (the hcloud lookup).
+    config_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,6 +222,9 @@ class Settings:
     verify: VerifySettings
     hosts: tuple[HostSpec, ...]
     dedicated_ssh_key: pulumi.Output[str] | None = None
+    # Whether a Hetzner token is configured (HCLOUD_TOKEN or hcloud:token),
+    # so server types and locations can be looked up; never the token.
+    hcloud_token_set: bool = False
 
     @property
     def hcloud_hosts(self) -> tuple[HostSpec, ...]:
@@ -224,7 +266,10 @@ class _Problems:
         if value is None:
             return default
         if not isinstance(value, str) or not value.strip():
-            self.add(config_key, f"expected a non-empty string, got {value!r}")
+            self.add(config_key, f"expected a non-empty string, got {_shown(value)}")
+            return default
+        if _has_control(value.strip()):
+            self.add(config_key, "holds a line break or control character; give one plain value")
             return default
         return value.strip()
 
@@ -234,10 +279,11 @@ class _Problems:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)
+            # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+            if isinstance(value, str) and WHOLE_NUMBER.match(value.strip()):
+                value = int(value.strip())
             else:
-                self.add(config_key, f"expected a whole number, got {value!r}")
+                self.add(config_key, f"expected a whole number, got {_shown(value)}")
                 return default
         if not low <= value <= high:
             self.add(config_key, f"must be between {low} and {high}, got {value}")
@@ -251,14 +297,14 @@ class _Problems:
             return value
         if value in ("true", "false"):
             return value == "true"
-        self.add(config_key, f"expected true or false, got {value!r}")
+        self.add(config_key, f"expected true or false, got {_shown(value)}")
         return False
 
     def string_list(self, config_key: str, value: Any) -> list[str]:
         if value is None:
             return []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.add(config_key, f"expected a list of strings, got {value!r}")
+            self.add(config_key, f"expected a list of strings, got {_shown(value)}")
             return []
         return [v.strip() for v in value]
 
@@ -271,16 +317,46 @@ class _Problems:
                 hint = f" (did you mean {ipaddress.ip_network(value, strict=False)}?)"
             except ValueError:
                 pass
-            self.add(config_key, f"{value!r} is not a valid CIDR: {err}{hint}")
+            self.add(config_key, f"{_shown(value)} is not a valid CIDR: {err}{hint}")
             return None
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: short, so a pasted secret is never echoed whole."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + "...(cut)"
 
 
 def _within(net: ipaddress.IPv4Network | ipaddress.IPv6Network, ranges: Sequence[Any]) -> bool:
     return any(net.version == r.version and net.subnet_of(r) for r in ranges)
 
 
-def _is_anywhere(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    return net.prefixlen == 0
+def internet_share(nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> float:
+    """The largest share of an address family's internet that the union of `nets` covers.
+
+    IPv4's internet is the whole space; IPv6's is global unicast 2000::/3
+    (unique-local addresses and the rest are not routed on the internet).
+    Overlapping and adjacent ranges count once.
+    """
+    share = 0.0
+    for internet in INTERNET:
+        parts = []
+        for net in nets:
+            if net.version != internet.version or not net.overlaps(internet):
+                continue
+            parts.append(internet if internet.subnet_of(net) else net)  # type: ignore[arg-type]
+        covered = sum(n.num_addresses for n in ipaddress.collapse_addresses(parts))  # type: ignore[arg-type]
+        share = max(share, covered / internet.num_addresses)
+    return share
+
+
+def is_anywhere(nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Whether these ranges together stand for "anywhere" (see ANYWHERE_SHARE)."""
+    return internet_share(nets) >= ANYWHERE_SHARE
 
 
 def stack_slug(stack: str) -> str:
@@ -308,9 +384,11 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     network = _parse_network(p, raw.get("network"))
     admin = _parse_admin(p, raw.get("admin"))
     endpoint = _parse_endpoint(p, raw.get("endpoint"), network)
-    artifacts = _parse_artifacts(p, raw.get("artifacts"))
-    verify = _parse_verify(p, raw.get("verify"))
-    hosts = _parse_hosts(p, raw.get("hosts"), stack, isolation, network)
+    artifacts, local_dirs = _parse_artifacts(p, raw.get("artifacts"))
+    verify = _parse_verify(p, raw.get("verify"), local_dirs)
+    architectures = artifacts.catalog.architectures if artifacts else frozenset({"amd64"})
+    hosts = _parse_hosts(p, raw.get("hosts"), stack, isolation, network, architectures)
+    _check_ports(p, hosts, endpoint)
 
     dedicated_key = raw.get("dedicatedSshKey")
     if any(h.source == "dedicated" for h in hosts) and dedicated_key is None:
@@ -320,6 +398,18 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
             "run `pulumi config set --secret functions-runtime:dedicatedSshKey "
             "< ~/.ssh/id_ed25519` with a key root on those hosts accepts",
         )
+    elif isinstance(dedicated_key, pulumi.Output):
+        # Known only inside apply: checked there, failing with the key's name only.
+        dedicated_key = dedicated_key.apply(_checked_private_key)
+    elif dedicated_key is not None:
+        problem = (
+            ssh_private_key_problem(dedicated_key)
+            if isinstance(dedicated_key, str)
+            else "expected the private key's text"
+        )
+        if problem:
+            # Never the value, nor a part of it: only what is wrong.
+            p.add(key("dedicatedSshKey"), problem)
 
     if p.items:
         raise SettingsError(p.items)
@@ -335,6 +425,13 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         hosts=tuple(hosts),
         dedicated_ssh_key=dedicated_key if isinstance(dedicated_key, pulumi.Output) else None,
     )
+
+
+def _checked_private_key(text: str) -> str:
+    problem = ssh_private_key_problem(text)
+    if problem:
+        raise SettingsError([f"{key('dedicatedSshKey')}: {problem}"])
+    return text
 
 
 def _parse_kata(p: _Problems, value: Any) -> KataSettings:
@@ -378,12 +475,9 @@ def _parse_admin(p: _Problems, value: Any) -> AdminSettings:
     obj = p.obj(key("admin"), value, ("sshKeys", "sshSourceCidrs", "allowSshFromAnywhere"))
     keys = p.string_list(key("admin.sshKeys"), obj.get("sshKeys"))
     for i, k in enumerate(keys):
-        if not SSH_PUBLIC_KEY.match(k):
-            p.add(
-                key(f"admin.sshKeys[{i}]"),
-                "expected an OpenSSH public key line ('ssh-ed25519 AAAA... comment'); "
-                "never a private key",
-            )
+        problem = ssh_public_key_problem(k)
+        if problem:
+            p.add(key(f"admin.sshKeys[{i}]"), problem)
     cidrs = p.string_list(key("admin.sshSourceCidrs"), obj.get("sshSourceCidrs"))
     anywhere_ok = p.boolean(key("admin.allowSshFromAnywhere"), obj.get("allowSshFromAnywhere"))
     if not cidrs:
@@ -392,31 +486,42 @@ def _parse_admin(p: _Problems, value: Any) -> AdminSettings:
             "required: the addresses that may reach SSH, including the machine that runs "
             "`pulumi up` (for example your office or CI egress address as x.y.z.w/32)",
         )
+    nets = []
     for i, c in enumerate(cidrs):
         net = p.cidr(key(f"admin.sshSourceCidrs[{i}]"), c)
-        if net is not None and _is_anywhere(net) and not anywhere_ok:
+        if net is None:
+            continue
+        nets.append(net)
+        if is_anywhere([net]) and not anywhere_ok:
             p.add(
                 key(f"admin.sshSourceCidrs[{i}]"),
                 f"{c} opens SSH to the whole internet; list your own addresses, or set "
                 "admin.allowSshFromAnywhere: true to accept that on purpose",
             )
+    if not anywhere_ok and not any(is_anywhere([n]) for n in nets) and is_anywhere(nets):
+        p.add(
+            key("admin.sshSourceCidrs"),
+            f"together these ranges cover {internet_share(nets):.0%} of the internet, which is "
+            "opening SSH to anywhere however it is split; list your own addresses, or set "
+            "admin.allowSshFromAnywhere: true to accept that on purpose",
+        )
     return AdminSettings(ssh_keys=tuple(keys), ssh_source_cidrs=tuple(cidrs))
 
 
 def _parse_endpoint(p: _Problems, value: Any, network: NetworkSettings) -> EndpointSettings:
     obj = p.obj(key("endpoint"), value, ("port", "allowedCidrs", "allowPublicSources"))
     port = p.integer(key("endpoint.port"), obj.get("port"), 2376, 1024, 65535)
-    if port == 22:
-        p.add(key("endpoint.port"), "must not be the SSH port")
     cidrs = p.string_list(key("endpoint.allowedCidrs"), obj.get("allowedCidrs")) or [
         network.ip_range
     ]
     public_ok = p.boolean(key("endpoint.allowPublicSources"), obj.get("allowPublicSources"))
+    nets = []
     for i, c in enumerate(cidrs):
         net = p.cidr(key(f"endpoint.allowedCidrs[{i}]"), c)
         if net is None:
             continue
-        if _is_anywhere(net):
+        nets.append(net)
+        if is_anywhere([net]):
             p.add(
                 key(f"endpoint.allowedCidrs[{i}]"),
                 f"{c} would expose the container API to everyone; list the networks "
@@ -428,32 +533,97 @@ def _parse_endpoint(p: _Problems, value: Any, network: NetworkSettings) -> Endpo
                 f"{c} is not a private range; the endpoint listens on the private "
                 "network only. Set endpoint.allowPublicSources: true to accept it on purpose",
             )
+    if not any(is_anywhere([n]) for n in nets) and is_anywhere(nets):
+        p.add(
+            key("endpoint.allowedCidrs"),
+            f"together these ranges cover {internet_share(nets):.0%} of the internet: that "
+            "exposes the container API to everyone however it is split; list the networks of "
+            "the functions service",
+        )
     return EndpointSettings(port=port, allowed_cidrs=tuple(cidrs))
 
 
-def _parse_artifacts(p: _Problems, value: Any) -> ArtifactSettings | None:
-    obj = p.obj(key("artifacts"), value, ("mirror", "catalog"))
+def _parse_artifacts(p: _Problems, value: Any) -> tuple[ArtifactSettings | None, tuple[Path, ...]]:
+    obj = p.obj(key("artifacts"), value, ("mirror", "catalog", "localDirs"))
     mirror = p.string(key("artifacts.mirror"), obj.get("mirror"))
-    if mirror is not None and not re.match(r"^https?://[^\s/]+(/\S*)?$", mirror):
-        p.add(
-            key("artifacts.mirror"),
-            f"expected an http(s) base URL such as https://mirror.example/kata, got {mirror!r}",
-        )
-    catalog_rel = p.string(key("artifacts.catalog"), obj.get("catalog"), DEFAULT_CATALOG)
-    catalog_path = (PROJECT_ROOT / (catalog_rel or DEFAULT_CATALOG)).resolve()
+    if mirror is not None:
+        problem = _mirror_problem(mirror)
+        if problem:
+            p.add(key("artifacts.mirror"), problem)
+    local_dirs = []
+    for i, text in enumerate(p.string_list(key("artifacts.localDirs"), obj.get("localDirs"))):
+        path, problem = local_dir_problem(text)
+        if problem:
+            p.add(key(f"artifacts.localDirs[{i}]"), problem)
+        elif path is not None:
+            local_dirs.append(path)
+    dirs = tuple(local_dirs)
+    catalog_text = p.string(key("artifacts.catalog"), obj.get("catalog"), DEFAULT_CATALOG) or DEFAULT_CATALOG
+    catalog_path = _local_file(p, key("artifacts.catalog"), catalog_text, dirs)
+    if catalog_path is None:
+        return None, dirs
     try:
         catalog = load_catalog(catalog_path)
     except CatalogError as err:
         p.add(key("artifacts.catalog"), str(err))
-        return None
-    return ArtifactSettings(
+        return None, dirs
+    artifacts = ArtifactSettings(
         mirror=mirror.rstrip("/") if mirror else None,
         catalog_path=catalog_path,
         catalog=catalog,
+        local_dirs=dirs,
     )
+    return artifacts, dirs
 
 
-def _parse_verify(p: _Problems, value: Any) -> VerifySettings:
+def _mirror_problem(mirror: str) -> str | None:
+    """What is wrong with a mirror base URL; its text is never quoted (it may hold a password)."""
+    try:
+        url = urlsplit(mirror)
+        url.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return "is not a URL; expected an http(s) base URL such as https://mirror.example/kata"
+    if url.scheme not in ("http", "https") or not url.hostname or " " in mirror:
+        return "expected an http(s) base URL such as https://mirror.example/kata"
+    if "@" in url.netloc:
+        return (
+            "holds credentials (user:password@): the URL reaches command inputs, state, the "
+            "pull-request preview and host logs in plain, and setting it as a secret does not "
+            "change that. Put none in it: serve the mirror on the private network and admit the "
+            "fleet's private range (the mirror needs no secret there); mirror credentials are "
+            "not supported yet"
+        )
+    if url.query or url.fragment or "?" in mirror or "#" in mirror:
+        return (
+            "has a query string or fragment: the file name is appended to the URL's path, so "
+            "they would break it (and a token there leaks as a password would); give a base URL "
+            "such as https://mirror.example/kata"
+        )
+    return None
+
+
+def _local_file(p: _Problems, config_key: str, text: str, local_dirs: Sequence[Path]) -> Path | None:
+    """A file from the project or a local-artifacts directory, resolved (symlinks followed)."""
+    path = resolve(text, PROJECT_ROOT)
+    if path is None:
+        p.add(config_key, f"{_shown(text)} is not a usable path")
+        return None
+    if not contained(path, (PROJECT_ROOT, *local_dirs)):
+        p.add(
+            config_key,
+            f"{path} is outside the project and outside every artifacts.localDirs directory; keep "
+            "the file in the project, or list the directory holding it in "
+            "functions-runtime:artifacts.localDirs",
+        )
+        return None
+    problem = regular_file_problem(path)
+    if problem:
+        p.add(config_key, problem)
+        return None
+    return path
+
+
+def _parse_verify(p: _Problems, value: Any, local_dirs: Sequence[Path]) -> VerifySettings:
     obj = p.obj(key("verify"), value, ("image", "imageArchive", "coldStartRuns"))
     image = p.string(key("verify.image"), obj.get("image"), BUSYBOX_VERIFY_IMAGE) or ""
     archive_rel = p.string(key("verify.imageArchive"), obj.get("imageArchive"))
@@ -467,15 +637,23 @@ def _parse_verify(p: _Problems, value: Any) -> VerifySettings:
     elif image != BUSYBOX_VERIFY_IMAGE and not IMAGE_DIGEST.search(image):
         p.add(
             key("verify.image"),
-            f"{image!r} is not pinned; use a reference with @sha256:<digest> (or the image "
+            f"{_shown(image)} is not pinned; use a reference with @sha256:<digest> (or the image "
             f"ID sha256:<id> of verify.imageArchive), or leave it unset to build "
             f"{BUSYBOX_VERIFY_IMAGE} from the host's busybox-static",
         )
+    elif image != BUSYBOX_VERIFY_IMAGE and not IMAGE_REFERENCE.match(image):
+        p.add(
+            key("verify.image"),
+            f"{_shown(image)} is not an image reference; expected [registry/]name[:tag]@sha256:<digest> "
+            "with a lowercase name, e.g. docker.io/library/busybox@sha256:<digest>",
+        )
     archive: Path | None = None
     if archive_rel is not None:
-        archive = (PROJECT_ROOT / archive_rel).resolve()
-        if not archive.is_file():
-            p.add(key("verify.imageArchive"), f"no such file: {archive}")
+        archive = _local_file(p, key("verify.imageArchive"), archive_rel, local_dirs)
+        if archive is not None:
+            problem = docker_archive_problem(archive, image if IMAGE_ID.match(image) else None)
+            if problem:
+                p.add(key("verify.imageArchive"), problem)
     runs = p.integer(
         key("verify.coldStartRuns"),
         obj.get("coldStartRuns"),
@@ -494,7 +672,12 @@ MACHINE_FIELDS = ("name", "address", "privateAddress", "hostKey")
 
 
 def _parse_hosts(
-    p: _Problems, value: Any, stack: str, isolation: str | None, network: NetworkSettings
+    p: _Problems,
+    value: Any,
+    stack: str,
+    isolation: str | None,
+    network: NetworkSettings,
+    architectures: frozenset[str] = frozenset({"amd64"}),
 ) -> list[HostSpec]:
     k = key("hosts")
     if value is None or value == []:
@@ -522,7 +705,7 @@ def _parse_hosts(
             p.add(f"{gk}.name", f"{name!r} is used by another host group")
         group_names.add(name)
         if source == "hcloud":
-            hosts.extend(_parse_hcloud_group(p, gk, group, name, stack, isolation, network))
+            hosts.extend(_parse_hcloud_group(p, gk, group, name, stack, isolation, network, architectures))
         elif source == "dedicated":
             hosts.extend(_parse_dedicated_group(p, gk, group, name))
         else:
@@ -532,7 +715,115 @@ def _parse_hosts(
         if h.name in seen:
             p.add(k, f"host name {h.name!r} appears twice; rename a group or machine")
         seen.add(h.name)
+    _check_dedicated_unique(p, hosts)
     return hosts
+
+
+def _check_dedicated_unique(p: _Problems, hosts: Sequence[HostSpec]) -> None:
+    """One machine is adopted once; two endpoints never share an address.
+
+    A machine is its SSH address and port together: two lab guests behind
+    one forwarding address differ by port.
+    """
+    by_ssh: dict[tuple[str, int], str] = {}
+    by_private: dict[str, str] = {}
+    for h in hosts:
+        if h.source != "dedicated":
+            continue
+        if h.address is not None:
+            where = (_normal_address(h.address), h.ssh_port)
+            if where in by_ssh:
+                p.add(
+                    h.config_key,
+                    f"machine {h.name!r} has the address {h.address} (SSH port {h.ssh_port}) of "
+                    f"{by_ssh[where]!r}: one machine is adopted once; remove the duplicate entry",
+                )
+            by_ssh.setdefault(where, h.name)
+        if h.private_address is not None:
+            private = _normal_address(h.private_address)
+            if private in by_private:
+                p.add(
+                    h.config_key,
+                    f"machine {h.name!r} has the privateAddress {h.private_address} of "
+                    f"{by_private[private]!r}: two endpoints cannot listen on one address",
+                )
+            by_private.setdefault(private, h.name)
+
+
+def _normal_address(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address.lower().rstrip(".")
+
+
+def _is_host_address(address: str) -> bool:
+    """An IP address, or a DNS host name (RFC 1123 labels, at most 253 characters)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        name = address[:-1] if address.endswith(".") else address
+        labels = name.split(".")
+        return (
+            0 < len(name) <= 253
+            and all(DNS_LABEL.match(label) for label in labels)
+            and not labels[-1].isdigit()
+        )
+    return not (ip.is_unspecified or ip.is_multicast)
+
+
+def _private_address_problem(private: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(private)
+    except ValueError:
+        return f"{_shown(private)} is not an IP address"
+    if ip.version == 6:
+        return (
+            f"{private} is IPv6: the endpoint is exported as tcp://<privateAddress>:<port>, which "
+            "Docker clients cannot parse for an IPv6 address; give the machine's private IPv4 "
+            "address (its vSwitch or private network address)"
+        )
+    if not any(ip in net for net in PRIVATE_LISTEN):
+        return (
+            f"{private} is not a private address: the Docker endpoint listens on it, so it must "
+            f"be on the private network ({', '.join(str(n) for n in PRIVATE_LISTEN)}); give the "
+            "machine's vSwitch or private network address"
+        )
+    return None
+
+
+def listening_ports(spec: HostSpec, endpoint: EndpointSettings) -> dict[str, int]:
+    """Every TCP port a host listens on, by the config key that sets it.
+
+    Add here the port of every feature that opens one (a metrics exporter,
+    ...): they are all checked against each other.
+    """
+    sshd = f"{spec.config_key}.sshdPort" if spec.source == "dedicated" else f"{spec.config_key} (sshd on Cloud servers)"
+    return {sshd: spec.sshd_port, key("endpoint.port"): endpoint.port}
+
+
+def _check_ports(p: _Problems, hosts: Sequence[HostSpec], endpoint: EndpointSettings) -> None:
+    reported: set[tuple[str, ...]] = set()
+    for h in hosts:
+        by_port: dict[int, list[str]] = {}
+        for config_key, port in listening_ports(h, endpoint).items():
+            by_port.setdefault(port, []).append(config_key)
+        for port, keys in by_port.items():
+            if len(keys) > 1 and tuple(keys) not in reported:
+                reported.add(tuple(keys))
+                p.add(
+                    keys[0],
+                    f"port {port} is also set by {', '.join(keys[1:])}: a host cannot listen on one "
+                    "port for two services; choose another port for one of them",
+                )
+
+
+def arm_refusal(server_type: str) -> str:
+    return (
+        f"{server_type!r} is an Arm (arm64) server type, but the artifact catalog pins amd64 "
+        "release files only (Kata, nerdctl): the host would get binaries it cannot run. Use an "
+        "x86 type (cx, cpx, ccx), or add arm64 rows to the catalog first"
+    )
 
 
 def _parse_hcloud_group(
@@ -543,6 +834,7 @@ def _parse_hcloud_group(
     stack: str,
     isolation: str | None,
     network: NetworkSettings,
+    architectures: frozenset[str],
 ) -> list[HostSpec]:
     p.obj(gk, group, HCLOUD_FIELDS)
     if isolation == "vm":
@@ -560,7 +852,9 @@ def _parse_hcloud_group(
     if server_type is None:
         p.add(f"{gk}.serverType", "required: a Hetzner Cloud server type such as cx23 or cpx31")
     elif not SERVER_TYPE.match(server_type):
-        p.add(f"{gk}.serverType", f"{server_type!r} is not a Hetzner server type such as cx23 or cpx31")
+        p.add(f"{gk}.serverType", f"{_shown(server_type)} is not a Hetzner server type such as cx23 or cpx31")
+    elif server_type.startswith(ARM_SERVER_TYPE_PREFIXES) and "arm64" not in architectures:
+        p.add(f"{gk}.serverType", arm_refusal(server_type))
     location = p.string(f"{gk}.location", group.get("location"))
     zone_locations = ZONE_LOCATIONS.get(network.zone, ())
     if location is None:
@@ -599,6 +893,7 @@ def _parse_hcloud_group(
                 location=location,
                 image=image,
                 placement_index=i // PLACEMENT_GROUP_SIZE,
+                config_key=gk,
             )
         )
     return hosts
@@ -609,6 +904,12 @@ def _parse_dedicated_group(
 ) -> list[HostSpec]:
     p.obj(gk, group, DEDICATED_FIELDS)
     user = p.string(f"{gk}.sshUser", group.get("sshUser"), "root") or "root"
+    if not USER_NAME.match(user):
+        p.add(
+            f"{gk}.sshUser",
+            f"{_shown(user)} is not a user name (lowercase letters, digits, '_' and '-', "
+            "starting with a letter or '_', at most 32 characters)",
+        )
     port = p.integer(f"{gk}.sshPort", group.get("sshPort"), 22, 1, 65535)
     sshd_port = p.integer(f"{gk}.sshdPort", group.get("sshdPort"), port, 1, 65535)
     tofu = p.boolean(f"{gk}.trustOnFirstUse", group.get("trustOnFirstUse"))
@@ -633,6 +934,13 @@ def _parse_dedicated_group(
         address = p.string(f"{mk}.address", m.get("address"))
         if address is None:
             p.add(f"{mk}.address", "required: the address SSH reaches the machine on")
+        elif not _is_host_address(address):
+            p.add(
+                f"{mk}.address",
+                f"{_shown(address)} is neither an IP address nor a host name; give the address "
+                "SSH reaches the machine on (203.0.113.50, 2001:db8::50 or metal-1.example.com), "
+                "without user@ or :port (use sshUser and sshPort)",
+            )
         private = p.string(f"{mk}.privateAddress", m.get("privateAddress"))
         if private is None:
             p.add(
@@ -641,17 +949,16 @@ def _parse_dedicated_group(
                 "private network or vSwitch address)",
             )
         else:
-            try:
-                ipaddress.ip_address(private)
-            except ValueError:
-                p.add(f"{mk}.privateAddress", f"{private!r} is not an IP address")
+            problem = _private_address_problem(private)
+            if problem:
+                p.add(f"{mk}.privateAddress", problem)
         host_key = p.string(f"{mk}.hostKey", m.get("hostKey"))
-        if host_key is not None and not SSH_PUBLIC_KEY.match(host_key):
+        problem = None if host_key is None else ssh_public_key_problem(host_key, HOST_KEY_TYPES)
+        if problem:
             p.add(
                 f"{mk}.hostKey",
-                "expected the machine's SSH host public key ('ssh-ed25519 AAAA...'), as "
-                "printed by `ssh-keyscan -t ed25519 <address>` or "
-                "/etc/ssh/ssh_host_ed25519_key.pub",
+                f"{problem}. Expected the machine's SSH host public key ('ssh-ed25519 AAAA...'), "
+                "as in /etc/ssh/ssh_host_ed25519_key.pub on its console",
             )
         if host_key is None and not tofu:
             p.add(
@@ -672,9 +979,37 @@ def _parse_dedicated_group(
                 sshd_port=sshd_port,
                 ssh_user=user,
                 host_key=host_key,
+                config_key=gk,
             )
         )
     return hosts
+
+
+# The one setting that is secret; every other one is read (and used) in plain.
+SECRET_KEYS = ("dedicatedSshKey",)
+
+
+def configured_keys() -> set[str]:
+    """Every full config key set for this run, from the SDK's own config store.
+
+    The store is what `pulumi.Config` reads: values set in-process (the
+    engine's run request, the Automation API, `set_all_config` in tests),
+    the PULUMI_CONFIG bag, and one PULUMI_CONFIG_<KEY> variable per key
+    (scrubbed names, which cannot be mapped back: reported with the variable).
+    """
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    known = {runtime_config.get_config_env_key(key(n)) for n in TOP_LEVEL_KEYS}
+    scrubbed_prefix = runtime_config.get_config_env_key(f"{NAMESPACE}:")
+    for variable in os.environ:
+        if variable.startswith(scrubbed_prefix) and variable not in known:
+            keys.add(f"{NAMESPACE}:{variable[len(scrubbed_prefix):].lower()} (from ${variable})")
+    return keys
+
+
+def _secret_config_keys() -> set[str]:
+    keys = configured_keys()
+    secret = set(runtime_config.get_config_secret_keys_env())
+    return {k for k in keys if runtime_config.is_config_secret(k) or k in secret}
 
 
 def read_settings(config: pulumi.Config | None = None, stack: str | None = None) -> Settings:
@@ -682,20 +1017,38 @@ def read_settings(config: pulumi.Config | None = None, stack: str | None = None)
     config = config or pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
     for name in TOP_LEVEL_KEYS:
-        if name == "dedicatedSshKey":
-            secret = config.get_secret(name)
-            if secret is not None:
-                raw[name] = secret
-            continue
+        # The plain text of the secret too: it is checked here, at preview,
+        # and only its secret Output (below) goes further.
         text = config.get(name)
-        if text is not None:
-            # Structured values arrive as JSON text; plain ones as strings.
-            try:
-                raw[name] = json.loads(text)
-            except json.JSONDecodeError:
-                raw[name] = text
+        if text is None:
+            continue
+        if name in SECRET_KEYS:
+            raw[name] = text
+            continue
+        # Structured values arrive as JSON text; plain ones as strings.
+        try:
+            raw[name] = json.loads(text)
+        except json.JSONDecodeError:
+            raw[name] = text
     prefix = f"{NAMESPACE}:"
-    for full in get_config_env():
+    extra: list[str] = []
+    for full in configured_keys():
         if full.startswith(prefix) and full[len(prefix):] not in TOP_LEVEL_KEYS:
             raw[full[len(prefix):]] = "(set)"
-    return parse_settings(raw, stack or pulumi.get_stack())
+    for full in sorted(_secret_config_keys()):
+        if full.startswith(prefix) and full[len(prefix):] in TOP_LEVEL_KEYS:
+            if full[len(prefix):] not in SECRET_KEYS:
+                extra.append(
+                    f"{full}: is stored as a secret, but the program uses this setting in plain "
+                    "(command inputs, state, the preview), so the secret would leak there; put "
+                    "no secret in it and set it without --secret"
+                )
+    try:
+        settings = parse_settings(raw, stack or pulumi.get_stack())
+    except SettingsError as err:
+        raise SettingsError([*err.problems, *extra]) from None
+    if extra:
+        raise SettingsError(extra)
+    secret = config.get_secret("dedicatedSshKey")
+    token_set = bool(os.environ.get("HCLOUD_TOKEN")) or pulumi.Config("hcloud").get("token") is not None
+    return dataclasses.replace(settings, dedicated_ssh_key=secret, hcloud_token_set=token_set)

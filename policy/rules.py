@@ -56,6 +56,11 @@ PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 PASSWORD_KEYS = frozenset(
     {"password", "passwd", "chpasswd", "plain_text_passwd", "hashed_passwd", "passphrase"}
 )
+# "Anywhere" (as components/settings.py judges it; the pack runs on its own,
+# so the rule is restated here): sources whose union covers at least a
+# quarter of IPv4, or of IPv6's global unicast space.
+ANYWHERE_SHARE = 0.25
+INTERNET = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("2000::/3"))
 HOST_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) [A-Za-z0-9+/]+=*( .*)?$")
 
 
@@ -91,53 +96,94 @@ def _rule_ports(rule: Mapping[str, Any]) -> tuple[int, int] | None:
         return (1, 65535)  # unreadable: assume the worst
 
 
-def _world_sources(rule: Mapping[str, Any]) -> list[str]:
-    """Sources in the rule that stand for the whole internet (prefix length 0)."""
-    world = []
+def _networks(rule: Mapping[str, Any]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    nets = []
     for source in rule.get("sourceIps") or []:
         try:
-            if ipaddress.ip_network(str(source), strict=False).prefixlen == 0:
-                world.append(str(source))
+            nets.append(ipaddress.ip_network(str(source), strict=False))
         except ValueError:
             continue
-    return world
+    return nets
+
+
+def internet_share(nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> float:
+    """The largest share of IPv4, or of IPv6's global unicast 2000::/3, the union of `nets` covers."""
+    share = 0.0
+    for internet in INTERNET:
+        parts = [
+            internet if internet.subnet_of(n) else n  # type: ignore[arg-type]
+            for n in nets
+            if n.version == internet.version and n.overlaps(internet)  # type: ignore[arg-type]
+        ]
+        covered = sum(n.num_addresses for n in ipaddress.collapse_addresses(parts))  # type: ignore[arg-type]
+        share = max(share, covered / internet.num_addresses)
+    return share
+
+
+def _world_open(
+    rules: Sequence[Mapping[str, Any]], port: int
+) -> list[tuple[list[int], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]]:
+    """Inbound TCP rules that open `port` to anywhere: alone, else together.
+
+    Anywhere is judged by the union of the sources (ANYWHERE_SHARE), so a
+    split such as 0.0.0.0/1 + 128.0.0.0/1, in one rule or across rules, is
+    the world as 0.0.0.0/0 is.
+    """
+    opening: list[tuple[int, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]] = []
+    for index, rule in enumerate(rules):
+        if str(rule.get("direction", "in")).lower() != "in":
+            continue
+        span = _rule_ports(rule)
+        if span is None or not span[0] <= port <= span[1]:
+            continue
+        opening.append((index, _networks(rule)))
+    alone = [([i], nets) for i, nets in opening if internet_share(nets) >= ANYWHERE_SHARE]
+    if alone:
+        return alone
+    union = [n for _, nets in opening for n in nets]
+    if internet_share(union) >= ANYWHERE_SHARE:
+        return [([i for i, _ in opening], union)]
+    return []
+
+
+def _describe(indexes: list[int], nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> tuple[str, str]:
+    where = ", ".join(f"rules[{i}]" for i in indexes)
+    world = [str(n) for n in nets if n.prefixlen == 0]
+    if world:
+        return where, ", ".join(world)
+    return where, f"{', '.join(str(n) for n in nets)} (together {internet_share(nets):.0%} of the internet)"
 
 
 def validate_firewall_not_world_open(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    """No inbound rule opens SSH or the Docker endpoint to 0.0.0.0/0 or ::/0."""
+    """No inbound rule opens SSH or the Docker endpoint to anywhere (0.0.0.0/0, ::/0, or a split of them)."""
     if args.resource_type != FIREWALL:
         return
     config = _config(args)
     ssh_ports = _ports(config, "sshPorts", DEFAULT_SSH_PORTS)
     endpoint_ports = _ports(config, "endpointPorts", DEFAULT_ENDPOINT_PORTS)
     ssh_anywhere_ok = config.get("allowSshFromAnywhere") is True
-    for index, rule in enumerate(args.props.get("rules") or []):
-        if str(rule.get("direction", "in")).lower() != "in":
-            continue
-        span = _rule_ports(rule)
-        world = _world_sources(rule)
-        if span is None or not world:
-            continue
-        low, high = span
-        for port in endpoint_ports:
-            if low <= port <= high:
-                report(
-                    f"{_where(args)}: rules[{index}] opens the Docker endpoint port {port} to "
-                    f"{', '.join(world)}. The container API must never face the internet: remove "
-                    "the rule (the endpoint listens on the private address; the host's nftables "
-                    "filter admits functions-runtime:endpoint.allowedCidrs).",
-                    args.urn,
-                )
-        if ssh_anywhere_ok:
-            continue
-        for port in ssh_ports:
-            if low <= port <= high:
-                report(
-                    f"{_where(args)}: rules[{index}] opens SSH (port {port}) to {', '.join(world)}. "
-                    "List your own addresses in functions-runtime:admin.sshSourceCidrs, or opt in on "
-                    "purpose with this policy's config allowSshFromAnywhere: true.",
-                    args.urn,
-                )
+    rules = list(args.props.get("rules") or [])
+    for port in endpoint_ports:
+        for indexes, nets in _world_open(rules, port):
+            where, sources = _describe(indexes, nets)
+            report(
+                f"{_where(args)}: {where} opens the Docker endpoint port {port} to "
+                f"{sources}. The container API must never face the internet: remove "
+                "the rule (the endpoint listens on the private address; the host's nftables "
+                "filter admits functions-runtime:endpoint.allowedCidrs).",
+                args.urn,
+            )
+    if ssh_anywhere_ok:
+        return
+    for port in ssh_ports:
+        for indexes, nets in _world_open(rules, port):
+            where, sources = _describe(indexes, nets)
+            report(
+                f"{_where(args)}: {where} opens SSH (port {port}) to {sources}. "
+                "List your own addresses in functions-runtime:admin.sshSourceCidrs, or opt in on "
+                "purpose with this policy's config allowSshFromAnywhere: true.",
+                args.urn,
+            )
 
 
 # ------------------------------------------------------------ (b) servers
@@ -245,6 +291,37 @@ def validate_remote_pins_host_key(args: ResourceValidationArgs, report: ReportVi
     )
 
 
+# URL credentials: user[:password]@ in a URL, or a credential-like query parameter.
+URL_USERINFO = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@'\"]+@")
+URL_TOKEN = re.compile(
+    r"://\S*[?&](?:token|access_token|auth|password|passwd|secret|sig|signature|api[_-]?key|key)=", re.I
+)
+# Command inputs the engine shows in plain: what a step runs and its triggers.
+# stdin is the secret channel by design, connection holds the SSH key.
+PLAIN_COMMAND_INPUTS = ("create", "update", "delete", "environment", "triggers")
+
+
+def validate_no_url_credentials_in_commands(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """No remote command carries a URL with credentials in what it shows in plain."""
+    if args.resource_type not in (COMMAND, COPY_TO_REMOTE):
+        return
+    for name in PLAIN_COMMAND_INPUTS:
+        try:
+            value = args.props.get(name)
+        except UnknownValueError:
+            continue
+        for path, text in _walk(to_plain(value), (name,)):
+            if isinstance(text, str) and (URL_USERINFO.search(text) or URL_TOKEN.search(text)):
+                report(
+                    f"{_where(args)}: {'.'.join(path)} holds a URL with credentials (user:password@ or a "
+                    "token parameter). Command inputs are plain in state, the preview and host logs: "
+                    "put no credentials in functions-runtime:artifacts.mirror (or any URL a step uses); "
+                    "restrict a private mirror by source address instead.",
+                    args.urn,
+                )
+                return
+
+
 # ------------------------------------------------------------ (d) outputs (content only)
 
 
@@ -334,6 +411,13 @@ remote_pins_host_key = ResourceValidationPolicy(
     config_schema=PolicyConfigSchema(properties={"allowTrustOnFirstUse": {"type": "boolean", "default": False}}),
 )
 
+no_url_credentials_in_commands = ResourceValidationPolicy(
+    name="remote-commands-carry-no-url-credentials",
+    description="No remote command carries a URL with credentials in its plain inputs.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=validate_no_url_credentials_in_commands,
+)
+
 endpoint_output_has_no_private_key = StackValidationPolicy(
     name="endpoint-output-holds-no-private-key",
     description="The plain runtimeEndpoint stack output carries no private key.",
@@ -346,6 +430,7 @@ RESOURCE_POLICIES: list[ResourceValidationPolicy] = [
     server_firewall_and_placement,
     user_data_holds_only_host_key,
     remote_pins_host_key,
+    no_url_credentials_in_commands,
 ]
 STACK_POLICIES: list[StackValidationPolicy] = [endpoint_output_has_no_private_key]
 POLICIES = [*RESOURCE_POLICIES, *STACK_POLICIES]

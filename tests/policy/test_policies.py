@@ -48,6 +48,7 @@ from pulumi_policy.policy import _PolicyAnalyzerServicer
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from policy import rules
+from tests.support.archives import write_docker_archive
 from tests.support.program import (
     STAND_IN_SSH_KEY,
     ProgramRun,
@@ -85,6 +86,7 @@ def multi_host_config(image_archive: Path | None = None, tofu: bool = False) -> 
     cfg["functions-runtime:dedicatedSshKey"] = STAND_IN_SSH_KEY
     if image_archive is not None:
         cfg["functions-runtime:verify"] = {"imageArchive": str(image_archive)}
+        cfg["functions-runtime:artifacts"] = {"localDirs": [str(image_archive.parent)]}
     return cfg
 
 
@@ -97,7 +99,7 @@ def dev_run() -> ProgramRun:
 def multi_run(tmp_path_factory: pytest.TempPathFactory) -> ProgramRun:
     # A verify image archive makes the program register a CopyToRemote too.
     archive = tmp_path_factory.mktemp("verify") / "verify-image.tar"
-    archive.write_bytes(b"not a real image; only its hash is read under mocks")
+    write_docker_archive(archive)
     return run_program(multi_host_config(image_archive=archive), stack="dev")
 
 
@@ -259,6 +261,39 @@ def test_a_configured_endpoint_port_is_guarded(dev_run):
     assert_names(check(rules.firewall_not_world_open, fw, {"endpointPorts": [2377]}, broken), fw)
 
 
+@pytest.mark.parametrize(
+    "sources",
+    [["0.0.0.0/1", "128.0.0.0/1"], [f"{32 * i}.0.0.0/3" for i in range(8)], ["2000::/6", "2400::/6"]],
+    ids=["ipv4-halves", "ipv4-eighths", "ipv6-quarter"],
+)
+def test_ssh_open_to_a_split_world_is_a_violation(dev_run, sources):
+    # Issue 12, class 7: anywhere is judged by the union of the sources.
+    fw = only(dev_run, rules.FIREWALL)
+    violations = check(rules.firewall_not_world_open, fw, inputs=with_rule(fw, sourceIps=sources))
+    assert_names(violations, fw)
+    assert "SSH (port 22)" in violations[0][0]
+
+
+def test_a_world_split_across_rules_is_a_violation_for_the_endpoint_even_with_the_ssh_opt_in(dev_run):
+    fw = only(dev_run, rules.FIREWALL)
+    broken = plain_inputs(fw)
+    broken["rules"] = [
+        {"direction": "in", "protocol": "tcp", "port": "2376", "sourceIps": ["0.0.0.0/3", "32.0.0.0/4"]},
+        {"direction": "in", "protocol": "tcp", "port": "2000-3000", "sourceIps": ["48.0.0.0/4", "10.0.0.0/8"]},
+        {"direction": "in", "protocol": "udp", "port": "2376", "sourceIps": ["0.0.0.0/0"]},
+    ]
+    violations = check(rules.firewall_not_world_open, fw, {"allowSshFromAnywhere": True}, broken)
+    assert_names(violations, fw)
+    (message,) = [m for m, _ in violations]
+    assert "rules[0], rules[1]" in message and "Docker endpoint port 2376" in message and "together 25%" in message
+
+
+def test_a_large_but_partial_range_is_not_anywhere(dev_run):
+    fw = only(dev_run, rules.FIREWALL)
+    broken = with_rule(fw, sourceIps=["0.0.0.0/3", "198.51.100.0/24", "2001:db8::/32"])
+    assert check(rules.firewall_not_world_open, fw, inputs=broken) == []
+
+
 def test_world_open_udp_or_outbound_rules_are_not_ssh(dev_run):
     fw = only(dev_run, rules.FIREWALL)
     for change in ({"protocol": "udp"}, {"direction": "out"}):
@@ -363,6 +398,22 @@ def test_trust_on_first_use_stack_is_flagged_unless_opted_in():
         assert check(rules.remote_pins_host_key, reg, {"allowTrustOnFirstUse": True}) == []
     cloud = [r for r in run.of_type(rules.COMMAND) if r.name.startswith("cloud-")]
     assert cloud and all(check(rules.remote_pins_host_key, r) == [] for r in cloud)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://user:hunter2@mirror.example/kata", "http://token@10.0.0.2/x", "https://m.example/x?token=abc"],
+)
+def test_a_command_carrying_url_credentials_is_a_violation(dev_run, url):
+    # Issue 12, class 2: the settings refuse such a mirror; the policy holds
+    # the invariant for whatever a command carries.
+    install = next(r for r in dev_run.of_type(rules.COMMAND) if r.name.endswith("-install"))
+    assert check(rules.no_url_credentials_in_commands, install) == []
+    broken = plain_inputs(install)
+    broken["create"] = f"ARTIFACT_MIRROR={url} " + broken["create"]
+    violations = check(rules.no_url_credentials_in_commands, install, inputs=broken)
+    assert_names(violations, install)
+    assert "create holds a URL with credentials" in violations[0][0]
 
 
 # ---------------------------------------------------------------- (d) outputs

@@ -38,6 +38,20 @@ NOT_BEFORE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 _OPENSSH_CACHE: dict[str, str] = {}
 
+
+def stand_in_ssh_key(name: str = "dedicated") -> str:
+    """A real, unencrypted ed25519 private key in OpenSSH format, the same for one name.
+
+    The settings parse dedicatedSshKey for real, so stand-ins must be keys.
+    (OpenSSH's format has a random check number: one value per process.)
+    """
+    if f"stand-in:{name}" not in _OPENSSH_CACHE:
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(_seed(f"stand-in:{name}"))
+        _OPENSSH_CACHE[f"stand-in:{name}"] = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode()
+    return _OPENSSH_CACHE[f"stand-in:{name}"]
+
 CommandStdout = Callable[[str, Mapping[str, Any]], "str | None"]
 
 
@@ -98,6 +112,26 @@ class ProgramRun:
         return {r.urn: r for r in self.resources}
 
 
+def _type_locations(*names: str, unavailable: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    return [
+        {"name": n, "available": n not in unavailable, "isDeprecated": False, "deprecationAnnounced": "",
+         "id": i, "recommended": True, "unavailableAfter": ""}
+        for i, n in enumerate(names, start=1)
+    ]
+
+
+# The simulated Hetzner catalog the data sources read (getServerType, getLocation).
+LOCATION_ZONES = {"eu-central": ("fsn1", "nbg1", "hel1"), "us-east": ("ash",), "us-west": ("hil",), "ap-southeast": ("sin",)}
+SERVER_TYPES: dict[str, dict[str, Any]] = {
+    "cx23": {"name": "cx23", "architecture": "x86", "locations": _type_locations("fsn1", "nbg1", "hel1")},
+    "cpx31": {"name": "cpx31", "architecture": "x86", "locations": _type_locations("fsn1", "nbg1", "hel1", "ash", "hil", "sin")},
+    "ccx13": {"name": "ccx13", "architecture": "x86", "locations": _type_locations("fsn1", "nbg1", unavailable=("nbg1",))},
+    "cax11": {"name": "cax11", "architecture": "arm", "locations": _type_locations("fsn1", "nbg1", "hel1")},
+    # An Arm type with an x86-looking name: only the lookup can tell.
+    "cx99a": {"name": "cx99a", "architecture": "arm", "locations": _type_locations("fsn1")},
+}
+
+
 def _seed(name: str) -> bytes:
     return hashlib.sha256(f"functions-runtime-mock:{name}".encode()).digest()
 
@@ -112,9 +146,21 @@ class FleetMocks(pulumi.runtime.Mocks):
         self.preview = preview
         self.server_private_address = server_private_address
         self.keys: dict[str, Any] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
-        return {}, None
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "hcloud:index/getServerType:getServerType":
+            found = SERVER_TYPES.get(args.args.get("name"))
+            if found is None:
+                return {}, [("name", f"no Server Type found with name {args.args.get('name')}")]
+            return found, []
+        if args.token == "hcloud:index/getLocation:getLocation":
+            zone = next((z for z, locs in LOCATION_ZONES.items() if args.args.get("name") in locs), None)
+            if zone is None:
+                return {}, [("name", f"no Location found with name {args.args.get('name')}")]
+            return {"name": args.args["name"], "networkZone": zone}, []
+        return {}, []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         inputs = unwrap(args.inputs)
@@ -351,15 +397,7 @@ def stdout_passing(name: str, inputs: Mapping[str, Any]) -> str | None:
     return '{"ok": true}'
 
 
-def stand_in_ssh_key() -> str:
-    """A real, deterministic ed25519 OpenSSH private key for a secure config
-    value that cannot be decrypted here (the program derives its public key)."""
-    key = ed25519.Ed25519PrivateKey.from_private_bytes(_seed("stand-in-ssh-key"))
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    ).decode()
-
-
+# The stand-in for a secure dedicatedSshKey (the program derives its public key).
 STAND_IN_SSH_KEY = stand_in_ssh_key()
 
 
@@ -384,17 +422,21 @@ def run_program(
     secret_keys: tuple[str, ...] = ("functions-runtime:dedicatedSshKey",),
     server_private_address: str | None = None,
     registrations: list[Registration] | None = None,
+    calls: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> ProgramRun:
     """Run __main__.py under mocks with `config` (full keys -> values).
 
     `server_private_address` is the private address the simulated Hetzner
     assigns to Cloud servers (the hostlab's guest address); by default one
-    derived from the server's name. `registrations`, when given, receives
-    each registration as it happens, so a caller sees what was registered
-    even when the program raises.
+    derived from the server's name. `registrations` and `calls`, when given,
+    receive each registration and invoke (data source lookups) as it happens,
+    so a caller sees them even when the program raises. Hetzner lookups run
+    only when the config sets `hcloud:token` (as a real run needs a token).
     """
     mocks = FleetMocks(command_stdout, preview, server_private_address)
     monitor = RecordingMonitor(mocks, registrations)
+    if calls is not None:
+        mocks.calls = calls
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     pulumi.runtime.set_all_config(
         {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()},

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from components.settings import PLACEMENT_GROUP_SIZE, SettingsError, parse_settings
+from tests.support.program import stand_in_ssh_key
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKJrmllVu4fMVCnQiQh96iGQMhpTa/0BpPT/hQl0cgYS"
 
@@ -27,7 +28,7 @@ GOOD: dict[str, Any] = {
         },
     ],
     "admin": {"sshSourceCidrs": ["198.51.100.7/32"]},
-    "dedicatedSshKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n",
+    "dedicatedSshKey": stand_in_ssh_key(),
 }
 
 
