@@ -11,11 +11,12 @@ import pulumi_tls as tls
 from components.endpoint import build_client_tls, build_endpoint
 from components.hcloud_lookup import check_hcloud_hosts
 from components.host import RuntimeHost, RuntimeHostArgs
-from components.machine import CloudServerArgs, public_key_of
+from components.machine import CloudServerArgs
 from components.network import FleetNetwork, NetworkArgs
 from components.payload import build_payload
 from components.pki import FleetPki
 from components.settings import Settings, stack_slug
+from components.ssh_keys import ssh_public_key_line
 
 
 class RuntimeFleet(pulumi.ComponentResource):
@@ -41,7 +42,7 @@ class RuntimeFleet(pulumi.ComponentResource):
             # A public key is not secret: the keys step's stdin and
             # fingerprint stay readable in previews.
             dedicated_program_key = pulumi.Output.unsecret(
-                settings.dedicated_ssh_key.apply(lambda k: public_key_of(k, "functions-runtime:dedicatedSshKey"))
+                settings.dedicated_ssh_key.apply(lambda k: ssh_public_key_line(k, "functions-runtime:dedicatedSshKey"))
             )
         if settings.hcloud_hosts:
             # The program's own key for Cloud servers; it lives only in state,

@@ -147,19 +147,3 @@ def create_cloud_server(
         connection=_connection(spec, server.ipv4_address, host_key_public, private_key),
     )
 
-
-def public_key_of(private_key_openssh: str, config_key: str) -> str:
-    """The OpenSSH public key line of a private key (the program grants
-    itself that key on every host); a key that does not parse names its
-    config key, never its value."""
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-
-    try:
-        key = serialization.load_ssh_private_key(private_key_openssh.encode(), password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as err:
-        raise ValueError(
-            f"{config_key}: not an unencrypted OpenSSH private key ({type(err).__name__}); "
-            "set it with `pulumi config set --secret functions-runtime:dedicatedSshKey < ~/.ssh/id_ed25519`"
-        ) from None
-    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()

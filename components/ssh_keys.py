@@ -7,6 +7,8 @@ one: the caller names the config key, never the value.
 
 from __future__ import annotations
 
+from typing import Any
+
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
@@ -111,3 +113,18 @@ def ssh_private_key_problem(text: str) -> str | None:
     ):
         return f"is a key type SSH cannot use; {GENERATE}"
     return _rsa_problem(key)
+
+
+def ssh_public_key_line(private_key_text: str, config_key: str) -> str:
+    """The OpenSSH public key of a private key (the program grants itself
+    that key on every host). A key that does not parse raises, naming its
+    config key and what is wrong, never the value."""
+    problem = ssh_private_key_problem(private_key_text)
+    if problem:
+        raise ValueError(f"{config_key}: {problem}")
+    data = private_key_text.strip().encode() + b"\n"
+    if b"OPENSSH PRIVATE KEY" in data:
+        key: Any = serialization.load_ssh_private_key(data, password=None)
+    else:
+        key = serialization.load_pem_private_key(data, password=None)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
