@@ -114,6 +114,7 @@ def with_setting(config: dict, path: str, value: object) -> dict:
 
 
 ORDER = [s.name for s in HOST_STEPS if s.kind != "upload"]
+ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKJrmllVu4fMVCnQiQh96iGQMhpTa/0BpPT/hQl0cgYS admin@example"
 
 
 @pytest.mark.parametrize(
@@ -123,6 +124,7 @@ ORDER = [s.name for s in HOST_STEPS if s.kind != "upload"]
         ("artifacts.mirror", "https://mirror.example/kata", "install"),
         ("endpoint.port", 2400, "firewall"),
         ("verify.coldStartRuns", 7, "verify"),
+        ("admin.sshKeys", [ADMIN_KEY], "keys"),
     ],
 )
 def test_a_setting_reruns_the_first_step_that_reads_it_and_what_follows(setting, value, first_step):
