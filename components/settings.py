@@ -166,7 +166,6 @@ class EndpointSettings:
 @dataclass(frozen=True)
 class ArtifactSettings:
     mirror: str | None
-    catalog_path: Path
     catalog: Catalog
     # Directories outside the project the stack names for local artifacts.
     local_dirs: tuple[Path, ...] = ()
@@ -569,7 +568,6 @@ def _parse_artifacts(p: _Problems, value: Any) -> tuple[ArtifactSettings | None,
         return None, dirs
     artifacts = ArtifactSettings(
         mirror=mirror.rstrip("/") if mirror else None,
-        catalog_path=catalog_path,
         catalog=catalog,
         local_dirs=dirs,
     )
@@ -689,27 +687,27 @@ def _parse_hosts(
     hosts: list[HostSpec] = []
     group_names: set[str] = set()
     for gi, group in enumerate(value):
-        gk = f"{k}[{gi}]"
+        group_key = f"{k}[{gi}]"
         if not isinstance(group, Mapping):
-            p.add(gk, "expected an object with name and source")
+            p.add(group_key, "expected an object with name and source")
             continue
         source = group.get("source")
-        name = p.string(f"{gk}.name", group.get("name")) or f"group{gi}"
+        name = p.string(f"{group_key}.name", group.get("name")) or f"group{gi}"
         if not HOSTNAME_LABEL.match(name) or len(name) > 40:
             p.add(
-                f"{gk}.name",
+                f"{group_key}.name",
                 f"{name!r} is not a valid hostname label (lowercase letters, digits and "
                 "hyphens, at most 40 characters)",
             )
         if name in group_names:
-            p.add(f"{gk}.name", f"{name!r} is used by another host group")
+            p.add(f"{group_key}.name", f"{name!r} is used by another host group")
         group_names.add(name)
         if source == "hcloud":
-            hosts.extend(_parse_hcloud_group(p, gk, group, name, stack, isolation, network, architectures))
+            hosts.extend(_parse_hcloud_group(p, group_key, group, name, stack, isolation, network, architectures))
         elif source == "dedicated":
-            hosts.extend(_parse_dedicated_group(p, gk, group, name))
+            hosts.extend(_parse_dedicated_group(p, group_key, group, name))
         else:
-            p.add(f"{gk}.source", f"must be 'hcloud' or 'dedicated', got {source!r}")
+            p.add(f"{group_key}.source", f"must be 'hcloud' or 'dedicated', got {source!r}")
     seen: set[str] = set()
     for h in hosts:
         if h.name in seen:
@@ -828,7 +826,7 @@ def arm_refusal(server_type: str) -> str:
 
 def _parse_hcloud_group(
     p: _Problems,
-    gk: str,
+    group_key: str,
     group: Mapping[str, Any],
     name: str,
     stack: str,
@@ -836,43 +834,43 @@ def _parse_hcloud_group(
     network: NetworkSettings,
     architectures: frozenset[str],
 ) -> list[HostSpec]:
-    p.obj(gk, group, HCLOUD_FIELDS)
+    p.obj(group_key, group, HCLOUD_FIELDS)
     if isolation == "vm":
         p.add(
-            gk,
+            group_key,
             f"host group {name!r} is on Hetzner Cloud, but functions-runtime:isolation is "
             f"'vm': {NO_KVM_ON_CLOUD} (no /dev/kvm on any server type), so Kata cannot run there. Adopt KVM-capable dedicated servers "
             "with source: dedicated, or set functions-runtime:isolation to 'sandbox' to "
             "run gVisor on Cloud servers",
         )
-    count = p.integer(f"{gk}.count", group.get("count"), 1, 1, MAX_HOSTS_PER_GROUP)
+    count = p.integer(f"{group_key}.count", group.get("count"), 1, 1, MAX_HOSTS_PER_GROUP)
     if group.get("count") is None:
-        p.add(f"{gk}.count", "required: how many servers this group has (at least 1)")
-    server_type = p.string(f"{gk}.serverType", group.get("serverType"))
+        p.add(f"{group_key}.count", "required: how many servers this group has (at least 1)")
+    server_type = p.string(f"{group_key}.serverType", group.get("serverType"))
     if server_type is None:
-        p.add(f"{gk}.serverType", "required: a Hetzner Cloud server type such as cx23 or cpx31")
+        p.add(f"{group_key}.serverType", "required: a Hetzner Cloud server type such as cx23 or cpx31")
     elif not SERVER_TYPE.match(server_type):
-        p.add(f"{gk}.serverType", f"{_shown(server_type)} is not a Hetzner server type such as cx23 or cpx31")
+        p.add(f"{group_key}.serverType", f"{_shown(server_type)} is not a Hetzner server type such as cx23 or cpx31")
     elif server_type.startswith(ARM_SERVER_TYPE_PREFIXES) and "arm64" not in architectures:
-        p.add(f"{gk}.serverType", arm_refusal(server_type))
-    location = p.string(f"{gk}.location", group.get("location"))
+        p.add(f"{group_key}.serverType", arm_refusal(server_type))
+    location = p.string(f"{group_key}.location", group.get("location"))
     zone_locations = ZONE_LOCATIONS.get(network.zone, ())
     if location is None:
-        p.add(f"{gk}.location", f"required: one of {', '.join(zone_locations)}")
+        p.add(f"{group_key}.location", f"required: one of {', '.join(zone_locations)}")
     elif location not in zone_locations:
         all_locations = sorted(loc for locs in ZONE_LOCATIONS.values() for loc in locs)
         if location in all_locations:
             p.add(
-                f"{gk}.location",
+                f"{group_key}.location",
                 f"{location!r} is outside network.zone {network.zone!r}; use one of "
                 f"{', '.join(zone_locations)} or change network.zone",
             )
         else:
-            p.add(f"{gk}.location", f"unknown location {location!r}; accepted: {', '.join(all_locations)}")
-    image = p.string(f"{gk}.image", group.get("image"), "debian-13")
+            p.add(f"{group_key}.location", f"unknown location {location!r}; accepted: {', '.join(all_locations)}")
+    image = p.string(f"{group_key}.image", group.get("image"), "debian-13")
     if image not in SUPPORTED_IMAGES:
         p.add(
-            f"{gk}.image",
+            f"{group_key}.image",
             f"{image!r} is not supported: the install scripts target "
             f"{', '.join(SUPPORTED_IMAGES)}",
         )
@@ -882,7 +880,7 @@ def _parse_hcloud_group(
         host_name = f"{name}-{i + 1}"
         server_name = f"{slug}-{host_name}"
         if len(server_name) > 63:
-            p.add(f"{gk}.name", f"server name {server_name!r} is longer than 63 characters")
+            p.add(f"{group_key}.name", f"server name {server_name!r} is longer than 63 characters")
         hosts.append(
             HostSpec(
                 name=host_name,
@@ -893,76 +891,76 @@ def _parse_hcloud_group(
                 location=location,
                 image=image,
                 placement_index=i // PLACEMENT_GROUP_SIZE,
-                config_key=gk,
+                config_key=group_key,
             )
         )
     return hosts
 
 
 def _parse_dedicated_group(
-    p: _Problems, gk: str, group: Mapping[str, Any], name: str
+    p: _Problems, group_key: str, group: Mapping[str, Any], name: str
 ) -> list[HostSpec]:
-    p.obj(gk, group, DEDICATED_FIELDS)
-    user = p.string(f"{gk}.sshUser", group.get("sshUser"), "root") or "root"
+    p.obj(group_key, group, DEDICATED_FIELDS)
+    user = p.string(f"{group_key}.sshUser", group.get("sshUser"), "root") or "root"
     if not USER_NAME.match(user):
         p.add(
-            f"{gk}.sshUser",
+            f"{group_key}.sshUser",
             f"{_shown(user)} is not a user name (lowercase letters, digits, '_' and '-', "
             "starting with a letter or '_', at most 32 characters)",
         )
-    port = p.integer(f"{gk}.sshPort", group.get("sshPort"), 22, 1, 65535)
-    sshd_port = p.integer(f"{gk}.sshdPort", group.get("sshdPort"), port, 1, 65535)
-    tofu = p.boolean(f"{gk}.trustOnFirstUse", group.get("trustOnFirstUse"))
+    port = p.integer(f"{group_key}.sshPort", group.get("sshPort"), 22, 1, 65535)
+    sshd_port = p.integer(f"{group_key}.sshdPort", group.get("sshdPort"), port, 1, 65535)
+    tofu = p.boolean(f"{group_key}.trustOnFirstUse", group.get("trustOnFirstUse"))
     machines = group.get("addresses")
     if not isinstance(machines, list) or not machines:
         p.add(
-            f"{gk}.addresses",
+            f"{group_key}.addresses",
             "required: the existing KVM-capable Debian 13 machines to adopt, each as "
             "{address, privateAddress, hostKey}",
         )
         return []
     hosts = []
     for mi, machine in enumerate(machines):
-        mk = f"{gk}.addresses[{mi}]"
-        m = p.obj(mk, machine, MACHINE_FIELDS)
+        machine_key = f"{group_key}.addresses[{mi}]"
+        m = p.obj(machine_key, machine, MACHINE_FIELDS)
         if not m:
             if not isinstance(machine, Mapping):
                 continue
-        host_name = p.string(f"{mk}.name", m.get("name"), f"{name}-{mi + 1}") or ""
+        host_name = p.string(f"{machine_key}.name", m.get("name"), f"{name}-{mi + 1}") or ""
         if not HOSTNAME_LABEL.match(host_name):
-            p.add(f"{mk}.name", f"{host_name!r} is not a valid hostname label")
-        address = p.string(f"{mk}.address", m.get("address"))
+            p.add(f"{machine_key}.name", f"{host_name!r} is not a valid hostname label")
+        address = p.string(f"{machine_key}.address", m.get("address"))
         if address is None:
-            p.add(f"{mk}.address", "required: the address SSH reaches the machine on")
+            p.add(f"{machine_key}.address", "required: the address SSH reaches the machine on")
         elif not _is_host_address(address):
             p.add(
-                f"{mk}.address",
+                f"{machine_key}.address",
                 f"{_shown(address)} is neither an IP address nor a host name; give the address "
                 "SSH reaches the machine on (203.0.113.50, 2001:db8::50 or metal-1.example.com), "
                 "without user@ or :port (use sshUser and sshPort)",
             )
-        private = p.string(f"{mk}.privateAddress", m.get("privateAddress"))
+        private = p.string(f"{machine_key}.privateAddress", m.get("privateAddress"))
         if private is None:
             p.add(
-                f"{mk}.privateAddress",
+                f"{machine_key}.privateAddress",
                 "required: the address the Docker endpoint listens on (the machine's "
                 "private network or vSwitch address)",
             )
         else:
             problem = _private_address_problem(private)
             if problem:
-                p.add(f"{mk}.privateAddress", problem)
-        host_key = p.string(f"{mk}.hostKey", m.get("hostKey"))
+                p.add(f"{machine_key}.privateAddress", problem)
+        host_key = p.string(f"{machine_key}.hostKey", m.get("hostKey"))
         problem = None if host_key is None else ssh_public_key_problem(host_key, HOST_KEY_TYPES)
         if problem:
             p.add(
-                f"{mk}.hostKey",
+                f"{machine_key}.hostKey",
                 f"{problem}. Expected the machine's SSH host public key ('ssh-ed25519 AAAA...'), "
                 "as in /etc/ssh/ssh_host_ed25519_key.pub on its console",
             )
         if host_key is None and not tofu:
             p.add(
-                f"{mk}.hostKey",
+                f"{machine_key}.hostKey",
                 "required: the machine's SSH host public key, so the program never talks "
                 "to an impostor (read it from the console: cat "
                 "/etc/ssh/ssh_host_ed25519_key.pub), or set trustOnFirstUse: true on the "
@@ -979,7 +977,7 @@ def _parse_dedicated_group(
                 sshd_port=sshd_port,
                 ssh_user=user,
                 host_key=host_key,
-                config_key=gk,
+                config_key=group_key,
             )
         )
     return hosts

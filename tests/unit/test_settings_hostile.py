@@ -149,7 +149,7 @@ def test_3_catalog_outside_project_and_local_dirs_is_refused(tmp_path):
     assert "artifacts.localDirs" in message
     # The same file is accepted once its directory is named for local artifacts.
     s = parse_settings(with_local_dir(with_change("artifacts", {"catalog": str(catalog)}), tmp_path), "test")
-    assert s.artifacts.catalog_path == catalog.resolve()
+    assert s.artifacts.catalog.path == catalog.resolve()
     assert s.artifacts.local_dirs == (tmp_path.resolve(),)
 
 
