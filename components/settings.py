@@ -677,17 +677,17 @@ def _parse_hosts(
     network: NetworkSettings,
     architectures: frozenset[str] = frozenset({"amd64"}),
 ) -> list[HostSpec]:
-    k = key("hosts")
+    hosts_key = key("hosts")
     if value is None or value == []:
-        p.add(k, "required: a list of host groups (source: hcloud or source: dedicated)")
+        p.add(hosts_key, "required: a list of host groups (source: hcloud or source: dedicated)")
         return []
     if not isinstance(value, list):
-        p.add(k, f"expected a list of host groups, got {type(value).__name__}")
+        p.add(hosts_key, f"expected a list of host groups, got {type(value).__name__}")
         return []
     hosts: list[HostSpec] = []
     group_names: set[str] = set()
     for gi, group in enumerate(value):
-        group_key = f"{k}[{gi}]"
+        group_key = f"{hosts_key}[{gi}]"
         if not isinstance(group, Mapping):
             p.add(group_key, "expected an object with name and source")
             continue
@@ -711,7 +711,7 @@ def _parse_hosts(
     seen: set[str] = set()
     for h in hosts:
         if h.name in seen:
-            p.add(k, f"host name {h.name!r} appears twice; rename a group or machine")
+            p.add(hosts_key, f"host name {h.name!r} appears twice; rename a group or machine")
         seen.add(h.name)
     _check_dedicated_unique(p, hosts)
     return hosts
