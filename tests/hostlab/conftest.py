@@ -99,7 +99,7 @@ def shared_guest(guest_image: GuestImage, hostlab_cache_dir: Path, tmp_path_fact
     assert again.key == guest_image.key and not again.built_now, "the image was not reused"
     timings["image_cached_s"] = round(time.monotonic() - started, 1)
     started = time.monotonic()
-    image = testbed.build_verify_image(hostlab_cache_dir)
+    image = testbed.private_copy(testbed.build_verify_image(hostlab_cache_dir), work / "verify-image")
     timings["verify_image_archive_s"] = round(time.monotonic() - started, 1)
     artifacts = testbed.make_test_artifacts(work / "artifacts")
     with testbed.Mirror(artifacts.directory) as mirror:

@@ -27,7 +27,7 @@ from typing import Any
 
 from tests.hostlab import testbed
 from tests.support.program import ProgramRun, run_program, stdout_passing
-from tools.lab.replay import RemoteStep, Replay, StepResult, replay
+from tools.lab.replay import RemoteStep, Replay, StepResult, log_replay, replay
 from tools.lab.vm import GuestVM
 
 CLOUD_INIT_DONE = "cloud-init-done"
@@ -84,7 +84,7 @@ class SharedGuest:
     def _provision_to(self, name: str) -> None:
         """Take the `installed` and `verified` snapshots during the first replay."""
         assert name in (INSTALLED, VERIFIED), f"{name} is saved at boot"
-        assert self.first is None, f"the first replay ran but did not reach {name}:\n{log(self.first)}"
+        assert self.first is None, f"the first replay ran but did not reach {name}:\n{log_replay(self.first)}"
         self.at(CLOUD_INIT_DONE)
 
         def save_after(result: StepResult) -> None:
@@ -100,7 +100,7 @@ class SharedGuest:
         self.timings["first_replay_s"] = round(sum(r.seconds for r in self.first.results), 1)
         if all(r.returncode == 0 for r in self.first.results) and len(self.first.results) == len(self.steps):
             self.save(VERIFIED)
-        assert name in self.vm.snapshots, f"the first replay did not reach {name}:\n{log(self.first)}"
+        assert name in self.vm.snapshots, f"the first replay did not reach {name}:\n{log_replay(self.first)}"
 
     # ---- helpers
 
@@ -129,12 +129,6 @@ class SharedGuest:
 
     def docker_service(self) -> str:
         return self.sh("systemctl show docker.service -p MainPID -p ExecMainStartTimestampMonotonic").strip()
-
-
-def log(rep: Replay | None) -> str:
-    if rep is None:
-        return "(no replay)"
-    return "\n".join(f"--- {r.name} (exit {r.returncode}, {r.seconds:.1f} s)\n{r.stderr[-1500:]}" for r in rep.results)
 
 
 def boot(guest_image: Any, work: Path, mirror: testbed.Mirror, artifacts: testbed.TestArtifacts,

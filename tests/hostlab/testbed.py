@@ -307,6 +307,22 @@ def build_verify_image(cache_dir: Path | None = None) -> VerifyImage:
         return VerifyImage(archive, meta["imageId"], version)
 
 
+def private_copy(image: VerifyImage, directory: Path) -> VerifyImage:
+    """The archive copied where only this run writes, its image ID read from the copy.
+
+    The cache is shared: another checkout's tests may rebuild the archive
+    while a replay still has to upload it (seen: a `verify-image` step that
+    copied a newer archive than the ID the stack was configured with).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    copy = directory / "verify-image.tar"
+    shutil.copyfile(image.archive, copy)
+    with tarfile.open(copy) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        config = tar.extractfile(manifest[0]["Config"]).read()  # type: ignore[union-attr]
+    return VerifyImage(copy, f"sha256:{sha256(config)}", image.busybox_version)
+
+
 # ------------------------------------------------------------------ stack config
 
 
