@@ -155,7 +155,7 @@ def boot(guest_image: Any, work: Path, mirror: testbed.Mirror, artifacts: testbe
         vm.start(user_data(run, testbed.HOST_NAME), forwards={2376: 0})
         guest.timings["accelerator"] = vm.accelerator[0] if vm.accelerator else None
         guest.timings["boot_to_ssh_s"] = round(vm.wait_for_ssh(key_path), 1)
-        guest.cloud_init_status = vm.ssh("cloud-init status --wait --long", timeout=cloud_init_timeout)
+        guest.cloud_init_status = vm.wait_for_cloud_init(cloud_init_timeout)
         guest.timings["boot_to_cloud_init_done_s"] = round(time.monotonic() - (vm.started_at or 0), 1)
         # Hetzner's metadata service, for the verify step's isolation probe:
         # running before the first snapshot, so every snapshot has it.

@@ -99,7 +99,7 @@ def lab_up(
     print(f"booting (QEMU pid {vm.pid()}, {accel}); waiting for SSH...", flush=True)
     try:
         vm.wait_for_ssh(admin_key)
-        vm.ssh("cloud-init status --wait", timeout=CLOUD_INIT_TIMEOUT_S)
+        vm.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_S)
     except Exception:
         vm.stop()
         raise

@@ -97,6 +97,21 @@ config:
       - type: dhcp4
 """
 
+# After cloud-init is done: wait until sshd listens again after its last
+# reload. The program's user-data ends with `systemctl reload ssh`; sshd
+# answers SIGHUP by closing its listeners and re-executing itself, and
+# systemd reports the reload done before the new sshd listens (0.5 s on an
+# idle TCG guest, longer on a busy one). A connection in that window is
+# closed at once ("kex_exchange_identification: Connection closed by remote
+# host" through QEMU's forward). Read from sshd's own journal, in order.
+SSHD_LISTENING_AFTER_RELOAD = r"""for i in $(seq 240); do
+  journalctl -u ssh.service -o cat --no-pager |
+    awk '/Received SIGHUP; restarting/ {r = 1} /Server listening on/ {r = 0} END {exit r}' && exit 0
+  sleep 0.5
+done
+echo "sshd did not listen again within 120 s of its last reload" >&2
+exit 1"""
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -552,6 +567,13 @@ class GuestVM:
             f"{self.private_key} within {timeout:.0f}s {what}; ssh errors seen: {seen}; "
             f"accelerator {self.accelerator}.\n{self.diagnostics()}"
         )
+
+    def wait_for_cloud_init(self, timeout: float) -> subprocess.CompletedProcess:
+        """`cloud-init status --wait --long`, then until sshd listens again after
+        the user-data's reload (SSHD_LISTENING_AFTER_RELOAD); cloud-init's result."""
+        status = self.ssh("cloud-init status --wait --long", timeout=timeout)
+        self.ssh(SSHD_LISTENING_AFTER_RELOAD, timeout=300, check=True)
+        return status
 
     def diagnostics(self, lines: int = 30) -> str:
         """The tails of sshd's journal (ttyS1) and of the console (ttyS0)."""

@@ -1,5 +1,19 @@
-"""Why the hostlab's SSH once failed with "kex_exchange_identification:
-Connection closed by remote host", reproduced on purpose.
+"""Two ways sshd closes a connection at once, which the client reports as
+"kex_exchange_identification: Connection closed by remote host" (the
+hostlab's flake), each reproduced on purpose with sshd's journal as the
+witness, each with its fix.
+
+1. A reload. The program's user-data ends with `systemctl reload ssh`;
+sshd answers SIGHUP by closing its listeners and re-executing itself, and
+systemd reports the reload done before the new sshd listens. Through QEMU's
+forward a connection in that window is accepted on the test machine's side
+and closed at once. The reproduction holds the window open: a second sshd
+reads its configuration from a FIFO, so after SIGHUP it blocks re-reading
+it with no listener until the test writes it. The fix, in the lab: after
+cloud-init is done, wait until sshd's journal shows it listening again after
+its last reload (`GuestVM.wait_for_cloud_init`).
+
+2. Per-source penalties.
 
 OpenSSH 10 (Debian 13) has `PerSourcePenalties` on by default: a source
 address whose connections fail authentication (5 s each), close without
@@ -34,11 +48,20 @@ from tools.lab.vm import ssh_command
 
 PENALTY_SSHD_PORT = 2200
 PENALTY_UNIT = "hostlab-penalty-sshd"
+RELOAD_UNIT = "hostlab-reload-sshd"
+RELOAD_CONFIG_FIFO = "/run/hostlab-reload-sshd.conf"
+RELOAD_PIDFILE = "/run/hostlab-reload-sshd.pid"
+# One line of configuration, as the FIFO gives it: the guest's own.
+RELOAD_CONFIG = "Include /etc/ssh/sshd_config"
+JOURNAL_WAIT_S = 120
 # Each failed login adds 5 s; sshd refuses from 15 s on. Attempts stop at
 # the first refused one; this only bounds a guest that never refuses.
 MAX_FAILED_LOGINS = 30
 SSH_TIMEOUT_S = 90
 REFUSED = "kex_exchange_identification: Connection closed by remote host"
+# Through QEMU's forward a connection with no listener behind it ends one of
+# two ways, depending on whether the client's banner was already sent.
+NO_LISTENER = (REFUSED, "kex_exchange_identification: read: Connection reset by peer")
 DENIED = "Permission denied (publickey)"
 DROP_LINE = re.compile(
     r"drop connection #\d+ from \[10\.0\.2\.2\]:\d+ on \[10\.0\.2\.15\]:2200 penalty: failed authentication"
@@ -137,3 +160,57 @@ def test_the_programs_sshd_drop_in_exempts_the_admin_sources(tmp_path):
     run = run_program(lab_stack_config(tmp_path), testbed.STACK, server_private_address=testbed.GUEST_ADDRESS)
     rendered = user_data(run, testbed.HOST_NAME)
     assert f"PerSourcePenaltyExemptList {','.join(admin_sources(tmp_path))}" in rendered
+
+
+def listening(lab: SharedGuest, port: int) -> bool:
+    return bool(lab.sh(f"ss -ltnH 'sport = :{port}'").strip())
+
+
+def wait_in_guest(lab: SharedGuest, condition: str, what: str) -> None:
+    """Until the shell `condition` holds in the guest (bounded, polled there)."""
+    lab.sh(
+        f"for i in $(seq {JOURNAL_WAIT_S * 2}); do {condition} && exit 0; sleep 0.5; done; "
+        f"echo 'not within {JOURNAL_WAIT_S} s: {what}' >&2; exit 1",
+        timeout=JOURNAL_WAIT_S + 60,
+    )
+
+
+@pytest.mark.hostlab
+def test_a_reload_leaves_no_listener_and_the_client_sees_the_connection_closed(lab, tmp_path):
+    lab.fresh(CLOUD_INIT_DONE)
+    known_hosts = tmp_path / "known_hosts"
+    port = lab.vm.add_forward(PENALTY_SSHD_PORT)
+    known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(lab.steps[0].connection['hostKey'].split()[:2])}\n")
+    journal = f"journalctl -u {RELOAD_UNIT} -o cat --no-pager"
+    try:
+        lab.sh(
+            f"rm -f {RELOAD_CONFIG_FIFO} && mkfifo -m 0600 {RELOAD_CONFIG_FIFO} && "
+            f"systemd-run --unit={RELOAD_UNIT} /usr/sbin/sshd -D -f {RELOAD_CONFIG_FIFO} -p {PENALTY_SSHD_PORT} "
+            f"-o PidFile={RELOAD_PIDFILE} && echo '{RELOAD_CONFIG}' > {RELOAD_CONFIG_FIFO}"
+        )
+        wait_in_guest(lab, f"ss -ltnH 'sport = :{PENALTY_SSHD_PORT}' | grep -q .", "the second sshd listens")
+        assert login(lab, port, lab.key_path, known_hosts).returncode == 0
+
+        # The reload, as systemd's ExecReload sends it; sshd re-executes and
+        # waits for its configuration: no listener until the FIFO is written.
+        lab.sh(f"kill -HUP $(cat {RELOAD_PIDFILE})")
+        wait_in_guest(lab, f"{journal} | grep -q 'Received SIGHUP; restarting'", "sshd took the SIGHUP")
+        wait_in_guest(lab, f"! ss -ltnH 'sport = :{PENALTY_SSHD_PORT}' | grep -q .", "sshd closed its listener")
+        refused = login(lab, port, lab.key_path, known_hosts)
+        assert refused.returncode == 255 and any(m in refused.stderr for m in NO_LISTENER), refused.stderr
+        said = lab.sh(journal).strip().splitlines()
+        assert said[-1].endswith("Received SIGHUP; restarting."), said  # and nothing since: no listener
+        print(f"\nduring a reload: {refused.stderr.strip().splitlines()[-1]!r}; sshd's journal ends: {said[-1]!r}")
+
+        # The window closes when sshd has read its configuration again; the
+        # lab's wait (GuestVM.wait_for_cloud_init) waits for this line.
+        lab.sh(f"echo '{RELOAD_CONFIG}' > {RELOAD_CONFIG_FIFO}")
+        wait_in_guest(
+            lab,
+            f"{journal} | awk '/Received SIGHUP; restarting/ {{r = 1}} /Server listening on/ {{r = 0}} END {{exit r}}'",
+            "sshd listens again",
+        )
+        assert login(lab, port, lab.key_path, known_hosts).returncode == 0
+    finally:
+        lab.sh(f"systemctl stop {RELOAD_UNIT} || true; rm -f {RELOAD_CONFIG_FIFO}", check=False)
+        lab.vm.remove_forward(PENALTY_SSHD_PORT)
