@@ -1,4 +1,4 @@
-"""The hostlab's lab: a stack configuration, an artifact mirror, a verify image.
+"""The hostlab's test bed: a stack configuration, an artifact mirror, a verify image.
 
 Everything the replay needs besides the guest itself, all on the test
 machine and reachable from the guest only through QEMU's 10.0.2.2 (the
@@ -19,9 +19,12 @@ test machine's loopback):
   image ID (sha256 of the config JSON) is the stack's `verify.image`.
 - `hcloud_config` / `dedicated_config`: the stack settings the replay runs
   the program with. Every lab-specific value is a real program setting.
+- The guest's surroundings (a metadata responder, a peer network namespace)
+  and `private_copy` of the verify image for one session.
 
-`python -m tests.hostlab.lab up|down|status` starts the same guest for
-`pulumi up -s lab` (see `Pulumi.lab.yaml`).
+Test-only: none of it is imported by the lab tool (`tools/lab`, whose
+`python -m tools.lab up|down|status` starts the same guest for `pulumi up -s
+lab`, see `Pulumi.lab.yaml`).
 """
 
 from __future__ import annotations
