@@ -128,7 +128,7 @@ def test_lab_up_then_the_lab_stack_provisions_and_verifies_the_guest(guest_image
                 timings[f"replay_{r.name.removeprefix(HOST + '-')}_s"] = round(r.seconds, 1)
         assert [r.returncode for r in result.results] == [0] * len(steps), log_replay(result)
 
-        verify = result.results[-1]
+        verify = next(r for r in result.results if r.name == f"{HOST}-verify")
         report = json.loads(verify.stdout)
         assert report["passed"] is True and report["defaultRuntime"] == "runsc", verify.stderr
         checks = {c["name"]: c for c in report["checks"]}

@@ -57,7 +57,7 @@ DOCKER_PY_TIMEOUT_S = 300  # one docker-py call through the endpoint (TCG)
 POLL_INTERVAL_S = 1
 
 RUNTIME_PACKAGES = "docker.io docker-cli containerd runc runsc containernetworking-plugins apparmor"
-STEP_NAMES = ("wait", "payload", "bootstrap", "install", "firewall", "configure", "verify-image", "verify")
+STEP_NAMES = ("wait", "payload", "bootstrap", "install", "firewall", "configure", "verify-image", "verify", "keys")
 
 
 def step_json(result: StepResult) -> dict:
@@ -365,7 +365,7 @@ def test_second_replay_has_nothing_to_do(lab):
     by = results_by_step(second)
     assert all(r.returncode == 0 for r in second.results), log_replay(second)
     lab.timings["second_verify_s"] = round(by["verify"].seconds, 1)
-    for step in ("bootstrap", "install", "firewall", "configure"):
+    for step in ("bootstrap", "install", "firewall", "configure", "keys"):
         assert step_json(by[step])["changed"] == [], f"{step}: {by[step].stdout}\n{by[step].stderr}"
     install = step_json(by["install"])
     assert install["installedPackages"] == [] and install["kata"] == "present" and install["nerdctl"] == "present"
