@@ -31,6 +31,8 @@ def env(fr_env, tmp_path):
         "FR_APT_HOOK": str(tmp_path / "apt.conf.d" / "50functions-runtime-update-stamp"),
         "FR_MODULES_LOAD": str(tmp_path / "modules-load.conf"),
         "FR_SSHD_DROP_IN": str(tmp_path / "sshd.d" / "50-functions-runtime.conf"),
+        # The stub sshd writes no journal: don't wait the real 30 s for it.
+        "FR_SSHD_RELOAD_WAIT_S": "1",
         "STUB_LOG": str(tmp_path / "stub.log"),
     }
 
