@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,11 @@ def lab_stack_config(
     return config
 
 
+def flatten(message: str) -> str:
+    """A multi-line message (the settings list every problem) on one line."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip()) or "(no message)"
+
+
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o700)
@@ -116,6 +123,7 @@ def provision(
     paths: LabPaths,
     progress: Progress,
     log: TextIO,
+    log_path: Path,
     qemu_pid: int | None,
 ) -> dict[str, Any]:
     """Replay the program's steps for `host` over SSH, then write its outputs.
@@ -125,16 +133,22 @@ def provision(
     """
     from tools.lab.replay import ConnectionShell, host_steps, run_step
 
-    log_path = Path(log.name) if hasattr(log, "name") else None
     with progress.phase("program"):
-        run = run_lab_program(config, paths.state)
+        try:
+            run = run_lab_program(config, paths.state)
+        except Exception as err:  # settings refused, a resource the lab cannot stand in for
+            log.write(f"=== program\n{traceback.format_exc()}\n")
+            raise PhaseFailed("program", flatten(str(err)), log_path) from err
         steps = host_steps(run, host)
     shell = ConnectionShell(steps[0].connection, paths.state / "ssh")
     verify_stdout = ""
     for step in steps:
         phase = step.name.removeprefix(f"{host}-")
         with progress.phase(phase):
-            result = run_step(shell, step)
+            try:
+                result = run_step(shell, step)
+            except (subprocess.TimeoutExpired, OSError) as err:
+                raise PhaseFailed(phase, flatten(str(err)), log_path) from err
             log.write(
                 f"=== {step.name}: exit {result.returncode}, {result.seconds:.1f} s\n"
                 f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n"
@@ -150,7 +164,8 @@ def provision(
                 config, paths.state, command_stdout=lambda name, _: verify_stdout if name == f"{host}-verify" else ""
             )
         except Exception as err:  # the program's own refusal, e.g. VerificationFailed
-            raise PhaseFailed("endpoint", one_line(str(err)), log_path) from err
+            log.write(f"=== endpoint\n{traceback.format_exc()}\n")
+            raise PhaseFailed("endpoint", flatten(str(err)), log_path) from err
         if "runtimeEndpoint" not in done.outputs or "runtimeClientTls" not in done.outputs:
             raise PhaseFailed("endpoint", "the program exported no endpoint", log_path)
         write_outputs(paths, done.outputs, qemu_pid)
