@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TextIO
 
 from components.base_os import render_user_data
+from components.contract import BUSYBOX_VERIFY_IMAGE
 from tools.lab.image import default_cache_dir, ensure_guest_image
 from tools.lab.progress import PhaseFailed, Progress, one_line
 from tools.lab.provision import LabPaths, lab_stack_config, provision
@@ -163,7 +164,7 @@ def docker_py_snippet(state: Path, endpoint_port: int) -> str:
         "from components.endpoint import docker_client, read_stack_outputs\n"
         f'endpoint, tls = read_stack_outputs(open("{LabPaths(state).outputs}").read())\n'
         f'client = docker_client(endpoint, tls, base_url="tcp://127.0.0.1:{endpoint_port}")\n'
-        'print(client.containers.run("functions-runtime/verify:busybox", ["uname", "-r"], remove=True).decode())\n'
+        f'print(client.containers.run("{BUSYBOX_VERIFY_IMAGE}", ["uname", "-r"], remove=True).decode())\n'
     )
 
 
