@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import socketserver
 import sys
 import threading
@@ -191,6 +192,17 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.umask(old)
 
 
+def notify_ready() -> None:
+    """Tell systemd (Type=notify) the socket answers, so dockerd starts after it."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"READY=1", address)
+
+
 def serve(socket_path: Path, config_path: Path, drain_file: Path) -> int:
     state = PolicyState(config_path, drain_file)
     if state.config() is None:
@@ -204,6 +216,7 @@ def serve(socket_path: Path, config_path: Path, drain_file: Path) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log(f"serving on {socket_path} (draining: {state.draining()})")
+    notify_ready()
     try:
         server.serve_forever()
     finally:

@@ -7,7 +7,8 @@ AuthZPlugin.AuthZRes; sized and chunked requests); the socket is 0600;
 `drain`/`resume`/`status` switch creates off and on for a running plugin;
 an edited configuration (a revoked serial) applies without a restart; an
 unreadable configuration refuses restricted clients; SIGTERM stops it and
-removes the socket. Every process a test starts is stopped by its PID.
+removes the socket; it notifies systemd (Type=notify) once it answers.
+Every process a test starts is stopped by its PID.
 Does not prove: that dockerd calls it (the hostlab does).
 """
 
@@ -90,11 +91,11 @@ class Plugin:
         self.config.write_text(json.dumps(CONFIG))
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-I", str(PLUGIN), "serve", "--socket", str(self.sock), "--config",
              str(self.config), "--drain-file", str(self.drain_file)],
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
         )
         for _ in range(SOCKET_WAIT_S * 10):
             if self.sock.exists() or self.proc.poll() is not None:
@@ -214,3 +215,17 @@ def test_check_config(tmp_path):
     bad.write_text(json.dumps({"sandboxRuntimes": ["runsc"]}))
     r = subprocess.run([sys.executable, "-I", str(PLUGIN), "check-config", str(bad)], capture_output=True, text=True)
     assert r.returncode == 1 and "limits" in r.stderr
+
+
+def test_it_tells_systemd_when_its_socket_answers(tmp_path):
+    notify = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(notify))
+        listener.settimeout(SOCKET_WAIT_S)
+        p = Plugin(tmp_path)
+        try:
+            p.start({"NOTIFY_SOCKET": str(notify)})
+            assert listener.recv(64) == b"READY=1"
+            assert post(p.sock, "Plugin.Activate", {})[0] == 200
+        finally:
+            p.stop()
