@@ -138,7 +138,10 @@ def test_lab_up_then_the_lab_stack_provisions_and_verifies_the_guest(guest_image
             base_url=f"tcp://127.0.0.1:{endpoint_port}", timeout=DOCKER_PY_TIMEOUT_S,
         )
         try:
-            kernel = client.containers.run("functions-runtime/verify:busybox", ["uname", "-r"], remove=True)
+            kernel = client.containers.run(
+                "functions-runtime/verify:busybox", ["uname", "-r"], remove=True,
+                mem_limit="256m", pids_limit=128, nano_cpus=1_000_000_000,
+            )
         finally:
             client.close()
         assert kernel.decode().strip() == report["runtimes"][0]["guestKernel"] != report["hostKernel"]
