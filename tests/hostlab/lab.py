@@ -323,7 +323,13 @@ def _common(mirror_url: str, catalog: Path, image: VerifyImage, isolation: str) 
         # QEMU's gateway is the lab's operator: SSH arrives from 10.0.2.2.
         "functions-runtime:admin": {"sshKeys": [], "sshSourceCidrs": [f"{HOST_FROM_GUEST}/32"]},
         "functions-runtime:endpoint": {"port": 2376, "allowedCidrs": ["10.0.2.0/24"]},
-        "functions-runtime:artifacts": {"mirror": mirror_url, "catalog": str(catalog)},
+        # The lab's files live outside the project: named as local directories
+        # (settings refuse a local file anywhere else).
+        "functions-runtime:artifacts": {
+            "mirror": mirror_url,
+            "catalog": str(catalog),
+            "localDirs": sorted({str(catalog.parent), str(image.archive.parent)}),
+        },
         "functions-runtime:verify": {
             "image": image.image_id,
             "imageArchive": str(image.archive),

@@ -110,7 +110,11 @@ def test_lab_up_then_the_lab_stack_provisions_and_verifies_the_guest(guest_image
         for line in lines:
             apply_config_set(config, line)
         with labmod.Mirror(artifacts.directory) as mirror:
-            config["functions-runtime:artifacts"] = {"mirror": mirror.url_from_guest, "catalog": str(artifacts.catalog)}
+            config["functions-runtime:artifacts"] = {
+                "mirror": mirror.url_from_guest,
+                "catalog": str(artifacts.catalog),
+                "localDirs": [str(artifacts.catalog.parent)],
+            }
             run = run_program(config, "lab")
             steps = host_steps(run, HOST)
             connection = steps[0].connection
