@@ -96,7 +96,7 @@ def authorize(envelope: Any, state: PolicyState) -> dict[str, Any]:
     if not decision.allow and isinstance(envelope, dict):
         log(
             f"refused {str(envelope.get('User'))!r} {str(envelope.get('RequestMethod'))[:10]} "
-            f"{str(envelope.get('RequestURI'))[:200]}: {decision.msg}"
+            f"{str(envelope.get('RequestUri'))[:200]}: {decision.msg}"
         )
     return {"Allow": decision.allow, "Msg": decision.msg}
 

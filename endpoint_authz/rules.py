@@ -1,12 +1,14 @@
 """The endpoint policy: one AuthZ request in, one decision out (no I/O).
 
 dockerd sends every API request to its authorization plugins before it acts
-(`/AuthZPlugin.AuthZReq`), as JSON: `User` (the client certificate's common
-name; empty on the local socket), `UserAuthNMethod`, `RequestMethod`,
-`RequestURI` (as the client sent it: version prefix, percent-escapes, query),
-`RequestBody` (base64 of the body: only for `Content-Type: application/json`
-bodies under 1 MiB, chunked ones included; otherwise null),
-`RequestHeaders`, `RequestPeerCertificates` (base64 of each PEM).
+(`/AuthZPlugin.AuthZReq`), as JSON (moby's pkg/authorization/api.go, empty
+fields omitted): `User` (the client certificate's common name; absent on
+the local socket), `UserAuthNMethod` ("TLS"), `RequestMethod`,
+`RequestUri` (as the client sent it: version prefix, percent-escapes,
+query), `RequestBody` (base64 of the body: only for `Content-Type:
+application/json` bodies under 1 MiB, chunked ones included; otherwise
+absent), `RequestHeaders`, `RequestPeerCertificates` (each the base64 of
+its PEM).
 
 `decide` denies by default. A client with a certificate may do what a
 functions service needs (ROUTES) and nothing that weakens the sandbox:
@@ -747,7 +749,7 @@ def _decide(request: Mapping[str, Any], config: PolicyConfig, draining: bool) ->
     if revoked:
         raise Refused(f"the client certificate with serial {revoked[0]:x} is revoked on this endpoint")
     method = request.get("RequestMethod")
-    uri = request.get("RequestURI")
+    uri = request.get("RequestUri")
     if not isinstance(method, str) or not isinstance(uri, str):
         raise Refused("malformed authorization request (no method or URI)")
     call = parse_call(method, uri, request_body(request))

@@ -72,7 +72,7 @@ def authz(sock: Path, method: str, uri: str, body: object = None, user: str = "f
         "User": user,
         "UserAuthNMethod": "TLS" if user else "",
         "RequestMethod": method,
-        "RequestURI": uri,
+        "RequestUri": uri,
         "RequestBody": base64.b64encode(json.dumps(body).encode()).decode() if body is not None else None,
     }
     status, answer = post(sock, "AuthZPlugin.AuthZReq", envelope, chunked)

@@ -50,9 +50,13 @@ def b64(data: bytes | str) -> str:
 
 
 def envelope(method: str, uri: str, body: object = None, user: str = CONSUMER, raw: bytes | None = None) -> dict:
-    req = {"User": user, "UserAuthNMethod": "TLS" if user else "", "RequestMethod": method, "RequestURI": uri}
+    # As dockerd marshals it (pkg/authorization/api.go): RequestUri, empty fields omitted.
+    req: dict = {"RequestMethod": method, "RequestUri": uri}
+    if user:
+        req.update(User=user, UserAuthNMethod="TLS")
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req["RequestBody"] = b64(data) if data is not None else None
+    if data:
+        req["RequestBody"] = b64(data)
     return req
 
 
@@ -560,3 +564,12 @@ def test_draining_refuses_creates_and_nothing_else():
 def test_a_rule_that_crashes_refuses():
     config = PolicyConfig(sandbox_runtimes=("runsc",), limits=None)  # type: ignore[arg-type]
     assert_refused(create(), "internal policy error", config)
+
+
+def test_the_envelope_uses_dockerds_field_names():
+    # moby's authorization.Request tags the URI `json:"RequestUri"`; a plugin
+    # reading "RequestURI" would see none and refuse every restricted call.
+    req = envelope("GET", "/_ping")
+    assert "RequestUri" in req
+    req["RequestURI"] = req.pop("RequestUri")
+    assert_refused(req, "no method or URI")
