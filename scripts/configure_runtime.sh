@@ -191,8 +191,12 @@ render_policy_config() {
 
 # render_policy_unit: the plugin as a systemd service, ready (sd_notify) once
 # its socket answers, before dockerd; restarted whenever it stops. It needs
-# its socket and to read its files, nothing else.
+# its socket and to read its files, nothing else. Its socket's directory is
+# a RuntimeDirectory (kept across restarts: dockerd's plugins live there
+# too), so it exists before the read-only file system is set up.
 render_policy_unit() {
+  local socket_dir
+  socket_dir=$(dirname "$FR_AUTHZ_SOCKET")
   cat <<EOF
 # Managed by functions-runtime (scripts/configure_runtime.sh).
 [Unit]
@@ -204,9 +208,12 @@ Type=notify
 ExecStart=$FR_PYTHON -I $FR_ROOT/endpoint_authz/plugin.py serve --socket $FR_AUTHZ_SOCKET --config $FR_AUTHZ_CONFIG --drain-file $FR_AUTHZ_DRAIN_FILE
 Restart=always
 RestartSec=1
+RuntimeDirectory=${socket_dir#/run/}
+RuntimeDirectoryPreserve=yes
+RuntimeDirectoryMode=0755
 NoNewPrivileges=yes
 ProtectSystem=strict
-ReadWritePaths=$(dirname "$FR_AUTHZ_SOCKET")
+ReadWritePaths=$socket_dir
 ProtectHome=yes
 PrivateTmp=yes
 PrivateNetwork=yes

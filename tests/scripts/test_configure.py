@@ -237,6 +237,11 @@ def test_policy_unit_starts_the_plugin_before_dockerd_and_restarts_it(fr_env, tm
         f"--socket {env['FR_AUTHZ_SOCKET']} --config {env['FR_AUTHZ_CONFIG']} --drain-file {env['FR_AUTHZ_DRAIN_FILE']}"
     )
     assert f"ReadWritePaths={tmp_path / 'plugins'}" in lines
+    # On a host: the socket's directory under /run is created for the sandboxed service.
+    host = run_bash("render_policy_unit", {**env, "FR_AUTHZ_SOCKET": "/run/docker/plugins/functions-runtime-authz.sock"},
+                    script="configure_runtime.sh").stdout.splitlines()
+    assert {"RuntimeDirectory=docker/plugins", "RuntimeDirectoryPreserve=yes", "ProtectSystem=strict",
+            "ReadWritePaths=/run/docker/plugins"} <= set(host)
 
 
 def test_configure_policy_writes_once(fr_env, tmp_path):
