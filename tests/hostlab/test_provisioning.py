@@ -260,6 +260,9 @@ def test_first_replay_installs_from_debian_and_the_mirror(lab):
 
     configure = step_json(by["configure"])
     assert configure["restarted"] is True
+    # The endpoint policy's plugin started, and answered, before dockerd restarted with it.
+    assert configure["policyRestarted"] is True
+    assert lab.sh("systemctl is-active functions-runtime-authz.service").strip() == "active"
     assert configure["defaultRuntime"] == "runsc" and configure["runtimes"] == ["runsc"]
     # Kata is installed and /dev/kvm exists, but `kata-runtime check` decides: not usable.
     assert "Kata not registered: 'kata-runtime check' failed" in by["configure"].stderr
@@ -668,6 +671,7 @@ def test_second_replay_has_nothing_to_do(lab):
     assert install["installedPackages"] == [] and install["kata"] == "present" and install["nerdctl"] == "present"
     assert "already at 3.32.0, skipping" in by["install"].stderr
     assert step_json(by["configure"])["restarted"] is False
+    assert step_json(by["configure"])["policyRestarted"] is False
     assert lab.mirror.requests == downloads, "the second replay downloaded again"
     assert lab.docker_service() == before, "dockerd was restarted"
     assert json.loads(by["verify"].stdout)["passed"] is True
