@@ -575,3 +575,26 @@ def test_the_envelope_uses_dockerds_field_names():
     assert "RequestUri" in req
     req["RequestURI"] = req.pop("RequestUri")
     assert_refused(req, "no method or URI")
+
+
+def test_docker_pys_own_create_and_exec_bodies_pass_with_limits():
+    """The bodies docker-py builds (every field it sends, nulls included)."""
+    import docker
+
+    host_config = docker.types.HostConfig(
+        version="1.45", mem_limit="256m", pids_limit=128, nano_cpus=1_000_000_000, auto_remove=True,
+        network_mode="bridge", tmpfs={"/tmp": "size=64m"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+    )
+    config = docker.types.ContainerConfig(
+        "1.45", "busybox", ["true"], hostname="fn", user="1000", environment={"A": "1"}, working_dir="/",
+        labels={"fn": "1"}, host_config=host_config, stop_signal="SIGTERM",
+    )
+    assert_allowed(envelope("POST", "/v1.45/containers/create?name=fn-1", dict(config)))
+    without = docker.types.ContainerConfig("1.45", "busybox", ["true"], host_config=docker.types.HostConfig(version="1.45"))
+    assert_refused(envelope("POST", "/v1.45/containers/create", dict(without)), "--memory is required")
+    privileged = docker.types.HostConfig(version="1.45", privileged=True, mem_limit="256m", pids_limit=1, nano_cpus=1)
+    body = dict(docker.types.ContainerConfig("1.45", "busybox", ["true"], host_config=privileged))
+    assert_refused(envelope("POST", "/v1.45/containers/create", body), "--privileged")
+    exec_body = {"AttachStdin": False, "AttachStdout": True, "AttachStderr": True, "Tty": False, "Privileged": False,
+                 "User": "", "Cmd": ["true"], "Env": None, "WorkingDir": None, "DetachKeys": None}
+    assert_allowed(envelope("POST", "/v1.45/containers/abc/exec", exec_body))
