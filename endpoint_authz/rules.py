@@ -295,6 +295,9 @@ CONTAINER_CREATE = Struct(
 EXEC_CREATE = Struct(
     "ExecCreate",
     {
+        # docker-py still sends the container's ID in the body (API 1.x's
+        # ExecConfig had it); dockerd takes it from the path and ignores it.
+        "Container": STR,
         "User": STR, "Privileged": BOOL, "Tty": BOOL, "ConsoleSize": ANY, "AttachStdin": BOOL,
         "AttachStderr": BOOL, "AttachStdout": BOOL, "Detach": BOOL, "DetachKeys": STR,
         "Env": ListOf(STR), "WorkingDir": STR, "Cmd": ANY,

@@ -71,7 +71,7 @@ FUNCTION_LIMITS = {"mem_limit": "256m", "pids_limit": 128, "nano_cpus": 1_000_00
 
 BEFORE_INSTALL_SNAPSHOT = "cloud-init-done"
 RUNTIME_PACKAGES = "docker.io docker-cli containerd runc runsc containernetworking-plugins apparmor"
-STEP_NAMES = ("wait", "payload", "bootstrap", "install", "firewall", "configure", "verify-image", "verify")
+STEP_NAMES = ("wait", "payload", "bootstrap", "install", "firewall", "configure", "verify-image", "verify", "keys")
 
 
 @dataclass

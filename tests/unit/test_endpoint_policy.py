@@ -595,6 +595,9 @@ def test_docker_pys_own_create_and_exec_bodies_pass_with_limits():
     privileged = docker.types.HostConfig(version="1.45", privileged=True, mem_limit="256m", pids_limit=1, nano_cpus=1)
     body = dict(docker.types.ContainerConfig("1.45", "busybox", ["true"], host_config=privileged))
     assert_refused(envelope("POST", "/v1.45/containers/create", body), "--privileged")
-    exec_body = {"AttachStdin": False, "AttachStdout": True, "AttachStderr": True, "Tty": False, "Privileged": False,
-                 "User": "", "Cmd": ["true"], "Env": None, "WorkingDir": None, "DetachKeys": None}
+    # docker-py's exec_create body (docker/api/exec_api.py), Container included
+    # (the hostlab found a policy that did not know that field).
+    exec_body = {"Container": "abc", "User": "", "Privileged": False, "Tty": False, "AttachStdin": False,
+                 "AttachStdout": True, "AttachStderr": True, "Cmd": ["true"], "Env": None}
     assert_allowed(envelope("POST", "/v1.45/containers/abc/exec", exec_body))
+    assert_refused(envelope("POST", "/v1.45/containers/abc/exec", {**exec_body, "Privileged": True}), "exec --privileged")
