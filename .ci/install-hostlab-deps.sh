@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install, from Debian's packages, what the hostlab (tests/hostlab) needs on the
+# Install, from Debian's packages, what the lab (tools/lab, tests/hostlab) needs on the
 # test machine: QEMU to boot the guest, debootstrap and e2fsprogs to build its
 # disk, genisoimage for the NoCloud seed, the OpenSSH client to reach it.
 # Idempotent: packages already installed are reported and skipped.

@@ -31,7 +31,7 @@ class RuntimeFleet(pulumi.ComponentResource):
         super().__init__("functions-runtime:index:RuntimeFleet", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = {"functions-runtime-stack": stack_slug(settings.stack)}
-        payload = build_payload(settings.artifacts.catalog)
+        payload = build_payload(settings.artifacts.catalog, admin_sources=settings.admin.ssh_source_cidrs)
         pki = FleetPki(f"{name}-pki", settings.stack, opts=child)
 
         cloud: CloudServerArgs | None = None
@@ -61,6 +61,7 @@ class RuntimeFleet(pulumi.ComponentResource):
                 labels=labels,
                 authorized_keys=[provisioning_key.public_key_openssh, *settings.admin.ssh_keys],
                 hcloud_ssh_key_ids=[hcloud_key.id],
+                admin_sources=settings.admin.ssh_source_cidrs,
             )
             cloud_private_key = pulumi.Output.secret(provisioning_key.private_key_openssh)
             cloud_program_key = provisioning_key.public_key_openssh

@@ -48,6 +48,8 @@ class CloudServerArgs:
     # Public keys cloud-init grants root on first boot: the program's first.
     authorized_keys: Sequence[pulumi.Input[str]]
     hcloud_ssh_key_ids: Sequence[pulumi.Input[str]]
+    # admin.sshSourceCidrs, exempted from sshd's per-source penalties.
+    admin_sources: Sequence[str] = ()
 
 
 def _connection(
@@ -110,6 +112,7 @@ def create_cloud_server(
                 host_key_private=v[0],
                 host_key_public=v[1],
                 hostname=spec.server_name,
+                admin_sources=args.admin_sources,
             )
         )
     )

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,9 @@ class Payload:
         return tuple(sorted({path.split("/", 1)[0] for path in self.files}))
 
 
-def collect_files(catalog: Catalog, scripts_dir: Path | None = None) -> dict[str, bytes]:
+def collect_files(
+    catalog: Catalog, scripts_dir: Path | None = None, admin_sources: Sequence[str] = ()
+) -> dict[str, bytes]:
     """Relative path under REMOTE_ROOT -> content."""
     files: dict[str, bytes] = {}
     for script in sorted((scripts_dir or SCRIPTS_DIR).glob("*.sh")):
@@ -52,7 +55,7 @@ def collect_files(catalog: Catalog, scripts_dir: Path | None = None) -> dict[str
     for name in AUTHZ_FILES:
         files[name] = (AUTHZ_DIR / name.split("/", 1)[1]).read_bytes()
     files["catalog/artifacts.tsv"] = catalog.text.encode()
-    base = render_base_files()
+    base = render_base_files(admin_sources)
     files["base/packages.txt"] = base.packages.encode()
     files["base/modules.conf"] = base.modules.encode()
     files["base/sshd.conf"] = base.sshd.encode()
@@ -76,6 +79,9 @@ def pack(files: dict[str, bytes]) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def build_payload(catalog: Catalog, scripts_dir: Path | None = None) -> Payload:
-    files = collect_files(catalog, scripts_dir)
+def build_payload(
+    catalog: Catalog, scripts_dir: Path | None = None, admin_sources: Sequence[str] = ()
+) -> Payload:
+    """`admin_sources`: the stack's admin.sshSourceCidrs (the sshd drop-in exempts them)."""
+    files = collect_files(catalog, scripts_dir, admin_sources)
     return Payload(files=files, archive=pack(files))

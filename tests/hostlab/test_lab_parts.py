@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostlab import image, vm
+from tools.lab import image, vm
 
 CPUINFO_NO_VIRT = "processor : 0\nflags : fpu vme de pse tsc msr pae sse2 hypervisor\n"
 CPUINFO_SVM = "processor : 0\nflags : fpu vme de pse svm sse2\n"
@@ -95,6 +95,9 @@ def test_qemu_command_forwards_loopback_only(tmp_path):
     assert netdev.count("hostfwd=") == netdev.count("hostfwd=tcp:127.0.0.1:")
     assert cmd[cmd.index("-accel") + 1] == "tcg,thread=multi"
     assert "-pidfile" in cmd
+    # The console and sshd's journal (the image's unit on ttyS1), each to a file in the work directory.
+    serials = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-serial"]
+    assert serials == [f"file:{tmp_path / 'serial.log'}", f"file:{tmp_path / 'sshd.log'}"]
     # The monitor (for snapshots) is a unix socket in the work directory, no TCP port.
     assert cmd[cmd.index("-qmp") + 1] == f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off"
 
@@ -181,3 +184,63 @@ def test_failed_build_leaves_nothing_under_its_key(tmp_path, monkeypatch):
     images = tmp_path / "cache" / "images"
     assert not (images / image.recipe_key()).exists()
     assert not list(images.glob(".tmp-*"))
+
+
+LAB_TOOL = Path(__file__).resolve().parents[2] / "tools" / "lab"
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every module an `import` or `from ... import` names (absolute imports)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_imported_modules_sees_every_import_form():
+    source = "import tests\nimport os, tests.support.program as p\nfrom tests.hostlab import testbed\n"
+    source += "def f():\n    from tests.support.program import run_program\n"
+    assert imported_modules(source) == {"tests", "os", "tests.support.program", "tests.hostlab"}
+
+
+def test_the_lab_tool_imports_nothing_from_tests():
+    """The mocks' deterministic keys and fixed dates (tests/support) must never reach a user's lab."""
+    sources = sorted(LAB_TOOL.rglob("*.py"))
+    assert {p.name for p in sources} >= {"__init__.py", "__main__.py", "cli.py", "image.py", "vm.py", "replay.py"}
+    offenders = {
+        str(p.relative_to(LAB_TOOL)): sorted(m for m in imported_modules(p.read_text()) if m.split(".")[0] == "tests")
+        for p in sources
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    # And at run time: importing every module of the tool loads nothing from tests/.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, tools.lab.cli, tools.lab.image, tools.lab.replay, tools.lab.vm\n"
+        "print(sorted(m for m in sys.modules if m == 'tests' or m.startswith('tests.')))\n"
+    )
+    root = LAB_TOOL.parents[1]
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    ).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_python_m_tools_lab_prints_its_usage():
+    import subprocess
+    import sys
+
+    root = LAB_TOOL.parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.lab", "--help"], cwd=root, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m tools.lab" in result.stdout and "{up,down,status}" in result.stdout

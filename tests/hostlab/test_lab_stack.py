@@ -1,6 +1,6 @@
 """The README's "Try it locally", end to end but for the Pulumi CLI itself.
 
-`python -m tests.hostlab.lab up` boots the lab guest in the background and
+`python -m tools.lab up` boots the lab guest in the background and
 prints the `pulumi config set` lines for the `lab` stack. This test applies
 exactly those lines to `Pulumi.lab.yaml` (as the CLI would store them), runs
 the program under the mocks with the result, replays its remote steps over
@@ -32,11 +32,12 @@ from typing import Any
 import pytest
 
 from components.endpoint import docker_client, read_client_tls, read_endpoint
-from tests.hostlab import lab as labmod
-from tests.hostlab.replay import ConnectionShell, host_steps, log_replay, replay
+from tests.hostlab import testbed
 from tests.hostlab.reports import add_lab_report
-from tests.hostlab.vm import free_port
 from tests.support.program import config_from_stack_file, run_program
+from tools.lab import cli as lab_cli
+from tools.lab.replay import ConnectionShell, host_steps, log_replay, replay
+from tools.lab.vm import free_port
 
 pytestmark = [pytest.mark.hostlab, pytest.mark.timeout(1800)]
 
@@ -92,16 +93,16 @@ def test_lab_up_then_the_lab_stack_provisions_and_verifies_the_guest(guest_image
     state = tmp_path / "lab"
     pidfile = state / "vm" / "qemu.pid"
     ssh_port, endpoint_port = free_port(), free_port()
-    cli = ["--state-dir", str(state)]
+    state_option = ["--state-dir", str(state)]
     timings: dict[str, Any] = {}
-    artifacts = labmod.make_test_artifacts(tmp_path / "artifacts")
+    artifacts = testbed.make_test_artifacts(tmp_path / "artifacts")
     try:
         started = time.monotonic()
         up = ["up", "--ssh-port", str(ssh_port), "--endpoint-port", str(endpoint_port)]
-        assert labmod.main([*cli, *up]) == 0
+        assert lab_cli.main([*state_option, *up]) == 0
         timings["lab_up_s"] = round(time.monotonic() - started, 1)
         printed = capsys.readouterr().out
-        assert labmod.main([*cli, "status"]) == 0
+        assert lab_cli.main([*state_option, "status"]) == 0
 
         # The stack file plus the lines `lab up` printed, as the CLI stores them.
         config = config_from_stack_file(STACK_FILE)
@@ -109,7 +110,7 @@ def test_lab_up_then_the_lab_stack_provisions_and_verifies_the_guest(guest_image
         assert len(lines) == 3, printed  # host key, SSH key, and the non-default port
         for line in lines:
             apply_config_set(config, line)
-        with labmod.Mirror(artifacts.directory) as mirror:
+        with testbed.Mirror(artifacts.directory) as mirror:
             config["functions-runtime:artifacts"] = {
                 "mirror": mirror.url_from_guest,
                 "catalog": str(artifacts.catalog),
@@ -151,10 +152,10 @@ def test_lab_up_then_the_lab_stack_provisions_and_verifies_the_guest(guest_image
         assert kernel.decode().strip() == report["runtimes"][0]["guestKernel"] != report["hostKernel"]
 
         pid = int(pidfile.read_text())
-        assert labmod.main([*cli, "down"]) == 0
-        assert not labmod._pid_alive(pid), "lab down left QEMU running"
-        assert labmod.main([*cli, "status"]) == 1
+        assert lab_cli.main([*state_option, "down"]) == 0
+        assert not lab_cli.pid_alive(pid), "lab down left QEMU running"
+        assert lab_cli.main([*state_option, "status"]) == 1
     finally:
-        labmod.main([*cli, "down"])  # by PID from the pidfile, SIGKILL after a grace period
+        lab_cli.main([*state_option, "down"])  # by PID from the pidfile, SIGKILL after a grace period
         rows = "\n".join(f"  {k:<24} {v} s" for k, v in timings.items())
         add_lab_report(f"hostlab lab stack timings\n{rows}", timings, hostlab_cache_dir, name="lab-stack")

@@ -1,18 +1,20 @@
 """The program's provisioning, proven on a real Debian 13 guest.
 
-One guest serves the whole module (boots cost ~100 s under TCG). The
-program runs under the mocks (tests/support/program.py) with a Cloud-shaped
-`hostlab` stack (`lab.hcloud_config`): its rendered user-data is the guest's
-NoCloud seed, and its own `command.remote.Command` / `CopyToRemote` steps are
-executed over real SSH in dependency order (replay.py), never rewritten.
-Every lab-specific value (mirror URL, catalog, verify image, addresses) is a
-stack setting the program supports. The verify step's real stdout goes back
+One guest serves every provisioning test of the session (shared_guest.py):
+it boots once with the program's rendered user-data (a Cloud-shaped
+`hostlab` stack, `testbed.hcloud_config`) and is put into a named state by
+restoring a snapshot: `cloud-init-done`, `installed`, `verified`. The
+program runs under the mocks (tests/support/program.py); its own
+`command.remote.Command` / `CopyToRemote` steps are executed over real SSH
+in dependency order (tools/lab/replay.py), never rewritten. Every
+lab-specific value (mirror URL, catalog, verify image, addresses) is a stack
+setting the program supports. The verify step's real stdout goes back
 through the program, whose endpoint code builds `runtimeEndpoint`.
 
-Tests run in file order; the ones that break the host on purpose (a
-tampered archive, isolation `vm`, KVM removed, a killed install) come after
-the main assertions and leave it converged again. The baseline comes last:
-it takes the guest back to a snapshot saved when cloud-init was done.
+Tests that only read the guest call `lab.at(name)`; tests that break the
+host on purpose (a tampered archive, isolation `vm`, KVM removed, a killed
+install, the baseline) call `lab.fresh(name)` first: each starts from its
+snapshot, whatever ran before it, so any one of them runs alone (`-k`).
 
 Real here: cloud-init 25.1, sshd with the program's hardening and its pinned
 host key, apt-get of docker.io/containerd/runc/runsc/CNI from Debian's
@@ -28,92 +30,37 @@ service is a responder in a network namespace.
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import ssl
 import subprocess
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from components.endpoint import docker_client, read_client_tls, read_endpoint
-from tests.hostlab import lab as labmod
-from tests.hostlab.image import ensure_guest_image
-from tests.hostlab.replay import (
-    RemoteStep,
-    Replay,
-    StepResult,
-    host_steps,
-    log_replay,
-    replay,
-    run_step,
-    user_data,
-)
-from tests.hostlab.reports import add_lab_report
-from tests.hostlab.vm import GuestVM
-from tests.support.program import ProgramRun, run_program, stdout_passing
+from tests.hostlab import testbed
+from tests.hostlab.shared_guest import CLOUD_INIT_DONE, INSTALLED, VERIFIED, SharedGuest
+from tests.support.program import ProgramRun
+from tools.lab.replay import Replay, StepResult, host_steps, log_replay, replay
 
 pytestmark = [pytest.mark.hostlab, pytest.mark.timeout(3600)]
 
 # Named bounds (nothing here asserts a duration; timings are reported).
-CLOUD_INIT_TIMEOUT_S = 600
-GUEST_COMMAND_TIMEOUT_S = 120
 APT_TIMEOUT_S = 1800
-DPKG_START_TIMEOUT_S = 900  # until the interrupted install's dpkg is unpacking
+DPKG_HOLD_TIMEOUT_S = 900  # until the interrupted install's dpkg has unpacked and waits
 SESSION_END_TIMEOUT_S = 60  # for the killed SSH session to end
 DOCKER_PY_TIMEOUT_S = 300  # one docker-py call through the endpoint (TCG)
+POLL_INTERVAL_S = 1
 # Every container the consumer creates carries limits: the endpoint policy refuses one without.
 FUNCTION_LIMITS = {"mem_limit": "256m", "pids_limit": 128, "nano_cpus": 1_000_000_000}
 
-BEFORE_INSTALL_SNAPSHOT = "cloud-init-done"
 RUNTIME_PACKAGES = "docker.io docker-cli containerd runc runsc containernetworking-plugins apparmor"
 STEP_NAMES = ("wait", "payload", "bootstrap", "install", "firewall", "configure", "verify-image", "verify", "keys")
-
-
-@dataclass
-class Lab:
-    vm: GuestVM
-    mirror: labmod.Mirror
-    artifacts: labmod.TestArtifacts
-    image: labmod.VerifyImage
-    run: ProgramRun
-    steps: list[RemoteStep]
-    key_path: Path
-    first: Replay | None = None
-    second: Replay | None = None
-    docker_before_second: str = ""
-    timings: dict[str, Any] = field(default_factory=dict)
-
-    def sh(self, command: str, timeout: float = GUEST_COMMAND_TIMEOUT_S, check: bool = True) -> str:
-        result = self.vm.ssh(command, timeout=timeout, check=check)
-        return result.stdout
-
-    def program(self, config: dict, verify_stdout: str | None = None) -> ProgramRun:
-        def stdout(name: str, inputs: Any) -> str | None:
-            if verify_stdout is None:
-                return stdout_passing(name, inputs)  # steps only; no endpoint read
-            return verify_stdout if name.endswith("-verify") else "{}"
-
-        return run_program(
-            config, labmod.STACK, command_stdout=stdout, server_private_address=labmod.GUEST_ADDRESS
-        )
-
-    def hcloud_config(self, catalog: Path | None = None) -> dict:
-        return labmod.hcloud_config(self.mirror.url_from_guest, catalog or self.artifacts.catalog, self.image)
-
-    def dedicated_config(self, isolation: str) -> dict:
-        conn = self.steps[0].connection
-        return labmod.dedicated_config(
-            self.mirror.url_from_guest, self.artifacts.catalog, self.image, isolation,
-            self.vm.ssh_port, conn["hostKey"], conn["privateKey"],
-        )
-
-    def docker_service(self) -> str:
-        return self.sh("systemctl show docker.service -p MainPID -p ExecMainStartTimestampMonotonic").strip()
 
 
 def step_json(result: StepResult) -> dict:
@@ -124,89 +71,15 @@ def step_json(result: StepResult) -> dict:
 
 def results_by_step(rep: Replay) -> dict[str, StepResult]:
     """Results keyed by step (the part after the host name)."""
-    prefix = f"{labmod.HOST_NAME}-"
+    prefix = f"{testbed.HOST_NAME}-"
     return {r.name.removeprefix(prefix): r for r in rep.results}
-
-
-@pytest.fixture(scope="module")
-def lab(guest_image, hostlab_cache_dir, tmp_path_factory):
-    work = tmp_path_factory.mktemp("provisioning")
-    timings: dict[str, Any] = {
-        "image": "fresh" if guest_image.built_now else "cached",
-        "image_build_s": round(guest_image.build_seconds, 1),
-    }
-    started = time.monotonic()
-    # The cached path, measured in the same run as a fresh build would be.
-    again = ensure_guest_image(hostlab_cache_dir)
-    assert again.key == guest_image.key and not again.built_now, "the image was not reused"
-    timings["image_cached_s"] = round(time.monotonic() - started, 1)
-    started = time.monotonic()
-    image = labmod.build_verify_image(hostlab_cache_dir)
-    timings["verify_image_archive_s"] = round(time.monotonic() - started, 1)
-    artifacts = labmod.make_test_artifacts(work / "artifacts")
-    with labmod.Mirror(artifacts.directory) as mirror:
-        config = labmod.hcloud_config(mirror.url_from_guest, artifacts.catalog, image)
-        # Recording run: the remote steps' inputs do not depend on any stdout.
-        run = run_program(config, labmod.STACK, server_private_address=labmod.GUEST_ADDRESS)
-        steps = host_steps(run, labmod.HOST_NAME)
-        conn = steps[0].connection
-        key_path = work / "provisioning_key"
-        key_path.write_text(conn["privateKey"])
-        key_path.chmod(0o600)
-        # The guest's host key is the one the program generated and put in
-        # the user-data: pinned before the first dial (StrictHostKeyChecking=yes).
-        with GuestVM(guest_image, work / "vm", host_public_key=conn["hostKey"]) as vm:
-            vm.start(user_data(run, labmod.HOST_NAME), forwards={2376: 0})
-            timings["accelerator"] = vm.accelerator[0] if vm.accelerator else None
-            timings["boot_to_ssh_s"] = round(vm.wait_for_ssh(key_path), 1)
-            status = vm.ssh("cloud-init status --wait --long", timeout=CLOUD_INIT_TIMEOUT_S)
-            timings["boot_to_cloud_init_done_s"] = round(time.monotonic() - vm.started_at, 1)
-            # The guest as the program's first step finds it, kept for the
-            # baseline (the last test), which starts again from here.
-            timings["snapshot_save_s"] = round(vm.save_snapshot(BEFORE_INSTALL_SNAPSHOT), 1)
-            the_lab = Lab(vm, mirror, artifacts, image, run, steps, key_path, timings=timings)
-            the_lab.cloud_init_status = status  # type: ignore[attr-defined]
-            # Hetzner's metadata service, for the verify step's isolation probe.
-            assert the_lab.sh(labmod.METADATA_RESPONDER).strip().endswith("ready")
-            try:
-                yield the_lab
-            finally:
-                timings["total_module_s"] = round(time.monotonic() - started, 1)
-                add_lab_report(format_timings(timings), timings, hostlab_cache_dir)
-
-
-def format_timings(t: dict[str, Any]) -> str:
-    rows = [
-        ("image build", f"{t.get('image_build_s')} s ({t.get('image')})"),
-        ("image reuse (cached)", f"{t.get('image_cached_s')} s"),
-        ("verify image archive", f"{t.get('verify_image_archive_s')} s"),
-        ("boot to SSH", f"{t.get('boot_to_ssh_s')} s ({t.get('accelerator')})"),
-        ("cloud-init done", f"{t.get('boot_to_cloud_init_done_s')} s"),
-    ]
-    for step in ("wait", "payload", "bootstrap", "install", "firewall", "configure", "verify-image", "verify"):
-        if f"first_{step}_s" in t:
-            rows.append((f"first replay: {step}", f"{t[f'first_{step}_s']} s"))
-    for key, label in (
-        ("snapshot_save_s", "snapshot saved (cloud-init done)"),
-        ("first_replay_s", "first replay, all steps"),
-        ("second_replay_s", "second replay, all steps (nothing to do)"),
-        ("second_verify_s", "  of which verify (always runs)"),
-        ("baseline_apt_update_s", "baseline: bare apt-get update"),
-        ("baseline_apt_install_s", "baseline: bare apt-get install"),
-        ("converge_replay_s", "replay after an interrupted install"),
-        ("snapshot_restore_s", "snapshot restored, SSH answers"),
-        ("total_module_s", "whole module"),
-    ):
-        if key in t:
-            rows.append((label, f"{t[key]} s"))
-    width = max(len(r[0]) for r in rows)
-    return "hostlab provisioning timings\n" + "\n".join(f"  {a:<{width}}  {b}" for a, b in rows)
 
 
 # ---------------------------------------------------------------- main path
 
 
 def test_guest_boots_with_the_programs_user_data_and_pinned_host_key(lab):
+    lab.at(CLOUD_INIT_DONE)
     status = lab.cloud_init_status
     assert status.returncode in (0, 2) and "status: done" in status.stdout, status.stdout + status.stderr
     assert "VERSION_CODENAME=trixie" in lab.sh("cat /etc/os-release")
@@ -230,15 +103,15 @@ def test_guest_boots_with_the_programs_user_data_and_pinned_host_key(lab):
 
 
 def test_first_replay_installs_from_debian_and_the_mirror(lab):
-    steps_seen: list[str] = []
-    lab.first = replay(lab.vm, lab.steps, on_result=lambda r: steps_seen.append(r.name), check=False)
+    # The first replay runs from `cloud-init-done` the first time any test
+    # needs `installed` or `verified`, and takes both snapshots on its way.
+    lab.at(VERIFIED)
+    assert lab.first is not None
     by = results_by_step(lab.first)
-    for name, r in by.items():
-        lab.timings[f"first_{name}_s"] = round(r.seconds, 1)
-    lab.timings["first_replay_s"] = round(sum(r.seconds for r in lab.first.results), 1)
     assert [r.returncode for r in lab.first.results] == [0] * len(lab.steps), log_replay(lab.first)
     # Dependency order as the program declared it (verify-image before verify).
-    assert [s.removeprefix(f"{labmod.HOST_NAME}-") for s in steps_seen] == list(STEP_NAMES)
+    assert [r.name.removeprefix(f"{testbed.HOST_NAME}-") for r in lab.first.results] == list(STEP_NAMES)
+    assert lab.vm.snapshots == [CLOUD_INIT_DONE, INSTALLED, VERIFIED]
 
     install = step_json(by["install"])
     assert set(install["installedPackages"]) == set(RUNTIME_PACKAGES.split())
@@ -248,8 +121,8 @@ def test_first_replay_installs_from_debian_and_the_mirror(lab):
     # The guest's nested /dev/kvm passes has_kvm, so Kata's (test) archive was
     # downloaded, hash-checked and unpacked; nerdctl too.
     assert install["kata"] == "installed" and install["nerdctl"] == "installed"
-    assert lab.mirror.downloads(labmod.KATA_FILE) == 1
-    assert lab.mirror.downloads(labmod.nerdctl_file(labmod.NERDCTL_VERSION)) == 1
+    assert lab.mirror.downloads(testbed.KATA_FILE) == 1
+    assert lab.mirror.downloads(testbed.nerdctl_file(testbed.NERDCTL_VERSION)) == 1
     assert "/opt/kata" in lab.sh("readlink -f /usr/local/bin/containerd-shim-kata-v2")
     assert "2.3.5 (hostlab test archive)" in lab.sh("nerdctl --version")
     versions = lab.sh("dpkg-query -W -f='${Package} ${Version}\\n' docker.io containerd runc runsc")
@@ -272,6 +145,7 @@ def test_first_replay_installs_from_debian_and_the_mirror(lab):
 
 
 def test_verify_report_goes_through_the_programs_endpoint_code(lab):
+    lab.at(VERIFIED)
     assert lab.first is not None, "the first replay did not run"
     verify = results_by_step(lab.first)["verify"]
     report = json.loads(verify.stdout)
@@ -297,9 +171,9 @@ def test_verify_report_goes_through_the_programs_endpoint_code(lab):
     print("Kata verification skipped in the lab:", checks["preflight-kata"]["detail"])
 
     # The program parses the real stdout into its exported endpoint.
-    run = lab.program(lab.hcloud_config(), verify_stdout=verify.stdout)
+    run = endpoint_run(lab)
     endpoint = read_endpoint(run.outputs["runtimeEndpoint"])
-    host = endpoint.host(labmod.HOST_NAME)
+    host = endpoint.host(testbed.HOST_NAME)
     raw = run.outputs["runtimeEndpoint"]["hosts"][0]
     assert raw["dockerHost"] == "tcp://10.0.2.15:2376"
     assert endpoint.default_runtime == "runsc"
@@ -307,12 +181,21 @@ def test_verify_report_goes_through_the_programs_endpoint_code(lab):
     assert runsc["name"] == "runsc" and runsc["guestKernel"] != report["hostKernel"]
     assert raw["hostKernel"] == lab.sh("uname -r").strip()
     assert host is not None
-    lab.endpoint_run = run  # type: ignore[attr-defined]
 
 
-def consumer_client(lab: Lab) -> Any:
-    run = getattr(lab, "endpoint_run", None)
-    assert run is not None, "the verify report did not pass through the program"
+def endpoint_run(lab: SharedGuest) -> ProgramRun:
+    """The program run with the first replay's real verify stdout: its outputs are the endpoint."""
+    if "endpoint_run" not in lab.notes:
+        lab.at(VERIFIED)
+        assert lab.first is not None
+        verify = results_by_step(lab.first)["verify"]
+        lab.notes["endpoint_run"] = lab.program(lab.hcloud_config(), verify_stdout=verify.stdout)
+    return lab.notes["endpoint_run"]
+
+
+def consumer_client(lab: SharedGuest) -> Any:
+    run = endpoint_run(lab)
+    lab.at(VERIFIED)
     return docker_client(
         read_endpoint(run.outputs["runtimeEndpoint"]), read_client_tls(run.outputs["runtimeClientTls"]),
         base_url=f"tcp://127.0.0.1:{lab.vm.forwards[2376]}", timeout=DOCKER_PY_TIMEOUT_S,
@@ -321,7 +204,7 @@ def consumer_client(lab: Lab) -> Any:
 
 def test_consumer_runs_a_sandboxed_container_through_the_forwarded_endpoint(lab):
     client = consumer_client(lab)
-    run = lab.endpoint_run  # type: ignore[attr-defined]
+    run = endpoint_run(lab)
     try:
         info = client.info()
         assert info["DefaultRuntime"] == "runsc"
@@ -338,8 +221,8 @@ def test_client_without_certificate_is_refused(lab):
     import docker
     import requests
 
-    run = getattr(lab, "endpoint_run", None)
-    assert run is not None
+    run = endpoint_run(lab)
+    lab.at(VERIFIED)
     endpoint = read_endpoint(run.outputs["runtimeEndpoint"])
     ca = lab.key_path.parent / "ca.pem"
     ca.write_text(endpoint.ca_cert_pem)
@@ -501,13 +384,14 @@ def test_the_policy_refuses_each_denial_class_through_the_consumer_credential(la
     print("refusals:", json.dumps(messages, indent=1))
 
 
-def plugin_state(lab: Lab) -> tuple[str, int]:
+def plugin_state(lab: SharedGuest) -> tuple[str, int]:
     out = lab.sh("systemctl show functions-runtime-authz.service -p MainPID -p NRestarts --value").split()
     return out[0], int(out[1])
 
 
 def test_a_killed_plugin_is_restarted_and_a_stopped_one_locks_everyone_out_until_recovered(lab):
     client = consumer_client(lab)
+    lab.fresh(VERIFIED)  # kills, stops and restarts the plugin
     try:
         pid, restarts = plugin_state(lab)
         lab.sh(f"kill -KILL {pid}")
@@ -542,6 +426,7 @@ def test_a_killed_plugin_is_restarted_and_a_stopped_one_locks_everyone_out_until
 
 def test_draining_refuses_creates_while_a_running_container_keeps_running(lab):
     client = consumer_client(lab)
+    lab.fresh(VERIFIED)  # drains the host, then resumes it
     container = client.containers.run(
         lab.image.image_id, ["sh", "-c", "echo up; sleep 600"], detach=True, **FUNCTION_LIMITS
     )
@@ -572,22 +457,19 @@ def test_draining_refuses_creates_while_a_running_container_keeps_running(lab):
 def test_a_revoked_certificate_is_refused_without_restarting_anything(lab):
     from cryptography import x509
 
-    run = lab.endpoint_run  # type: ignore[attr-defined]
+    run = endpoint_run(lab)
     serial = x509.load_pem_x509_certificate(read_client_tls(run.outputs["runtimeClientTls"]).cert_pem.encode()).serial_number
     config_path = "/etc/functions-runtime/endpoint-policy.json"
+    client = consumer_client(lab)
+    lab.fresh(VERIFIED)  # rewrites the policy's configuration, as the configure step would
     original = lab.sh(f"cat {config_path}")
     before = plugin_state(lab)
-    client = consumer_client(lab)
     try:
         revoked = {**json.loads(original), "revokedSerials": [f"{serial:x}"]}
-        lab.sh(f"printf '%s' {labmod.shlex_quote(json.dumps(revoked))} > {config_path}")
+        lab.sh(f"printf '%s' {shlex.quote(json.dumps(revoked))} > {config_path}")
         assert "is revoked on this endpoint" in refused(client.ping)
         assert plugin_state(lab) == before  # re-read, not restarted
-    finally:
-        lab.sh(f"printf '%s' {labmod.shlex_quote(original)} > {config_path}")
-        client.close()
-    client = consumer_client(lab)
-    try:
+        lab.sh(f"printf '%s' {shlex.quote(original)} > {config_path}")
         assert client.ping()
     finally:
         client.close()
@@ -619,8 +501,8 @@ def tls_handshake(ctx: ssl.SSLContext, port: int) -> str:
 
 
 def test_endpoint_refuses_tls_below_1_2(lab, tmp_path):
-    run = getattr(lab, "endpoint_run", None)
-    assert run is not None
+    run = endpoint_run(lab)
+    lab.at(VERIFIED)
     tls = read_client_tls(run.outputs["runtimeClientTls"])
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text(tls.cert_pem)
@@ -657,14 +539,14 @@ def test_endpoint_refuses_tls_below_1_2(lab, tmp_path):
 
 
 def test_second_replay_has_nothing_to_do(lab):
-    assert lab.first is not None and all(r.returncode == 0 for r in lab.first.results)
+    lab.at(VERIFIED)
     before = lab.docker_service()
     downloads = list(lab.mirror.requests)
-    lab.second = replay(lab.vm, lab.steps, check=False)
-    lab.timings["second_replay_s"] = round(sum(r.seconds for r in lab.second.results), 1)
-    by = results_by_step(lab.second)
+    second = replay(lab.vm, lab.steps, check=False)
+    lab.timings["second_replay_s"] = round(sum(r.seconds for r in second.results), 1)
+    by = results_by_step(second)
+    assert all(r.returncode == 0 for r in second.results), log_replay(second)
     lab.timings["second_verify_s"] = round(by["verify"].seconds, 1)
-    assert all(r.returncode == 0 for r in lab.second.results), log_replay(lab.second)
     for step in ("bootstrap", "install", "firewall", "configure"):
         assert step_json(by[step])["changed"] == [], f"{step}: {by[step].stdout}\n{by[step].stderr}"
     install = step_json(by["install"])
@@ -678,34 +560,35 @@ def test_second_replay_has_nothing_to_do(lab):
 
 
 def test_packet_filter_drops_disallowed_sources(lab):
-    assert lab.sh(labmod.PEER_NAMESPACE).strip().endswith("ready")
+    lab.fresh(VERIFIED)  # adds a peer namespace to the guest
+    assert lab.sh(testbed.PEER_NAMESPACE).strip().endswith("ready")
 
     def probe(source: str, port: int) -> str:
-        return lab.sh(labmod.peer_probe_command(source, port)).strip()
+        return lab.sh(testbed.peer_probe_command(source, port)).strip()
 
     # 10.0.2.77 is in endpoint.allowedCidrs (10.0.2.0/24) but not an admin source.
-    assert probe(labmod.PEER_ALLOWED_SOURCE, 2376) == "open"
-    assert probe(labmod.PEER_ALLOWED_SOURCE, 22) == "dropped"
+    assert probe(testbed.PEER_ALLOWED_SOURCE, 2376) == "open"
+    assert probe(testbed.PEER_ALLOWED_SOURCE, 22) == "dropped"
     # 10.0.3.77 is in neither: both dropped (no RST either).
-    assert probe(labmod.PEER_OTHER_SOURCE, 2376) == "dropped"
-    assert probe(labmod.PEER_OTHER_SOURCE, 22) == "dropped"
+    assert probe(testbed.PEER_OTHER_SOURCE, 2376) == "dropped"
+    assert probe(testbed.PEER_OTHER_SOURCE, 22) == "dropped"
     # Not vacuous: with the table gone the same probes connect.
     lab.sh("nft list table inet functions_runtime > /run/fr-table.nft && nft delete table inet functions_runtime")
     try:
-        assert probe(labmod.PEER_OTHER_SOURCE, 2376) == "open"
-        assert probe(labmod.PEER_OTHER_SOURCE, 22) == "open"
+        assert probe(testbed.PEER_OTHER_SOURCE, 2376) == "open"
+        assert probe(testbed.PEER_OTHER_SOURCE, 22) == "open"
     finally:
         lab.sh("nft -f /etc/nftables.d/functions-runtime.nft")
-    assert probe(labmod.PEER_OTHER_SOURCE, 2376) == "dropped"
+    assert probe(testbed.PEER_OTHER_SOURCE, 2376) == "dropped"
     # The admin path (SSH from 10.0.2.2 through QEMU's forward) passes: this
     # very connection; and the forwarded endpoint (10.0.2.2) passed above.
-    assert lab.sh("echo $SSH_CLIENT").split()[0] == labmod.HOST_FROM_GUEST
+    assert lab.sh("echo $SSH_CLIENT").split()[0] == testbed.HOST_FROM_GUEST
 
 
 # ---------------------------------------------------------------- destructive, in order
 
 
-def installed_state(lab: Lab) -> str:
+def installed_state(lab: SharedGuest) -> str:
     return lab.sh(
         "cd /; sha256sum /usr/local/bin/nerdctl; cat /opt/functions-runtime/state/*.version; "
         "find /opt/kata -type f -print0 | sort -z | xargs -0 sha256sum"
@@ -713,9 +596,10 @@ def installed_state(lab: Lab) -> str:
 
 
 def test_tampered_archive_is_refused_and_leaves_the_host_as_it_was(lab):
+    lab.fresh(VERIFIED)
     before = installed_state(lab)
     bumped = lab.program(lab.hcloud_config(catalog=lab.artifacts.bumped_catalog))
-    steps = host_steps(bumped, labmod.HOST_NAME)
+    steps = host_steps(bumped, testbed.HOST_NAME)
     result = replay(lab.vm, steps, check=False)
     by = results_by_step(result)
     assert [r.returncode for r in result.results[:-1]] == [0] * (len(result.results) - 1)
@@ -723,16 +607,15 @@ def test_tampered_archive_is_refused_and_leaves_the_host_as_it_was(lab):
     assert install is not None and result.results[-1] is install, log_replay(result)
     assert install.returncode != 0
     assert "nothing was installed" in install.stderr and "sha256" in install.stderr, install.stderr
-    assert lab.mirror.downloads(labmod.nerdctl_file(labmod.NERDCTL_BUMP_VERSION)) == 1
+    assert lab.mirror.downloads(testbed.nerdctl_file(testbed.NERDCTL_BUMP_VERSION)) == 1
     assert installed_state(lab) == before
     assert lab.sh("ls /var/tmp | grep -c functions-runtime || true").strip() == "0", "download left behind"
-    # Put the lab's own payload (catalog) back.
-    assert run_step(lab.vm, lab.steps[1]).returncode == 0
 
 
 def test_isolation_vm_fails_with_kata_runtime_checks_message(lab):
+    lab.fresh(VERIFIED)
     daemon_before = lab.sh("sha256sum /etc/docker/daemon.json")
-    steps = host_steps(lab.program(lab.dedicated_config("vm")), labmod.HOST_NAME)
+    steps = host_steps(lab.program(lab.dedicated_config("vm")), testbed.HOST_NAME)
     result = replay(lab.vm, steps, check=False)
     by = results_by_step(result)
     configure = by.get("configure")
@@ -744,24 +627,80 @@ def test_isolation_vm_fails_with_kata_runtime_checks_message(lab):
 
 
 def test_isolation_vm_without_kvm_fails_with_the_no_kvm_message(lab):
+    lab.fresh(VERIFIED)
     lab.sh("for m in kvm_amd kvm_intel kvm; do modprobe -r $m 2>/dev/null || true; done; test ! -e /dev/kvm")
-    try:
-        steps = host_steps(lab.program(lab.dedicated_config("vm")), labmod.HOST_NAME)
-        result = replay(lab.vm, steps, check=False)
-        failed = result.results[-1]
-        assert failed.name == f"{labmod.HOST_NAME}-install" and failed.returncode != 0, log_replay(result)
-        line = failed.stderr.strip().splitlines()[-1]
-        assert "FAILED on host lab-1" in line and "no usable /dev/kvm" in line
-        assert "Hetzner Cloud servers have no nested virtualization" in line
-        assert "set functions-runtime:isolation to sandbox" in line
-    finally:
-        lab.sh("modprobe kvm_amd 2>/dev/null || modprobe kvm_intel 2>/dev/null || true")
+    steps = host_steps(lab.program(lab.dedicated_config("vm")), testbed.HOST_NAME)
+    result = replay(lab.vm, steps, check=False)
+    failed = result.results[-1]
+    assert failed.name == f"{testbed.HOST_NAME}-install" and failed.returncode != 0, log_replay(result)
+    line = failed.stderr.strip().splitlines()[-1]
+    assert "FAILED on host lab-1" in line and "no usable /dev/kvm" in line
+    assert "Hetzner Cloud servers have no nested virtualization" in line
+    assert "set functions-runtime:isolation to sandbox" in line
+
+
+# Test fixtures in the guest, like the metadata responder.
+# A dpkg hook that holds dpkg after an unpack run (before apt's configure run)
+# while the hold file exists: the bound of the interrupter below, so dpkg can
+# never finish the job unseen.
+DPKG_HOLD = "/run/hostlab-dpkg-hold"
+DPKG_HELD = "/run/hostlab-dpkg-held"
+DPKG_HOLD_HOOK = f"""set -eu
+cat > /usr/local/sbin/hostlab-dpkg-hold <<'HOOK'
+#!/bin/sh
+[ "${{DPKG_HOOK_ACTION:-}}" = unpack ] || exit 0
+[ -e {DPKG_HOLD} ] || exit 0
+touch {DPKG_HELD}
+while [ -e {DPKG_HOLD} ]; do sleep 1; done
+HOOK
+chmod 0755 /usr/local/sbin/hostlab-dpkg-hold
+echo 'post-invoke=/usr/local/sbin/hostlab-dpkg-hold' > /etc/dpkg/dpkg.cfg.d/hostlab-hold
+rm -f {DPKG_HELD}
+touch {DPKG_HOLD}
+"""
+DPKG_HOLD_REMOVE = (
+    f"rm -f {DPKG_HOLD} {DPKG_HELD} /etc/dpkg/dpkg.cfg.d/hostlab-hold /usr/local/sbin/hostlab-dpkg-hold; "
+    "pkill -KILL -f '[s]cripts/install_runtime.sh' || true"
+)
+# The interrupter: while apt's `dpkg --unpack` runs, freeze it (SIGSTOP), read
+# the packages' states, and if one is half-installed (dpkg is unpacking its
+# files) kill the install's whole session with SIGKILL, as a lost connection
+# to a crashed machine would; else let dpkg go on a little and look again.
+# The state is read while dpkg is frozen, so what it says is what the kill
+# leaves behind. Prints the states it saw at the kill.
+DPKG_INTERRUPTER = f"""set -u
+states=""
+deadline=$(( $(date +%s) + {DPKG_HOLD_TIMEOUT_S} ))
+while :; do
+  pid=$(pgrep -o -f '^(/usr/bin/)?dpkg .*--unpack' || true)
+  if [ -n "$pid" ] && kill -STOP "$pid" 2>/dev/null; then
+    states=$(dpkg-query -W -f='${{Package}}=${{db:Status-Abbrev}} ' docker.io docker-cli 2>/dev/null || true)
+    case "$states" in
+      *=iH*)
+        sid=$(ps -o sid= -p "$pid" | tr -d ' ')
+        pkill -KILL -s "$sid"
+        echo "$states"
+        exit 0 ;;
+    esac
+    kill -CONT "$pid"
+  fi
+  if [ -e {DPKG_HELD} ]; then
+    echo "dpkg finished its unpack run before a package was seen half-installed ($states)" >&2; exit 1
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "no half-installed package within {DPKG_HOLD_TIMEOUT_S} s ($states)" >&2; exit 1
+  fi
+  sleep 0.05
+done
+"""
 
 
 def test_interrupted_install_converges(lab):
-    # Docker's packages removed again (their .debs stay in apt's cache, so
-    # this test costs dpkg time, not downloads); the install step must put
-    # them back, and is killed while dpkg unpacks them.
+    # From `installed`, Docker's packages removed again (their .debs stay in
+    # apt's cache, so this test costs dpkg time, not downloads); the install
+    # step must put them back, and is killed while dpkg unpacks them: at an
+    # observed state (a package half-installed), not after a guessed delay.
+    lab.fresh(INSTALLED)
     lab.sh(
         "systemctl stop docker.socket docker.service || true; "
         "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q docker.io docker-cli >/dev/null",
@@ -771,35 +710,33 @@ def test_interrupted_install_converges(lab):
     pre = replay(lab.vm, lab.steps[:index], check=False)
     assert all(r.returncode == 0 for r in pre.results), log_replay(pre)
     install = lab.steps[index]
+    lab.sh(DPKG_HOLD_HOOK)
     proc = subprocess.Popen(
         [*lab.vm.ssh_args(), install.create],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + DPKG_START_TIMEOUT_S
-        while True:
-            # [d]: the pattern must not match this command's own shell.
-            busy = lab.vm.ssh("pgrep -f '[d]pkg .*--unpack' || true", timeout=30).stdout.strip()
-            if busy:
-                break
-            assert proc.poll() is None, "the install ended before dpkg unpacked anything"
-            assert time.monotonic() < deadline, f"dpkg did not start unpacking within {DPKG_START_TIMEOUT_S} s"
-            time.sleep(1)
-        time.sleep(1)
-        # Kill the install's whole SSH session (script, apt-get, dpkg) as a
-        # lost connection to a crashed machine would: SIGKILL, no clean-up.
-        lab.sh(
-            "pid=$(pgrep -of '[s]cripts/install_runtime.sh'); sid=$(ps -o sid= -p \"$pid\" | tr -d ' '); "
-            'pkill -KILL -s "$sid"'
-        )
+        interrupter = lab.vm.ssh(DPKG_INTERRUPTER, timeout=DPKG_HOLD_TIMEOUT_S + 60)
+        assert interrupter.returncode == 0, interrupter.stderr
         proc.wait(timeout=SESSION_END_TIMEOUT_S)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        lab.sh(DPKG_HOLD_REMOVE)
     assert proc.returncode != 0
-    # Really interrupted: dpkg left work behind.
-    assert lab.sh("ls /var/lib/dpkg/updates | wc -l; dpkg --audit | head -n 3", check=False).strip() not in ("0", "")
+    seen = dict(word.split("=") for word in interrupter.stdout.split())
+    print(f"\ninstall killed while dpkg's states were {seen}")
+    # Really interrupted: dpkg left a package half-installed, and says so.
+    states = dict(
+        line.split("=") for line in lab.sh(
+            "dpkg-query -W -f='${Package}=${db:Status-Abbrev}\\n' docker.io docker-cli 2>/dev/null || true"
+        ).split()
+    )
+    # iH: half-installed (an R after it: dpkg requires a reinstall).
+    half_installed = {package for package, state in states.items() if state.startswith("iH")}
+    assert half_installed, states
+    assert lab.sh("dpkg --audit", check=False).strip(), "dpkg --audit found nothing to finish"
     converge = replay(lab.vm, lab.steps, check=False)
     lab.timings["converge_replay_s"] = round(sum(r.seconds for r in converge.results), 1)
     assert all(r.returncode == 0 for r in converge.results), log_replay(converge)
@@ -807,7 +744,10 @@ def test_interrupted_install_converges(lab):
     assert "dpkg-recovered" in step_json(by["install"])["changed"]
     assert "running 'dpkg --configure -a' first" in by["install"].stderr
     assert lab.sh("dpkg --audit").strip() == ""
-    assert set(step_json(by["install"])["installedPackages"]) == {"docker.io", "docker-cli"}
+    # What `dpkg --configure -a` cannot finish (a half-installed package) is installed again.
+    reinstalled = set(step_json(by["install"])["installedPackages"])
+    assert half_installed <= reinstalled <= {"docker.io", "docker-cli"}, reinstalled
+    assert lab.sh("dpkg-query -W -f='${db:Status-Abbrev}|' docker.io docker-cli") == "ii |ii |"
     assert json.loads(by["verify"].stdout)["passed"] is True
 
 
@@ -817,10 +757,9 @@ def test_baseline_bare_apt_install_in_the_same_guest(lab):
     The guest goes back to the snapshot taken when cloud-init was done (the
     state the first replay started from), then `apt-get update` and
     `apt-get install --no-install-recommends` of the same packages run bare,
-    each timed around one SSH command, as the install step is. Last in the
-    module: the guest is not converged afterwards.
+    each timed around one SSH command, as the install step is.
     """
-    lab.timings["snapshot_restore_s"] = round(lab.vm.restore_snapshot(BEFORE_INSTALL_SNAPSHOT), 1)
+    lab.fresh(CLOUD_INIT_DONE)
     assert "no packages found" in lab.sh("dpkg-query -W docker.io 2>&1 || true"), "not the pre-install state"
     start = time.monotonic()
     lab.sh("DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null", timeout=APT_TIMEOUT_S)

