@@ -89,8 +89,28 @@ configure_kernel_modules() {
   done < <(list_entries "$FR_ROOT/base/modules.conf")
 }
 
+# sshd answers a reload by closing its listeners and re-executing itself;
+# systemd reports the reload done before the new sshd listens. The next
+# step's connection must not land in that gap (found by the hostlab: it
+# fails with "kex_exchange_identification: Connection reset by peer").
+readonly SSHD_RELOAD_WAIT_S=30
+
+# wait_for_sshd_listening_since EPOCH: until sshd's journal says it listens
+# again after EPOCH; a warning, not a failure, when it does not say so in time.
+wait_for_sshd_listening_since() {
+  local since=$1 i
+  is_dry_run && return 0
+  for ((i = 0; i < SSHD_RELOAD_WAIT_S * 2; i++)); do
+    if journalctl -u ssh.service --since "@$since" -o cat 2>/dev/null | grep -q '^Server listening'; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  warn "sshd did not report listening within ${SSHD_RELOAD_WAIT_S} s of its reload; the next step may need to dial again"
+}
+
 configure_sshd() {
-  local work backup="" check
+  local work backup="" check reloaded_at
   if [[ -f "$FR_SSHD_DROP_IN" ]] && cmp -s "$FR_ROOT/base/sshd.conf" "$FR_SSHD_DROP_IN"; then
     info "sshd drop-in already current, skipping"
     return 0
@@ -109,7 +129,9 @@ configure_sshd() {
       "fix SSHD_SETTINGS in components/base_os.py"
   fi
   # Debian's unit is ssh.service; reload keeps existing sessions (ours too).
+  reloaded_at=$(date +%s)
   run systemctl reload ssh
+  wait_for_sshd_listening_since "$reloaded_at"
   info "sshd drop-in updated and sshd reloaded"
   CHANGED+=("$FR_SSHD_DROP_IN")
 }
