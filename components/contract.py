@@ -11,6 +11,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from endpoint_authz.rules import REFUSAL_PREFIX
+
 # Where the payload lands on every host.
 REMOTE_ROOT = "/opt/functions-runtime"
 # The generated env file, relative to REMOTE_ROOT.
@@ -47,6 +49,34 @@ BUSYBOX_VERIFY_IMAGE = "functions-runtime/verify:busybox"
 COLD_START_RUNS_DEFAULT = 5
 COLD_START_RUNS_MIN = 3
 COLD_START_RUNS_MAX = 21
+
+# The endpoint policy (endpoint_authz/, a Docker authorization plugin):
+# dockerd finds the plugin by name as <plugin dir>/<name>.sock.
+AUTHZ_PLUGIN_NAME = "functions-runtime-authz"
+AUTHZ_SOCKET = f"/run/docker/plugins/{AUTHZ_PLUGIN_NAME}.sock"
+AUTHZ_UNIT = f"{AUTHZ_PLUGIN_NAME}.service"
+# Written by the configure step; the plugin re-reads it when it changes.
+AUTHZ_CONFIG = "/etc/functions-runtime/endpoint-policy.json"
+# Exists while the host drains (creates refused); survives reboots.
+AUTHZ_DRAIN_FILE = "/var/lib/functions-runtime/draining"
+# The operator's one command on the host: drain, resume, status, recover.
+ENDPOINT_COMMAND = "/usr/local/sbin/functions-runtime-endpoint"
+# Every refusal starts with it (the plugin defines it; verify looks for it).
+AUTHZ_REFUSAL_PREFIX = REFUSAL_PREFIX
+# endpoint.limits: the largest limits a container may ask for. The minima
+# leave room for a gVisor sandbox (its Sentry's threads count as PIDs and
+# its memory against the limit) and for the verify step's own containers.
+ENDPOINT_MAX_MEMORY_MIB_DEFAULT = 2048
+ENDPOINT_MAX_MEMORY_MIB_MIN = 256
+ENDPOINT_MAX_PIDS_DEFAULT = 1024
+ENDPOINT_MAX_PIDS_MIN = 128
+ENDPOINT_MAX_MILLICPUS_DEFAULT = 2000
+ENDPOINT_MAX_MILLICPUS_MIN = 100
+# What the verify step's containers ask for: the most each may use, and
+# never above the stack's maxima (settings refuse maxima below these).
+VERIFY_MEMORY_MIB = 256
+VERIFY_PIDS = 128
+VERIFY_MILLICPUS = 1000
 
 # The SSH keys the program grants (its own and admin.sshKeys) live in
 # <this>/<account>, which the base sshd drop-in adds to AuthorizedKeysFile.
@@ -90,6 +120,16 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_APT_HOOK", APT_HOOK, overridable=True),
         SharedFact("FR_APT_UPDATE_STAMP", APT_UPDATE_STAMP, overridable=True),
         SharedFact("FR_SSH_KEYS_DIR", SSH_KEYS_DIR, overridable=True),
+        SharedFact("FR_AUTHZ_PLUGIN_NAME", AUTHZ_PLUGIN_NAME),
+        SharedFact("FR_AUTHZ_UNIT", AUTHZ_UNIT),
+        SharedFact("FR_AUTHZ_REFUSAL_PREFIX", AUTHZ_REFUSAL_PREFIX),
+        SharedFact("FR_AUTHZ_SOCKET", AUTHZ_SOCKET, overridable=True),
+        SharedFact("FR_AUTHZ_CONFIG", AUTHZ_CONFIG, overridable=True),
+        SharedFact("FR_AUTHZ_DRAIN_FILE", AUTHZ_DRAIN_FILE, overridable=True),
+        SharedFact("FR_ENDPOINT_COMMAND", ENDPOINT_COMMAND, overridable=True),
+        SharedFact("FR_VERIFY_MEMORY_MIB", str(VERIFY_MEMORY_MIB)),
+        SharedFact("FR_VERIFY_PIDS", str(VERIFY_PIDS)),
+        SharedFact("FR_VERIFY_MILLICPUS", str(VERIFY_MILLICPUS)),
     )
 
 

@@ -150,7 +150,18 @@ def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], iso
     return entry
 
 
-def build_endpoint(ca_cert_pem: str, isolation: str, hosts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def limits_document(max_memory_mib: int, max_pids: int, max_millicpus: int) -> dict[str, Any]:
+    """The endpoint document's `limits` (endpoint.limits of the stack)."""
+    cpus = max_millicpus / 1000
+    return {"maxMemoryMiB": max_memory_mib, "maxPids": max_pids, "maxCpus": int(cpus) if cpus.is_integer() else cpus}
+
+
+def build_endpoint(
+    ca_cert_pem: str,
+    isolation: str,
+    hosts: Sequence[Mapping[str, Any]],
+    limits: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The `runtimeEndpoint` document from verified hosts only.
 
     Checked by the consumer's reader before it is returned: each host's entry
@@ -173,6 +184,9 @@ def build_endpoint(ca_cert_pem: str, isolation: str, hosts: Sequence[Mapping[str
         "defaultRuntime": defaults.pop() if len(defaults) == 1 else None,
         "hosts": sorted((dict(h) for h in hosts), key=lambda h: h["name"]),
     }
+    if limits is not None:
+        # What the endpoint policy lets one container ask for (docs/endpoint-policy.md).
+        doc["limits"] = dict(limits)
     try:
         read_endpoint(doc)
     except EndpointError as err:
@@ -224,11 +238,31 @@ class EndpointHost:
 
 
 @dataclass(frozen=True)
+class FunctionLimits:
+    """The most one container may ask for through the endpoint; its policy
+    refuses a create without memory, PID and CPU limits, or above these."""
+
+    max_memory_mib: int
+    max_pids: int
+    max_cpus: float
+
+    def docker_py(self) -> dict[str, Any]:
+        """docker-py `containers.run` arguments for the largest container allowed."""
+        return {
+            "mem_limit": f"{self.max_memory_mib}m",
+            "pids_limit": self.max_pids,
+            "nano_cpus": round(self.max_cpus * 1_000_000_000),
+        }
+
+
+@dataclass(frozen=True)
 class RuntimeEndpoint:
     isolation: str
     ca_cert_pem: str
     default_runtime: str | None
     hosts: tuple[EndpointHost, ...]
+    # Absent in documents from before the endpoint policy (an additive field).
+    limits: FunctionLimits | None = None
 
     def host(self, name: str | None = None) -> EndpointHost:
         if name is None:
@@ -288,7 +322,23 @@ def read_endpoint(doc: Any) -> RuntimeEndpoint:
         ca_cert_pem=ca,
         default_runtime=doc.get("defaultRuntime"),
         hosts=hosts,
+        limits=_read_limits(doc.get("limits")),
     )
+
+
+def _read_limits(raw: Any) -> FunctionLimits | None:
+    if raw is None:
+        return None
+    where = "runtimeEndpoint.limits"
+    if not isinstance(raw, Mapping):
+        raise EndpointError(f"{where}: expected an object")
+    memory, pids, cpus = raw.get("maxMemoryMiB"), raw.get("maxPids"), raw.get("maxCpus")
+    for name, value in (("maxMemoryMiB", memory), ("maxPids", pids), ("maxCpus", cpus)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise EndpointError(f"{where}.{name}: expected a positive number, got {value!r}")
+    if not isinstance(memory, int) or not isinstance(pids, int):
+        raise EndpointError(f"{where}: maxMemoryMiB and maxPids are whole numbers")
+    return FunctionLimits(max_memory_mib=memory, max_pids=pids, max_cpus=float(cpus))
 
 
 def read_endpoint_host(h: Any, isolation: str, where: str) -> EndpointHost:

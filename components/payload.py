@@ -21,6 +21,9 @@ from components.catalog import Catalog
 from components.contract import CONTRACT_ENV, render_contract_env
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
+AUTHZ_DIR = Path(__file__).resolve().parent.parent / "endpoint_authz"
+# The endpoint's authorization plugin, as it lands under REMOTE_ROOT.
+AUTHZ_FILES = tuple(f"endpoint_authz/{name}" for name in ("__init__.py", "rules.py", "plugin.py"))
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ def collect_files(
     files: dict[str, bytes] = {}
     for script in sorted((scripts_dir or SCRIPTS_DIR).glob("*.sh")):
         files[f"scripts/{script.name}"] = script.read_bytes()
+    for name in AUTHZ_FILES:
+        files[name] = (AUTHZ_DIR / name.split("/", 1)[1]).read_bytes()
     files["catalog/artifacts.tsv"] = catalog.text.encode()
     base = render_base_files(admin_sources)
     files["base/packages.txt"] = base.packages.encode()

@@ -28,7 +28,7 @@ import pulumi_command as command
 
 from components.contract import CONTRACT_ENV, REMOTE_ROOT
 from components.machine import Machine
-from components.payload import Payload
+from components.payload import AUTHZ_FILES, Payload
 from components.settings import HostSpec, Settings
 
 # Bounds of the remote steps. cloud-init installs the base packages on first
@@ -99,7 +99,19 @@ HOST_STEPS: tuple[Step, ...] = (
         "configure",
         "script",
         "configure_runtime.sh",
-        env=("ISOLATION", "KATA_HYPERVISOR", "ENDPOINT_PORT", "PRIVATE_ADDRESS"),
+        env=(
+            "ISOLATION",
+            "KATA_HYPERVISOR",
+            "ENDPOINT_PORT",
+            "PRIVATE_ADDRESS",
+            "LIMIT_MAX_MEMORY_MIB",
+            "LIMIT_MAX_PIDS",
+            "LIMIT_MAX_MILLICPUS",
+            "REVOKED_SERIALS",
+            "REVOKED_NAMES",
+        ),
+        # The endpoint policy: the plugin dockerd asks before every request.
+        reads=AUTHZ_FILES,
         # dockerd trusts the stack CA (consumers) and this host's own
         # verifier CA (its verify step only).
         stdin="endpoint-tls",
@@ -119,6 +131,7 @@ HOST_STEPS: tuple[Step, ...] = (
             "VERIFY_IMAGE",
             "VERIFY_IMAGE_ARCHIVE",
             "COLD_START_RUNS",
+            "LIMIT_MAX_MILLICPUS",
         ),
         reads=("catalog/artifacts.tsv",),
         stdin="verify-tls",
@@ -178,6 +191,18 @@ VARIABLES: Mapping[str, Variable] = {
     "VERIFY_IMAGE": Variable("verify.image", lambda h: h.settings.verify.image),
     "VERIFY_IMAGE_ARCHIVE": Variable("verify.imageArchive", _verify_archive_remote_path),
     "COLD_START_RUNS": Variable("verify.coldStartRuns", lambda h: str(h.settings.verify.cold_start_runs)),
+    "LIMIT_MAX_MEMORY_MIB": Variable(
+        "endpoint.limits.maxMemoryMiB", lambda h: str(h.settings.endpoint.limits.max_memory_mib)
+    ),
+    "LIMIT_MAX_PIDS": Variable("endpoint.limits.maxPids", lambda h: str(h.settings.endpoint.limits.max_pids)),
+    "LIMIT_MAX_MILLICPUS": Variable(
+        "endpoint.limits.maxCpus", lambda h: str(h.settings.endpoint.limits.max_millicpus)
+    ),
+    # Space-separated hex; common names one a line (they may hold spaces).
+    "REVOKED_SERIALS": Variable("endpoint.revoked.serials", lambda h: " ".join(h.settings.endpoint.revoked.serials)),
+    "REVOKED_NAMES": Variable(
+        "endpoint.revoked.commonNames", lambda h: "\n".join(h.settings.endpoint.revoked.common_names)
+    ),
     "SSH_USER": Variable("hosts[].sshUser", lambda h: h.spec.ssh_user),
     "HOST_SOURCE": Variable("hosts[].source", lambda h: h.spec.source),
 }

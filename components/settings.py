@@ -28,6 +28,12 @@ from components.contract import (
     COLD_START_RUNS_DEFAULT,
     COLD_START_RUNS_MAX,
     COLD_START_RUNS_MIN,
+    ENDPOINT_MAX_MEMORY_MIB_DEFAULT,
+    ENDPOINT_MAX_MEMORY_MIB_MIN,
+    ENDPOINT_MAX_MILLICPUS_DEFAULT,
+    ENDPOINT_MAX_MILLICPUS_MIN,
+    ENDPOINT_MAX_PIDS_DEFAULT,
+    ENDPOINT_MAX_PIDS_MIN,
     IPV6_ULA,
     ISOLATIONS,
     KATA_HYPERVISORS,
@@ -158,9 +164,30 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class EndpointLimits:
+    """The largest limits a container may ask for through the endpoint
+    (the plugin refuses a create without limits, or above these)."""
+
+    max_memory_mib: int = ENDPOINT_MAX_MEMORY_MIB_DEFAULT
+    max_pids: int = ENDPOINT_MAX_PIDS_DEFAULT
+    max_millicpus: int = ENDPOINT_MAX_MILLICPUS_DEFAULT
+
+
+@dataclass(frozen=True)
+class EndpointRevocations:
+    """Client certificates the endpoint refuses: serials (lowercase hex,
+    no separators) and common names."""
+
+    serials: tuple[str, ...] = ()
+    common_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class EndpointSettings:
     port: int
     allowed_cidrs: tuple[str, ...]
+    limits: EndpointLimits = EndpointLimits()
+    revoked: EndpointRevocations = EndpointRevocations()
 
 
 @dataclass(frozen=True)
@@ -508,7 +535,7 @@ def _parse_admin(p: _Problems, value: Any) -> AdminSettings:
 
 
 def _parse_endpoint(p: _Problems, value: Any, network: NetworkSettings) -> EndpointSettings:
-    obj = p.obj(key("endpoint"), value, ("port", "allowedCidrs", "allowPublicSources"))
+    obj = p.obj(key("endpoint"), value, ("port", "allowedCidrs", "allowPublicSources", "limits", "revoked"))
     port = p.integer(key("endpoint.port"), obj.get("port"), 2376, 1024, 65535)
     cidrs = p.string_list(key("endpoint.allowedCidrs"), obj.get("allowedCidrs")) or [
         network.ip_range
@@ -539,7 +566,86 @@ def _parse_endpoint(p: _Problems, value: Any, network: NetworkSettings) -> Endpo
             "exposes the container API to everyone however it is split; list the networks of "
             "the functions service",
         )
-    return EndpointSettings(port=port, allowed_cidrs=tuple(cidrs))
+    return EndpointSettings(
+        port=port,
+        allowed_cidrs=tuple(cidrs),
+        limits=_parse_endpoint_limits(p, obj.get("limits")),
+        revoked=_parse_revocations(p, obj.get("revoked")),
+    )
+
+
+# The most a container may ask for; a whole host, not more.
+ENDPOINT_MAX_MEMORY_MIB_MAX = 4 * 1024 * 1024
+ENDPOINT_MAX_PIDS_MAX = 4 * 1024 * 1024
+ENDPOINT_MAX_CPUS_MAX = 1024
+CPUS = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,3})?$")
+CERT_SERIAL = re.compile(r"^[0-9a-f]{1,40}$")
+
+
+def _parse_endpoint_limits(p: _Problems, value: Any) -> EndpointLimits:
+    obj = p.obj(key("endpoint.limits"), value, ("maxMemoryMiB", "maxPids", "maxCpus"))
+    memory = p.integer(
+        key("endpoint.limits.maxMemoryMiB"),
+        obj.get("maxMemoryMiB"),
+        ENDPOINT_MAX_MEMORY_MIB_DEFAULT,
+        ENDPOINT_MAX_MEMORY_MIB_MIN,
+        ENDPOINT_MAX_MEMORY_MIB_MAX,
+    )
+    pids = p.integer(
+        key("endpoint.limits.maxPids"),
+        obj.get("maxPids"),
+        ENDPOINT_MAX_PIDS_DEFAULT,
+        ENDPOINT_MAX_PIDS_MIN,
+        ENDPOINT_MAX_PIDS_MAX,
+    )
+    millicpus = ENDPOINT_MAX_MILLICPUS_DEFAULT
+    cpus = obj.get("maxCpus")
+    if cpus is not None:
+        text = str(cpus).strip() if isinstance(cpus, (int, float, str)) and not isinstance(cpus, bool) else ""
+        if not CPUS.match(text):
+            p.add(
+                key("endpoint.limits.maxCpus"),
+                f"expected a number of CPUs with at most 3 decimals (e.g. 2 or 0.5), got {_shown(cpus)}",
+            )
+        else:
+            whole, _, frac = text.partition(".")
+            millicpus = int(whole) * 1000 + int((frac + "000")[:3])
+            low, high = ENDPOINT_MAX_MILLICPUS_MIN, ENDPOINT_MAX_CPUS_MAX * 1000
+            if not low <= millicpus <= high:
+                p.add(
+                    key("endpoint.limits.maxCpus"),
+                    f"must be between {low / 1000:g} and {high // 1000}, got {text}",
+                )
+                millicpus = ENDPOINT_MAX_MILLICPUS_DEFAULT
+    return EndpointLimits(max_memory_mib=memory, max_pids=pids, max_millicpus=millicpus)
+
+
+def _parse_revocations(p: _Problems, value: Any) -> EndpointRevocations:
+    obj = p.obj(key("endpoint.revoked"), value, ("serials", "commonNames"))
+    serials = []
+    for i, serial in enumerate(p.string_list(key("endpoint.revoked.serials"), obj.get("serials"))):
+        normal = serial.lower().replace(":", "")
+        if normal.startswith("0x"):
+            normal = normal[2:]
+        normal = normal.lstrip("0") or "0"
+        if not CERT_SERIAL.match(normal):
+            p.add(
+                key(f"endpoint.revoked.serials[{i}]"),
+                f"{_shown(serial)} is not a certificate serial; give it in hex as "
+                "`openssl x509 -noout -serial` prints it (colons allowed)",
+            )
+            continue
+        serials.append(normal)
+    names = []
+    for i, name in enumerate(p.string_list(key("endpoint.revoked.commonNames"), obj.get("commonNames"))):
+        if not name or _has_control(name):
+            p.add(
+                key(f"endpoint.revoked.commonNames[{i}]"),
+                "expected a certificate common name without line breaks or control characters",
+            )
+            continue
+        names.append(name)
+    return EndpointRevocations(serials=tuple(serials), common_names=tuple(names))
 
 
 def _parse_artifacts(p: _Problems, value: Any) -> tuple[ArtifactSettings | None, tuple[Path, ...]]:

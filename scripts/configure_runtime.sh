@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Configure Docker as the runtime endpoint: mutual TLS on the private
-# address, the sandbox runtimes registered, the sandbox runtime as default.
+# address, the sandbox runtimes registered, the sandbox runtime as default,
+# the endpoint policy (a Docker authorization plugin, endpoint_authz/ in the
+# payload, run by systemd) asked before every API request.
 # Also Kata's configuration (chosen hypervisor) and nerdctl's CNI path.
 #
-# Input: ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT; on stdin
+# Input: ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT,
+# LIMIT_MAX_MEMORY_MIB, LIMIT_MAX_PIDS, LIMIT_MAX_MILLICPUS, REVOKED_SERIALS
+# (space-separated hex), REVOKED_NAMES (one a line); on stdin
 # the CA certificate, the server certificate and the server key (PEM, in that
 # order). The key goes to a 0600 root file and is never printed.
 # Output (stdout): one JSON line
 #   {"changed": [...], "restarted": true|false, "defaultRuntime": "runsc", "runtimes": [...],
-#    "runscNetwork": "sandbox"|"host"}
+#    "runscNetwork": "sandbox"|"host", "policyRestarted": true|false}
 #
 # Docker reads "hosts" from daemon.json, and refuses to start when -H is also
 # given on its command line, so a drop-in replaces Debian's ExecStart (which
@@ -25,6 +29,8 @@ FR_NERDCTL_CONFIG=${FR_NERDCTL_CONFIG:-/etc/nerdctl/nerdctl.toml}
 readonly DOCKER_SOCKET=/run/docker.sock
 readonly DOCKER_READY_TIMEOUT=90 # seconds for dockerd to answer after a restart
 readonly ADDRESS_WAIT_SECONDS=120 # dockerd's ExecStartPre waits this long for PRIVATE_ADDRESS
+readonly PLUGIN_READY_TIMEOUT=30  # seconds for the policy plugin to answer after a (re)start
+FR_PYTHON=${FR_PYTHON:-/usr/bin/python3}
 
 CHANGED=()
 DOCKER_NEEDS_RESTART=0
@@ -32,13 +38,24 @@ SOCKET_CHANGED=0
 UNITS_CHANGED=0
 RESTARTED=false
 RUNTIMES=()
+POLICY_NEEDS_RESTART=0
+POLICY_RESTARTED=false
 
 tls_dir() { printf '%s/tls\n' "$FR_DOCKER_DIR"; }
 
 check_inputs() {
-  require_var PRIVATE_ADDRESS ENDPOINT_PORT
+  local name serial
+  require_var PRIVATE_ADDRESS ENDPOINT_PORT LIMIT_MAX_MEMORY_MIB LIMIT_MAX_PIDS LIMIT_MAX_MILLICPUS
   require_isolation
   require_kata_hypervisor
+  for name in LIMIT_MAX_MEMORY_MIB LIMIT_MAX_PIDS LIMIT_MAX_MILLICPUS; do
+    [[ "${!name}" =~ ^[1-9][0-9]*$ ]] ||
+      fatal "$name to be a positive whole number" "'${!name}'" "set functions-runtime:endpoint.limits (docs/host-contract.md)"
+  done
+  for serial in ${REVOKED_SERIALS:-}; do
+    [[ "$serial" =~ ^[0-9a-f]+$ ]] ||
+      fatal "REVOKED_SERIALS to hold hex serials" "'$serial'" "set functions-runtime:endpoint.revoked.serials"
+  done
 }
 
 install_tls_material() {
@@ -118,6 +135,7 @@ EOF
 
   },
   "default-runtime": $(json_string "$default"),
+  "authorization-plugins": [$(json_string "$FR_AUTHZ_PLUGIN_NAME")],
   "no-new-privileges": true,
   "live-restore": true,
   "icc": false,
@@ -128,13 +146,15 @@ EOF
 }
 
 # render_docker_drop_in: ExecStart without -H (daemon.json has "hosts"), and
-# start only once the private address exists (Docker binds to it).
+# start only once the private address exists (Docker binds to it) and the
+# policy plugin answers (dockerd refuses to start without its authorization
+# plugins). Wants, not Requires: restarting the plugin must not restart dockerd.
 render_docker_drop_in() {
   cat <<EOF
 # Managed by functions-runtime (scripts/configure_runtime.sh).
 [Unit]
-Wants=network-online.target
-After=network-online.target containerd.service
+Wants=network-online.target $FR_AUTHZ_UNIT
+After=network-online.target containerd.service $FR_AUTHZ_UNIT
 
 [Service]
 ExecStartPre=/bin/sh -c 'i=0; until ip -o address show to $PRIVATE_ADDRESS | grep -q .; do i=\$\$((i+1)); if [ \$\$i -ge $ADDRESS_WAIT_SECONDS ]; then echo "address $PRIVATE_ADDRESS not configured after $ADDRESS_WAIT_SECONDS s" >&2; exit 1; fi; sleep 1; done'
@@ -152,6 +172,139 @@ SocketMode=0600
 SocketUser=root
 SocketGroup=root
 EOF
+}
+
+# ---------------------------------------------------------------- endpoint policy
+
+# render_policy_config RUNTIME...: the plugin's configuration
+# (load_config in endpoint_authz/rules.py).
+render_policy_config() {
+  local names=() name
+  if [[ -n "${REVOKED_NAMES:-}" ]]; then
+    while IFS= read -r name; do [[ -z "$name" ]] || names+=("$name"); done <<<"$REVOKED_NAMES"
+  fi
+  # shellcheck disable=SC2086 # REVOKED_SERIALS is a space-separated list
+  printf '{"sandboxRuntimes": %s, "limits": {"maxMemoryMiB": %s, "maxPids": %s, "maxMilliCpus": %s}, "revokedSerials": %s, "revokedNames": %s}\n' \
+    "$(json_array "$@")" "$LIMIT_MAX_MEMORY_MIB" "$LIMIT_MAX_PIDS" "$LIMIT_MAX_MILLICPUS" \
+    "$(json_array ${REVOKED_SERIALS:-})" "$(json_array "${names[@]}")"
+}
+
+# render_policy_unit: the plugin as a systemd service, ready (sd_notify) once
+# its socket answers, before dockerd; restarted whenever it stops. It needs
+# its socket and to read its files, nothing else. Its socket's directory is
+# a RuntimeDirectory (kept across restarts: dockerd's plugins live there
+# too), so it exists before the read-only file system is set up.
+render_policy_unit() {
+  local socket_dir
+  socket_dir=$(dirname "$FR_AUTHZ_SOCKET")
+  cat <<EOF
+# Managed by functions-runtime (scripts/configure_runtime.sh).
+[Unit]
+Description=functions-runtime endpoint policy (Docker authorization plugin)
+Before=docker.service
+
+[Service]
+Type=notify
+ExecStart=$FR_PYTHON -I $FR_ROOT/endpoint_authz/plugin.py serve --socket $FR_AUTHZ_SOCKET --config $FR_AUTHZ_CONFIG --drain-file $FR_AUTHZ_DRAIN_FILE
+Restart=always
+RestartSec=1
+RuntimeDirectory=${socket_dir#/run/}
+RuntimeDirectoryPreserve=yes
+RuntimeDirectoryMode=0755
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths=$socket_dir
+ProtectHome=yes
+PrivateTmp=yes
+PrivateNetwork=yes
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+# render_endpoint_command: the operator's one command on the host.
+render_endpoint_command() {
+  cat <<EOF
+#!/bin/sh
+# Managed by functions-runtime (scripts/configure_runtime.sh).
+set -eu
+case "\${1:-}" in
+  drain | resume | status)
+    exec $FR_PYTHON -I $FR_ROOT/endpoint_authz/plugin.py "\$1" --drain-file $FR_AUTHZ_DRAIN_FILE ;;
+  recover)
+    systemctl restart $FR_AUTHZ_UNIT
+    exec $FR_PYTHON -I $FR_ROOT/endpoint_authz/plugin.py status --drain-file $FR_AUTHZ_DRAIN_FILE ;;
+  *)
+    echo "usage: \$(basename "\$0") drain|resume|status|recover" >&2
+    echo "  drain    refuse new containers through the endpoint; running ones keep running" >&2
+    echo "  resume   accept new containers again" >&2
+    echo "  status   print whether the host drains" >&2
+    echo "  recover  restart the policy plugin (dockerd refuses every request while it is down)" >&2
+    exit 2 ;;
+esac
+EOF
+}
+
+# plugin_code_hash: the plugin's code, so a new version restarts it.
+plugin_code_hash() { cat "$FR_ROOT"/endpoint_authz/*.py | sha256sum | awk '{print $1}'; }
+
+configure_policy() {
+  local work
+  make_work_dir work
+  render_policy_config "${RUNTIMES[@]}" >"$work/policy.json"
+  if [[ -x "$FR_PYTHON" ]] && ! "$FR_PYTHON" -I "$FR_ROOT/endpoint_authz/plugin.py" check-config "$work/policy.json" >/dev/null; then
+    fatal "a policy configuration the plugin accepts" "it refused it (see above); nothing was changed" \
+      "report this: render_policy_config in scripts/configure_runtime.sh"
+  fi
+  run mkdir -p "$(dirname "$FR_AUTHZ_CONFIG")" "$(dirname "$FR_AUTHZ_DRAIN_FILE")" "$FR_STATE_DIR"
+  # The plugin re-reads this file when it changes: a revocation needs no restart.
+  if write_file_if_changed "$FR_AUTHZ_CONFIG" 0644 <"$work/policy.json"; then
+    CHANGED+=("$FR_AUTHZ_CONFIG")
+  else
+    info "endpoint policy configuration already current, skipping"
+  fi
+  if render_policy_unit | write_file_if_changed "$FR_SYSTEMD_DIR/$FR_AUTHZ_UNIT" 0644; then
+    CHANGED+=("$FR_SYSTEMD_DIR/$FR_AUTHZ_UNIT")
+    UNITS_CHANGED=1
+    POLICY_NEEDS_RESTART=1
+  fi
+  if plugin_code_hash | write_file_if_changed "$FR_STATE_DIR/endpoint-policy.sha256" 0644; then
+    CHANGED+=("$FR_STATE_DIR/endpoint-policy.sha256")
+    POLICY_NEEDS_RESTART=1
+  fi
+  if render_endpoint_command | write_file_if_changed "$FR_ENDPOINT_COMMAND" 0755; then
+    CHANGED+=("$FR_ENDPOINT_COMMAND")
+  fi
+}
+
+plugin_answers() {
+  curl -fsS --max-time 5 --unix-socket "$FR_AUTHZ_SOCKET" -X POST http://localhost/Plugin.Activate 2>/dev/null |
+    grep -q '"authz"'
+}
+
+# start_policy_if_changed: the plugin runs, and answers, before dockerd
+# (re)starts with it: dockerd refuses to start without its plugins.
+start_policy_if_changed() {
+  local waited=0
+  if ((UNITS_CHANGED)); then run systemctl daemon-reload; fi
+  run systemctl enable "$FR_AUTHZ_UNIT" >&2
+  if ((POLICY_NEEDS_RESTART)); then
+    run systemctl restart "$FR_AUTHZ_UNIT" ||
+      fatal "$FR_AUTHZ_UNIT to start" "it failed" "run 'journalctl -u $FR_AUTHZ_UNIT -n 50' on the host"
+    POLICY_RESTARTED=true
+    info "endpoint policy plugin (re)started"
+  else
+    run systemctl start "$FR_AUTHZ_UNIT"
+  fi
+  is_dry_run && return 0
+  until plugin_answers; do
+    ((waited < PLUGIN_READY_TIMEOUT)) ||
+      fatal "the policy plugin to answer on $FR_AUTHZ_SOCKET within $PLUGIN_READY_TIMEOUT s" "no answer" \
+        "run 'journalctl -u $FR_AUTHZ_UNIT -n 50' on the host"
+    sleep 1
+    waited=$((waited + 1))
+  done
 }
 
 render_nerdctl_toml() {
@@ -241,9 +394,6 @@ wait_for_docker() {
 }
 
 restart_docker_if_changed() {
-  if ((UNITS_CHANGED)); then
-    run systemctl daemon-reload
-  fi
   if ((SOCKET_CHANGED)); then
     # The socket's mode applies only when it is re-created; live-restore keeps containers.
     run systemctl stop docker.service docker.socket
@@ -264,9 +414,9 @@ restart_docker_if_changed() {
 }
 
 print_result() {
-  printf '{"changed": %s, "restarted": %s, "defaultRuntime": %s, "runtimes": %s, "runscNetwork": %s}\n' \
+  printf '{"changed": %s, "restarted": %s, "defaultRuntime": %s, "runtimes": %s, "runscNetwork": %s, "policyRestarted": %s}\n' \
     "$(json_array "${CHANGED[@]}")" "$RESTARTED" "$(json_string "${RUNTIMES[0]}")" \
-    "$(json_array "${RUNTIMES[@]}")" "$(json_string "$RUNSC_NETWORK")"
+    "$(json_array "${RUNTIMES[@]}")" "$(json_string "$RUNSC_NETWORK")" "$POLICY_RESTARTED"
 }
 
 main() {
@@ -274,8 +424,10 @@ main() {
   check_inputs
   install_tls_material
   configure_docker
+  configure_policy
   configure_kata
   configure_nerdctl
+  start_policy_if_changed
   restart_docker_if_changed
   print_result
 }

@@ -11,12 +11,23 @@
 #   5. from inside a sandboxed container the metadata service and the host's
 #      own private address (endpoint and SSH ports) are unreachable; a target
 #      the host itself cannot reach is recorded as skipped, never as passed;
-#   6. cold start: median of COLD_START_RUNS `docker run --rm IMAGE true`.
+#   6. the endpoint policy: dockerd runs with the authorization plugin, and
+#      through the endpoint it refuses what weakens the sandbox (runc with
+#      --privileged, host network, a bind mount of /, a create without
+#      limits) with the policy's message (the allowed sandboxed runs are
+#      every other check: the verify client has the consumers' policy);
+#   7. limits, per runtime: a bounded fork bomb stops at the PID limit and a
+#      memory hog stops at its memory limit (the effect, read from inside:
+#      how many processes started, how much memory it held), and the host
+#      still answers;
+#   8. cold start: median of COLD_START_RUNS `docker run --rm IMAGE true`.
 # One line per check on stderr; the first failure stops the run with its own
 # exit code. The report (docs/host-contract.md) is ALWAYS printed on stdout.
 #
 # Input: FR_HOST, ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT,
-# VERIFY_IMAGE, VERIFY_IMAGE_ARCHIVE, COLD_START_RUNS, SSH_PORT (default 22);
+# VERIFY_IMAGE, VERIFY_IMAGE_ARCHIVE, COLD_START_RUNS, SSH_PORT (default 22),
+# LIMIT_MAX_MILLICPUS (the stack's CPU maximum; the verify containers ask
+# for no more);
 # the metadata address and the other shared facts from the contract; on stdin the CA certificate, the verify-client
 # certificate and key (PEM, in that order), kept in a private temporary
 # directory removed on exit.
@@ -26,7 +37,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 readonly REPORT_SCHEMA=$FR_VERIFY_SCHEMA
 readonly BUSYBOX_IMAGE=$FR_BUSYBOX_VERIFY_IMAGE
-readonly BUSYBOX_APPLETS=(sh uname wget nc true)
+readonly BUSYBOX_APPLETS=(sh uname wget nc true sleep awk)
 FR_BUSYBOX=${FR_BUSYBOX:-/usr/bin/busybox}
 FR_DOCKER_SOCKET=${FR_DOCKER_SOCKET:-/run/docker.sock}
 # Exit codes, one per check family (0 = verified).
@@ -38,9 +49,16 @@ readonly EXIT_IMAGE=13
 readonly EXIT_KERNEL=14
 readonly EXIT_ISOLATION=15
 readonly EXIT_COLD_START=16
+readonly EXIT_POLICY=17
+readonly EXIT_LIMITS=18
 # Bounds: a sandbox that hangs must not hang `pulumi up`.
 readonly DOCKER_RUN_TIMEOUT=300 # seconds for one `docker run` (TCG guests are slow)
 readonly PROBE_TIMEOUT=5        # seconds for one TCP connect probe
+# The limit checks: the bomb tries to start this many times the PID limit
+# (sleepers, so the test is bounded even where the limit would not hold);
+# the hog tries to hold this many times the memory limit.
+readonly BOMB_FACTOR=2
+readonly HOG_FACTOR=2
 
 CURRENT_CHECK=inputs
 FAILED_CHECK=""
@@ -163,7 +181,11 @@ finish_report() {
 read_inputs() {
   local work
   CURRENT_CHECK=inputs
-  require_var PRIVATE_ADDRESS ENDPOINT_PORT VERIFY_IMAGE COLD_START_RUNS
+  require_var PRIVATE_ADDRESS ENDPOINT_PORT VERIFY_IMAGE COLD_START_RUNS LIMIT_MAX_MILLICPUS
+  [[ "$LIMIT_MAX_MILLICPUS" =~ ^[1-9][0-9]*$ ]] ||
+    fatal "LIMIT_MAX_MILLICPUS to be a positive whole number" "'$LIMIT_MAX_MILLICPUS'" \
+      "set functions-runtime:endpoint.limits.maxCpus" "$EXIT_INPUTS"
+  set_limit_opts
   require_isolation
   if ! [[ "$COLD_START_RUNS" =~ ^[0-9]+$ ]] || ((COLD_START_RUNS < FR_COLD_START_RUNS_MIN ||
     COLD_START_RUNS > FR_COLD_START_RUNS_MAX || COLD_START_RUNS % 2 == 0)); then
@@ -191,6 +213,25 @@ endpoint_docker() {
     -H "tcp://$(endpoint_host):$ENDPOINT_PORT" "$@"
 }
 
+# local_docker ARGS...: root on the local socket, which the endpoint policy
+# does not restrict: image loads and imports go this way.
+local_docker() { docker -H "unix://$FR_DOCKER_SOCKET" "$@"; }
+
+# verify_cpus: the CPUs each verify container asks for (the contract's
+# figure, or the stack's maximum when that is lower), as docker's --cpus.
+verify_cpus() {
+  local milli=$FR_VERIFY_MILLICPUS
+  if ((LIMIT_MAX_MILLICPUS < milli)); then milli=$LIMIT_MAX_MILLICPUS; fi
+  printf '%d.%03d' $((milli / 1000)) $((milli % 1000))
+}
+
+# LIMIT_OPTS: every container through the endpoint carries limits (the
+# policy refuses one without), within the stack's maxima.
+LIMIT_OPTS=()
+set_limit_opts() {
+  LIMIT_OPTS=(--memory "${FR_VERIFY_MEMORY_MIB}m" --pids-limit "$FR_VERIFY_PIDS" --cpus "$(verify_cpus)")
+}
+
 # run_in RUNTIME ARGS...: one container through the endpoint, bounded in
 # time; RUN_OPTS (an array, default empty) are docker-run options placed
 # before the image (ARGS go after it, as the container's command).
@@ -200,7 +241,7 @@ run_in() {
   shift
   timeout "$DOCKER_RUN_TIMEOUT" docker --tlsverify --tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" \
     --tlskey "$CERTS/key.pem" -H "tcp://$(endpoint_host):$ENDPOINT_PORT" \
-    run --rm --runtime "$rt" "${RUN_OPTS[@]}" "$VERIFY_IMAGE" "$@"
+    run --rm --runtime "$rt" "${LIMIT_OPTS[@]}" "${RUN_OPTS[@]}" "$VERIFY_IMAGE" "$@"
 }
 
 # host_reaches ADDR PORT: the host itself can open a TCP connection.
@@ -347,7 +388,7 @@ build_busybox_image() {
   cp "$FR_BUSYBOX" "$stage/bin/busybox"
   for applet in "${BUSYBOX_APPLETS[@]}"; do ln -s busybox "$stage/bin/$applet"; done
   tar --owner=0 --group=0 --numeric-owner --mtime=@0 --sort=name -C "$stage" -cf "$work/rootfs.tar" .
-  endpoint_docker import --change 'CMD ["/bin/sh"]' "$work/rootfs.tar" "$BUSYBOX_IMAGE" >/dev/null
+  local_docker import --change 'CMD ["/bin/sh"]' "$work/rootfs.tar" "$BUSYBOX_IMAGE" >/dev/null
 }
 
 # image_is_immutable REF: an image ID or a digest-pinned reference names
@@ -366,7 +407,7 @@ check_verify_image() {
   if [[ -n "${VERIFY_IMAGE_ARCHIVE:-}" ]]; then
     [[ -r "$VERIFY_IMAGE_ARCHIVE" ]] ||
       fail_check "$name" "$desc" "$EXIT_IMAGE" "the image archive $VERIFY_IMAGE_ARCHIVE" "no readable file" "upload it or leave VERIFY_IMAGE_ARCHIVE empty"
-    out=$(endpoint_docker load -i "$VERIFY_IMAGE_ARCHIVE" 2>&1) ||
+    out=$(local_docker load -i "$VERIFY_IMAGE_ARCHIVE" 2>&1) ||
       fail_check "$name" "$desc" "$EXIT_IMAGE" "docker load of $VERIFY_IMAGE_ARCHIVE" "$out" "check the archive is a docker save output"
   fi
   if endpoint_docker image inspect "$VERIFY_IMAGE" >/dev/null 2>&1; then
@@ -450,6 +491,108 @@ check_isolation() {
   done
 }
 
+# ---------------------------------------------------------------- endpoint policy and limits
+
+check_policy_plugin() {
+  local name=endpoint-policy desc="dockerd asks the endpoint policy plugin before every request" out
+  CURRENT_CHECK=$name
+  # shellcheck disable=SC2016 # a Go template, not shell
+  out=$(endpoint_docker info --format '{{range .Plugins.Authorization}}{{.}} {{end}}' 2>&1) ||
+    fail_check "$name" "$desc" "$EXIT_POLICY" "docker info through the endpoint" "$out" "check dockerd (journalctl -u docker)"
+  [[ " $out " == *" $FR_AUTHZ_PLUGIN_NAME "* ]] ||
+    fail_check "$name" "$desc" "$EXIT_POLICY" "authorization plugin $FR_AUTHZ_PLUGIN_NAME in dockerd's running configuration" \
+      "authorization plugins: '${out% }'" "re-run the configure step (daemon.json authorization-plugins)"
+  pass_check "$name" "$desc" "authorization plugins: ${out% }"
+}
+
+# What the policy must refuse, one check each ("case|what|docker options"):
+# `docker create` through the endpoint with the verify client, which has
+# the consumers' policy; a create that was allowed fails the check (and the
+# container is removed as root).
+POLICY_CASES=(
+  "privileged-runc|--runtime runc with --privileged|--runtime runc --privileged"
+  "host-network|--network host|--network host"
+  "host-mount|a bind mount of the host's /|-v /:/host"
+  "no-limits|a container without limits|"
+)
+check_policy_refusals() {
+  local spec case what opts name desc out id limits work
+  make_work_dir work
+  for spec in "${POLICY_CASES[@]}"; do
+    IFS='|' read -r case what opts <<<"$spec"
+    name="policy-refuses-$case" desc="the endpoint refuses $what"
+    CURRENT_CHECK=$name
+    limits=("${LIMIT_OPTS[@]}")
+    [[ "$case" != no-limits ]] || limits=()
+    # shellcheck disable=SC2086 # opts are words of docker options
+    if id=$(endpoint_docker create "${limits[@]}" $opts "$VERIFY_IMAGE" true 2>"$work/err"); then
+      local_docker rm -f "$id" >/dev/null 2>&1 || true
+      fail_check "$name" "$desc" "$EXIT_POLICY" "a create with $what refused by the endpoint policy" \
+        "it was allowed (container removed)" "check $FR_AUTHZ_UNIT (journalctl -u $FR_AUTHZ_UNIT) and $FR_AUTHZ_CONFIG"
+    fi
+    out=$(cat "$work/err")
+    [[ "$out" == *"$FR_AUTHZ_REFUSAL_PREFIX"* ]] ||
+      fail_check "$name" "$desc" "$EXIT_POLICY" "a refusal from the endpoint policy ('$FR_AUTHZ_REFUSAL_PREFIX ...')" \
+        "$(tail -n1 <<<"$out")" "check $FR_AUTHZ_UNIT (journalctl -u $FR_AUTHZ_UNIT)"
+    pass_check "$name" "$desc" "refused: ${out#*"$FR_AUTHZ_REFUSAL_PREFIX" }"
+  done
+}
+
+# last_count OUTPUT WORD: the number on the last "WORD <n>" line, or 0.
+last_count() { awk -v w="$2" '$1 == w && $2 ~ /^[0-9]+$/ { n = $2 } END { print n + 0 }' <<<"$1"; }
+
+# The bomb: start sleepers until the limit stops it (busybox sh gives up at
+# the first fork that fails), saying how many ran; "started all" only if
+# the limit did not hold.
+# shellcheck disable=SC2016 # expanded by the container's shell
+readonly FORK_BOMB='n=0; while [ "$n" -lt "$0" ]; do sleep 600 & n=$((n + 1)); echo "started $n"; done; echo "started all"'
+# The hog: double a string until it holds the target, saying how much it
+# holds; "held all" only if the memory limit did not hold.
+# shellcheck disable=SC2016 # expanded by awk
+readonly MEMORY_HOG='BEGIN { s = "0123456789abcdef"; while (length(s) < target) { s = s s; printf "held %d\n", length(s); fflush() } print "held all" }'
+
+host_answers() { curl -fsS --max-time 15 --unix-socket "$FR_DOCKER_SOCKET" http://localhost/_ping >/dev/null 2>&1; }
+mem_available_mib() { awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo; }
+
+check_pid_limit() {
+  local rt=$1 name="limits-$1-pids" desc="a fork bomb in a $1 container stops at the PID limit" out started target
+  CURRENT_CHECK=$name
+  target=$((FR_VERIFY_PIDS * BOMB_FACTOR))
+  out=$(RUN_OPTS=(--network none) && run_in "$rt" sh -c "$FORK_BOMB" "$target" 2>&1) || true
+  started=$(last_count "$out" started)
+  if grep -qx 'started all' <<<"$out" || ((started >= FR_VERIFY_PIDS)); then
+    fail_check "$name" "$desc" "$EXIT_LIMITS" "at most $FR_VERIFY_PIDS processes in a container with --pids-limit $FR_VERIFY_PIDS" \
+      "$started of $target started" "check the $rt runtime applies the pids cgroup (journalctl -u docker)"
+  fi
+  ((started > 0)) ||
+    fail_check "$name" "$desc" "$EXIT_LIMITS" "the bomb container to run" "$(tail -n2 <<<"$out")" \
+      "run 'docker run --rm --runtime $rt --pids-limit $FR_VERIFY_PIDS $VERIFY_IMAGE sh' on the host"
+  host_answers ||
+    fail_check "$name" "$desc" "$EXIT_LIMITS" "the host's dockerd to answer after the bomb" "no answer" "read journalctl -u docker"
+  pass_check "$name" "$desc" "$started of $target sleepers started under --pids-limit $FR_VERIFY_PIDS, then fork failed; the host answers"
+}
+
+check_memory_limit() {
+  local rt=$1 name="limits-$1-memory" desc="a memory hog in a $1 container stays within its limit" out held target limit before after
+  CURRENT_CHECK=$name
+  limit=$((FR_VERIFY_MEMORY_MIB * 1024 * 1024))
+  target=$((limit * HOG_FACTOR))
+  before=$(mem_available_mib)
+  out=$(RUN_OPTS=(--network none) && run_in "$rt" awk -v "target=$target" "$MEMORY_HOG" 2>&1) || true
+  after=$(mem_available_mib)
+  held=$(last_count "$out" held)
+  if grep -qx 'held all' <<<"$out" || ((held > limit)); then
+    fail_check "$name" "$desc" "$EXIT_LIMITS" "at most ${FR_VERIFY_MEMORY_MIB} MiB held in a container with --memory ${FR_VERIFY_MEMORY_MIB}m" \
+      "$((held / 1048576)) MiB held of $((target / 1048576)) MiB" "check the $rt runtime applies the memory cgroup"
+  fi
+  ((held > 0)) ||
+    fail_check "$name" "$desc" "$EXIT_LIMITS" "the hog container to run" "$(tail -n2 <<<"$out")" \
+      "run 'docker run --rm --runtime $rt --memory ${FR_VERIFY_MEMORY_MIB}m $VERIFY_IMAGE awk' on the host"
+  host_answers ||
+    fail_check "$name" "$desc" "$EXIT_LIMITS" "the host's dockerd to answer after the hog" "no answer" "read journalctl -u docker"
+  pass_check "$name" "$desc" "held at most $((held / 1048576)) MiB of $((target / 1048576)) MiB under --memory ${FR_VERIFY_MEMORY_MIB}m, then stopped; host MemAvailable ${before} MiB before, ${after} MiB after; the host answers"
+}
+
 measure_cold_start() {
   local rt=$1 name="cold-start-$1" desc="cold start of $1 (median of $COLD_START_RUNS runs)" i start out times=()
   CURRENT_CHECK=$name
@@ -468,6 +611,8 @@ verify_runtimes() {
   local rt
   for rt in "${WANTED[@]}"; do check_runtime_kernel "$rt"; done
   for rt in "${WANTED[@]}"; do check_isolation "$rt"; done
+  for rt in "${WANTED[@]}"; do check_pid_limit "$rt"; done
+  for rt in "${WANTED[@]}"; do check_memory_limit "$rt"; done
   for rt in "${WANTED[@]}"; do measure_cold_start "$rt"; done
 }
 
@@ -490,7 +635,9 @@ main() {
   check_endpoint_refuses_no_cert
   check_registered_runtimes
   check_daemon_hardening
+  check_policy_plugin
   check_verify_image
+  check_policy_refusals
   verify_runtimes
   PASSED=true
   info "host $FR_HOST verified: default runtime $DEFAULT_RUNTIME"

@@ -4,6 +4,8 @@
     python examples/consumer/run_container.py outputs.json
 
 Prints the kernel the container sees (the sandbox's, not the host's).
+The endpoint's policy refuses a container without memory, PID and CPU
+limits (docs/endpoint-policy.md), so every create names them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def main() -> None:
     args = parser.parse_args()
     endpoint, tls = read_stack_outputs(Path(args.outputs).read_text())
     client = docker_client(endpoint, tls, host=args.host, base_url=args.base_url)
-    out = client.containers.run(args.image, ["uname", "-r"], remove=True)
+    out = client.containers.run(
+        args.image, ["uname", "-r"], remove=True, mem_limit="256m", pids_limit=128, nano_cpus=1_000_000_000
+    )
     print(out.decode().strip())
 
 

@@ -222,7 +222,7 @@ def test_the_lab_tool_imports_nothing_from_tests():
     import sys
 
     probe = (
-        "import sys, tools.lab.cli, tools.lab.image, tools.lab.replay, tools.lab.vm\n"
+        "import sys, tools.lab.cli, tools.lab.image, tools.lab.replay, tools.lab.vm, tools.lab.program, tools.lab.provision\n"
         "print(sorted(m for m in sys.modules if m == 'tests' or m.startswith('tests.')))\n"
     )
     root = LAB_TOOL.parents[1]
@@ -243,4 +243,4 @@ def test_python_m_tools_lab_prints_its_usage():
         env={**os.environ, "PYTHONPATH": str(root)},
     )
     assert result.returncode == 0, result.stderr
-    assert "usage: python -m tools.lab" in result.stdout and "{up,down,status}" in result.stdout
+    assert "usage: python -m tools.lab" in result.stdout and "{up,down,status,env}" in result.stdout

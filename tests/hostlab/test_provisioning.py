@@ -30,6 +30,7 @@ service is a responder in a network namespace.
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import ssl
 import subprocess
@@ -55,6 +56,8 @@ DPKG_HOLD_TIMEOUT_S = 900  # until the interrupted install's dpkg has unpacked a
 SESSION_END_TIMEOUT_S = 60  # for the killed SSH session to end
 DOCKER_PY_TIMEOUT_S = 300  # one docker-py call through the endpoint (TCG)
 POLL_INTERVAL_S = 1
+# Every container the consumer creates carries limits: the endpoint policy refuses one without.
+FUNCTION_LIMITS = {"mem_limit": "256m", "pids_limit": 128, "nano_cpus": 1_000_000_000}
 
 RUNTIME_PACKAGES = "docker.io docker-cli containerd runc runsc containernetworking-plugins apparmor"
 STEP_NAMES = ("wait", "payload", "bootstrap", "install", "firewall", "configure", "verify-image", "verify", "keys")
@@ -130,6 +133,9 @@ def test_first_replay_installs_from_debian_and_the_mirror(lab):
 
     configure = step_json(by["configure"])
     assert configure["restarted"] is True
+    # The endpoint policy's plugin started, and answered, before dockerd restarted with it.
+    assert configure["policyRestarted"] is True
+    assert lab.sh("systemctl is-active functions-runtime-authz.service").strip() == "active"
     assert configure["defaultRuntime"] == "runsc" and configure["runtimes"] == ["runsc"]
     # Kata is installed and /dev/kvm exists, but `kata-runtime check` decides: not usable.
     assert "Kata not registered: 'kata-runtime check' failed" in by["configure"].stderr
@@ -153,6 +159,12 @@ def test_verify_report_goes_through_the_programs_endpoint_code(lab):
     assert checks["isolation-runsc-metadata"]["status"] == "passed", checks["isolation-runsc-metadata"]
     assert checks["isolation-runsc-host-endpoint"]["status"] == "passed"
     assert checks["isolation-runsc-host-ssh"]["status"] == "passed"
+    # The endpoint policy (issue 13): dockerd asks the plugin; refusals; limits hold under gVisor.
+    for name in ("endpoint-policy", "policy-refuses-privileged-runc", "policy-refuses-host-network",
+                 "policy-refuses-host-mount", "policy-refuses-no-limits", "limits-runsc-pids",
+                 "limits-runsc-memory"):
+        assert checks[name]["status"] == "passed", checks.get(name)
+        print(f"{name}: {checks[name]['detail']}")
     # Kata's absence is reported with its reason, never passed.
     assert checks["preflight-kata"]["status"] == "skipped"
     assert "test archive, not Kata" in checks["preflight-kata"]["detail"]
@@ -196,7 +208,7 @@ def test_consumer_runs_a_sandboxed_container_through_the_forwarded_endpoint(lab)
     try:
         info = client.info()
         assert info["DefaultRuntime"] == "runsc"
-        out = client.containers.run(lab.image.image_id, ["uname", "-r"], remove=True)
+        out = client.containers.run(lab.image.image_id, ["uname", "-r"], remove=True, **FUNCTION_LIMITS)
     finally:
         client.close()
     guest_kernel = out.decode().strip()
@@ -251,7 +263,7 @@ def test_running_daemon_is_hardened_and_restarts_without_killing_functions(lab):
         assert info["LiveRestoreEnabled"] is True and info["LoggingDriver"] == "json-file"
         # A function that keeps running: a shell waiting on its open stdin.
         container = client.containers.run(
-            lab.image.image_id, ["sh", "-c", "read -r line"], detach=True, stdin_open=True
+            lab.image.image_id, ["sh", "-c", "read -r line"], detach=True, stdin_open=True, **FUNCTION_LIMITS
         )
         container.reload()
         assert container.attrs["HostConfig"]["Runtime"] == "runsc"
@@ -291,6 +303,176 @@ def test_running_daemon_is_hardened_and_restarts_without_killing_functions(lab):
     assert [line.split()[3] for line in listeners] == ["10.0.2.15:2376"], listeners
     plain = lab.vm.ssh("curl -sS --max-time 10 http://10.0.2.15:2376/_ping", timeout=60)
     assert "Client sent an HTTP request to an HTTPS server" in plain.stdout + plain.stderr, plain
+
+
+# ---------------------------------------------------------------- the endpoint policy (issue 13)
+
+# dockerd retries an unreachable plugin for about 30 s before it fails a request.
+DEAD_PLUGIN_REFUSAL_TIMEOUT_S = 180
+PLUGIN_RESTART_TIMEOUT_S = 120
+POLICY = "functions-runtime policy:"
+
+
+def refused(call: Any) -> str:
+    """The policy's one-line refusal of a docker-py call."""
+    import docker
+
+    with pytest.raises(docker.errors.APIError) as err:
+        call()
+    message = str(err.value)
+    assert err.value.status_code == 403 and POLICY in message, message
+    return message[message.index(POLICY):]
+
+
+def raw_post(client: Any, path: str) -> None:
+    api = client.api
+    api._raise_for_status(api._post(api._url(path), data=b""))
+
+
+def test_the_policy_refuses_each_denial_class_through_the_consumer_credential(lab):
+    client = consumer_client(lab)
+    image = lab.image.image_id
+    create = client.containers.create
+    cases = {
+        "runc with --privileged": (lambda: create(image, "true", runtime="runc", privileged=True, **FUNCTION_LIMITS), "--runtime runc"),
+        "--privileged": (lambda: create(image, "true", privileged=True, **FUNCTION_LIMITS), "--privileged is not allowed on this endpoint"),
+        "host network": (lambda: create(image, "true", network_mode="host", **FUNCTION_LIMITS), "--network host"),
+        "host pid": (lambda: create(image, "true", pid_mode="host", **FUNCTION_LIMITS), "--pid host"),
+        "host ipc": (lambda: create(image, "true", ipc_mode="host", **FUNCTION_LIMITS), "--ipc host"),
+        "host userns": (lambda: create(image, "true", userns_mode="host", **FUNCTION_LIMITS), "--userns host"),
+        "bind of /": (lambda: create(image, "true", volumes={"/": {"bind": "/host"}}, **FUNCTION_LIMITS), "bind mounts of host paths"),
+        "device": (lambda: create(image, "true", devices=["/dev/vda:/dev/vda"], **FUNCTION_LIMITS), "--device"),
+        "cap-add": (lambda: create(image, "true", cap_add=["SYS_ADMIN"], **FUNCTION_LIMITS), "--cap-add"),
+        "seccomp unconfined": (lambda: create(image, "true", security_opt=["seccomp=unconfined"], **FUNCTION_LIMITS), "seccomp=unconfined"),
+        "systempaths": (lambda: create(image, "true", security_opt=["systempaths=unconfined"], **FUNCTION_LIMITS), "systempaths"),
+        "sysctl": (lambda: create(image, "true", sysctls={"net.ipv4.ip_forward": "1"}, **FUNCTION_LIMITS), "--sysctl"),
+        "cgroup parent": (lambda: create(image, "true", cgroup_parent="/", **FUNCTION_LIMITS), "--cgroup-parent"),
+        "oom-kill-disable": (lambda: create(image, "true", oom_kill_disable=True, **FUNCTION_LIMITS), "--oom-kill-disable"),
+        "published port": (lambda: create(image, "true", ports={"80/tcp": 8080}, **FUNCTION_LIMITS), "-p/--publish"),
+        "publish all": (lambda: create(image, "true", publish_all_ports=True, **FUNCTION_LIMITS), "-P/--publish-all"),
+        "no limits": (lambda: create(image, "true"), "--memory is required"),
+        "local volume with o=bind": (
+            lambda: client.volumes.create("escape", driver_opts={"type": "none", "o": "bind", "device": "/"}),
+            "o=bind",
+        ),
+        # docker-py's build() streams without raising: post it as the CLI does.
+        "image build": (lambda: raw_post(client, "/build"), "image builds"),
+        "BuildKit session": (lambda: raw_post(client, "/session"), "BuildKit sessions"),
+        "swarm": (lambda: client.swarm.init(), "swarm is not allowed"),
+        "plugins": (lambda: client.plugins.list(), "plugins are not allowed"),
+        "image load": (lambda: client.images.load(b""), "image load"),
+    }
+    messages = {}
+    try:
+        for name, (call, words) in cases.items():
+            message = refused(call)
+            assert words in message and "\n" not in message, (name, message)
+            messages[name] = message
+        # Exec: unprivileged and as the container's own user only.
+        container = client.containers.run(image, ["sleep", "600"], detach=True, **FUNCTION_LIMITS)
+        try:
+            assert "exec --privileged" in refused(lambda: client.api.exec_create(container.id, "true", privileged=True))
+            assert "exec --user" in refused(lambda: client.api.exec_create(container.id, "true", user="root"))
+            assert container.exec_run(["true"]).exit_code == 0
+        finally:
+            container.remove(force=True)
+    finally:
+        client.close()
+    # Root on the local socket is not restricted (image loads, any runc baseline).
+    out = lab.sh(f"docker run --rm --runtime runc --network none {image} uname -r", timeout=DOCKER_PY_TIMEOUT_S)
+    assert out.strip() == lab.sh("uname -r").strip()
+    print("refusals:", json.dumps(messages, indent=1))
+
+
+def plugin_state(lab: SharedGuest) -> tuple[str, int]:
+    out = lab.sh("systemctl show functions-runtime-authz.service -p MainPID -p NRestarts --value").split()
+    return out[0], int(out[1])
+
+
+def test_a_killed_plugin_is_restarted_and_a_stopped_one_locks_everyone_out_until_recovered(lab):
+    client = consumer_client(lab)
+    lab.fresh(VERIFIED)  # kills, stops and restarts the plugin
+    try:
+        pid, restarts = plugin_state(lab)
+        lab.sh(f"kill -KILL {pid}")
+        deadline = time.monotonic() + PLUGIN_RESTART_TIMEOUT_S
+        while plugin_state(lab)[1] == restarts or plugin_state(lab)[0] in ("0", pid):
+            assert time.monotonic() < deadline, "systemd did not restart the killed plugin"
+            time.sleep(1)
+        # Restarted: the API works and the policy still holds.
+        client.ping()
+        assert "--privileged" in refused(
+            lambda: client.containers.create(lab.image.image_id, "true", privileged=True, **FUNCTION_LIMITS)
+        )
+
+        # Stopped for good (a plugin that cannot run): dockerd refuses everyone, root included.
+        lab.sh("systemctl stop functions-runtime-authz.service")
+        import docker
+
+        with pytest.raises(docker.errors.APIError) as dead:
+            client.version()
+        assert "functions-runtime-authz" in str(dead.value), dead.value
+        local = lab.vm.ssh("docker version --format '{{.Server.Version}}'", timeout=DEAD_PLUGIN_REFUSAL_TIMEOUT_S)
+        assert local.returncode != 0 and "functions-runtime-authz" in local.stderr, local.stdout + local.stderr
+        # The documented one-command recovery.
+        assert json.loads(lab.sh("functions-runtime-endpoint recover", timeout=PLUGIN_RESTART_TIMEOUT_S)) == {
+            "draining": False
+        }
+        assert client.version()["Version"]
+    finally:
+        lab.sh("systemctl start functions-runtime-authz.service", check=False)
+        client.close()
+
+
+def test_draining_refuses_creates_while_a_running_container_keeps_running(lab):
+    client = consumer_client(lab)
+    lab.fresh(VERIFIED)  # drains the host, then resumes it
+    container = client.containers.run(
+        lab.image.image_id, ["sh", "-c", "echo up; sleep 600"], detach=True, **FUNCTION_LIMITS
+    )
+    try:
+        assert json.loads(lab.sh("functions-runtime-endpoint drain")) == {"draining": True}
+        assert "this host is draining" in refused(
+            lambda: client.containers.create(lab.image.image_id, "true", **FUNCTION_LIMITS)
+        )
+        container.reload()
+        assert container.status == "running"
+        assert container.exec_run(["true"]).exit_code == 0
+        assert b"up" in container.logs()
+        assert client.ping() and client.images.get(lab.image.image_id)
+        assert json.loads(lab.sh("functions-runtime-endpoint status")) == {"draining": True}
+        container.stop(timeout=1)
+        container.remove()
+        container = None
+        assert json.loads(lab.sh("functions-runtime-endpoint resume")) == {"draining": False}
+        out = client.containers.run(lab.image.image_id, ["true"], remove=True, **FUNCTION_LIMITS)
+        assert out == b""
+    finally:
+        lab.sh("functions-runtime-endpoint resume", check=False)
+        if container is not None:
+            container.remove(force=True)
+        client.close()
+
+
+def test_a_revoked_certificate_is_refused_without_restarting_anything(lab):
+    from cryptography import x509
+
+    run = endpoint_run(lab)
+    serial = x509.load_pem_x509_certificate(read_client_tls(run.outputs["runtimeClientTls"]).cert_pem.encode()).serial_number
+    config_path = "/etc/functions-runtime/endpoint-policy.json"
+    client = consumer_client(lab)
+    lab.fresh(VERIFIED)  # rewrites the policy's configuration, as the configure step would
+    original = lab.sh(f"cat {config_path}")
+    before = plugin_state(lab)
+    try:
+        revoked = {**json.loads(original), "revokedSerials": [f"{serial:x}"]}
+        lab.sh(f"printf '%s' {shlex.quote(json.dumps(revoked))} > {config_path}")
+        assert "is revoked on this endpoint" in refused(client.ping)
+        assert plugin_state(lab) == before  # re-read, not restarted
+        lab.sh(f"printf '%s' {shlex.quote(original)} > {config_path}")
+        assert client.ping()
+    finally:
+        client.close()
 
 
 def tls11_client_context(cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
@@ -371,6 +553,7 @@ def test_second_replay_has_nothing_to_do(lab):
     assert install["installedPackages"] == [] and install["kata"] == "present" and install["nerdctl"] == "present"
     assert "already at 3.32.0, skipping" in by["install"].stderr
     assert step_json(by["configure"])["restarted"] is False
+    assert step_json(by["configure"])["policyRestarted"] is False
     assert lab.mirror.requests == downloads, "the second replay downloaded again"
     assert lab.docker_service() == before, "dockerd was restarted"
     assert json.loads(by["verify"].stdout)["passed"] is True

@@ -240,7 +240,8 @@ class Mirror:
 
 # ------------------------------------------------------------------ verify image
 
-BUSYBOX_APPLETS = ("sh", "uname", "wget", "nc", "true")
+# What verify_host.sh runs in the image: probes, and the limit checks' sleep and awk.
+BUSYBOX_APPLETS = ("sh", "uname", "wget", "nc", "true", "sleep", "awk")
 VERIFY_IMAGE_TAG = "functions-runtime/verify:hostlab"
 VERIFY_IMAGE_TIMEOUT_S = 300  # apt-get download of one .deb
 
@@ -260,7 +261,11 @@ def build_verify_image(cache_dir: Path | None = None) -> VerifyImage:
     if done.exists():
         meta = json.loads(done.read_text())
         archive = cache / "image.tar"
-        if archive.exists() and sha256(archive.read_bytes()) == meta["archiveSha256"]:
+        if (
+            archive.exists()
+            and sha256(archive.read_bytes()) == meta["archiveSha256"]
+            and meta.get("applets") == list(BUSYBOX_APPLETS)
+        ):
             return VerifyImage(archive, meta["imageId"], meta["busyboxVersion"])
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         work = Path(tmp)
@@ -317,6 +322,7 @@ def build_verify_image(cache_dir: Path | None = None) -> VerifyImage:
         meta = {
             "imageId": f"sha256:{image_hex}",
             "archiveSha256": sha256(archive_bytes),
+            "applets": list(BUSYBOX_APPLETS),
             "busyboxVersion": version,
         }
         done.write_text(json.dumps(meta, indent=2) + "\n")

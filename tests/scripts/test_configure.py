@@ -7,9 +7,15 @@ FR_TEST_DOCKERD, `dockerd --validate` accepts it (and rejects the
 non-existent "tls-min-version" key, which is why the file does not carry it);
 the docker.service drop-in clears ExecStart and runs dockerd without -H; the
 socket drop-in is root-only; TLS material lands with a 0600 key and a second
-run changes nothing.
-Does not prove: that dockerd starts and serves mTLS (the hostlab does, and
-verify_host.sh checks it on every host), nor the systemctl restart logic.
+run changes nothing. The endpoint policy: daemon.json names the plugin;
+the configuration written is what the plugin loads (limits, revocations,
+common names with spaces and quotes); the unit starts the plugin before
+dockerd and restarts it; a second run changes nothing and a revocation
+rewrites only the configuration (no restart); the operator command drains,
+resumes and reports for real.
+Does not prove: that dockerd starts and serves mTLS or asks the plugin (the
+hostlab does, and verify_host.sh checks it on every host), nor the systemctl
+restart logic.
 """
 
 from __future__ import annotations
@@ -18,10 +24,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from endpoint_authz.rules import load_config
 from tests.scripts.helpers import kvm_env, make_pki, run_bash
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NET = {"PRIVATE_ADDRESS": "10.0.0.2", "ENDPOINT_PORT": "2376"}
 
@@ -114,7 +125,11 @@ def test_docker_drop_in_replaces_exec_start_without_h(fr_env):
     lines = r.stdout.splitlines()
     starts = [line for line in lines if line.startswith("ExecStart=")]
     assert starts == ["ExecStart=", "ExecStart=/usr/sbin/dockerd"]
-    assert "After=network-online.target containerd.service" in lines
+    # dockerd starts after the policy plugin (it refuses to start without it),
+    # and only wants it: restarting the plugin must not restart dockerd.
+    assert "After=network-online.target containerd.service functions-runtime-authz.service" in lines
+    assert "Wants=network-online.target functions-runtime-authz.service" in lines
+    assert not any(line.startswith(("Requires=", "BindsTo=")) for line in lines)
     pre = next(line for line in lines if line.startswith("ExecStartPre="))
     assert "ip -o address show to 10.0.0.2" in pre
     # systemd expands $$ to $; a single $ would be a systemd variable.
@@ -155,3 +170,109 @@ def test_tls_material_in_wrong_order_is_refused(fr_env, tmp_path):
     )
     assert r.rc != 0 and "to be a certificate" in r.stderr
     assert not (tmp_path / "docker" / "tls" / "server-key.pem").exists()
+
+
+# ---------------------------------------------------------------- the endpoint policy
+
+POLICY = {"LIMIT_MAX_MEMORY_MIB": "1024", "LIMIT_MAX_PIDS": "512", "LIMIT_MAX_MILLICPUS": "1500"}
+
+
+def policy_env(fr_env, tmp_path, **extra):
+    """The policy's paths in tmp_path, the repository's plugin in FR_ROOT."""
+    shutil.copytree(ROOT / "endpoint_authz", Path(fr_env["FR_ROOT"]) / "endpoint_authz",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return {
+        **fr_env,
+        **NET,
+        **POLICY,
+        "FR_PYTHON": sys.executable,
+        "FR_DOCKER_DIR": str(tmp_path / "docker"),
+        "FR_SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "FR_AUTHZ_SOCKET": str(tmp_path / "plugins" / "functions-runtime-authz.sock"),
+        "FR_AUTHZ_CONFIG": str(tmp_path / "etc" / "endpoint-policy.json"),
+        "FR_AUTHZ_DRAIN_FILE": str(tmp_path / "var" / "draining"),
+        "FR_ENDPOINT_COMMAND": str(tmp_path / "sbin" / "functions-runtime-endpoint"),
+        **extra,
+    }
+
+
+def test_daemon_json_names_the_policy_plugin(fr_env, tmp_path):
+    assert daemon_json(fr_env, tmp_path)["authorization-plugins"] == ["functions-runtime-authz"]
+
+
+def test_policy_config_is_what_the_plugin_loads(fr_env, tmp_path):
+    env = policy_env(fr_env, tmp_path, REVOKED_SERIALS="abc 0f", REVOKED_NAMES='verify old\nsay "hi"\n')
+    r = run_bash("render_policy_config runsc kata", env, script="configure_runtime.sh")
+    assert r.rc == 0, r.stderr
+    data = json.loads(r.stdout)
+    config = load_config(data)
+    assert config.sandbox_runtimes == ("runsc", "kata")
+    assert config.limits.max_memory_bytes == 1024 * 1024 * 1024
+    assert config.limits.max_pids == 512 and config.limits.max_nano_cpus == 1_500_000_000
+    assert config.revoked_serials == {0xABC, 0xF}
+    assert config.revoked_names == {"verify old", 'say "hi"'}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"LIMIT_MAX_PIDS": "0"}, "LIMIT_MAX_PIDS to be a positive whole number"),
+        ({"LIMIT_MAX_MEMORY_MIB": ""}, "LIMIT_MAX_MEMORY_MIB to be set"),
+        ({"REVOKED_SERIALS": "abc x;y"}, "REVOKED_SERIALS to hold hex serials"),
+    ],
+)
+def test_policy_inputs_are_checked(fr_env, tmp_path, change, words):
+    r = run_bash("check_inputs", policy_env(fr_env, tmp_path, **change), script="configure_runtime.sh")
+    assert r.rc != 0 and words in r.stderr
+
+
+def test_policy_unit_starts_the_plugin_before_dockerd_and_restarts_it(fr_env, tmp_path):
+    env = policy_env(fr_env, tmp_path)
+    r = run_bash("render_policy_unit", env, script="configure_runtime.sh")
+    lines = r.stdout.splitlines()
+    assert {"Before=docker.service", "Type=notify", "Restart=always", "RestartSec=1"} <= set(lines)
+    start = next(line for line in lines if line.startswith("ExecStart="))
+    assert start == (
+        f"ExecStart={sys.executable} -I {env['FR_ROOT']}/endpoint_authz/plugin.py serve "
+        f"--socket {env['FR_AUTHZ_SOCKET']} --config {env['FR_AUTHZ_CONFIG']} --drain-file {env['FR_AUTHZ_DRAIN_FILE']}"
+    )
+    assert f"ReadWritePaths={tmp_path / 'plugins'}" in lines
+    # On a host: the socket's directory under /run is created for the sandboxed service.
+    host = run_bash("render_policy_unit", {**env, "FR_AUTHZ_SOCKET": "/run/docker/plugins/functions-runtime-authz.sock"},
+                    script="configure_runtime.sh").stdout.splitlines()
+    assert {"RuntimeDirectory=docker/plugins", "RuntimeDirectoryPreserve=yes", "ProtectSystem=strict",
+            "ReadWritePaths=/run/docker/plugins"} <= set(host)
+
+
+def test_configure_policy_writes_once(fr_env, tmp_path):
+    env = policy_env(fr_env, tmp_path)
+    first = run_bash('RUNTIMES=(runsc); configure_policy; printf "%s\\n" "${CHANGED[@]}"; echo "restart=$POLICY_NEEDS_RESTART"',
+                     env, script="configure_runtime.sh")
+    assert first.rc == 0, first.stderr
+    assert env["FR_AUTHZ_CONFIG"] in first.stdout and "restart=1" in first.stdout
+    assert json.loads(Path(env["FR_AUTHZ_CONFIG"]).read_text())["sandboxRuntimes"] == ["runsc"]
+    assert os.access(env["FR_ENDPOINT_COMMAND"], os.X_OK)
+    second = run_bash('RUNTIMES=(runsc); configure_policy; echo "changed=${#CHANGED[@]} restart=$POLICY_NEEDS_RESTART"',
+                      env, script="configure_runtime.sh")
+    assert second.rc == 0 and "changed=0 restart=0" in second.stdout, second.stdout + second.stderr
+    # A revocation rewrites the configuration only: the plugin re-reads it, no restart.
+    third = run_bash('RUNTIMES=(runsc); configure_policy; printf "%s\\n" "${CHANGED[@]}"; echo "restart=$POLICY_NEEDS_RESTART"',
+                     {**env, "REVOKED_SERIALS": "abc"}, script="configure_runtime.sh")
+    assert third.stdout.splitlines() == [env["FR_AUTHZ_CONFIG"], "restart=0"]
+
+
+def test_the_operator_command_drains_resumes_and_reports(fr_env, tmp_path):
+    env = policy_env(fr_env, tmp_path)
+    r = run_bash("RUNTIMES=(runsc); configure_policy", env, script="configure_runtime.sh")
+    assert r.rc == 0, r.stderr
+    command = env["FR_ENDPOINT_COMMAND"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", command, *args], capture_output=True, text=True, timeout=60)
+
+    assert json.loads(run("status").stdout) == {"draining": False}
+    assert json.loads(run("drain").stdout) == {"draining": True}
+    assert Path(env["FR_AUTHZ_DRAIN_FILE"]).exists()
+    assert json.loads(run("resume").stdout) == {"draining": False}
+    usage = run("bogus")
+    assert usage.returncode == 2 and "drain|resume|status|recover" in usage.stderr

@@ -66,6 +66,7 @@ def base_env(fr_env, tmp_path):
         "VERIFY_IMAGE": "functions-runtime/verify:busybox",
         "VERIFY_IMAGE_ARCHIVE": "",
         "COLD_START_RUNS": "3",
+        "LIMIT_MAX_MILLICPUS": "2000",
     }
 
 
@@ -226,11 +227,11 @@ def test_busybox_image_rootfs(base_env, tmp_path):
     busybox.write_bytes(b"\x7fELF-fake")
     busybox.chmod(0o755)
     out = tmp_path / "captured.tar"
-    snippet = f'endpoint_docker() {{ cp "${{@: -2:1}}" "{out}"; }}; build_busybox_image'
+    snippet = f'local_docker() {{ cp "${{@: -2:1}}" "{out}"; }}; build_busybox_image'
     r = run_bash(snippet, {**base_env, "FR_BUSYBOX": str(busybox)}, script="verify_host.sh")
     assert r.rc == 0, r.stderr
     listing = subprocess.run(["tar", "-tvf", str(out)], capture_output=True, text=True, check=True).stdout
-    for applet in ("sh", "uname", "wget", "nc", "true"):
+    for applet in ("sh", "uname", "wget", "nc", "true", "sleep", "awk"):
         assert f"./bin/{applet} -> busybox" in listing
     assert "./bin/busybox" in listing
 
@@ -311,11 +312,100 @@ def test_verify_image_archive_is_loaded_only_when_needed(base_env, tmp_path, ima
     flag = tmp_path / "image-present"  # the stub's state: docker load runs in a subshell
     if present:
         flag.touch()
-    snippet = (
-        f'endpoint_docker() {{ echo "$*" >> {calls}; '
-        f"case $1 in load) touch {flag} ;; image) [[ -e {flag} ]] ;; esac; }}; check_verify_image"
-    )
+    # Loads go through the local socket (root), inspects through the endpoint.
+    stub = f'{{ echo "$*" >> {calls}; case $1 in load) touch {flag} ;; image) [[ -e {flag} ]] ;; esac; }}'
+    snippet = f"endpoint_docker() {stub}; local_docker() {stub}; check_verify_image"
     env = {**base_env, "VERIFY_IMAGE": image, "VERIFY_IMAGE_ARCHIVE": str(archive)}
     r = run_bash(snippet, env, script="verify_host.sh")
     assert r.rc == 0, r.stderr
     assert sum(line.startswith("load ") for line in calls.read_text().splitlines()) == loads
+
+
+# ---------------------------------------------------------------- the endpoint policy and limits (decisions; docker stubbed)
+
+REFUSAL = "Error response from daemon: authorization denied by plugin functions-runtime-authz: functions-runtime policy: --privileged is not allowed on this endpoint"
+
+
+@pytest.mark.parametrize(
+    ("create", "rc", "words"),
+    [
+        (f'echo "{REFUSAL}" >&2; return 1', 0, "checking the endpoint refuses a container without limits... passed"),
+        ('echo "some other error" >&2; return 1', 17, "a refusal from the endpoint policy"),
+        ("echo c0ffee; return 0", 17, "it was allowed (container removed)"),
+    ],
+)
+def test_policy_refusal_checks(base_env, tmp_path, create, rc, words):
+    removed = tmp_path / "removed"
+    snippet = (
+        f"endpoint_docker() {{ {create}; }}; local_docker() {{ echo \"$*\" >> {removed}; }}; "
+        "set_limit_opts; check_policy_refusals"
+    )
+    r = run_bash(snippet, base_env, script="verify_host.sh")
+    assert r.rc == rc, r.stderr
+    assert words in r.stderr
+    if "allowed" in words:
+        assert removed.read_text().strip() == "rm -f c0ffee"
+
+
+def test_every_verify_container_carries_limits_within_the_stacks_maximum(base_env):
+    r = run_bash('set_limit_opts; echo "${LIMIT_OPTS[*]}"', {**base_env, "LIMIT_MAX_MILLICPUS": "500"}, script="verify_host.sh")
+    assert r.stdout.strip() == "--memory 256m --pids-limit 128 --cpus 0.500"
+    r = run_bash('set_limit_opts; echo "${LIMIT_OPTS[*]}"', base_env, script="verify_host.sh")
+    assert r.stdout.strip() == "--memory 256m --pids-limit 128 --cpus 1.000"
+
+
+def _lines(word: str, upto: int, tail: str = "") -> str:
+    return "\\n".join(f"{word} {i}" for i in range(1, upto + 1)) + tail
+
+
+@pytest.mark.parametrize(
+    ("output", "answers", "rc", "words"),
+    [
+        (_lines("started", 120) + "\\nsh: cannot fork: Resource temporarily unavailable", True, 0,
+         "120 of 256 sleepers started under --pids-limit 128"),
+        (_lines("started", 256) + "\\nstarted all", True, 18, "256 of 256 started"),
+        (_lines("started", 128), True, 18, "128 of 256 started"),
+        ("docker: Error response from daemon: OCI runtime create failed", True, 18, "the bomb container to run"),
+        (_lines("started", 40), False, 18, "dockerd to answer after the bomb"),
+    ],
+)
+def test_pid_limit_check_reads_the_effect(base_env, output, answers, rc, words):
+    snippet = (
+        f"run_in() {{ printf '{output}\\n'; return 2; }}; host_answers() {{ {'true' if answers else 'false'}; }}; "
+        "check_pid_limit runsc"
+    )
+    r = run_bash(snippet, base_env, script="verify_host.sh")
+    assert r.rc == rc, r.stderr
+    assert words in r.stderr
+
+
+MIB = 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("output", "rc", "words"),
+    [
+        ("held 67108864\\nheld 134217728", 0, "held at most 128 MiB of 512 MiB under --memory 256m"),
+        ("held 268435456\\nheld 536870912\\nheld all", 18, "512 MiB held of 512 MiB"),
+        ("held 536870912", 18, "512 MiB held"),
+        ("awk: not found", 18, "the hog container to run"),
+    ],
+)
+def test_memory_limit_check_reads_the_effect(base_env, output, rc, words):
+    snippet = f"run_in() {{ printf '{output}\\n'; return 137; }}; host_answers() {{ true; }}; check_memory_limit runsc"
+    r = run_bash(snippet, base_env, script="verify_host.sh")
+    assert r.rc == rc, r.stderr
+    assert words in r.stderr
+
+
+@pytest.mark.parametrize("applet_run", ["bomb", "hog"])
+def test_the_bomb_and_the_hog_are_bounded_where_no_limit_holds(base_env, tmp_path, applet_run):
+    """Run for real with the machine's sh/awk (no limit at all): both stop by
+    themselves and say the limit did not hold, so verify fails, never hangs."""
+    if applet_run == "bomb":
+        snippet = 'sh -c "${FORK_BOMB/sleep 600/sleep 0.01}" 20'
+        r = run_bash(snippet, base_env, script="verify_host.sh")
+        assert r.stdout.splitlines()[-1] == "started all"
+    else:
+        r = run_bash('awk -v target=65536 "$MEMORY_HOG"', base_env, script="verify_host.sh")
+        assert r.stdout.splitlines()[-2:] == ["held 65536", "held all"]

@@ -39,6 +39,12 @@ LITERALS = sorted(
         contract.MODULES_LOAD,
         contract.APT_HOOK,
         contract.APT_UPDATE_STAMP,
+        contract.AUTHZ_PLUGIN_NAME,
+        contract.AUTHZ_SOCKET,
+        contract.AUTHZ_CONFIG,
+        contract.AUTHZ_DRAIN_FILE,
+        contract.AUTHZ_REFUSAL_PREFIX,
+        contract.ENDPOINT_COMMAND,
     }
 )
 LIST_PATTERNS = [

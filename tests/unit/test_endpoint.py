@@ -164,3 +164,20 @@ def test_docker_host_url_brackets_ipv6_like_the_verify_script():
 
     assert docker_host_url("10.0.1.5", 2376) == "tcp://10.0.1.5:2376"
     assert docker_host_url("fd00::11", 2376) == "tcp://[fd00::11]:2376"
+
+
+def test_the_document_carries_the_policys_limits_for_consumers():
+    from components.endpoint import FunctionLimits, limits_document
+
+    limits = limits_document(2048, 1024, 1500)
+    assert limits == {"maxMemoryMiB": 2048, "maxPids": 1024, "maxCpus": 1.5}
+    assert limits_document(512, 128, 2000)["maxCpus"] == 2
+    doc = build_endpoint(CA, "sandbox", [build_endpoint_host(facts(), report(), "sandbox")], limits)
+    endpoint = read_endpoint(json.dumps(doc))
+    assert endpoint.limits == FunctionLimits(max_memory_mib=2048, max_pids=1024, max_cpus=1.5)
+    assert endpoint.limits.docker_py() == {"mem_limit": "2048m", "pids_limit": 1024, "nano_cpus": 1_500_000_000}
+    # A document from before the policy has no limits: still read (an additive field).
+    assert read_endpoint(json.dumps(endpoint_doc())).limits is None
+    for bad in ({"maxMemoryMiB": "2g", "maxPids": 1, "maxCpus": 1}, {"maxMemoryMiB": 1, "maxPids": 0, "maxCpus": 1}, []):
+        with pytest.raises(EndpointError, match="runtimeEndpoint.limits"):
+            read_endpoint(json.dumps({**doc, "limits": bad}))

@@ -125,6 +125,9 @@ ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKJrmllVu4fMVCnQiQh96iGQMhpTa/0
         ("endpoint.port", 2400, "firewall"),
         ("verify.coldStartRuns", 7, "verify"),
         ("admin.sshKeys", [ADMIN_KEY], "keys"),
+        # The policy's configuration: configure writes it (the plugin re-reads it).
+        ("endpoint.revoked", {"serials": ["0abc"]}, "configure"),
+        ("endpoint.limits", {"maxPids": 2048}, "configure"),
     ],
 )
 def test_a_setting_reruns_the_first_step_that_reads_it_and_what_follows(setting, value, first_step):

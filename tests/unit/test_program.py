@@ -180,6 +180,8 @@ def test_tls_material_reaches_hosts_only_on_secret_stdin(multi_run):
 def test_client_tls_output_is_secret_and_endpoint_is_not(dev_run):
     assert dev_run.output_secret == {"runtimeClientTls": True, "runtimeEndpoint": False}
     assert "PRIVATE KEY" not in json.dumps(dev_run.outputs["runtimeEndpoint"])
+    # The endpoint policy's maxima, from endpoint.limits (defaults here), for consumers.
+    assert dev_run.outputs["runtimeEndpoint"]["limits"] == {"maxMemoryMiB": 2048, "maxPids": 1024, "maxCpus": 2}
     assert "PRIVATE KEY" in dev_run.outputs["runtimeClientTls"]["keyPem"]
 
 

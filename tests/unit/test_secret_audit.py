@@ -274,6 +274,7 @@ def test_verify_reads_its_client_key_without_printing_it_and_removes_it(dirs):
         "ENDPOINT_PORT": "2376",
         "VERIFY_IMAGE": "functions-runtime/verify:busybox",
         "COLD_START_RUNS": "3",
+        "LIMIT_MAX_MILLICPUS": "2000",
         "ISOLATION": "sandbox",
     }
     snippet = 'read_inputs; test "$(cat "$CERTS/key.pem")" = "$(printf %s "$EXPECTED")" && echo parsed'
@@ -291,6 +292,7 @@ def test_verify_refusal_does_not_print_the_key(dirs):
         "ENDPOINT_PORT": "2376",
         "VERIFY_IMAGE": "functions-runtime/verify:busybox",
         "COLD_START_RUNS": "3",
+        "LIMIT_MAX_MILLICPUS": "2000",
         "ISOLATION": "sandbox",
     }
     proc = run_sourced("verify_host.sh", "read_inputs", env, key + throwaway_cert("C") * 2)

@@ -110,6 +110,14 @@ BAD_CASES = [
     ("endpoint open to all", with_change("endpoint", {"allowedCidrs": ["0.0.0.0/0"]}), "functions-runtime:endpoint.allowedCidrs[0]"),
     ("endpoint public source", with_change("endpoint", {"allowedCidrs": ["198.51.100.0/24"]}), "functions-runtime:endpoint.allowedCidrs[0]"),
     ("endpoint port out of range", with_change("endpoint", {"port": 80}), "functions-runtime:endpoint.port"),
+    ("endpoint memory maximum too low", with_change("endpoint", {"limits": {"maxMemoryMiB": 64}}), "functions-runtime:endpoint.limits.maxMemoryMiB"),
+    ("endpoint pids maximum not a number", with_change("endpoint", {"limits": {"maxPids": "many"}}), "functions-runtime:endpoint.limits.maxPids"),
+    ("endpoint cpus with too many decimals", with_change("endpoint", {"limits": {"maxCpus": "0.1234"}}), "functions-runtime:endpoint.limits.maxCpus"),
+    ("endpoint cpus too low", with_change("endpoint", {"limits": {"maxCpus": 0.05}}), "functions-runtime:endpoint.limits.maxCpus"),
+    ("endpoint cpus a boolean", with_change("endpoint", {"limits": {"maxCpus": True}}), "functions-runtime:endpoint.limits.maxCpus"),
+    ("endpoint limits unknown field", with_change("endpoint", {"limits": {"memory": 1}}), "functions-runtime:endpoint.limits"),
+    ("revoked serial not hex", with_change("endpoint", {"revoked": {"serials": ["xyz"]}}), "functions-runtime:endpoint.revoked.serials[0]"),
+    ("revoked name with a line break", with_change("endpoint", {"revoked": {"commonNames": ["a\nb"]}}), "functions-runtime:endpoint.revoked.commonNames[0]"),
     ("mirror not a url", with_change("artifacts", {"mirror": "ftp:/x"}), "functions-runtime:artifacts.mirror"),
     ("catalog missing", with_change("artifacts", {"catalog": "nope.tsv"}), "functions-runtime:artifacts.catalog"),
     ("verify image unpinned", with_change("verify", {"image": "busybox:latest"}), "functions-runtime:verify.image"),
@@ -179,3 +187,29 @@ def test_placement_groups_hold_at_most_ten_hosts():
 def test_settings_error_says_nothing_was_changed():
     with pytest.raises(SettingsError, match="nothing was changed"):
         parse_settings(with_change("isolation", "container"), "test")
+
+
+def test_endpoint_limits_and_revocations_default_and_parse():
+    s = parse_settings(GOOD, "test")
+    assert (s.endpoint.limits.max_memory_mib, s.endpoint.limits.max_pids, s.endpoint.limits.max_millicpus) == (
+        2048,
+        1024,
+        2000,
+    )
+    assert s.endpoint.revoked.serials == () and s.endpoint.revoked.common_names == ()
+    cfg = with_change(
+        "endpoint",
+        {
+            "limits": {"maxMemoryMiB": 512, "maxPids": 256, "maxCpus": "1.5"},
+            "revoked": {"serials": ["0A:BC:0D", "0x00ff"], "commonNames": ["functions-runtime consumer"]},
+        },
+    )
+    s = parse_settings(cfg, "test")
+    assert (s.endpoint.limits.max_memory_mib, s.endpoint.limits.max_pids, s.endpoint.limits.max_millicpus) == (
+        512,
+        256,
+        1500,
+    )
+    assert s.endpoint.revoked.serials == ("abc0d", "ff")
+    assert s.endpoint.revoked.common_names == ("functions-runtime consumer",)
+    assert parse_settings(with_change("endpoint", {"limits": {"maxCpus": 4}}), "test").endpoint.limits.max_millicpus == 4000
