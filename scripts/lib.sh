@@ -76,7 +76,19 @@ is_dry_run() { [[ "$FR_DRY_RUN" == 1 ]]; }
 
 FR_EXIT_HOOKS=()
 FR_EXIT_STATUS=0
-add_exit_hook() { FR_EXIT_HOOKS+=("$1"); }
+# A subshell ($(...), a pipeline stage) never runs the script's EXIT trap, so a
+# hook added there would be lost and what it cleans up left behind: refuse it.
+require_own_shell() {
+  if ((BASH_SUBSHELL > 0)); then
+    fatal "exit hooks added by the script's own shell" \
+      "${FUNCNAME[1]} in a subshell (${FUNCNAME[*]:2}): its cleanup would never run" \
+      "report this: call it outside \$(...) and pass the directory in"
+  fi
+}
+add_exit_hook() {
+  require_own_shell
+  FR_EXIT_HOOKS+=("$1")
+}
 # Hooks run last-registered first; FR_EXIT_STATUS holds the script's exit status.
 run_exit_hooks() {
   # shellcheck disable=SC2034 # read by the scripts' own exit hooks
@@ -91,6 +103,7 @@ trap run_exit_hooks EXIT
 # make_work_dir VAR: a fresh private directory, removed when the script exits.
 make_work_dir() {
   local dir
+  require_own_shell
   mkdir -p "$FR_WORK_BASE"
   dir=$(mktemp -d "$FR_WORK_BASE/functions-runtime.XXXXXX")
   chmod 0700 "$dir"
@@ -101,6 +114,7 @@ make_work_dir() {
 # make_secret_dir VAR: like make_work_dir, on tmpfs, for key material.
 make_secret_dir() {
   local dir
+  require_own_shell
   mkdir -p "$FR_SECRET_BASE"
   chmod 0700 "$FR_SECRET_BASE"
   dir=$(mktemp -d "$FR_SECRET_BASE/pem.XXXXXX")

@@ -380,9 +380,9 @@ check_daemon_hardening() {
   pass_check "$name" "$desc" "live-restore on, json-file logs, socket 600 root:root, TCP only on $PRIVATE_ADDRESS:$ENDPOINT_PORT"
 }
 
+# build_busybox_image WORK: import a busybox rootfs staged in WORK.
 build_busybox_image() {
-  local work stage applet
-  make_work_dir work
+  local work=$1 stage applet
   stage="$work/rootfs"
   mkdir -p "$stage/bin"
   cp "$FR_BUSYBOX" "$stage/bin/busybox"
@@ -397,7 +397,7 @@ build_busybox_image() {
 image_is_immutable() { [[ "$1" == sha256:* || "$1" == *@sha256:* ]]; }
 
 check_verify_image() {
-  local name=verify-image desc="verify image $VERIFY_IMAGE present" out how
+  local name=verify-image desc="verify image $VERIFY_IMAGE present" out how work
   CURRENT_CHECK=$name
   if [[ -n "${VERIFY_IMAGE_ARCHIVE:-}" ]] && image_is_immutable "$VERIFY_IMAGE" &&
     endpoint_docker image inspect "$VERIFY_IMAGE" >/dev/null 2>&1; then
@@ -415,7 +415,8 @@ check_verify_image() {
   elif [[ "$VERIFY_IMAGE" == "$BUSYBOX_IMAGE" ]]; then
     [[ -x "$FR_BUSYBOX" ]] ||
       fail_check "$name" "$desc" "$EXIT_IMAGE" "Debian's static busybox at $FR_BUSYBOX" "none" "install busybox-static (base/packages.txt)"
-    out=$(build_busybox_image 2>&1) ||
+    make_work_dir work
+    out=$(build_busybox_image "$work" 2>&1) ||
       fail_check "$name" "$desc" "$EXIT_IMAGE" "docker import of a busybox rootfs" "$out" "check dockerd (journalctl -u docker)"
     how="built from $FR_BUSYBOX"
   elif [[ "$VERIFY_IMAGE" != *@sha256:* ]]; then

@@ -274,3 +274,25 @@ def test_require_pem_kinds_rejects_wrong_order(env, tmp_path):
         stdin=PEM + KEY + PEM,
     )
     assert r.rc != 0 and "'cert.pem' to be a certificate" in r.stderr
+
+
+def work_dirs(env: dict[str, str]) -> list[str]:
+    base = env["FR_WORK_BASE"]
+    return sorted(n for n in os.listdir(base) if n.startswith("functions-runtime.")) if os.path.isdir(base) else []
+
+
+def test_work_dir_is_removed_when_the_script_exits(env, tmp_path):
+    env = {**env, "FR_WORK_BASE": str(tmp_path / "work-base")}
+    r = run_bash('make_work_dir w; touch "$w/file"; [[ -d "$w" ]] && echo made', env)
+    assert r.rc == 0 and r.stdout.strip() == "made", r.stderr
+    assert work_dirs(env) == []
+
+
+def test_work_dir_made_inside_command_substitution_is_refused_and_leaves_nothing(env, tmp_path):
+    """A $(...) subshell never runs the EXIT trap: the directory would leak (the hostlab found one)."""
+    env = {**env, "FR_WORK_BASE": str(tmp_path / "work-base")}
+    r = run_bash('out=$(make_work_dir w; echo "$w") || exit 3; echo "leaked $out"', env)
+    assert r.rc == 3, (r.stdout, r.stderr)
+    assert "make_work_dir in a subshell" in r.stderr and "to fix:" in r.stderr
+    assert "leaked" not in r.stdout
+    assert work_dirs(env) == []

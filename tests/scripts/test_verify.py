@@ -227,7 +227,7 @@ def test_busybox_image_rootfs(base_env, tmp_path):
     busybox.write_bytes(b"\x7fELF-fake")
     busybox.chmod(0o755)
     out = tmp_path / "captured.tar"
-    snippet = f'local_docker() {{ cp "${{@: -2:1}}" "{out}"; }}; build_busybox_image'
+    snippet = f'local_docker() {{ cp "${{@: -2:1}}" "{out}"; }}; make_work_dir w; build_busybox_image "$w"'
     r = run_bash(snippet, {**base_env, "FR_BUSYBOX": str(busybox)}, script="verify_host.sh")
     assert r.rc == 0, r.stderr
     listing = subprocess.run(["tar", "-tvf", str(out)], capture_output=True, text=True, check=True).stdout
