@@ -36,6 +36,14 @@ IPV6_ULA = "fc00::/7"
 IPV6_LINK_LOCAL = "fe80::/10"
 CONTAINER_BLOCKED_V6 = (IPV6_ULA, IPV6_LINK_LOCAL)
 
+# Outbound SMTP (relay and submission over TLS), which hosting providers
+# lock servers for when it carries spam: blocked from containers by default.
+SMTP_PORTS = (25, 465)
+# egress.newConnectionsPerSecond / egress.newConnectionsBurst: new outbound
+# connections one container address may open (a scan is thousands a second).
+EGRESS_NEW_PER_SECOND_DEFAULT = 50
+EGRESS_NEW_BURST_DEFAULT = 200
+
 # Why a Hetzner Cloud host can never run Kata; the same words in every message.
 NO_KVM_ON_CLOUD = "Hetzner Cloud servers have no nested virtualization"
 
@@ -110,6 +118,7 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_CONTAINER_BLOCKED_V4", ", ".join(CONTAINER_BLOCKED_V4)),
         SharedFact("FR_CONTAINER_BLOCKED_V6", ", ".join(CONTAINER_BLOCKED_V6)),
         SharedFact("FR_IPV6_LINK_LOCAL", IPV6_LINK_LOCAL),
+        SharedFact("FR_SMTP_PORTS", ", ".join(str(port) for port in SMTP_PORTS)),
         SharedFact("FR_NO_KVM_ON_CLOUD", NO_KVM_ON_CLOUD),
         SharedFact("FR_VERIFY_SCHEMA", VERIFY_SCHEMA),
         SharedFact("FR_BUSYBOX_VERIFY_IMAGE", BUSYBOX_VERIFY_IMAGE),

@@ -93,7 +93,16 @@ HOST_STEPS: tuple[Step, ...] = (
         "firewall",
         "script",
         "host_firewall.sh",
-        env=("ADMIN_CIDRS", "ENDPOINT_CIDRS", "ENDPOINT_PORT", "SSH_PORT"),
+        env=(
+            "ADMIN_CIDRS",
+            "ENDPOINT_CIDRS",
+            "ENDPOINT_PORT",
+            "SSH_PORT",
+            "EGRESS_BLOCK_SMTP",
+            "EGRESS_NEW_PER_SECOND",
+            "EGRESS_NEW_BURST",
+            "EGRESS_ALLOWED_CIDRS",
+        ),
     ),
     Step(
         "configure",
@@ -203,6 +212,12 @@ VARIABLES: Mapping[str, Variable] = {
     "REVOKED_NAMES": Variable(
         "endpoint.revoked.commonNames", lambda h: "\n".join(h.settings.endpoint.revoked.common_names)
     ),
+    "EGRESS_BLOCK_SMTP": Variable("egress.smtp", lambda h: "1" if h.settings.egress.block_smtp else "0"),
+    "EGRESS_NEW_PER_SECOND": Variable(
+        "egress.newConnectionsPerSecond", lambda h: str(h.settings.egress.new_per_second)
+    ),
+    "EGRESS_NEW_BURST": Variable("egress.newConnectionsBurst", lambda h: str(h.settings.egress.new_burst)),
+    "EGRESS_ALLOWED_CIDRS": Variable("egress.allowedCidrs", lambda h: " ".join(h.settings.egress.allowed_cidrs)),
     "SSH_USER": Variable("hosts[].sshUser", lambda h: h.spec.ssh_user),
     "HOST_SOURCE": Variable("hosts[].source", lambda h: h.spec.source),
 }

@@ -28,6 +28,10 @@ from components.contract import (
     COLD_START_RUNS_DEFAULT,
     COLD_START_RUNS_MAX,
     COLD_START_RUNS_MIN,
+    CONTAINER_BLOCKED_V4,
+    CONTAINER_BLOCKED_V6,
+    EGRESS_NEW_BURST_DEFAULT,
+    EGRESS_NEW_PER_SECOND_DEFAULT,
     ENDPOINT_MAX_MEMORY_MIB_DEFAULT,
     ENDPOINT_MAX_MEMORY_MIB_MIN,
     ENDPOINT_MAX_MILLICPUS_DEFAULT,
@@ -38,6 +42,7 @@ from components.contract import (
     ISOLATIONS,
     KATA_HYPERVISORS,
     NO_KVM_ON_CLOUD,
+    SMTP_PORTS,
 )
 from components.contract import RFC1918 as RFC1918_RANGES
 from components.local_files import (
@@ -129,6 +134,7 @@ TOP_LEVEL_KEYS = (
     "endpoint",
     "artifacts",
     "verify",
+    "egress",
     "dedicatedSshKey",
 )
 
@@ -191,6 +197,19 @@ class EndpointSettings:
 
 
 @dataclass(frozen=True)
+class EgressSettings:
+    """What containers may send to the internet (the blocked ranges are
+    fixed): SMTP, and how fast each container address opens connections,
+    so one abusive function does not get the host locked by its provider."""
+
+    block_smtp: bool = True
+    new_per_second: int = EGRESS_NEW_PER_SECOND_DEFAULT
+    new_burst: int = EGRESS_NEW_BURST_DEFAULT
+    # Destinations exempt from both (a mail relay, a busy API).
+    allowed_cidrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ArtifactSettings:
     mirror: str | None
     catalog: Catalog
@@ -247,6 +266,7 @@ class Settings:
     artifacts: ArtifactSettings
     verify: VerifySettings
     hosts: tuple[HostSpec, ...]
+    egress: EgressSettings = EgressSettings()
     dedicated_ssh_key: pulumi.Output[str] | None = None
     # Whether a Hetzner token is configured (HCLOUD_TOKEN or hcloud:token),
     # so server types and locations can be looked up; never the token.
@@ -412,6 +432,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     endpoint = _parse_endpoint(p, raw.get("endpoint"), network)
     artifacts, local_dirs = _parse_artifacts(p, raw.get("artifacts"))
     verify = _parse_verify(p, raw.get("verify"), local_dirs)
+    egress = _parse_egress(p, raw.get("egress"))
     architectures = artifacts.catalog.architectures if artifacts else frozenset({"amd64"})
     hosts = _parse_hosts(p, raw.get("hosts"), stack, isolation, network, architectures)
     _check_ports(p, hosts, endpoint)
@@ -448,6 +469,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         endpoint=endpoint,
         artifacts=artifacts,  # type: ignore[arg-type]
         verify=verify,
+        egress=egress,
         hosts=tuple(hosts),
         dedicated_ssh_key=dedicated_key if isinstance(dedicated_key, pulumi.Output) else None,
     )
@@ -571,6 +593,64 @@ def _parse_endpoint(p: _Problems, value: Any, network: NetworkSettings) -> Endpo
         allowed_cidrs=tuple(cidrs),
         limits=_parse_endpoint_limits(p, obj.get("limits")),
         revoked=_parse_revocations(p, obj.get("revoked")),
+    )
+
+
+# egress.newConnectionsPerSecond: 0 turns the limit off; above this it limits nothing.
+EGRESS_NEW_PER_SECOND_MAX = 100_000
+
+
+def _parse_egress(p: _Problems, value: Any) -> EgressSettings:
+    obj = p.obj(
+        key("egress"), value, ("smtp", "newConnectionsPerSecond", "newConnectionsBurst", "allowedCidrs")
+    )
+    smtp = p.string(key("egress.smtp"), obj.get("smtp"), "block")
+    if smtp not in ("block", "allow"):
+        p.add(
+            key("egress.smtp"),
+            f"must be 'block' (default: containers cannot send mail on TCP "
+            f"{', '.join(str(port) for port in SMTP_PORTS)}) or 'allow', got {_shown(smtp)}; "
+            "to let functions reach one mail relay, keep 'block' and list it in egress.allowedCidrs",
+        )
+    rate = p.integer(
+        key("egress.newConnectionsPerSecond"),
+        obj.get("newConnectionsPerSecond"),
+        EGRESS_NEW_PER_SECOND_DEFAULT,
+        0,
+        EGRESS_NEW_PER_SECOND_MAX,
+    )
+    burst = p.integer(
+        key("egress.newConnectionsBurst"),
+        obj.get("newConnectionsBurst"),
+        EGRESS_NEW_BURST_DEFAULT,
+        1,
+        EGRESS_NEW_PER_SECOND_MAX,
+    )
+    cidrs = p.string_list(key("egress.allowedCidrs"), obj.get("allowedCidrs"))
+    blocked = [ipaddress.ip_network(c) for c in (*CONTAINER_BLOCKED_V4, *CONTAINER_BLOCKED_V6)]
+    for i, c in enumerate(cidrs):
+        net = p.cidr(key(f"egress.allowedCidrs[{i}]"), c)
+        if net is None:
+            continue
+        if is_anywhere([net]):
+            p.add(
+                key(f"egress.allowedCidrs[{i}]"),
+                f"{c} exempts the whole internet from the SMTP block and the rate limit; "
+                "set egress.smtp: allow and egress.newConnectionsPerSecond: 0 if that is meant",
+            )
+        overlap = [str(b) for b in blocked if b.version == net.version and b.overlaps(net)]
+        if overlap and not is_anywhere([net]):
+            p.add(
+                key(f"egress.allowedCidrs[{i}]"),
+                f"{c} overlaps {', '.join(overlap)}, which containers never reach (the metadata "
+                "service, the private network, the host); the allow list only exempts "
+                "internet destinations from the SMTP block and the rate limit",
+            )
+    return EgressSettings(
+        block_smtp=smtp != "allow",
+        new_per_second=rate,
+        new_burst=burst,
+        allowed_cidrs=tuple(cidrs),
     )
 
 

@@ -6,10 +6,27 @@
 #   input:   policy drop; lo, established/related, essential ICMP/ICMPv6,
 #            DHCP replies, SSH from ADMIN_CIDRS, the Docker endpoint from
 #            ENDPOINT_CIDRS; anything from a container bridge to the host: drop.
-#   forward: at priority filter - 10 (before Docker's chains): container
-#            bridges to link-local (metadata service), RFC 1918, CGNAT, IPv6
-#            ULA and link-local: drop. A drop is final across tables; Docker's
-#            own accepts still apply to everything else.
+#   forward: at priority filter - 10 (before Docker's chains), for traffic
+#            that enters from a container bridge:
+#            - switched inside one bridge (one container network): accepted
+#              here, so a sidecar or a compose-shaped function works;
+#            - routed into another bridge (another container network): drop;
+#            - to link-local (metadata service), RFC 1918, CGNAT, IPv6 ULA
+#              and link-local: drop;
+#            - to EGRESS_ALLOWED_CIDRS: accepted here (neither rule below);
+#            - SMTP (FR_SMTP_PORTS) when EGRESS_BLOCK_SMTP=1: reset;
+#            - new connections over EGRESS_NEW_PER_SECOND (burst
+#              EGRESS_NEW_BURST) per container address: drop (no scans).
+#            A drop is final across tables; Docker's own accepts and
+#            isolation rules still apply to everything this chain lets by.
+#
+# "A container bridge" is any Linux bridge (meta iifkind "bridge"): Docker's
+# docker0 and br-*, the CNI bridges nerdctl and `ctr run --cni` make
+# (nerdctl0, nerdctl-*), and any a later tool names differently. A second
+# table, `bridge functions_runtime`, marks frames the bridge itself forwards
+# between two of its ports; with br_netfilter (Docker turns it on for
+# "icc": false) those frames also pass the inet forward hook, where only the
+# mark tells them from routed traffic.
 #
 # The file /etc/nftables.d/functions-runtime.nft deletes and re-creates the
 # table, so `nft -f` applies it atomically. It is loaded at boot by its own
@@ -17,8 +34,9 @@
 # /etc/nftables.conf starts with `flush ruleset`, which would also remove
 # Docker's tables whenever that service is reloaded, and it belongs to the admin.
 #
-# Input: ADMIN_CIDRS, SSH_PORT, ENDPOINT_CIDRS, ENDPOINT_PORT; SSH_CLIENT (set
-# by sshd) for the lock-out guard.
+# Input: ADMIN_CIDRS, SSH_PORT, ENDPOINT_CIDRS, ENDPOINT_PORT,
+# EGRESS_BLOCK_SMTP, EGRESS_NEW_PER_SECOND, EGRESS_NEW_BURST,
+# EGRESS_ALLOWED_CIDRS; SSH_CLIENT (set by sshd) for the lock-out guard.
 # Output (stdout): one JSON line {"changed": [...], "table": "inet functions_runtime"}.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -27,8 +45,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 FR_NFT_FILE=${FR_NFT_FILE:-/etc/nftables.d/functions-runtime.nft}
 FR_FIREWALL_UNIT=${FR_FIREWALL_UNIT:-/etc/systemd/system/functions-runtime-firewall.service}
 readonly NFT_TABLE="functions_runtime"
-# Where Docker puts containers: the default bridge and user-defined networks.
-readonly CONTAINER_BRIDGES='"docker0", "br-*"'
+# Every container network is a Linux bridge (see above): matched by kind.
+readonly FROM_CONTAINER='meta iifkind "bridge"'
+# Set on frames a bridge forwards between its own ports. veth and tap scrub
+# the mark when a packet leaves a container's namespace, so a container
+# cannot forge it.
+readonly BRIDGED_MARK=0x01000000
 # What containers never reach, and the cloud metadata service (contract).
 readonly BLOCKED_FROM_CONTAINERS_V4=$FR_CONTAINER_BLOCKED_V4
 readonly BLOCKED_FROM_CONTAINERS_V6=$FR_CONTAINER_BLOCKED_V6
@@ -75,9 +97,20 @@ cidrs_of_family() {
 
 valid_port() { [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= 65535)); }
 
+valid_count() { [[ "$1" =~ ^[0-9]+$ ]] && (($1 <= 1000000)); }
+
 check_inputs() {
-  require_var ADMIN_CIDRS SSH_PORT ENDPOINT_PORT
-  cidrs_of_family 4 "$ADMIN_CIDRS $ENDPOINT_CIDRS" >/dev/null # fatal on a malformed CIDR
+  require_var ADMIN_CIDRS SSH_PORT ENDPOINT_PORT EGRESS_BLOCK_SMTP EGRESS_NEW_PER_SECOND EGRESS_NEW_BURST
+  cidrs_of_family 4 "$ADMIN_CIDRS $ENDPOINT_CIDRS ${EGRESS_ALLOWED_CIDRS:-}" >/dev/null # fatal on a malformed CIDR
+  [[ "$EGRESS_BLOCK_SMTP" == 0 || "$EGRESS_BLOCK_SMTP" == 1 ]] ||
+    fatal "EGRESS_BLOCK_SMTP to be 0 or 1" "'$EGRESS_BLOCK_SMTP'" "set functions-runtime:egress.smtp to block or allow"
+  valid_count "$EGRESS_NEW_PER_SECOND" ||
+    fatal "EGRESS_NEW_PER_SECOND to be a count (0: no limit)" "'$EGRESS_NEW_PER_SECOND'" \
+      "fix functions-runtime:egress.newConnectionsPerSecond"
+  if ! valid_count "$EGRESS_NEW_BURST" || ((EGRESS_NEW_BURST < 1)); then
+    fatal "EGRESS_NEW_BURST to be a count of at least 1" "'$EGRESS_NEW_BURST'" \
+      "fix functions-runtime:egress.newConnectionsBurst"
+  fi
   valid_port "$SSH_PORT" || fatal "SSH_PORT to be a TCP port" "'$SSH_PORT'" "pass SSH_PORT=22"
   valid_port "$ENDPOINT_PORT" || fatal "ENDPOINT_PORT to be a TCP port" "'$ENDPOINT_PORT'" "pass ENDPOINT_PORT=2376"
   [[ -n "${ENDPOINT_CIDRS:-}" ]] ||
@@ -117,16 +150,49 @@ render_set() {
   printf '  }\n\n'
 }
 
+# render_egress_rules: what new connections from containers may do once
+# they are past the blocked ranges (SMTP, the per-container rate).
+render_egress_rules() {
+  printf '    ip daddr @egress_allowed_v4 accept\n'
+  printf '    ip6 daddr @egress_allowed_v6 accept\n'
+  if [[ "$EGRESS_BLOCK_SMTP" == 1 ]]; then
+    printf '    tcp dport { %s } reject with tcp reset\n' "$FR_SMTP_PORTS"
+  fi
+  if ((EGRESS_NEW_PER_SECOND > 0)); then
+    printf '    ct state new update @new_connections_v4 { ip saddr limit rate over %s/second burst %s packets } drop\n' \
+      "$EGRESS_NEW_PER_SECOND" "$EGRESS_NEW_BURST"
+    printf '    ct state new update @new_connections_v6 { ip6 saddr limit rate over %s/second burst %s packets } drop\n' \
+      "$EGRESS_NEW_PER_SECOND" "$EGRESS_NEW_BURST"
+  fi
+}
+
+# render_meter NAME TYPE: a per-address rate table; idle entries expire.
+render_meter() {
+  printf '  set %s {\n    type %s\n    size 65536\n    flags dynamic, timeout\n    timeout 1m\n  }\n\n' "$1" "$2"
+}
+
 # render_ruleset: the whole file, on stdout, from the environment.
 render_ruleset() {
-  local admin_v4 admin_v6 endpoint_v4 endpoint_v6
+  local admin_v4 admin_v6 endpoint_v4 endpoint_v6 allowed_v4 allowed_v6
   admin_v4=$(cidrs_of_family 4 "$ADMIN_CIDRS")
   admin_v6=$(cidrs_of_family 6 "$ADMIN_CIDRS")
   endpoint_v4=$(cidrs_of_family 4 "${ENDPOINT_CIDRS:-}")
   endpoint_v6=$(cidrs_of_family 6 "${ENDPOINT_CIDRS:-}")
+  allowed_v4=$(cidrs_of_family 4 "${EGRESS_ALLOWED_CIDRS:-}")
+  allowed_v6=$(cidrs_of_family 6 "${EGRESS_ALLOWED_CIDRS:-}")
   cat <<EOF
 # Managed by functions-runtime (scripts/host_firewall.sh); edits are overwritten.
 # Applied atomically with: nft -f $FR_NFT_FILE
+table bridge $NFT_TABLE {}
+delete table bridge $NFT_TABLE
+table bridge $NFT_TABLE {
+  chain forward {
+    type filter hook forward priority -200; policy accept;
+    # A frame this bridge switches between two of its ports: one container network.
+    meta mark set meta mark | $BRIDGED_MARK
+  }
+}
+
 table inet $NFT_TABLE {}
 delete table inet $NFT_TABLE
 table inet $NFT_TABLE {
@@ -137,6 +203,10 @@ EOF
   render_set endpoint_v6 ipv6_addr "$endpoint_v6"
   render_set blocked_from_containers_v4 ipv4_addr "$BLOCKED_FROM_CONTAINERS_V4"
   render_set blocked_from_containers_v6 ipv6_addr "$BLOCKED_FROM_CONTAINERS_V6"
+  render_set egress_allowed_v4 ipv4_addr "$allowed_v4"
+  render_set egress_allowed_v6 ipv6_addr "$allowed_v6"
+  render_meter new_connections_v4 ipv4_addr
+  render_meter new_connections_v6 ipv6_addr
   cat <<EOF
   chain input {
     type filter hook input priority filter; policy drop;
@@ -144,7 +214,7 @@ EOF
     ct state established,related accept
     ct state invalid drop
     # Containers never talk to the host itself (sshd, the endpoint, anything listening).
-    iifname { $CONTAINER_BRIDGES } drop
+    $FROM_CONTAINER drop
     icmp type { echo-request, destination-unreachable, time-exceeded, parameter-problem } accept
     icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query } accept
     # DHCP replies (Hetzner Cloud and the hostlab configure addresses by DHCP).
@@ -166,8 +236,20 @@ EOF
   chain forward {
     type filter hook forward priority filter - 10; policy accept;
     ct state established,related accept
-    iifname { $CONTAINER_BRIDGES } ip daddr @blocked_from_containers_v4 drop
-    iifname { $CONTAINER_BRIDGES } ip6 daddr @blocked_from_containers_v6 drop
+    # Only traffic from containers is this chain's concern.
+    $FROM_CONTAINER jump from_container
+  }
+
+  chain from_container {
+    # Inside one container network: the bridge switched it (a sidecar, a compose service).
+    meta mark & $BRIDGED_MARK == $BRIDGED_MARK accept
+    # Into another container network: never.
+    meta oifkind "bridge" drop
+    ip daddr @blocked_from_containers_v4 drop
+    ip6 daddr @blocked_from_containers_v6 drop
+EOF
+  render_egress_rules
+  cat <<EOF
   }
 }
 EOF
@@ -194,7 +276,7 @@ WantedBy=sysinit.target
 EOF
 }
 
-table_loaded() { nft list table inet "$NFT_TABLE" >/dev/null 2>&1; }
+table_loaded() { nft list table inet "$NFT_TABLE" >/dev/null 2>&1 && nft list table bridge "$NFT_TABLE" >/dev/null 2>&1; }
 
 apply_ruleset() {
   local work check

@@ -20,7 +20,14 @@ import pytest
 
 from tests.scripts.helpers import run_bash
 
-BASE = {"SSH_PORT": "22", "ENDPOINT_PORT": "2376"}
+BASE = {
+    "SSH_PORT": "22",
+    "ENDPOINT_PORT": "2376",
+    "EGRESS_BLOCK_SMTP": "1",
+    "EGRESS_NEW_PER_SECOND": "50",
+    "EGRESS_NEW_BURST": "200",
+    "EGRESS_ALLOWED_CIDRS": "",
+}
 
 
 def render(fr_env, admin: str, endpoint: str):
@@ -74,13 +81,27 @@ def test_sets_are_split_by_family(fr_env, admin, endpoint, expected):
 def test_ruleset_shape(fr_env):
     out = render(fr_env, "203.0.113.0/24", "10.0.0.0/16").stdout
     lines = [line.strip() for line in out.splitlines()]
-    # Atomic replace of our own table only: declare, delete, define.
-    assert lines.index("table inet functions_runtime {}") < lines.index("delete table inet functions_runtime")
+    # Atomic replace of our own tables only: declare, delete, define.
+    for family in ("bridge", "inet"):
+        assert lines.index(f"table {family} functions_runtime {{}}") < lines.index(
+            f"delete table {family} functions_runtime"
+        )
     assert "flush ruleset" not in out
     assert "type filter hook input priority filter; policy drop;" in lines
     assert "type filter hook forward priority filter - 10; policy accept;" in lines
-    assert 'iifname { "docker0", "br-*" } drop' in lines
-    assert 'iifname { "docker0", "br-*" } ip daddr @blocked_from_containers_v4 drop' in lines
+    # Container bridges by kind, never by a list of today's names.
+    assert 'meta iifkind "bridge" drop' in lines
+    assert 'meta iifkind "bridge" jump from_container' in lines
+    assert "docker0" not in out and "br-*" not in out
+    # Inside one bridge: marked by the bridge family, accepted before the drops.
+    assert "type filter hook forward priority -200; policy accept;" in lines
+    assert "meta mark set meta mark | 0x01000000" in lines
+    chain = [line for line in lines[lines.index("chain from_container {") :] if not line.startswith("#")]
+    assert chain[1] == "meta mark & 0x01000000 == 0x01000000 accept"
+    assert chain[2] == 'meta oifkind "bridge" drop'
+    assert chain.index("ip daddr @blocked_from_containers_v4 drop") < chain.index(
+        "ip daddr @egress_allowed_v4 accept"
+    )
     assert set_elements(out, "blocked_from_containers_v4") == (
         "169.254.0.0/16, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10"
     )
@@ -91,9 +112,50 @@ def test_ruleset_shape(fr_env):
     assert "type filter hook output priority filter; policy accept;" in lines
     assert "ip daddr 169.254.169.254 meta skuid != 0 drop" in lines
     # established/related before the bridge drop (replies to the host's own connections).
-    assert lines.index("ct state established,related accept") < lines.index(
-        'iifname { "docker0", "br-*" } drop'
+    assert lines.index("ct state established,related accept") < lines.index('meta iifkind "bridge" drop')
+
+
+def test_egress_defaults_block_smtp_and_limit_new_connections(fr_env):
+    lines = [line.strip() for line in render(fr_env, "203.0.113.0/24", "").stdout.splitlines()]
+    assert "tcp dport { 25, 465 } reject with tcp reset" in lines
+    assert (
+        "ct state new update @new_connections_v4 { ip saddr limit rate over 50/second burst 200 packets } drop"
+        in lines
     )
+    assert (
+        "ct state new update @new_connections_v6 { ip6 saddr limit rate over 50/second burst 200 packets } drop"
+        in lines
+    )
+    # The allow list comes before both.
+    assert lines.index("ip daddr @egress_allowed_v4 accept") < lines.index(
+        "tcp dport { 25, 465 } reject with tcp reset"
+    )
+
+
+def test_egress_settings_turn_smtp_block_and_rate_limit_off(fr_env):
+    env = {**fr_env, **BASE, "ADMIN_CIDRS": "203.0.113.0/24", "ENDPOINT_CIDRS": ""}
+    env.update({"EGRESS_BLOCK_SMTP": "0", "EGRESS_NEW_PER_SECOND": "0", "EGRESS_ALLOWED_CIDRS": "198.51.100.7/32 2001:db8::/48"})
+    out = run_bash("render_ruleset", env, script="host_firewall.sh").stdout
+    assert "dport { 25, 465 }" not in out and "limit rate" not in out
+    assert set_elements(out, "egress_allowed_v4") == "198.51.100.7/32"
+    assert set_elements(out, "egress_allowed_v6") == "2001:db8::/48"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "config_key"),
+    [
+        ("EGRESS_BLOCK_SMTP", "yes", "egress.smtp"),
+        ("EGRESS_NEW_PER_SECOND", "-1", "egress.newConnectionsPerSecond"),
+        ("EGRESS_NEW_BURST", "0", "egress.newConnectionsBurst"),
+        ("EGRESS_ALLOWED_CIDRS", "198.51.100.0/33", "egress"),
+    ],
+)
+def test_bad_egress_input_is_refused_naming_the_setting(fr_env, variable, value, config_key):
+    env = {**fr_env, **BASE, "ADMIN_CIDRS": "203.0.113.0/24", "ENDPOINT_CIDRS": "", variable: value}
+    r = run_bash("check_inputs", env, script="host_firewall.sh")
+    assert r.rc != 0 and f"'{value}'" in r.stderr and "test-host-1" in r.stderr
+    if config_key != "egress":
+        assert config_key in r.stderr
 
 
 def nft_check_works() -> bool:

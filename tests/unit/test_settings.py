@@ -213,3 +213,38 @@ def test_endpoint_limits_and_revocations_default_and_parse():
     assert s.endpoint.revoked.serials == ("abc0d", "ff")
     assert s.endpoint.revoked.common_names == ("functions-runtime consumer",)
     assert parse_settings(with_change("endpoint", {"limits": {"maxCpus": 4}}), "test").endpoint.limits.max_millicpus == 4000
+
+
+def test_egress_defaults_block_smtp_and_limit_new_connections():
+    egress = parse_settings(GOOD, "test").egress
+    assert egress.block_smtp is True
+    assert (egress.new_per_second, egress.new_burst, egress.allowed_cidrs) == (50, 200, ())
+
+
+def test_egress_settings_parse():
+    cfg = with_change(
+        "egress",
+        {"smtp": "allow", "newConnectionsPerSecond": 0, "newConnectionsBurst": 20, "allowedCidrs": ["198.51.100.25/32"]},
+    )
+    egress = parse_settings(cfg, "test").egress
+    assert (egress.block_smtp, egress.new_per_second, egress.new_burst) == (False, 0, 20)
+    assert egress.allowed_cidrs == ("198.51.100.25/32",)
+
+
+@pytest.mark.parametrize(
+    ("egress", "config_key", "words"),
+    [
+        ({"smtp": "off"}, "functions-runtime:egress.smtp", "'block'"),
+        ({"newConnectionsPerSecond": -1}, "functions-runtime:egress.newConnectionsPerSecond", ""),
+        ({"newConnectionsBurst": 0}, "functions-runtime:egress.newConnectionsBurst", ""),
+        ({"allowedCidrs": ["10.0.0.0/8"]}, "functions-runtime:egress.allowedCidrs[0]", "never reach"),
+        ({"allowedCidrs": ["169.254.169.254/32"]}, "functions-runtime:egress.allowedCidrs[0]", "metadata"),
+        ({"allowedCidrs": ["0.0.0.0/0"]}, "functions-runtime:egress.allowedCidrs[0]", "whole internet"),
+        ({"allowedCidrs": ["198.51.100.1/24"]}, "functions-runtime:egress.allowedCidrs[0]", "did you mean"),
+        ({"relay": "x"}, "functions-runtime:egress", "relay"),
+    ],
+)
+def test_bad_egress_setting_is_named(egress, config_key, words):
+    problems = problems_of(with_change("egress", egress))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(config_key) and words in problems[0], problems
