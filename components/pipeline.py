@@ -141,6 +141,7 @@ HOST_STEPS: tuple[Step, ...] = (
             "VERIFY_IMAGE_ARCHIVE",
             "COLD_START_RUNS",
             "LIMIT_MAX_MILLICPUS",
+            "VERIFY_OUTSIDE",
         ),
         reads=("catalog/artifacts.tsv",),
         stdin="verify-tls",
@@ -183,6 +184,11 @@ def _verify_archive_remote_path(h: PipelineInputs) -> str:
 
 # Every variable a step may read, with the setting (or fact) it comes from:
 # a setting re-runs exactly the steps whose `env` names its variable.
+def _verify_outside(h: PipelineInputs) -> str:
+    probe = h.settings.verify.outside_probe
+    return "none" if probe is None else f"{probe[0]} {probe[1]}"
+
+
 VARIABLES: Mapping[str, Variable] = {
     "FR_ROOT": Variable("the payload's place on the host", lambda h: REMOTE_ROOT),
     "FR_HOST": Variable("the host's name", lambda h: h.name),
@@ -218,6 +224,7 @@ VARIABLES: Mapping[str, Variable] = {
     ),
     "EGRESS_NEW_BURST": Variable("egress.newConnectionsBurst", lambda h: str(h.settings.egress.new_burst)),
     "EGRESS_ALLOWED_CIDRS": Variable("egress.allowedCidrs", lambda h: " ".join(h.settings.egress.allowed_cidrs)),
+    "VERIFY_OUTSIDE": Variable("verify.outsideProbe", _verify_outside),
     "SSH_USER": Variable("hosts[].sshUser", lambda h: h.spec.ssh_user),
     "HOST_SOURCE": Variable("hosts[].source", lambda h: h.spec.source),
 }

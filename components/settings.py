@@ -111,6 +111,14 @@ IMAGE_REFERENCE = re.compile(
     rf"^{_REGISTRY}?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
     r"@sha256:[0-9a-f]{64}$"
 )
+# verify.outsideProbe: what every Hetzner server reaches (Cloudflare's
+# resolver answers HTTPS on its anycast address).
+VERIFY_OUTSIDE_PROBE_DEFAULT = ("1.1.1.1", 443)
+# The documentation ranges (RFC 5737, RFC 3849) are not "global", yet the
+# lab serves one as its internet: accepted as outside addresses.
+TEST_NETS = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
 # Whole numbers as a stack file or `pulumi config set` spells them: ASCII
 # digits, an optional minus, and few enough digits that int() never refuses.
 WHOLE_NUMBER = re.compile(r"^-?[0-9]{1,18}$")
@@ -222,6 +230,9 @@ class VerifySettings:
     image: str
     image_archive: Path | None
     cold_start_runs: int
+    # The internet address (address, port) a sandbox must reach before its
+    # blocked targets count; None when the stack says "none".
+    outside_probe: tuple[str, int] | None = VERIFY_OUTSIDE_PROBE_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -808,7 +819,7 @@ def _local_file(p: _Problems, config_key: str, text: str, local_dirs: Sequence[P
 
 
 def _parse_verify(p: _Problems, value: Any, local_dirs: Sequence[Path]) -> VerifySettings:
-    obj = p.obj(key("verify"), value, ("image", "imageArchive", "coldStartRuns"))
+    obj = p.obj(key("verify"), value, ("image", "imageArchive", "coldStartRuns", "outsideProbe"))
     image = p.string(key("verify.image"), obj.get("image"), BUSYBOX_VERIFY_IMAGE) or ""
     archive_rel = p.string(key("verify.imageArchive"), obj.get("imageArchive"))
     if IMAGE_ID.match(image):
@@ -847,7 +858,39 @@ def _parse_verify(p: _Problems, value: Any, local_dirs: Sequence[Path]) -> Verif
     )
     if runs % 2 == 0:
         p.add(key("verify.coldStartRuns"), f"must be odd so the median is a real run, got {runs}")
-    return VerifySettings(image=image, image_archive=archive, cold_start_runs=runs)
+    outside = _parse_outside_probe(p, obj.get("outsideProbe"))
+    return VerifySettings(image=image, image_archive=archive, cold_start_runs=runs, outside_probe=outside)
+
+
+def _parse_outside_probe(p: _Problems, value: Any) -> tuple[str, int] | None:
+    config_key = key("verify.outsideProbe")
+    text = p.string(config_key, value)
+    if text is None:
+        return VERIFY_OUTSIDE_PROBE_DEFAULT
+    if text == "none":
+        return None
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([0-9.]+):([0-9]{1,5})", text)
+    hint = "ADDR:PORT of an internet service every host reaches, e.g. 1.1.1.1:443 or [2606:4700::1111]:443, or none"
+    if not match:
+        p.add(config_key, f"{_shown(text)} is not an address and port; expected {hint}")
+        return None
+    addr_text = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    try:
+        addr = ipaddress.ip_address(addr_text)
+    except ValueError:
+        p.add(config_key, f"{_shown(addr_text)} is not an IP address; expected {hint}")
+        return None
+    blocked = [ipaddress.ip_network(c) for c in (*CONTAINER_BLOCKED_V4, *CONTAINER_BLOCKED_V6)]
+    if not 1 <= port <= 65535:
+        p.add(config_key, f"port {port} is out of range; expected {hint}")
+    elif not addr.is_global and not any(addr in n for n in TEST_NETS) or any(addr in b for b in blocked):
+        p.add(
+            config_key,
+            f"{addr} is not an internet address (containers never reach private, link-local or "
+            f"CGNAT ranges, so the positive control would always fail); expected {hint}",
+        )
+    return str(addr), port
 
 
 HCLOUD_FIELDS = ("name", "source", "count", "serverType", "location", "image")

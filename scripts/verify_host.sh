@@ -8,9 +8,14 @@
 #      the daemon runs hardened (live-restore, rotated logs, root-only socket,
 #      no TCP listener but the mutual-TLS endpoint);
 #   4. with each runtime, `uname -r` inside differs from the host kernel;
-#   5. from inside a sandboxed container the metadata service and the host's
-#      own private address (endpoint and SSH ports) are unreachable; a target
-#      the host itself cannot reach is recorded as skipped, never as passed;
+#   5. per runtime, on a network of its own with a peer container of the same
+#      runtime: first the positive controls (the probe container reaches the
+#      peer, and VERIFY_OUTSIDE, an internet address, unless it is "none"),
+#      so a sandbox without a working network cannot pass what follows; then
+#      the metadata service and the host's own private address (endpoint and
+#      SSH ports) are unreachable; a target the host itself cannot reach is
+#      recorded as skipped, never as passed. Whether the peer's name resolves
+#      (Docker's embedded DNS) is measured and reported, not required;
 #   6. the endpoint policy: dockerd runs with the authorization plugin, and
 #      through the endpoint it refuses what weakens the sandbox (runc with
 #      --privileged, host network, a bind mount of /, a create without
@@ -26,6 +31,7 @@
 #
 # Input: FR_HOST, ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT,
 # VERIFY_IMAGE, VERIFY_IMAGE_ARCHIVE, COLD_START_RUNS, SSH_PORT (default 22),
+# VERIFY_OUTSIDE ("ADDR PORT" or "none"),
 # LIMIT_MAX_MILLICPUS (the stack's CPU maximum; the verify containers ask
 # for no more);
 # the metadata address and the other shared facts from the contract; on stdin the CA certificate, the verify-client
@@ -69,7 +75,7 @@ DEFAULT_RUNTIME=""
 DOCKER_VERSION=""
 WANTED=()
 CERTS=""
-declare -A GUEST_KERNEL=() COLD_MEDIAN=()
+declare -A GUEST_KERNEL=() COLD_MEDIAN=() USER_NETWORK_DNS=()
 CHECK_NAMES=()
 CHECK_STATUS=()
 CHECK_DETAIL=()
@@ -139,9 +145,10 @@ runtime_json() {
   if [[ -n "${COLD_MEDIAN[$rt]:-}" ]]; then
     cold=$(printf '{"median": %s, "runs": %s}' "${COLD_MEDIAN[$rt]}" "$COLD_START_RUNS")
   fi
-  printf '{"name": %s, "shim": %s, "isolation": %s, "hypervisor": %s, "guestKernel": %s, "coldStartMs": %s}' \
+  printf '{"name": %s, "shim": %s, "isolation": %s, "hypervisor": %s, "guestKernel": %s, "coldStartMs": %s, "userNetworkDns": %s}' \
     "$(json_string "$rt")" "$(json_string "$shim")" "$(json_string "$isolation")" \
-    "$(json_string_or_null "$hypervisor")" "$(json_string_or_null "${GUEST_KERNEL[$rt]:-}")" "$cold"
+    "$(json_string_or_null "$hypervisor")" "$(json_string_or_null "${GUEST_KERNEL[$rt]:-}")" "$cold" \
+    "${USER_NETWORK_DNS[$rt]:-null}"
 }
 
 print_report() {
@@ -181,7 +188,11 @@ finish_report() {
 read_inputs() {
   local work
   CURRENT_CHECK=inputs
-  require_var PRIVATE_ADDRESS ENDPOINT_PORT VERIFY_IMAGE COLD_START_RUNS LIMIT_MAX_MILLICPUS
+  require_var PRIVATE_ADDRESS ENDPOINT_PORT VERIFY_IMAGE COLD_START_RUNS LIMIT_MAX_MILLICPUS VERIFY_OUTSIDE
+  if [[ "$VERIFY_OUTSIDE" != none ]] && ! [[ "$VERIFY_OUTSIDE" =~ ^[^[:space:]]+\ [0-9]+$ ]]; then
+    fatal "VERIFY_OUTSIDE to be 'ADDR PORT' or 'none'" "'$VERIFY_OUTSIDE'" \
+      "set functions-runtime:verify.outsideProbe (ADDR:PORT, or none)" "$EXIT_INPUTS"
+  fi
   [[ "$LIMIT_MAX_MILLICPUS" =~ ^[1-9][0-9]*$ ]] ||
     fatal "LIMIT_MAX_MILLICPUS to be a positive whole number" "'$LIMIT_MAX_MILLICPUS'" \
       "set functions-runtime:endpoint.limits.maxCpus" "$EXIT_INPUTS"
@@ -468,10 +479,62 @@ check_unreachable() {
   esac
 }
 
-# check_isolation RUNTIME: the targets the host itself reaches are probed
-# from one container; the others are recorded as skipped, never as passed.
+# The verify run's own network and peer per runtime: names that say what
+# they are, removed as root whatever happens.
+readonly VERIFY_NETWORK_PREFIX=functions-runtime-verify
+readonly PEER_PORT=8080
+# The peer answers every connection on PEER_PORT and closes it.
+# shellcheck disable=SC2016 # expanded by the container's shell
+readonly PEER_SERVER='while true; do nc -l -p "$0" -e true; done'
+
+remove_peer() { local_docker rm -f "$1" >/dev/null 2>&1 || true; local_docker network rm "$2" >/dev/null 2>&1 || true; }
+
+# start_peer RUNTIME: a network for this runtime's probes and a peer on it;
+# sets PEER_NAME, PEER_NET and PEER_ADDR.
+start_peer() {
+  local rt=$1 out
+  PEER_NET="$VERIFY_NETWORK_PREFIX-$rt"
+  PEER_NAME="$VERIFY_NETWORK_PREFIX-peer-$rt"
+  remove_peer "$PEER_NAME" "$PEER_NET" # a run that was killed may have left them
+  add_exit_hook "remove_peer '$PEER_NAME' '$PEER_NET'"
+  out=$(endpoint_docker network create "$PEER_NET" 2>&1) ||
+    fail_check "reach-$rt-peer" "a $rt container reaches a peer on its network" "$EXIT_ISOLATION" \
+      "docker network create through the endpoint" "$(tail -n1 <<<"$out")" "read journalctl -u docker"
+  out=$(timeout "$DOCKER_RUN_TIMEOUT" docker --tlsverify --tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" \
+    --tlskey "$CERTS/key.pem" -H "tcp://$(endpoint_host):$ENDPOINT_PORT" run -d --name "$PEER_NAME" \
+    --network "$PEER_NET" --runtime "$rt" "${LIMIT_OPTS[@]}" "$VERIFY_IMAGE" sh -c "$PEER_SERVER" "$PEER_PORT" 2>&1) ||
+    fail_check "reach-$rt-peer" "a $rt container reaches a peer on its network" "$EXIT_ISOLATION" \
+      "a peer container on $PEER_NET" "$(tail -n1 <<<"$out")" "read journalctl -u docker"
+  # shellcheck disable=SC2016 # a Go template, not shell
+  PEER_ADDR=$(local_docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$PEER_NAME" 2>/dev/null || true)
+  [[ -n "$PEER_ADDR" ]] ||
+    fail_check "reach-$rt-peer" "a $rt container reaches a peer on its network" "$EXIT_ISOLATION" \
+      "the peer to have an address on $PEER_NET" "none" "read journalctl -u docker"
+}
+
+# check_reachable RUNTIME TARGET_NAME ADDR PORT PROBE_OUTPUT: a positive control.
+check_reachable() {
+  local rt=$1 target=$2 addr=$3 port=$4 probe_out=$5 name desc result
+  name="reach-$rt-$target"
+  desc="a $rt container reaches $addr:$port ($target)"
+  CURRENT_CHECK=$name
+  result=$(probe_result "$probe_out" "$addr" "$port")
+  case "$result" in
+    reachable) pass_check "$name" "$desc" "reachable: the sandbox's network works, so its isolation results count" ;;
+    unreachable)
+      fail_check "$name" "$desc" "$EXIT_ISOLATION" "$addr:$port reachable from a $rt container (a positive control)" \
+        "it is not: the sandbox has no working network, and 'unreachable' below would prove nothing" \
+        "check the runtime's networking (a Kata guest without eth0, runsc's network mode) and 'nft list ruleset'" ;;
+    *)
+      fail_check "$name" "$desc" "$EXIT_ISOLATION" "the probe container to run" "$result" \
+        "run 'docker run --rm --runtime $rt $VERIFY_IMAGE nc' on the host" ;;
+  esac
+}
+
+# check_isolation RUNTIME: one probe container on the runtime's own network
+# tries every target at once; the positive controls first.
 check_isolation() {
-  local rt=$1 spec target addr port probe_out="" reaches=() probed=() i=0
+  local rt=$1 spec target addr port probe_out="" reaches=() probed=() positives=() i=0 outside_addr="" outside_port=""
   local specs=("metadata $FR_METADATA_ADDRESS 80" "host-endpoint $PRIVATE_ADDRESS $ENDPOINT_PORT"
     "host-ssh $PRIVATE_ADDRESS $SSH_PORT")
   for spec in "${specs[@]}"; do
@@ -483,13 +546,33 @@ check_isolation() {
       reaches+=(no)
     fi
   done
-  CURRENT_CHECK="isolation-$rt"
-  if ((${#probed[@]} > 0)); then probe_out=$(container_probes "$rt" "${probed[@]}"); fi
+  CURRENT_CHECK="reach-$rt-peer"
+  start_peer "$rt"
+  positives=("$PEER_ADDR $PEER_PORT" "$PEER_NAME $PEER_PORT")
+  if [[ "$VERIFY_OUTSIDE" != none ]]; then
+    read -r outside_addr outside_port <<<"$VERIFY_OUTSIDE"
+    positives+=("$outside_addr $outside_port")
+  fi
+  probe_out=$(RUN_OPTS=(--network "$PEER_NET") && container_probes "$rt" "${positives[@]}" "${probed[@]}")
+  check_reachable "$rt" peer "$PEER_ADDR" "$PEER_PORT" "$probe_out"
+  if [[ -n "$outside_addr" ]]; then
+    check_reachable "$rt" outside "$outside_addr" "$outside_port" "$probe_out"
+  else
+    skip_check "reach-$rt-outside" "a $rt container reaches an internet address" \
+      "verify.outsideProbe is none: egress to the internet is not checked on this stack"
+  fi
+  if [[ "$(probe_result "$probe_out" "$PEER_NAME" "$PEER_PORT")" == reachable ]]; then
+    USER_NETWORK_DNS[$rt]=true
+  else
+    USER_NETWORK_DNS[$rt]=false
+    warn "a $rt container could not reach its peer by name on a user network (Docker's embedded DNS at 127.0.0.11 is not reachable from this sandbox's network stack); reported as userNetworkDns: false"
+  fi
   for spec in "${specs[@]}"; do
     read -r target addr port <<<"$spec"
     check_unreachable "$rt" "$target" "$addr" "$port" "${reaches[i]}" "$probe_out"
     i=$((i + 1))
   done
+  remove_peer "$PEER_NAME" "$PEER_NET"
 }
 
 # ---------------------------------------------------------------- endpoint policy and limits

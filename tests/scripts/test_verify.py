@@ -67,6 +67,7 @@ def base_env(fr_env, tmp_path):
         "VERIFY_IMAGE_ARCHIVE": "",
         "COLD_START_RUNS": "3",
         "LIMIT_MAX_MILLICPUS": "2000",
+        "VERIFY_OUTSIDE": "192.0.2.10 8080",
     }
 
 
@@ -191,28 +192,71 @@ def test_isolation_probe_decision(base_env, host_reaches, probe, rc, status):
         assert "169.254.169.254:80" in r.stderr
 
 
-def test_one_probe_container_for_the_targets_the_host_reaches(base_env, tmp_path):
-    """The container script's own loop runs here under sh, with nc stubbed;
-    the metadata service is out of the host's reach, so it is not probed."""
+def isolation_run(base_env, tmp_path, reachable: str, outside: str = "192.0.2.10 8080"):
+    """check_isolation with the container's own probe loop run here under sh:
+    nc is a stub that "connects" when `[ ADDR PORT ]` matches the shell test
+    `reachable`, and the peer is a stand-in (start_peer stubbed). Proves the
+    checks' order and decisions, not real networking (the hostlab does)."""
     calls = tmp_path / "calls"
     nc = tmp_path / "bin" / "nc"
-    nc.parent.mkdir()
-    # Exit 0 ("connected") only for port 22.
-    nc.write_text('#!/bin/sh\n[ "$4" = 22 ]\n')
+    nc.parent.mkdir(exist_ok=True)
+    nc.write_text(f'#!/bin/sh\naddr=$3 port=$4\n{reachable}\n')
     nc.chmod(0o755)
     snippet = (
         f"PATH={nc.parent}:$PATH; "
         'host_reaches() { [[ $1 != 169.254.169.254 ]]; }; '
-        f'run_in() {{ echo "$1" >> {calls}; shift; "$@"; }}; '
-        "check_isolation runsc"
+        "start_peer() { PEER_NET=net-$1; PEER_NAME=peer-$1; PEER_ADDR=172.18.0.2; }; "
+        "remove_peer() { :; }; "
+        f'run_in() {{ echo "$1 ${{RUN_OPTS[*]}}" >> {calls}; shift; "$@"; }}; '
+        'check_isolation runsc; echo "dns=${USER_NETWORK_DNS[runsc]}"'
     )
-    env = {**base_env, "PRIVATE_ADDRESS": "10.0.0.2",
-           "ENDPOINT_PORT": "2376", "SSH_PORT": "22"}
+    env = {**base_env, "PRIVATE_ADDRESS": "10.0.0.2", "ENDPOINT_PORT": "2376", "SSH_PORT": "22",
+           "VERIFY_OUTSIDE": outside}
     r = run_bash(snippet, env, script="verify_host.sh")
-    assert calls.read_text().splitlines() == ["runsc"], "expected exactly one probe container"
     outcomes = [line.split("... ")[1].split()[0] for line in r.stderr.splitlines() if "... " in line]
-    assert outcomes == ["skipped:", "passed", "FAILED"], r.stderr
+    return r, outcomes, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_one_probe_container_on_the_peers_network_for_every_target(base_env, tmp_path):
+    """The metadata service is out of the host's reach, so it is not probed;
+    the positive controls pass first, then SSH is found reachable: a failure."""
+    r, outcomes, calls = isolation_run(
+        base_env, tmp_path, '[ "$port" = 22 ] || [ "$addr" = 172.18.0.2 ] || [ "$addr" = 192.0.2.10 ] || [ "$addr" = peer-runsc ]'
+    )
+    assert calls == ["runsc --network net-runsc"], "expected exactly one probe container, on the peer's network"
+    assert outcomes == ["passed", "passed", "skipped:", "passed", "FAILED"], r.stderr
     assert r.rc == 15 and "10.0.0.2:22 unreachable from inside a runsc container" in r.stderr
+
+
+def test_a_sandbox_without_network_fails_the_positive_control(base_env, tmp_path):
+    """Everything unreachable used to pass every isolation check."""
+    r, outcomes, _ = isolation_run(base_env, tmp_path, "false")
+    assert outcomes == ["FAILED"], r.stderr
+    assert r.rc == 15 and "172.18.0.2:8080 (peer)" in r.stderr and "positive control" in r.stderr
+
+
+def test_outside_unreachable_fails_and_none_is_reported_as_skipped(base_env, tmp_path):
+    r, outcomes, _ = isolation_run(base_env, tmp_path, '[ "$addr" = 172.18.0.2 ] || [ "$addr" = peer-runsc ]')
+    assert outcomes == ["passed", "FAILED"], r.stderr
+    assert r.rc == 15 and "192.0.2.10:8080" in r.stderr
+    r, outcomes, _ = isolation_run(base_env, tmp_path, '[ "$addr" = 172.18.0.2 ] || [ "$addr" = peer-runsc ]', outside="none")
+    assert outcomes == ["passed", "skipped:", "skipped:", "passed", "passed"], r.stderr
+    assert r.rc == 0 and "verify.outsideProbe is none" in r.stderr
+
+
+def test_peer_unreachable_by_name_is_reported_not_failed(base_env, tmp_path):
+    r, outcomes, _ = isolation_run(base_env, tmp_path, '[ "$addr" = 172.18.0.2 ] || [ "$addr" = 192.0.2.10 ]')
+    assert r.rc == 0, r.stderr
+    assert r.stdout.strip().endswith("dns=false")
+    assert "userNetworkDns: false" in r.stderr
+    r, _, _ = isolation_run(base_env, tmp_path, '[ "$addr" = 172.18.0.2 ] || [ "$addr" = 192.0.2.10 ] || [ "$addr" = peer-runsc ]')
+    assert r.rc == 0 and r.stdout.strip().endswith("dns=true"), r.stderr
+
+
+@pytest.mark.parametrize("bad", ["192.0.2.10:8080", "192.0.2.10", "a b c"])
+def test_malformed_outside_probe_is_refused(base_env, bad):
+    r = run_bash("read_inputs", {**base_env, "VERIFY_OUTSIDE": bad}, script="verify_host.sh")
+    assert r.rc == 2 and "verify.outsideProbe" in r.stderr, r.stderr
 
 
 def test_verify_image_without_digest_is_refused(base_env):
@@ -260,6 +304,7 @@ def test_report_json_is_valid_with_awkward_details(base_env):
             "hypervisor": None,
             "guestKernel": "4.4.0",
             "coldStartMs": {"median": 812, "runs": 3},
+            "userNetworkDns": None,
         }
     ]
     assert rep["checks"][0]["detail"] == 'tab here "quoted" \\ back line'

@@ -275,6 +275,7 @@ def test_verify_reads_its_client_key_without_printing_it_and_removes_it(dirs):
         "VERIFY_IMAGE": "functions-runtime/verify:busybox",
         "COLD_START_RUNS": "3",
         "LIMIT_MAX_MILLICPUS": "2000",
+        "VERIFY_OUTSIDE": "192.0.2.10 8080",
         "ISOLATION": "sandbox",
     }
     snippet = 'read_inputs; test "$(cat "$CERTS/key.pem")" = "$(printf %s "$EXPECTED")" && echo parsed'
@@ -293,6 +294,7 @@ def test_verify_refusal_does_not_print_the_key(dirs):
         "VERIFY_IMAGE": "functions-runtime/verify:busybox",
         "COLD_START_RUNS": "3",
         "LIMIT_MAX_MILLICPUS": "2000",
+        "VERIFY_OUTSIDE": "192.0.2.10 8080",
         "ISOLATION": "sandbox",
     }
     proc = run_sourced("verify_host.sh", "read_inputs", env, key + throwaway_cert("C") * 2)

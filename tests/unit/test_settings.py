@@ -248,3 +248,30 @@ def test_bad_egress_setting_is_named(egress, config_key, words):
     problems = problems_of(with_change("egress", egress))
     assert len(problems) == 1, problems
     assert problems[0].startswith(config_key) and words in problems[0], problems
+
+
+def test_verify_outside_probe_defaults_parses_and_can_be_none():
+    assert parse_settings(GOOD, "test").verify.outside_probe == ("1.1.1.1", 443)
+    for text, expected in (
+        ("192.0.2.10:8080", ("192.0.2.10", 8080)),
+        ("[2606:4700::1111]:443", ("2606:4700::1111", 443)),
+        ("none", None),
+    ):
+        assert parse_settings(with_change("verify", {"outsideProbe": text}), "test").verify.outside_probe == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("1.1.1.1", "not an address and port"),
+        ("example.com:443", "not an address and port"),
+        ("10.0.1.5:80", "not an internet address"),
+        ("169.254.169.254:80", "not an internet address"),
+        ("1.1.1.1:70000", "out of range"),
+        ("999.1.1.1:80", "not an IP address"),
+    ],
+)
+def test_bad_verify_outside_probe_is_named(text, words):
+    problems = problems_of(with_change("verify", {"outsideProbe": text}))
+    assert len(problems) == 1 and problems[0].startswith("functions-runtime:verify.outsideProbe"), problems
+    assert words in problems[0], problems
