@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -225,7 +226,8 @@ def test_lists_refreshed_minutes_ago_are_installed_from_without_an_update(apt_wo
     r = run_bash(NOTHING_INSTALLED, env, script="install_runtime.sh")
     assert r.rc == 0, r.stderr
     assert apt_calls(calls) == ["install"]
-    assert "package lists refreshed 300 s ago, skipping apt-get update" in r.stderr
+    # The script reads the clock a moment after the test aged the file.
+    assert re.search(r"package lists refreshed 30[0-9] s ago, skipping apt-get update", r.stderr), r.stderr
 
 
 @pytest.mark.parametrize(
