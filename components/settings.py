@@ -40,7 +40,9 @@ from components.contract import (
     ENDPOINT_MAX_PIDS_MIN,
     IPV6_ULA,
     ISOLATIONS,
+    KATA_DOCKER_TESTED_HYPERVISORS,
     KATA_HYPERVISORS,
+    KATA_UNTESTED_WITH_DOCKER,
     NO_KVM_ON_CLOUD,
     SMTP_PORTS,
 )
@@ -72,13 +74,15 @@ ZONE_LOCATIONS: dict[str, tuple[str, ...]] = {
 # The scripts install Debian 13 packages; another image would fail half-way.
 SUPPORTED_IMAGES = ("debian-13",)
 HYPERVISORS = KATA_HYPERVISORS
+DEFAULT_HYPERVISOR = KATA_DOCKER_TESTED_HYPERVISORS[0]
+HYPERVISOR_NAMES = {"qemu": "QEMU", "clh": "Cloud Hypervisor"}
 REFUSED_HYPERVISORS = {
     "firecracker": "Firecracker needs the devmapper snapshotter and is not tested "
-    "with Docker upstream; use qemu or clh",
+    "with Docker upstream; use qemu",
     "fc": "Firecracker needs the devmapper snapshotter and is not tested "
-    "with Docker upstream; use qemu or clh",
+    "with Docker upstream; use qemu",
     "dragonball": "Dragonball is built into the Rust runtime only, which this "
-    "project does not install; use qemu or clh",
+    "project does not install; use qemu",
 }
 # Docker's default bridge; a private network overlapping it makes the host's
 # routes ambiguous for containers.
@@ -162,6 +166,9 @@ class SettingsError(Exception):
 @dataclass(frozen=True)
 class KataSettings:
     hypervisor: str
+    # kata.allowUntestedHypervisor: the stack accepts a hypervisor Kata does
+    # not test with Docker (clh) as an experiment.
+    allow_untested_hypervisor: bool = False
 
 
 @dataclass(frozen=True)
@@ -282,6 +289,9 @@ class Settings:
     # Whether a Hetzner token is configured (HCLOUD_TOKEN or hcloud:token),
     # so server types and locations can be looked up; never the token.
     hcloud_token_set: bool = False
+    # What the stack accepts on purpose but should hear about at every
+    # preview, each naming its config key (read_settings logs them).
+    warnings: tuple[str, ...] = ()
 
     @property
     def hcloud_hosts(self) -> tuple[HostSpec, ...]:
@@ -301,9 +311,14 @@ class _Problems:
 
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.warnings: list[str] = []
 
     def add(self, config_key: str, message: str) -> None:
         self.items.append(f"{config_key}: {message}")
+
+    def warn(self, config_key: str, message: str) -> None:
+        """Accepted, but said at every preview (not a problem: nothing fails)."""
+        self.warnings.append(f"{config_key}: {message}")
 
     def obj(self, config_key: str, value: Any, allowed: Sequence[str]) -> dict[str, Any]:
         if value is None:
@@ -483,6 +498,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         egress=egress,
         hosts=tuple(hosts),
         dedicated_ssh_key=dedicated_key if isinstance(dedicated_key, pulumi.Output) else None,
+        warnings=tuple(p.warnings),
     )
 
 
@@ -494,8 +510,11 @@ def _checked_private_key(text: str) -> str:
 
 
 def _parse_kata(p: _Problems, value: Any) -> KataSettings:
-    obj = p.obj(key("kata"), value, ("hypervisor",))
-    hypervisor = p.string(key("kata.hypervisor"), obj.get("hypervisor"), "qemu") or "qemu"
+    obj = p.obj(key("kata"), value, ("hypervisor", "allowUntestedHypervisor"))
+    hypervisor = (
+        p.string(key("kata.hypervisor"), obj.get("hypervisor"), DEFAULT_HYPERVISOR) or DEFAULT_HYPERVISOR
+    )
+    allow_untested = p.boolean(key("kata.allowUntestedHypervisor"), obj.get("allowUntestedHypervisor"))
     if hypervisor in REFUSED_HYPERVISORS:
         p.add(key("kata.hypervisor"), f"{hypervisor!r} is refused: {REFUSED_HYPERVISORS[hypervisor]}")
     elif hypervisor not in HYPERVISORS:
@@ -503,7 +522,23 @@ def _parse_kata(p: _Problems, value: Any) -> KataSettings:
             key("kata.hypervisor"),
             f"unknown hypervisor {hypervisor!r}; accepted: {', '.join(HYPERVISORS)}",
         )
-    return KataSettings(hypervisor=hypervisor)
+    elif hypervisor not in KATA_DOCKER_TESTED_HYPERVISORS:
+        named = f"{hypervisor!r} ({HYPERVISOR_NAMES.get(hypervisor, hypervisor)})"
+        if allow_untested:
+            p.warn(
+                key("kata.hypervisor"),
+                f"{named} is an experiment this stack accepted (kata.allowUntestedHypervisor): "
+                f"{KATA_UNTESTED_WITH_DOCKER}. Each host must still pass `kata-runtime check` "
+                f"with its configuration and the verify step; {DEFAULT_HYPERVISOR!r} is the tested choice",
+            )
+        else:
+            p.add(
+                key("kata.hypervisor"),
+                f"{named} is not tested with Docker upstream: {KATA_UNTESTED_WITH_DOCKER}. "
+                f"Use {DEFAULT_HYPERVISOR!r} (the default), or set "
+                f"{key('kata.allowUntestedHypervisor')} to true to run it as an experiment",
+            )
+    return KataSettings(hypervisor=hypervisor, allow_untested_hypervisor=allow_untested)
 
 
 def _parse_network(p: _Problems, value: Any) -> NetworkSettings:
@@ -1276,6 +1311,9 @@ def read_settings(config: pulumi.Config | None = None, stack: str | None = None)
         raise SettingsError([*err.problems, *extra]) from None
     if extra:
         raise SettingsError(extra)
+    # Shown by `pulumi preview` (and up) as warnings, every time.
+    for warning in settings.warnings:
+        pulumi.log.warn(warning)
     secret = config.get_secret("dedicatedSshKey")
     token_set = bool(os.environ.get("HCLOUD_TOKEN")) or pulumi.Config("hcloud").get("token") is not None
     return dataclasses.replace(settings, dedicated_ssh_key=secret, hcloud_token_set=token_set)

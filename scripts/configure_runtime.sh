@@ -4,6 +4,9 @@
 # the endpoint policy (a Docker authorization plugin, endpoint_authz/ in the
 # payload, run by systemd) asked before every API request.
 # Also Kata's configuration (chosen hypervisor) and nerdctl's CNI path.
+# Before anything is written, `kata-runtime check` runs with the configuration
+# of the chosen hypervisor (the file that is then put in force), so a `vm`
+# host whose Kata cannot run with it fails with nothing changed.
 #
 # Input: ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT,
 # LIMIT_MAX_MEMORY_MIB, LIMIT_MAX_PIDS, LIMIT_MAX_MILLICPUS, REVOKED_SERIALS
@@ -24,7 +27,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FR_DOCKER_DIR=${FR_DOCKER_DIR:-/etc/docker}
 FR_SYSTEMD_DIR=${FR_SYSTEMD_DIR:-/etc/systemd/system}
-FR_KATA_CONFIG=${FR_KATA_CONFIG:-/etc/kata-containers/configuration.toml}
 FR_NERDCTL_CONFIG=${FR_NERDCTL_CONFIG:-/etc/nerdctl/nerdctl.toml}
 readonly DOCKER_SOCKET=/run/docker.sock
 readonly DOCKER_READY_TIMEOUT=90 # seconds for dockerd to answer after a restart
@@ -315,20 +317,38 @@ cni_path = "/usr/lib/cni"
 EOF
 }
 
+# fatal_kata_unusable: ISOLATION=vm on a host where Kata cannot run with the
+# chosen hypervisor. choose_runtimes runs before anything is written.
+fatal_kata_unusable() {
+  local config todo
+  if ! has_kvm; then fatal_isolation_unmet; fi
+  config=$(kata_shipped_config)
+  todo="run '$FR_BIN_DIR/kata-runtime --config $config check --verbose' on the host to see which check fails; Kata needs working hardware KVM (not nested)"
+  if kata_hypervisor_untested; then
+    todo+="; or set functions-runtime:kata.hypervisor to ${FR_KATA_DOCKER_TESTED_HYPERVISORS%% *}, the hypervisor Kata tests with Docker"
+  fi
+  todo+="; or set functions-runtime:isolation to sandbox to use gVisor"
+  fatal "Kata Containers usable (functions-runtime:isolation is vm) with hypervisor $KATA_HYPERVISOR (functions-runtime:kata.hypervisor)" \
+    "$(kata_unusable_reason); nothing was changed" "$todo"
+}
+
 # choose_runtimes: RUNTIMES, default first, by lib.sh's wanted_runtimes;
 # fatal when the stack's isolation cannot be met on this host.
 choose_runtimes() {
   wanted_runtimes
   if runtime_wanted kata && ! kata_usable; then fatal_kata_unusable; fi
+  if runtime_wanted kata && kata_hypervisor_untested; then
+    warn "Kata runs with $KATA_HYPERVISOR, an experiment the stack accepted (functions-runtime:kata.allowUntestedHypervisor): $FR_KATA_UNTESTED_WITH_DOCKER"
+  fi
   if ! runtime_wanted kata; then
     info "Kata not registered: $(kata_unusable_reason); gVisor (runsc) is the runtime"
   fi
   RUNTIMES=("${WANTED_RUNTIMES[@]}")
 }
 
+# configure_docker: daemon.json and the drop-ins for RUNTIMES (choose_runtimes).
 configure_docker() {
   local work default
-  choose_runtimes
   default=${RUNTIMES[0]}
   if [[ " ${RUNTIMES[*]} " == *" runsc "* ]]; then choose_runsc_network; fi
   make_work_dir work
@@ -361,7 +381,8 @@ configure_kata() {
     info "Kata not registered on this host, skipping its configuration"
     return 0
   fi
-  source="$FR_KATA_DIR/share/defaults/kata-containers/configuration-$KATA_HYPERVISOR.toml"
+  # The file kata_usable checked `kata-runtime check` with.
+  source=$(kata_shipped_config)
   [[ -r "$source" ]] ||
     fatal "Kata's $KATA_HYPERVISOR configuration at $source" "no such file" \
       "re-run install (rm $(marker_path kata)) or choose a hypervisor the Kata release ships"
@@ -422,6 +443,9 @@ print_result() {
 main() {
   require_root
   check_inputs
+  # Before anything is written: a Kata that fails its check with the chosen
+  # hypervisor's configuration stops a vm host here, with nothing changed.
+  choose_runtimes
   install_tls_material
   configure_docker
   configure_policy

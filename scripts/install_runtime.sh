@@ -130,14 +130,14 @@ unpack_kata() {
 # require_kvm_if_kata_wanted: a vm stack fails here, before any download,
 # on a host without KVM.
 require_kvm_if_kata_wanted() {
-  wanted_runtimes --before-install
+  wanted_runtimes_before_install
   if runtime_wanted kata && ! has_kvm; then fatal_isolation_unmet; fi
 }
 
 install_kata() {
   local version work archive
   version=$(catalog_field kata version)
-  wanted_runtimes --before-install
+  wanted_runtimes_before_install
   if ! runtime_wanted kata; then
     info "Kata not installed: $(kvm_missing_reason); ISOLATION=sandbox, so gVisor (runsc) is the runtime"
     KATA_STATUS=skipped-no-kvm

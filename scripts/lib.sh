@@ -445,23 +445,48 @@ fatal_isolation_unmet() {
 FR_KATA_DIR=${FR_KATA_DIR:-/opt/kata}
 FR_BIN_DIR=${FR_BIN_DIR:-/usr/local/bin}
 FR_RUNSC=${FR_RUNSC:-/usr/bin/runsc}
+# The Kata configuration in force: Kata's shim and kata-runtime read this
+# file before the release's own default (configure writes it, verify reads it).
+FR_KATA_CONFIG=${FR_KATA_CONFIG:-/etc/kata-containers/configuration.toml}
 
 kata_installed() { marker_matches kata && [[ -x "$FR_KATA_DIR/bin/containerd-shim-kata-v2" ]]; }
 
+# kata_shipped_config: the configuration the Kata release ships for the
+# stack's hypervisor (KATA_HYPERVISOR); configure copies it to FR_KATA_CONFIG.
+kata_shipped_config() {
+  printf '%s/share/defaults/kata-containers/configuration-%s.toml' "$FR_KATA_DIR" "${KATA_HYPERVISOR:-}"
+}
+
+# kata_check CONFIG: `kata-runtime check` against CONFIG, not against
+# whichever configuration happens to be in force (the global --config flag
+# comes before the subcommand); its output on stdout, its status returned.
+kata_check() { "$FR_BIN_DIR/kata-runtime" --config "$1" check --no-network-checks 2>&1; }
+
+# kata_hypervisor_untested: the stack chose a hypervisor Kata does not test
+# with Docker (the program accepts it only with kata.allowUntestedHypervisor).
+kata_hypervisor_untested() {
+  ! one_of "${KATA_HYPERVISOR:-}" "$FR_KATA_DOCKER_TESTED_HYPERVISORS"
+}
+
 # kata_unusable_reason: empty when Kata can run containers here, else why not.
 # A /dev/kvm and the CPU flags are not enough (a nested or paravirtual KVM
-# passes both and still cannot run Kata's VM): `kata-runtime check` decides.
+# passes both and still cannot run Kata's VM): `kata-runtime check` with the
+# chosen hypervisor's configuration decides (configure and verify ask the
+# same question, so they give the same answer).
 # Cached: the check takes seconds and configure/verify ask more than once.
 FR_KATA_REASON=${FR_KATA_REASON-unset}
 kata_unusable_reason() {
-  local out
+  local out config
   if [[ "$FR_KATA_REASON" == unset ]]; then
+    config=$(kata_shipped_config)
     if ! has_kvm; then
       FR_KATA_REASON=$(kvm_missing_reason)
     elif ! kata_installed; then
       FR_KATA_REASON="Kata is not installed in $FR_KATA_DIR (no matching install marker or shim)"
-    elif ! out=$("$FR_BIN_DIR/kata-runtime" check --no-network-checks 2>&1); then
-      FR_KATA_REASON="'kata-runtime check' failed: $(one_line "$(tail -n3 <<<"$out")")"
+    elif [[ ! -r "$config" ]]; then
+      FR_KATA_REASON="Kata's ${KATA_HYPERVISOR:-} configuration $config does not exist (the release does not ship it, or the install is incomplete)"
+    elif ! out=$(kata_check "$config"); then
+      FR_KATA_REASON="'kata-runtime check' failed with the ${KATA_HYPERVISOR:-} configuration $config: $(one_line "$(tail -n3 <<<"$out")")"
     else
       FR_KATA_REASON=""
     fi
@@ -469,19 +494,12 @@ kata_unusable_reason() {
   printf '%s' "$FR_KATA_REASON"
 }
 
-# kata_usable: installed, KVM usable, and `kata-runtime check` passes.
+# kata_usable: installed, KVM usable, and `kata-runtime check` passes with
+# the chosen hypervisor's configuration.
 # Call it in the script's own shell (not in $(...)) so the cache sticks.
 kata_usable() {
   [[ "$FR_KATA_REASON" != unset ]] || FR_KATA_REASON=$(kata_unusable_reason)
   [[ -z "$FR_KATA_REASON" ]]
-}
-
-# fatal_kata_unusable: ISOLATION=vm on a host where Kata cannot run.
-fatal_kata_unusable() {
-  if ! has_kvm; then fatal_isolation_unmet "${1:-1}"; fi
-  fatal "Kata Containers usable (functions-runtime:isolation is vm)" "$(kata_unusable_reason)" \
-    "run 'kata-runtime check --verbose' on the host; Kata needs working hardware KVM (not nested); or set functions-runtime:isolation to sandbox to use gVisor" \
-    "${1:-1}"
 }
 
 # ---------------------------------------------------------------- which runtimes
@@ -490,21 +508,27 @@ fatal_kata_unusable() {
 #   vm:      Kata, always (a host that cannot run it fails, never degrades);
 #   sandbox: Kata where it can run here, then gVisor (runsc).
 # "Can run here" has two answers, by stage: before Kata is installed only
-# KVM can be asked (`--before-install`); once it is, `kata-runtime check`
-# decides (kata_usable). Sets WANTED_RUNTIMES.
+# KVM can be asked (wanted_runtimes_before_install, the install step); once
+# it is, `kata-runtime check` with the chosen hypervisor's configuration
+# decides (wanted_runtimes: configure, verify). Two functions, not a flag, so
+# the install step does not read KATA_HYPERVISOR (tests/unit/test_pipeline.py
+# reads which variables each step's functions reach). Sets WANTED_RUNTIMES.
 WANTED_RUNTIMES=()
-wanted_runtimes() {
-  local kata_here
+# runtimes_given KATA_HERE: the rule, "can Kata run here" answered 1 or 0.
+runtimes_given() {
   require_isolation
-  if [[ "${1:-}" == --before-install ]]; then
-    has_kvm && kata_here=1 || kata_here=0
-  else
-    kata_usable && kata_here=1 || kata_here=0
-  fi
   WANTED_RUNTIMES=()
-  if [[ "$ISOLATION" == vm ]] || ((kata_here)); then WANTED_RUNTIMES+=(kata); fi
+  if [[ "$ISOLATION" == vm ]] || (($1)); then WANTED_RUNTIMES+=(kata); fi
   if [[ "$ISOLATION" == sandbox ]]; then WANTED_RUNTIMES+=(runsc); fi
   return 0
+}
+
+wanted_runtimes_before_install() {
+  if has_kvm; then runtimes_given 1; else runtimes_given 0; fi
+}
+
+wanted_runtimes() {
+  if kata_usable; then runtimes_given 1; else runtimes_given 0; fi
 }
 
 runtime_wanted() { one_of "$1" "${WANTED_RUNTIMES[*]}"; }

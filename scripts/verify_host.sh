@@ -198,6 +198,7 @@ read_inputs() {
       "set functions-runtime:endpoint.limits.maxCpus" "$EXIT_INPUTS"
   set_limit_opts
   require_isolation
+  require_kata_hypervisor
   if ! [[ "$COLD_START_RUNS" =~ ^[0-9]+$ ]] || ((COLD_START_RUNS < FR_COLD_START_RUNS_MIN ||
     COLD_START_RUNS > FR_COLD_START_RUNS_MAX || COLD_START_RUNS % 2 == 0)); then
     fatal "COLD_START_RUNS to be an odd number from $FR_COLD_START_RUNS_MIN to $FR_COLD_START_RUNS_MAX" \
@@ -296,7 +297,7 @@ module_loaded() { [[ -d "/sys/module/$1" ]]; }
 # ---------------------------------------------------------------- checks
 
 check_preflight_kata() {
-  local name=preflight-kata desc="Kata preflight (KVM, CPU flags, vhost modules, kata-runtime check)" out module
+  local name=preflight-kata desc="Kata preflight (KVM, CPU flags, vhost modules, kata-runtime check)" out module shipped found
   CURRENT_CHECK=$name
   if ! has_kvm; then
     fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "KVM for Kata Containers (functions-runtime:isolation is $ISOLATION)" \
@@ -310,10 +311,25 @@ check_preflight_kata() {
       fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "kernel module $module loaded" "it is not" \
         "run 'modprobe $module' on the host and check base/modules.conf"
   done
-  out=$("$FR_BIN_DIR/kata-runtime" check --no-network-checks 2>&1) ||
-    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "'kata-runtime check' to pass" "$(tail -n3 <<<"$out")" \
-      "run 'kata-runtime check --verbose' on the host"
-  pass_check "$name" "$desc" "KVM usable, vhost modules loaded, kata-runtime check passed"
+  # The configuration in force must be the chosen hypervisor's, and pass.
+  shipped=$(kata_shipped_config)
+  if ! cmp -s "$FR_KATA_CONFIG" "$shipped"; then
+    if [[ ! -r "$shipped" ]]; then
+      found="no $shipped in the Kata install"
+    elif [[ ! -e "$FR_KATA_CONFIG" ]]; then
+      found="no such file"
+    else
+      found="a different file"
+    fi
+    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" \
+      "the Kata configuration in force ($FR_KATA_CONFIG) to be the $KATA_HYPERVISOR one ($shipped)" "$found" \
+      "re-run the configure step (pulumi up); it writes the chosen hypervisor's configuration"
+  fi
+  out=$(kata_check "$FR_KATA_CONFIG") ||
+    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" \
+      "'kata-runtime check' to pass with the $KATA_HYPERVISOR configuration in force ($FR_KATA_CONFIG)" "$(tail -n3 <<<"$out")" \
+      "run '$FR_BIN_DIR/kata-runtime --config $FR_KATA_CONFIG check --verbose' on the host"
+  pass_check "$name" "$desc" "KVM usable, vhost modules loaded, kata-runtime check passed with the $KATA_HYPERVISOR configuration"
 }
 
 check_preflight_runsc() {

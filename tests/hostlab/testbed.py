@@ -82,7 +82,15 @@ STACK = "hostlab"
 HOST_NAME = "lab-1"  # the program names hcloud hosts <group>-<n>
 
 KATA_RUNTIME_SCRIPT = f"""#!/bin/sh
-# hostlab test archive: the real layout, not Kata.
+# hostlab test archive: the real layout, not Kata. Global flags come first,
+# as Kata's own CLI takes them (kata-runtime --config FILE check).
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --config | --kata-config) shift; shift ;;
+    --config=* | --kata-config=*) shift ;;
+    *) break ;;
+  esac
+done
 case "$1" in
   --version|version) echo "kata-runtime  : {KATA_VERSION} (hostlab test archive, not Kata)" ;;
   check) echo "kata-runtime check: this is the hostlab test archive, not Kata: it cannot start a VM" >&2; exit 1 ;;

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -164,6 +165,7 @@ def fr_env(tmp_path):
         "FR_WORK_BASE": str(tmp_path / "work"),
         "FR_SECRET_BASE": str(tmp_path / "secret"),
         "FR_KATA_DIR": str(tmp_path / "opt-kata"),
+        "FR_KATA_CONFIG": str(tmp_path / "etc-kata" / "configuration.toml"),
         "FR_BIN_DIR": str(tmp_path / "bin"),
         "FR_DEV_KVM": str(tmp_path / "no-kvm"),
         "FR_CPUINFO": str(cpuinfo),
@@ -181,6 +183,91 @@ def kvm_env(tmp_path, usable: bool) -> dict[str, str]:
     if usable:
         return {"FR_DEV_KVM": "/dev/null", "FR_CPUINFO": str(cpuinfo)}
     return {}
+
+
+# The fake kata-runtime: records each call, then answers `check` by the
+# configuration named with the global --config flag (Kata's own CLI shape:
+# `kata-runtime --config FILE check`). @LOG@: where calls go; @FAILING@: the
+# sections whose configuration fails (one a line, such as "[hypervisor.clh]").
+FAKE_KATA_RUNTIME = r"""#!/bin/sh
+printf '%s\n' "$*" >>@LOG@
+config=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --config | --kata-config) config=$2; shift 2 ;;
+    --config=* | --kata-config=*) config=${1#*=}; shift ;;
+    *) break ;;
+  esac
+done
+[ "$1" = check ] || { echo "fake kata-runtime: only 'check' is faked, got '$1'" >&2; exit 2; }
+[ -n "$config" ] || { echo "fake kata-runtime: no --config: real Kata would read whichever configuration is in force" >&2; exit 3; }
+[ -r "$config" ] || { echo "Cannot find usable config file ($config)" >&2; exit 1; }
+while IFS= read -r section; do
+  if [ -n "$section" ] && grep -qxF "$section" "$config"; then
+    echo "ERROR: kvm is not usable (nested)" >&2; exit 1
+  fi
+done <@FAILING@
+exit 0
+"""
+
+
+@dataclass
+class FakeKata:
+    """Kata as the install step leaves it, with a kata-runtime test double.
+
+    The double records every command line (`calls`) and answers `check` by
+    the configuration file it is given with --config: it fails, with the
+    words of Kata's nested-KVM failure, when that file is the configuration
+    of a hypervisor in `failing`; it refuses to answer without --config. It
+    proves which configuration a script asks Kata about; it does not prove
+    what real Kata decides for that configuration (the hostlab's archive and
+    a dedicated host do)."""
+
+    root: Path
+    log: Path
+    shipped: Path
+
+    @property
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def config(self, hypervisor: str) -> Path:
+        return self.shipped / f"configuration-{hypervisor}.toml"
+
+
+def install_fake_kata(tmp_path: Path, failing: tuple[str, ...] = (), ships: tuple[str, ...] = ("qemu", "clh")) -> FakeKata:
+    """The fr_env layout: shim and configurations under opt-kata, kata-runtime
+    in bin, the install marker matching the catalog's kata row (written when
+    the catalog has none)."""
+    kata_dir = tmp_path / "opt-kata"
+    shim = kata_dir / "bin" / "containerd-shim-kata-v2"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    shim.write_text("#!/bin/sh\n")
+    shim.chmod(0o755)
+    shipped = kata_dir / "share" / "defaults" / "kata-containers"
+    shipped.mkdir(parents=True, exist_ok=True)
+    for hypervisor in ships:
+        # Each as the release ships it: its own hypervisor section.
+        (shipped / f"configuration-{hypervisor}.toml").write_text(f"# test double\n[hypervisor.{hypervisor}]\n")
+    runtime = tmp_path / "bin" / "kata-runtime"
+    runtime.parent.mkdir(parents=True, exist_ok=True)
+    log, failing_file = tmp_path / "kata-runtime.log", tmp_path / "kata-failing"
+    failing_file.write_text("".join(f"[hypervisor.{h}]\n" for h in failing))
+    runtime.write_text(
+        FAKE_KATA_RUNTIME.replace("@LOG@", shlex.quote(str(log))).replace("@FAILING@", shlex.quote(str(failing_file)))
+    )
+    runtime.chmod(0o755)
+    catalog = tmp_path / "fr" / "catalog" / "artifacts.tsv"
+    rows = catalog.read_text().splitlines() if catalog.exists() else []
+    kata_row = next((r.split("\t") for r in rows if r.startswith("kata\t")), None)
+    if kata_row is None:
+        kata_row = ["kata", "3.32.0", "abc", "http://x/k"]
+        catalog.parent.mkdir(parents=True, exist_ok=True)
+        catalog.write_text("\n".join(rows or ["name\tversion\tsha256\turl"]) + "\n" + "\t".join(kata_row) + "\n")
+    state = tmp_path / "fr" / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "kata.version").write_text(f"{kata_row[1]} {kata_row[2]}\n")
+    return FakeKata(root=kata_dir, log=log, shipped=shipped)
 
 
 def have(tool: str) -> bool:

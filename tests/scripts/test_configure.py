@@ -12,7 +12,11 @@ the configuration written is what the plugin loads (limits, revocations,
 common names with spaces and quotes); the unit starts the plugin before
 dockerd and restarts it; a second run changes nothing and a revocation
 rewrites only the configuration (no restart); the operator command drains,
-resumes and reports for real.
+resumes and reports for real. Kata: `kata-runtime check` is asked about
+the chosen hypervisor's configuration (qemu or clh, not whichever one is in
+force), before anything is written; that file is the one put in force; a
+failing check on a vm host stops configure with nothing changed, naming the
+hypervisor and the file; clh is logged as an experiment.
 Does not prove: that dockerd starts and serves mTLS or asks the plugin (the
 hostlab does, and verify_host.sh checks it on every host), nor the systemctl
 restart logic.
@@ -30,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from endpoint_authz.rules import load_config
-from tests.scripts.helpers import kvm_env, make_pki, run_bash
+from tests.scripts.helpers import install_fake_kata, kvm_env, make_pki, run_bash
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,19 +43,7 @@ NET = {"PRIVATE_ADDRESS": "10.0.0.2", "ENDPOINT_PORT": "2376"}
 
 def daemon_json(fr_env, tmp_path, isolation="sandbox", kvm=False, kata=False):
     if kata:
-        shim = tmp_path / "opt-kata" / "bin" / "containerd-shim-kata-v2"
-        shim.parent.mkdir(parents=True, exist_ok=True)
-        shim.write_text("#!/bin/sh\n")
-        shim.chmod(0o755)
-        (tmp_path / "fr" / "catalog").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "fr" / "catalog" / "artifacts.tsv").write_text(
-            "name\tversion\tsha256\turl\nkata\t3.32.0\tabc\thttp://x/k\n"
-        )
-        (tmp_path / "fr" / "state" / "kata.version").write_text("3.32.0 abc\n")
-        check = tmp_path / "bin" / "kata-runtime"  # `kata-runtime check` passes
-        check.parent.mkdir(parents=True, exist_ok=True)
-        check.write_text("#!/bin/sh\nexit 0\n")
-        check.chmod(0o755)
+        install_fake_kata(tmp_path)  # `kata-runtime check` passes
     env = {
         **fr_env,
         **NET,
@@ -276,3 +268,117 @@ def test_the_operator_command_drains_resumes_and_reports(fr_env, tmp_path):
     assert json.loads(run("resume").stdout) == {"draining": False}
     usage = run("bogus")
     assert usage.returncode == 2 and "drain|resume|status|recover" in usage.stderr
+
+
+# ---------------------------------------------------------------- Kata's hypervisor
+#
+# The kata-runtime here is a test double (tests/scripts/helpers.py): it
+# records how it was called and fails `check` for the configurations the test
+# names. So these prove which configuration configure asks Kata about, when,
+# and what it does with the answer; not what real Kata says about QEMU or
+# Cloud Hypervisor on real KVM (a dedicated host's verify step does).
+
+
+def kata_env(fr_env, tmp_path, hypervisor, isolation="vm", **extra):
+    return {
+        **policy_env(fr_env, tmp_path),
+        **kvm_env(tmp_path, True),
+        "ISOLATION": isolation,
+        "KATA_HYPERVISOR": hypervisor,
+        **extra,
+    }
+
+
+def check_call(config: Path) -> str:
+    return f"--config {config} check --no-network-checks"
+
+
+@pytest.mark.parametrize("hypervisor", ["qemu", "clh"])
+def test_kata_is_checked_against_the_chosen_hypervisors_configuration(fr_env, tmp_path, hypervisor):
+    kata = install_fake_kata(tmp_path)
+    env = kata_env(fr_env, tmp_path, hypervisor)
+    r = run_bash('choose_runtimes; configure_kata; echo "${RUNTIMES[@]}"', env, script="configure_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert r.stdout.split() == ["kata"]
+    assert kata.calls == [check_call(kata.config(hypervisor))]
+    # ... and that file is the one put in force.
+    assert Path(env["FR_KATA_CONFIG"]).read_text() == kata.config(hypervisor).read_text()
+
+
+def test_clh_stack_is_checked_against_clh_configuration_not_the_one_in_force(fr_env, tmp_path):
+    """A qemu host switched to clh: QEMU's configuration is still in force when
+    configure checks, and the check must not be asked about it."""
+    kata = install_fake_kata(tmp_path, failing=("qemu",))
+    env = kata_env(fr_env, tmp_path, "clh")
+    in_force = Path(env["FR_KATA_CONFIG"])
+    in_force.parent.mkdir(parents=True)
+    in_force.write_text(kata.config("qemu").read_text())
+    r = run_bash('choose_runtimes; configure_kata; echo "${RUNTIMES[@]}"', env, script="configure_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert kata.calls == [check_call(kata.config("clh"))]
+    assert in_force.read_text() == kata.config("clh").read_text()
+    # The host's log says it too: clh is the stack's experiment.
+    assert "WARNING: Kata runs with clh, an experiment the stack accepted" in r.stderr
+    assert "only with QEMU as the VMM" in r.stderr
+
+
+def test_qemu_stack_carries_no_experiment_warning(fr_env, tmp_path):
+    install_fake_kata(tmp_path)
+    r = run_bash("choose_runtimes", kata_env(fr_env, tmp_path, "qemu"), script="configure_runtime.sh")
+    assert r.rc == 0 and "WARNING" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("hypervisor", ["qemu", "clh"])
+def test_a_failing_check_changes_nothing_and_names_the_hypervisor_and_configuration(fr_env, tmp_path, hypervisor):
+    """configure's own main, as the host runs it (root check stubbed): the
+    check comes before the TLS material, daemon.json, the policy and Kata's
+    configuration are written."""
+    kata = install_fake_kata(tmp_path, failing=(hypervisor,))
+    env = kata_env(fr_env, tmp_path, hypervisor)
+    in_force = Path(env["FR_KATA_CONFIG"])
+    in_force.parent.mkdir(parents=True)
+    in_force.write_text("# the configuration in force before\n")
+    pki = make_pki(tmp_path / "pki")
+    stdin = pki.ca + make_pki(tmp_path / "verifier").ca + pki.server_cert + pki.server_key
+
+    def files() -> list[Path]:  # every path under the test's root but the double's own log
+        return sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p != kata.log)
+
+    before = files()
+    r = run_bash("require_root() { :; }; main", env, stdin=stdin, script="configure_runtime.sh")
+    assert r.rc != 0
+    line = r.stderr.strip().splitlines()[-1]
+    assert "FAILED on host test-host-1" in line
+    assert f"with hypervisor {hypervisor} (functions-runtime:kata.hypervisor)" in line
+    assert f"'kata-runtime check' failed with the {hypervisor} configuration {kata.config(hypervisor)}" in line
+    assert "ERROR: kvm is not usable (nested)" in line and "nothing was changed" in line
+    assert f"kata-runtime --config {kata.config(hypervisor)} check --verbose" in line
+    assert "set functions-runtime:isolation to sandbox" in line
+    # Only for the experiment: back to the hypervisor Kata tests with Docker.
+    assert ("set functions-runtime:kata.hypervisor to qemu" in line) == (hypervisor == "clh")
+    # Nothing was changed: no file appeared under the test's root (TLS
+    # material, daemon.json, drop-ins, the policy), the old configuration
+    # is still in force.
+    assert files() == before
+    assert in_force.read_text() == "# the configuration in force before\n"
+    assert kata.calls == [check_call(kata.config(hypervisor))]
+
+
+def test_a_sandbox_host_whose_clh_check_fails_falls_back_to_gvisor_naming_the_configuration(fr_env, tmp_path):
+    kata = install_fake_kata(tmp_path, failing=("clh",))
+    r = run_bash(
+        'choose_runtimes; echo "${RUNTIMES[@]}"', kata_env(fr_env, tmp_path, "clh", isolation="sandbox"),
+        script="configure_runtime.sh",
+    )
+    assert r.rc == 0, r.stderr
+    assert r.stdout.split() == ["runsc"]
+    assert f"Kata not registered: 'kata-runtime check' failed with the clh configuration {kata.config('clh')}" in r.stderr
+
+
+def test_a_hypervisor_the_release_does_not_ship_fails_before_any_check(fr_env, tmp_path):
+    kata = install_fake_kata(tmp_path, ships=("qemu",))
+    r = run_bash("choose_runtimes", kata_env(fr_env, tmp_path, "clh"), script="configure_runtime.sh")
+    assert r.rc != 0
+    line = r.stderr.strip().splitlines()[-1]
+    assert f"Kata's clh configuration {kata.config('clh')} does not exist" in line and "nothing was changed" in line
+    assert kata.calls == []

@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from tests.scripts.helpers import kvm_env, run_bash, sha256, write_catalog
+from tests.scripts.helpers import install_fake_kata, kvm_env, run_bash, sha256, write_catalog
 
 KATA_URL = "https://github.com/kata-containers/kata-containers/releases/download/3.32.0/kata-static-3.32.0-amd64.tar.zst"
 KATA_SHA = "1449ecea50bd91fa73a94648db195d18950fe869ba4b1f12d05f55f1fa7c1b01"
@@ -135,7 +135,7 @@ def test_has_kvm(env, tmp_path, device, flags, expected):
 )
 def test_wanted_runtimes_before_install_asks_kvm_only(env, tmp_path, isolation, kvm, expected):
     r = run_bash(
-        'wanted_runtimes --before-install; echo "${WANTED_RUNTIMES[@]}"',
+        'wanted_runtimes_before_install; echo "${WANTED_RUNTIMES[@]}"',
         {**env, **kvm_env(tmp_path, kvm), "ISOLATION": isolation},
     )
     assert r.rc == 0, r.stderr
@@ -155,21 +155,6 @@ def test_install_fails_a_vm_stack_without_kvm_before_any_download(env, tmp_path,
         assert "test-host-1" in line
         assert "Hetzner Cloud servers have no nested virtualization" in line
         assert "dedicated (Robot) server" in line and "functions-runtime:isolation to sandbox" in line
-
-
-def install_fake_kata(tmp_path, check_passes: bool = True) -> None:
-    """A Kata install marker, shim and a kata-runtime whose `check` passes or fails."""
-    shim = tmp_path / "opt-kata" / "bin" / "containerd-shim-kata-v2"
-    shim.parent.mkdir(parents=True, exist_ok=True)
-    shim.write_text("#!/bin/sh\n")
-    shim.chmod(0o755)
-    runtime = tmp_path / "bin" / "kata-runtime"
-    runtime.parent.mkdir(parents=True, exist_ok=True)
-    runtime.write_text(
-        "#!/bin/sh\n" + ("exit 0\n" if check_passes else "echo 'ERROR: kvm is not usable (nested)' >&2; exit 1\n")
-    )
-    runtime.chmod(0o755)
-    (tmp_path / "fr" / "state" / "kata.version").write_text(f"3.32.0 {KATA_SHA}\n")
 
 
 @pytest.mark.parametrize(
@@ -195,7 +180,7 @@ def test_configure_registers_the_wanted_runtimes(env, tmp_path, isolation, kvm, 
 
 
 def test_kata_failing_its_check_falls_back_to_runsc_with_the_reason(env, tmp_path):
-    install_fake_kata(tmp_path, check_passes=False)
+    kata = install_fake_kata(tmp_path, failing=("qemu",))
     r = run_bash(
         'choose_runtimes; echo "${RUNTIMES[@]}"',
         {**env, **kvm_env(tmp_path, True), "ISOLATION": "sandbox"},
@@ -203,16 +188,20 @@ def test_kata_failing_its_check_falls_back_to_runsc_with_the_reason(env, tmp_pat
     )
     assert r.rc == 0, r.stderr
     assert r.stdout.split() == ["runsc"]
-    assert "Kata not registered: 'kata-runtime check' failed: ERROR: kvm is not usable (nested)" in r.stderr
+    assert (
+        f"Kata not registered: 'kata-runtime check' failed with the qemu configuration {kata.config('qemu')}: "
+        "ERROR: kvm is not usable (nested)"
+    ) in r.stderr
 
 
 def test_kata_failing_its_check_fails_isolation_vm_with_the_checks_message(env, tmp_path):
-    install_fake_kata(tmp_path, check_passes=False)
+    install_fake_kata(tmp_path, failing=("qemu",))
     r = run_bash("choose_runtimes", {**env, **kvm_env(tmp_path, True), "ISOLATION": "vm"}, script="configure_runtime.sh")
     assert r.rc != 0
     line = r.stderr.strip().splitlines()[-1]
     assert "FAILED on host test-host-1" in line
-    assert "'kata-runtime check' failed: ERROR: kvm is not usable (nested)" in line
+    assert "'kata-runtime check' failed with the qemu configuration" in line
+    assert "ERROR: kvm is not usable (nested)" in line
     assert "functions-runtime:isolation to sandbox" in line
 
 

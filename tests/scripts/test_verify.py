@@ -8,7 +8,10 @@ TLS server on 127.0.0.1 (Python ssl, client certificate required) pass both
 halves, and against a server that does NOT require a client certificate the
 "refuses no cert" check fails; the isolation probe records "skipped" (never
 "passed") when the host itself cannot reach the target; a reachable target
-fails; a verify image without a digest is refused; the cold-start median.
+fails; a verify image without a digest is refused; the cold-start median;
+the Kata preflight asks `kata-runtime check` about the configuration in force
+and refuses one that is not the stack's hypervisor's (a kata-runtime test
+double: which file is asked about, not Kata's answer).
 Does not prove: Docker, gVisor or Kata behaviour (no dockerd runs here); the
 container probes are stubbed in the decision tests. The hostlab runs the whole
 script for real against Docker and gVisor.
@@ -25,7 +28,7 @@ import time
 
 import pytest
 
-from tests.scripts.helpers import free_port, make_pki, run_bash, run_script
+from tests.scripts.helpers import free_port, install_fake_kata, kvm_env, make_pki, run_bash, run_script
 
 SERVER = r"""
 import http.server, json, ssl, sys
@@ -119,6 +122,52 @@ def test_vm_without_kvm_fails_preflight_with_report(base_env, pki):
         {"name": "preflight-kata", "status": "failed", "passed": False, "detail": rep["checks"][0]["detail"]}
     ]
     assert "BEGIN" not in r.stdout + r.stderr
+
+
+# The Kata preflight with the kata-runtime test double (tests/scripts/helpers.py),
+# the vhost modules taken as loaded: which configuration verify asks Kata
+# about, not what real Kata answers.
+PREFLIGHT = "module_loaded() { return 0; }; check_preflight_kata"
+
+
+def test_kata_preflight_checks_the_configuration_in_force_for_the_stacks_hypervisor(base_env, tmp_path):
+    kata = install_fake_kata(tmp_path)
+    env = {**base_env, **kvm_env(tmp_path, True), "ISOLATION": "vm", "KATA_HYPERVISOR": "clh"}
+    in_force = tmp_path / "etc-kata" / "configuration.toml"
+    in_force.parent.mkdir(parents=True)
+    in_force.write_text(kata.config("clh").read_text())
+    r = run_bash(PREFLIGHT, env, script="verify_host.sh")
+    assert r.rc == 0, r.stderr
+    assert kata.calls == [f"--config {in_force} check --no-network-checks"]
+    assert "kata-runtime check passed with the clh configuration" in r.stderr
+
+
+def test_kata_preflight_fails_when_another_hypervisors_configuration_is_in_force(base_env, tmp_path):
+    kata = install_fake_kata(tmp_path)
+    env = {**base_env, **kvm_env(tmp_path, True), "ISOLATION": "vm", "KATA_HYPERVISOR": "clh"}
+    in_force = tmp_path / "etc-kata" / "configuration.toml"
+    in_force.parent.mkdir(parents=True)
+    in_force.write_text(kata.config("qemu").read_text())
+    r = run_bash(PREFLIGHT, env, script="verify_host.sh")
+    assert r.rc == 10
+    line = r.stderr.strip().splitlines()[-1]
+    assert f"the Kata configuration in force ({in_force}) to be the clh one ({kata.config('clh')})" in line
+    assert "found a different file" in line and "re-run the configure step" in line
+    assert kata.calls == [], "a check against the wrong configuration proves nothing"
+
+
+def test_kata_preflight_names_the_configuration_when_its_check_fails(base_env, tmp_path):
+    kata = install_fake_kata(tmp_path, failing=("clh",))
+    env = {**base_env, **kvm_env(tmp_path, True), "ISOLATION": "vm", "KATA_HYPERVISOR": "clh"}
+    in_force = tmp_path / "etc-kata" / "configuration.toml"
+    in_force.parent.mkdir(parents=True)
+    in_force.write_text(kata.config("clh").read_text())
+    r = run_bash(PREFLIGHT, env, script="verify_host.sh")
+    assert r.rc == 10
+    line = r.stderr.strip().splitlines()[-1]
+    assert f"'kata-runtime check' to pass with the clh configuration in force ({in_force})" in line
+    assert "ERROR: kvm is not usable (nested)" in line
+    assert f"kata-runtime --config {in_force} check --verbose" in line
 
 
 @pytest.mark.parametrize(

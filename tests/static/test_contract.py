@@ -32,6 +32,7 @@ LITERALS = sorted(
         *contract.CONTAINER_BLOCKED_V4,
         *contract.CONTAINER_BLOCKED_V6,
         contract.NO_KVM_ON_CLOUD,
+        contract.KATA_UNTESTED_WITH_DOCKER,
         contract.VERIFY_SCHEMA,
         contract.ENDPOINT_SCHEMA,
         contract.BUSYBOX_VERIFY_IMAGE,

@@ -120,7 +120,7 @@ ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKJrmllVu4fMVCnQiQh96iGQMhpTa/0
 @pytest.mark.parametrize(
     ("setting", "value", "first_step"),
     [
-        ("kata.hypervisor", "clh", "configure"),
+        ("kata", {"hypervisor": "clh", "allowUntestedHypervisor": True}, "configure"),
         ("artifacts.mirror", "https://mirror.example/kata", "install"),
         ("endpoint.port", 2400, "firewall"),
         ("verify.coldStartRuns", 7, "verify"),
@@ -135,6 +135,13 @@ def test_a_setting_reruns_the_first_step_that_reads_it_and_what_follows(setting,
     after = triggers_by_step(with_setting(lab_config(), setting, value))
     changed = [step for step in ORDER if before[step] != after[step]]
     assert changed == ORDER[ORDER.index(first_step):], f"{setting} re-ran {changed}"
+
+
+def test_the_untested_hypervisor_opt_in_alone_reruns_no_step():
+    """kata.allowUntestedHypervisor is a preview-time acknowledgement: no host reads it."""
+    before = triggers_by_step(lab_config())
+    after = triggers_by_step(with_setting(lab_config(), "kata.allowUntestedHypervisor", True))
+    assert before == after
 
 
 def test_registered_commands_follow_the_table_and_carry_only_their_variables():

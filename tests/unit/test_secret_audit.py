@@ -277,6 +277,7 @@ def test_verify_reads_its_client_key_without_printing_it_and_removes_it(dirs):
         "LIMIT_MAX_MILLICPUS": "2000",
         "VERIFY_OUTSIDE": "192.0.2.10 8080",
         "ISOLATION": "sandbox",
+        "KATA_HYPERVISOR": "qemu",
     }
     snippet = 'read_inputs; test "$(cat "$CERTS/key.pem")" = "$(printf %s "$EXPECTED")" && echo parsed'
     proc = run_sourced("verify_host.sh", snippet, {**env, "EXPECTED": key.rstrip("\n")}, throwaway_cert("C") * 2 + key)

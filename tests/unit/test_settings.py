@@ -82,6 +82,12 @@ BAD_CASES = [
     ("hcloud in a vm stack", with_change("isolation", "vm"), "functions-runtime:hosts[0]"),
     ("unknown hypervisor", with_change("kata", {"hypervisor": "vmware"}), "functions-runtime:kata.hypervisor"),
     ("firecracker refused", with_change("kata", {"hypervisor": "firecracker"}), "functions-runtime:kata.hypervisor"),
+    ("clh without its opt-in", with_change("kata", {"hypervisor": "clh"}), "functions-runtime:kata.hypervisor"),
+    (
+        "untested-hypervisor opt-in not a boolean",
+        with_change("kata", {"hypervisor": "clh", "allowUntestedHypervisor": "yes"}),
+        "functions-runtime:kata.allowUntestedHypervisor",
+    ),
     ("public network range", with_change("network", {"ipRange": "8.8.0.0/16"}), "functions-runtime:network.ipRange"),
     (
         "range overlaps docker bridge",
@@ -275,3 +281,41 @@ def test_bad_verify_outside_probe_is_named(text, words):
     problems = problems_of(with_change("verify", {"outsideProbe": text}))
     assert len(problems) == 1 and problems[0].startswith("functions-runtime:verify.outsideProbe"), problems
     assert words in problems[0], problems
+
+
+# ---------------------------------------------------------------- kata.hypervisor
+
+
+def test_qemu_is_the_default_hypervisor_and_needs_no_opt_in():
+    s = parse_settings(GOOD, "test")
+    assert s.kata.hypervisor == "qemu" and s.kata.allow_untested_hypervisor is False
+    assert s.warnings == ()
+    explicit = parse_settings(with_change("kata", {"hypervisor": "qemu"}), "test")
+    assert explicit.kata.hypervisor == "qemu" and explicit.warnings == ()
+
+
+def test_clh_without_its_opt_in_is_refused_naming_the_key_and_why():
+    problems = problems_of(with_change("kata", {"hypervisor": "clh"}))
+    (problem,) = [p for p in problems if p.startswith("functions-runtime:kata.hypervisor:")]
+    assert "\n" not in problem, "one line"
+    assert "'clh' (Cloud Hypervisor) is not tested with Docker upstream" in problem
+    assert "only with QEMU as the VMM" in problem and "how-to-use-kata-with-docker.md" in problem
+    # What to do: the tested default, or the opt-in by its full key.
+    assert "Use 'qemu' (the default)" in problem
+    assert "functions-runtime:kata.allowUntestedHypervisor to true" in problem
+
+
+def test_clh_with_its_opt_in_is_accepted_and_warned_by_key():
+    s = parse_settings(with_change("kata", {"hypervisor": "clh", "allowUntestedHypervisor": True}), "test")
+    assert s.kata.hypervisor == "clh" and s.kata.allow_untested_hypervisor is True
+    (warning,) = s.warnings
+    assert warning.startswith("functions-runtime:kata.hypervisor: 'clh' (Cloud Hypervisor) is an experiment")
+    assert "only with QEMU as the VMM" in warning and "kata-runtime check" in warning
+    # As `pulumi config set --path ... true` stores it: the string "true".
+    as_text = parse_settings(with_change("kata", {"hypervisor": "clh", "allowUntestedHypervisor": "true"}), "test")
+    assert as_text.kata.allow_untested_hypervisor is True and len(as_text.warnings) == 1
+
+
+def test_the_untested_hypervisor_opt_in_changes_nothing_for_qemu():
+    s = parse_settings(with_change("kata", {"hypervisor": "qemu", "allowUntestedHypervisor": True}), "test")
+    assert s.kata.hypervisor == "qemu" and s.warnings == ()

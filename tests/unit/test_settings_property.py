@@ -52,7 +52,8 @@ ANY_JSON = st.recursive(
 # Every setting, by its path in the raw config, with a strategy of its type.
 FIELDS: dict[tuple[Any, ...], st.SearchStrategy[Any]] = {
     ("isolation",): TEXT,
-    ("kata", "hypervisor"): TEXT,
+    ("kata", "hypervisor"): st.one_of(TEXT, st.sampled_from(["qemu", "clh"])),
+    ("kata", "allowUntestedHypervisor"): BOOLEAN,
     ("network", "ipRange"): TEXT,
     ("network", "subnet"): TEXT,
     ("network", "zone"): TEXT,
