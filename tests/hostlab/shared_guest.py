@@ -28,6 +28,7 @@ from typing import Any
 from tests.hostlab import testbed
 from tests.support.program import ProgramRun, run_program, stdout_passing
 from tools.lab.replay import RemoteStep, Replay, StepResult, log_replay, replay
+from tools.lab.surroundings import INTERNET_RESPONDER
 from tools.lab.vm import GuestVM
 
 CLOUD_INIT_DONE = "cloud-init-done"
@@ -160,6 +161,8 @@ def boot(guest_image: Any, work: Path, mirror: testbed.Mirror, artifacts: testbe
         # Hetzner's metadata service, for the verify step's isolation probe:
         # running before the first snapshot, so every snapshot has it.
         assert guest.sh(testbed.METADATA_RESPONDER).strip().endswith("ready")
+        # The internet, for verify's egress control and the egress proofs.
+        assert guest.sh(INTERNET_RESPONDER).strip().endswith("ready")
         guest.save(CLOUD_INIT_DONE)
     except BaseException:
         vm.stop()

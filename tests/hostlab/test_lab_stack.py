@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.hostlab, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_UP_TIMEOUT_S = 2100
-PHASES = ("image", "boot", "cloud-init", "program", "install", "configure", "verify", "endpoint")
+PHASES = ("image", "boot", "cloud-init", "surroundings", "program", "install", "configure", "verify", "endpoint")
 
 
 def lab(state: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

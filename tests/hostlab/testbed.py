@@ -46,6 +46,7 @@ from pathlib import Path
 from components.catalog import load_catalog
 from components.settings import PROJECT_ROOT
 from tools.lab.image import default_cache_dir
+from tools.lab.surroundings import OUTSIDE_PROBE
 
 # The versions, file names and URLs the test archives stand in for are the
 # project's own pins (catalog/artifacts.tsv), never retyped here: the lab's
@@ -373,6 +374,8 @@ def _common(mirror_url: str, catalog: Path, image: VerifyImage, isolation: str) 
             "image": image.image_id,
             "imageArchive": str(image.archive),
             "coldStartRuns": 3,
+            # The lab's internet (tools/lab/surroundings.py): the positive control for egress.
+            "outsideProbe": OUTSIDE_PROBE,
         },
     }
 

@@ -129,3 +129,12 @@ def test_hetzner_hosts_are_refused_by_name(tmp_path):
     ]
     with pytest.raises(LabProgramError, match=r"hcloud:.* the lab adopts its guest as a dedicated host"):
         run_lab_program(config, tmp_path / "state")
+
+
+def test_the_lab_stack_probes_the_internet_the_lab_serves():
+    """Pulumi.lab.yaml's egress control is the address `lab up` serves in the guest."""
+    from tools.lab.surroundings import INTERNET_PORTS, OUTSIDE_PROBE
+
+    config = yaml.safe_load((ROOT / "Pulumi.lab.yaml").read_text())["config"]
+    assert config["functions-runtime:verify"]["outsideProbe"] == OUTSIDE_PROBE
+    assert OUTSIDE_PROBE.endswith(f":{INTERNET_PORTS[0]}")

@@ -1,0 +1,158 @@
+"""Container networks on the verified guest, with the real dockerd (its
+`"icc": false`, so br_netfilter is on) and the host filter the firewall step
+applied: what issue 11 found broken and what it must keep blocked.
+
+Containers run as root on the local socket (the endpoint policy is not what
+is tested here), with the stack's sandbox runtime (runsc) and runc, whose
+network namespaces are the same bridge ports. The internet is the lab's
+TEST-NET namespace (tools/lab/surroundings.py), routed through the guest.
+Proves on Debian 13's kernel and Docker 26: two containers on one user
+network reach each other by address and by name; a second network, the
+host, the metadata service and the private network stay unreachable; SMTP
+to the internet is reset and 587 is not; new connections are limited per
+container; a CNI bridge of a random name, as nerdctl and `ctr run --cni`
+make, is filtered like Docker's. Does not prove: Kata's or gVisor's own
+netstack (neither runs in the lab: Debian's runsc uses host networking
+inside the container's namespace, see the verify report).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from tests.hostlab import testbed
+from tests.hostlab.shared_guest import VERIFIED, SharedGuest
+from tools.lab.replay import host_steps, run_step
+from tools.lab.surroundings import INTERNET_ADDRESS, INTERNET_PORT
+
+NET_A = "frt-a"
+NET_B = "frt-b"
+SERVER = "frt-server"
+PORT = 8080
+# Probes each "ADDR PORT" in turn: "ADDR PORT open|closed".
+PROBE = 'for t in "$@"; do if nc -w 4 ${t% *} ${t#* } -e true; then echo "$t open"; else echo "$t closed"; fi; done'
+
+
+def docker(lab: SharedGuest, args: str, check: bool = True) -> str:
+    return lab.sh(f"docker {args}", check=check)
+
+
+def probe(lab: SharedGuest, runtime: str, network: str, *targets: str) -> dict[str, str]:
+    quoted = " ".join(f"'{t}'" for t in targets)
+    out = docker(
+        lab,
+        f"run --rm --runtime {runtime} --network {network} {lab.image.image_id} sh -c '{PROBE}' _ {quoted}",
+    )
+    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture
+def networks(lab: SharedGuest) -> Iterator[str]:
+    """Two user networks and a server on the first; its address is yielded."""
+    lab.at(VERIFIED)
+    try:
+        docker(lab, f"network create {NET_A} >/dev/null && docker network create {NET_B} >/dev/null")
+        docker(
+            lab,
+            f"run -d --name {SERVER} --runtime runsc --network {NET_A} {lab.image.image_id} "
+            f"sh -c 'while true; do nc -l -p {PORT} -e true; done' >/dev/null",
+        )
+        address = docker(lab, "inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' " + SERVER)
+        yield address.strip()
+    finally:
+        docker(lab, f"rm -f {SERVER} >/dev/null 2>&1; docker network rm {NET_A} {NET_B} >/dev/null 2>&1", check=False)
+        lab.current = None  # containers and networks came and went
+
+
+@pytest.mark.parametrize("runtime", ["runsc", "runc"])
+def test_containers_on_one_network_reach_each_other_and_nothing_private(lab, networks, runtime):
+    server = networks
+    targets = {
+        "peer-by-name": f"{SERVER} {PORT}",
+        "peer-by-address": f"{server} {PORT}",
+        "internet": f"{INTERNET_ADDRESS} {INTERNET_PORT}",
+        "metadata": "169.254.169.254 80",
+        "host-endpoint": f"{testbed.GUEST_ADDRESS} 2376",
+        "private-network": f"{testbed.HOST_FROM_GUEST} {lab.mirror.port}",
+    }
+    # The controls: the host itself reaches the targets the container must not.
+    for what in ("metadata", "host-endpoint", "private-network", "internet"):
+        addr, port = targets[what].split()
+        assert lab.sh(f"timeout 5 bash -c 'exec 3<>/dev/tcp/{addr}/{port}' && echo open", check=False).strip() == "open", what
+    seen = probe(lab, runtime, NET_A, *targets.values())
+    got = {what: seen.get(t) for what, t in targets.items()}
+    assert got == {
+        "peer-by-name": "open",  # Docker's embedded DNS and the bridge
+        "peer-by-address": "open",  # issue 11: timed out before the bridge mark
+        "internet": "open",
+        "metadata": "closed",
+        "host-endpoint": "closed",
+        "private-network": "closed",
+    }, seen
+    # Another network: never.
+    assert probe(lab, runtime, NET_B, f"{server} {PORT}") == {f"{server} {PORT}": "closed"}
+
+
+def test_smtp_is_reset_and_submission_is_not(lab, networks):
+    seen = probe(lab, "runsc", NET_A, f"{INTERNET_ADDRESS} 25", f"{INTERNET_ADDRESS} 465", f"{INTERNET_ADDRESS} 587")
+    assert seen == {f"{INTERNET_ADDRESS} 25": "closed", f"{INTERNET_ADDRESS} 465": "closed", f"{INTERNET_ADDRESS} 587": "open"}
+    # The control: the host itself reaches port 25 (the filter is on the forward path only).
+    assert lab.sh(f"timeout 5 bash -c 'exec 3<>/dev/tcp/{INTERNET_ADDRESS}/25' && echo open").strip() == "open"
+
+
+def firewall_with(lab: SharedGuest, egress: dict) -> None:
+    """The program's own firewall step, for a stack with these egress settings."""
+    config = lab.hcloud_config()
+    config["functions-runtime:egress"] = egress
+    steps = {s.name.rsplit("-", 1)[-1]: s for s in host_steps(lab.program(config), testbed.HOST_NAME)}
+    result = run_step(lab.vm, steps["firewall"])
+    assert result.returncode == 0, result.stderr
+
+
+def test_new_connections_are_limited_per_container(lab, networks):
+    lab.current = None  # the firewall changes below
+    firewall_with(lab, {"newConnectionsPerSecond": 2, "newConnectionsBurst": 5})
+    burst = (
+        f"i=0; while [ $i -lt 40 ]; do (nc -w 3 {INTERNET_ADDRESS} {INTERNET_PORT} -e true && echo ok) & "
+        "i=$((i+1)); done; wait"
+    )
+    out = docker(lab, f"run --rm --runtime runc --network {NET_A} {lab.image.image_id} sh -c '{burst}'")
+    limited = out.split().count("ok")
+    # The burst, plus what refilled at 2/s while 40 processes started.
+    assert 5 <= limited < 30, out
+    # The control: without the limit every connection opens.
+    firewall_with(lab, {"newConnectionsPerSecond": 0})
+    out = docker(lab, f"run --rm --runtime runc --network {NET_A} {lab.image.image_id} sh -c '{burst}'")
+    assert out.split().count("ok") == 40, out
+
+
+def test_a_cni_bridge_of_any_name_is_filtered(lab):
+    """A bridge as the CNI bridge plugin makes one (nerdctl0, or any name),
+    with a namespace on it as `ctr run --cni` would attach a container."""
+    lab.fresh(VERIFIED)
+    bridge = "cni" + secrets.token_hex(4)
+    setup = f"""set -e
+ip link add {bridge} type bridge; ip addr add 10.77.0.1/24 dev {bridge}; ip link set {bridge} up
+ip netns add frt-cni; ip link add frt-c0 type veth peer name eth0 netns frt-cni
+ip link set frt-c0 master {bridge}; ip link set frt-c0 up
+ip netns exec frt-cni ip addr add 10.77.0.2/24 dev eth0; ip netns exec frt-cni ip link set eth0 up
+ip netns exec frt-cni ip link set lo up; ip netns exec frt-cni ip route add default via 10.77.0.1
+iptables -t nat -A POSTROUTING -s 10.77.0.0/24 ! -o {bridge} -j MASQUERADE
+"""
+    lab.sh(setup)
+
+    def reaches(addr: str, port: int) -> str:
+        return lab.sh(
+            f"ip netns exec frt-cni timeout 6 bash -c 'exec 3<>/dev/tcp/{addr}/{port}' 2>/dev/null && echo open || echo closed",
+            check=False,
+        ).strip()
+
+    assert reaches(INTERNET_ADDRESS, INTERNET_PORT) == "open"  # the control: the bridge routes
+    assert reaches("169.254.169.254", 80) == "closed"
+    assert reaches(testbed.GUEST_ADDRESS, 2376) == "closed"
+    assert reaches("10.77.0.1", 22) == "closed"  # the host on the bridge itself
+    assert reaches(testbed.HOST_FROM_GUEST, lab.mirror.port) == "closed"
+    assert reaches(INTERNET_ADDRESS, 25) == "closed"

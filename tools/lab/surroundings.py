@@ -1,0 +1,61 @@
+"""What a real server's network gives it and the guest lacks, built inside
+the guest beside what the program manages (never in it).
+
+The internet: the guest reaches nothing outside this machine, so a network
+namespace answers for it on a documentation address (TEST-NET-1, RFC 5737),
+routed through the guest like any internet address. Container traffic to it
+is forwarded through the host's filter, as on a real server: it is the
+verify step's positive control for egress (`verify.outsideProbe`) and the
+target of the SMTP and rate-limit proofs.
+"""
+
+from __future__ import annotations
+
+INTERNET_ADDRESS = "192.0.2.10"
+# A plain TCP service, and the SMTP ports the host filter resets by default
+# (587, submission, stays open): every port accepts and closes.
+INTERNET_PORT = 8080
+INTERNET_PORTS = (INTERNET_PORT, 25, 465, 587)
+# As the stack spells it (functions-runtime:verify.outsideProbe).
+OUTSIDE_PROBE = f"{INTERNET_ADDRESS}:{INTERNET_PORT}"
+
+_LISTENER = (
+    "import selectors,socket,sys\n"
+    "sel=selectors.DefaultSelector()\n"
+    "for p in map(int,sys.argv[1:]):\n"
+    " s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+    " s.bind(('0.0.0.0',p));s.listen(1024);s.setblocking(False);sel.register(s,selectors.EVENT_READ)\n"
+    "while True:\n"
+    " for k,_ in sel.select():\n"
+    "  try:\n"
+    "   c,_=k.fileobj.accept();c.close()\n"
+    "  except BlockingIOError:\n"
+    "   pass\n"
+)
+
+# Idempotent; prints "ready" once the service answers from the guest.
+INTERNET_RESPONDER = rf"""set -eu
+if ! ip netns list | grep -qw fr-internet; then
+  ip netns add fr-internet
+  ip link add fr-in0 type veth peer name fr-in1
+  ip link set fr-in1 netns fr-internet
+  ip addr add 192.0.2.1/32 dev fr-in0
+  ip link set fr-in0 up
+  ip route add {INTERNET_ADDRESS}/32 dev fr-in0
+  ip netns exec fr-internet ip link set lo up
+  ip netns exec fr-internet ip addr add {INTERNET_ADDRESS}/32 dev fr-in1
+  ip netns exec fr-internet ip link set fr-in1 up
+  ip netns exec fr-internet ip route add 192.0.2.1/32 dev fr-in1
+  ip netns exec fr-internet ip route add default via 192.0.2.1
+fi
+if ! ip netns exec fr-internet ss -ltn | grep -q ':{INTERNET_PORT} '; then
+  ip netns exec fr-internet setsid python3 -c "{_LISTENER}" {" ".join(map(str, INTERNET_PORTS))} \
+    </dev/null >/dev/null 2>&1 &
+fi
+i=0
+until timeout 3 bash -c 'exec 3<>/dev/tcp/{INTERNET_ADDRESS}/{INTERNET_PORT}' 2>/dev/null; do
+  i=$((i+1)); [ "$i" -lt 60 ] || {{ echo "the lab's internet did not answer" >&2; exit 1; }}
+  sleep 1
+done
+echo ready
+"""
