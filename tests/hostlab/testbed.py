@@ -494,3 +494,40 @@ def shlex_quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
+
+
+# ------------------------------------------------------------------ the gVisor stand-in
+# No registry this machine reaches ships the pinned gVisor release. The
+# stand-in is Debian 13's own runsc with one path changed: the 2024-07 build
+# decides "am I in the root network namespace?" by whether
+# /proc/sys/net/core/rmem_default exists, which every namespace has since
+# Linux 6.11 (google/gvisor#10704), so it refuses its own network stack. The
+# stand-in probes /proc/sys/net/core/message_cost instead, a path of the same
+# length that only the root namespace has (checked on the guest's kernel
+# first). What it proves: the program installs a runsc from the mirror, by
+# the catalog's sha512, and a runsc whose root-namespace check works gives
+# containers gVisor's own network stack, which configure, verify and the
+# endpoint then report. What it does not prove: the release's own code.
+RUNSC_PROBED_PATH = "/proc/sys/net/core/rmem_default"
+RUNSC_STAND_IN_PATH = "/proc/sys/net/core/message_cost"
+RUNSC_STAND_IN_BUILD = rf"""set -eu
+# The stand-in's premise, on this kernel: the probed path is in every
+# namespace, the replacement only in the root one.
+test -e {RUNSC_PROBED_PATH} && test -e {RUNSC_STAND_IN_PATH}
+ip netns add fr-probe-ns
+trap 'ip netns del fr-probe-ns' EXIT
+ip netns exec fr-probe-ns test -e {RUNSC_PROBED_PATH}
+! ip netns exec fr-probe-ns test -e {RUNSC_STAND_IN_PATH}
+work=$(mktemp -d)
+cd "$work"
+apt-get download -q runsc >&2
+dpkg-deb -x runsc_*.deb root
+perl -pi -e 's{{\Q{RUNSC_PROBED_PATH}\E}}{{{RUNSC_STAND_IN_PATH}}}g' root/usr/bin/runsc
+grep -c -a -F {RUNSC_STAND_IN_PATH} root/usr/bin/runsc >&2
+! grep -q -a -F {RUNSC_PROBED_PATH} root/usr/bin/runsc
+base64 -w0 root/usr/bin/runsc
+cd /; rm -rf "$work"
+"""
+# Docker runs runsc through containerd's runc shim; the release's own shim
+# only serves containerd-direct clients, which the lab cannot run with it.
+RUNSC_SHIM_STAND_IN = b"#!/bin/sh\necho 'the hostlab stand-in for containerd-shim-runsc-v1: not a shim' >&2\nexit 1\n"
