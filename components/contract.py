@@ -91,6 +91,12 @@ APT_HOOK = "/etc/apt/apt.conf.d/50functions-runtime-update-stamp"
 APT_UPDATE_STAMP = "/var/lib/apt/periodic/functions-runtime-update-success"
 
 
+# The artifact catalog's digests say their algorithm: `<algorithm>:<hex>`,
+# with the hex digits each algorithm has. Google publishes only sha512 for
+# gVisor's release files; Kata and nerdctl are pinned by sha256. The
+# scripts hash with coreutils' `<algorithm>sum`.
+DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+
 @dataclass(frozen=True)
 class SharedFact:
     """One fact as the scripts see it: a variable, its value, whether a
@@ -130,6 +136,7 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_VERIFY_MEMORY_MIB", str(VERIFY_MEMORY_MIB)),
         SharedFact("FR_VERIFY_PIDS", str(VERIFY_PIDS)),
         SharedFact("FR_VERIFY_MILLICPUS", str(VERIFY_MILLICPUS)),
+        SharedFact("FR_DIGEST_ALGORITHMS", " ".join(f"{a}:{n}" for a, n in DIGEST_HEX_LENGTHS.items())),
     )
 
 

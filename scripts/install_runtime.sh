@@ -146,6 +146,7 @@ install_kata() {
   if kata_installed; then
     info "Kata already at $version, skipping"
     KATA_STATUS=present
+    write_marker kata # a legacy marker gains the digest's algorithm
   else
     make_work_dir work
     archive=$(fetch_artifact kata "$work")
@@ -167,6 +168,7 @@ install_nerdctl() {
   if nerdctl_installed; then
     info "nerdctl already at $version, skipping"
     NERDCTL_STATUS=present
+    write_marker nerdctl # a legacy marker gains the digest's algorithm
     return 0
   fi
   make_work_dir work

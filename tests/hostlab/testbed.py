@@ -146,10 +146,16 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def catalog_digest(data: bytes, algorithm: str = "sha256") -> str:
+    """The catalog's digest column, `<algorithm>:<hex>` (gVisor's rows are sha512)."""
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
 def catalog_text(rows: list[tuple[str, str, str, str]]) -> str:
+    """rows: (name, version, digest as catalog_digest gives it, url)."""
     lines = [
         "# hostlab test catalog: test archives with the real layout, served by the lab's mirror.",
-        "name\tversion\tsha256\turl",
+        "name\tversion\tdigest\turl",
     ] + ["\t".join(r) for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -182,16 +188,16 @@ def make_test_artifacts(root: Path) -> TestArtifacts:
     }
     for name, data in files.items():
         (www / name).write_bytes(data)
-    kata_row = ("kata", KATA_VERSION, sha256(kata), KATA_URL)
+    kata_row = ("kata", KATA_VERSION, catalog_digest(kata), KATA_URL)
     catalog = root / "catalog" / "artifacts.tsv"
     catalog.parent.mkdir(parents=True, exist_ok=True)
     catalog.write_text(
-        catalog_text([kata_row, ("nerdctl", NERDCTL_VERSION, sha256(nerdctl), nerdctl_url(NERDCTL_VERSION))])
+        catalog_text([kata_row, ("nerdctl", NERDCTL_VERSION, catalog_digest(nerdctl), nerdctl_url(NERDCTL_VERSION))])
     )
     bumped_catalog = root / "catalog" / "artifacts-bumped.tsv"
     bumped_catalog.write_text(
         catalog_text(
-            [kata_row, ("nerdctl", NERDCTL_BUMP_VERSION, sha256(bumped), nerdctl_url(NERDCTL_BUMP_VERSION))]
+            [kata_row, ("nerdctl", NERDCTL_BUMP_VERSION, catalog_digest(bumped), nerdctl_url(NERDCTL_BUMP_VERSION))]
         )
     )
     return TestArtifacts(www, catalog, bumped_catalog, {n: sha256(d) for n, d in files.items()})

@@ -64,6 +64,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha512(data: bytes) -> str:
+    return hashlib.sha512(data).hexdigest()
+
+
+def digest(algorithm: str, data: bytes) -> str:
+    """A catalog digest: `<algorithm>:<hex>`."""
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
 def tar_bytes(members: dict[str, bytes], compress: str) -> bytes:
     """A tar archive of executable files; compress is 'gz' or 'zst'."""
     raw = io.BytesIO()
@@ -81,9 +90,10 @@ def tar_bytes(members: dict[str, bytes], compress: str) -> bytes:
 
 
 def write_catalog(root: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    """rows: (name, version, digest as <algorithm>:<hex>, url)."""
     path = root / "catalog" / "artifacts.tsv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# test catalog", "name\tversion\tsha256\turl"] + ["\t".join(r) for r in rows]
+    lines = ["# test catalog", "name\tversion\tdigest\turl"] + ["\t".join(r) for r in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -45,9 +45,9 @@ def daemon_json(fr_env, tmp_path, isolation="sandbox", kvm=False, kata=False):
         shim.chmod(0o755)
         (tmp_path / "fr" / "catalog").mkdir(parents=True, exist_ok=True)
         (tmp_path / "fr" / "catalog" / "artifacts.tsv").write_text(
-            "name\tversion\tsha256\turl\nkata\t3.32.0\tabc\thttp://x/k\n"
+            f"name\tversion\tdigest\turl\nkata\t3.32.0\tsha256:{'ab' * 32}\thttp://x/k\n"
         )
-        (tmp_path / "fr" / "state" / "kata.version").write_text("3.32.0 abc\n")
+        (tmp_path / "fr" / "state" / "kata.version").write_text(f"3.32.0 sha256:{'ab' * 32}\n")
         check = tmp_path / "bin" / "kata-runtime"  # `kata-runtime check` passes
         check.parent.mkdir(parents=True, exist_ok=True)
         check.write_text("#!/bin/sh\nexit 0\n")

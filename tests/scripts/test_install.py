@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts.helpers import kvm_env, run_bash, sha256, tar_bytes, write_catalog
+from tests.scripts.helpers import digest, kvm_env, run_bash, sha256, tar_bytes, write_catalog
 
 KATA_FILE = "kata-static-3.32.0-amd64.tar.zst"
 NERDCTL_FILE = "nerdctl-2.3.5-linux-amd64.tar.gz"
@@ -47,8 +47,8 @@ def world(fr_env, tmp_path, http_server):
     write_catalog(
         tmp_path / "fr",
         [
-            ("kata", "3.32.0", sha256(kata), f"https://github.invalid/kata/3.32.0/{KATA_FILE}"),
-            ("nerdctl", "2.3.5", sha256(nerdctl), f"https://github.invalid/nerdctl/v2.3.5/{NERDCTL_FILE}"),
+            ("kata", "3.32.0", digest("sha256", kata), f"https://github.invalid/kata/3.32.0/{KATA_FILE}"),
+            ("nerdctl", "2.3.5", digest("sha256", nerdctl), f"https://github.invalid/nerdctl/v2.3.5/{NERDCTL_FILE}"),
         ],
     )
     env = {**fr_env, **kvm_env(tmp_path, True), "ARTIFACT_MIRROR": http_server.url}
@@ -70,7 +70,9 @@ def test_first_run_installs_then_second_run_skips_without_download(world):
     )
     assert os.readlink(tmp / "bin" / "kata-runtime") == str(tmp / "opt-kata" / "bin" / "kata-runtime")
     assert os.access(tmp / "bin" / "nerdctl", os.X_OK)
-    assert (tmp / "fr" / "state" / "kata.version").read_text().startswith("3.32.0 ")
+    kata_digest = (tmp / "fr" / "catalog" / "artifacts.tsv").read_text().split("kata\t3.32.0\t")[1].split("\t")[0]
+    assert (tmp / "fr" / "state" / "kata.version").read_text() == f"3.32.0 {kata_digest}\n"
+    assert kata_digest.startswith("sha256:"), "the marker records the digest's algorithm"
     assert len(server.requests()) == 2
     assert [p for p in (tmp / "work").iterdir()] == []  # work dirs removed on exit
 
@@ -101,11 +103,27 @@ def test_tampered_archive_installs_nothing(world):
     failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
     assert len(failure) == 1
     assert "test-host-1" in failure[0] and "artifact kata" in failure[0]
-    assert expected in failure[0] and sha256(tampered) in failure[0]
+    assert f"with sha256 {expected.removeprefix('sha256:')}" in failure[0]
+    assert f"found sha256 {sha256(tampered)}" in failure[0]
     assert not (tmp / "opt-kata").exists()
     assert not (tmp / "bin" / "containerd-shim-kata-v2").exists()
     assert not (tmp / "fr" / "state" / "kata.version").exists()
     assert [p for p in (tmp / "work").iterdir()] == []
+
+
+def test_a_legacy_marker_without_the_algorithm_counts_and_is_rewritten_without_download(world):
+    """Markers written before digests said their algorithm read "<version> <hex>"
+    (always sha256): the same install, so nothing is downloaded again."""
+    env, server, tmp = world
+    assert run_bash(STEPS, env, script="install_runtime.sh").rc == 0
+    marker = tmp / "fr" / "state" / "kata.version"
+    current = marker.read_text()
+    marker.write_text(current.replace("sha256:", ""))
+    r = run_bash(STEPS, env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["kata"] == "present"
+    assert marker.read_text() == current
+    assert len(server.requests()) == 2, "a legacy marker must not cost a download"
 
 
 def test_changed_catalog_version_reinstalls(world):

@@ -52,15 +52,15 @@ def test_base_files_and_user_data_share_one_package_list():
 
 def test_catalog_pins_kata_and_nerdctl_with_published_digests():
     assert CATALOG["kata"].version == "3.32.0"
-    assert CATALOG["kata"].sha256 == "1449ecea50bd91fa73a94648db195d18950fe869ba4b1f12d05f55f1fa7c1b01"
+    assert CATALOG["kata"].digest == "sha256:1449ecea50bd91fa73a94648db195d18950fe869ba4b1f12d05f55f1fa7c1b01"
     assert CATALOG["kata"].file_name == "kata-static-3.32.0-amd64.tar.zst"
-    assert CATALOG["nerdctl"].sha256 == "de3206aeb7cbd5f20f5fb1f55c1e3bf2db1be567812a8a3f5e65eba2488347ee"
+    assert CATALOG["nerdctl"].digest == "sha256:de3206aeb7cbd5f20f5fb1f55c1e3bf2db1be567812a8a3f5e65eba2488347ee"
 
 
-HEADER = "name\tversion\tsha256\turl\n"
+HEADER = "name\tversion\tdigest\turl\n"
 GOOD_ROWS = (
-    "kata\t3.32.0\t" + "a" * 64 + "\thttps://example.invalid/kata.tar.zst\n"
-    "nerdctl\t2.3.5\t" + "b" * 64 + "\thttps://example.invalid/nerdctl.tar.gz\n"
+    "kata\t3.32.0\tsha256:" + "a" * 64 + "\thttps://example.invalid/kata.tar.zst\n"
+    "nerdctl\t2.3.5\tsha256:" + "b" * 64 + "\thttps://example.invalid/nerdctl.tar.gz\n"
 )
 
 
@@ -68,7 +68,7 @@ GOOD_ROWS = (
     "text,message",
     [
         ("bad header\n" + GOOD_ROWS, "expected the header"),
-        (HEADER + GOOD_ROWS.replace("a" * 64, "A" * 64), "64 lowercase hex"),
+        (HEADER + GOOD_ROWS.replace("a" * 64, "A" * 64), "kata: digest 'sha256:AAAA"),
         (HEADER + GOOD_ROWS.replace("https://example.invalid/kata", "http://example.invalid/kata"), "https URL"),
         (HEADER + GOOD_ROWS.split("\n")[0] + "\n", "missing artifact(s) nerdctl"),
         (HEADER + GOOD_ROWS + GOOD_ROWS.split("\n")[0] + "\n", "listed twice"),
