@@ -24,6 +24,9 @@ COLUMNS = ("name", "version", "digest", "url")
 # The header catalogs had before digests said their algorithm.
 OLD_COLUMNS = ("name", "version", "sha256", "url")
 DIGEST = re.compile(r"^([a-z0-9]+):([0-9a-f]*)$")
+# A version names a directory on the host (gVisor's <dir>/<version>/runsc):
+# no slashes, no dot-dot, no spaces.
+VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+~_-]{0,63}$")
 # Architecture names as release files spell them, in file names
 # (kata-static-...-amd64) or as a path segment (gvisor/.../x86_64/runsc).
 ARCHITECTURES = {"amd64": ("amd64", "x86_64"), "arm64": ("arm64", "aarch64")}
@@ -123,6 +126,11 @@ def parse_catalog(text: str, source: str = "catalog") -> dict[str, Artifact]:
             problems.append(f"{source}:{lineno}: expected {len(COLUMNS)} tab-separated fields")
             continue
         art = Artifact(*fields)
+        if not VERSION.match(art.version) or ".." in art.version:
+            problems.append(
+                f"{source}:{lineno}: {art.name}: version {art.version[:40]!r} must be letters, digits and . + ~ _ - "
+                "(it names a directory on the host)"
+            )
         problem = digest_problem(art.digest)
         if problem:
             problems.append(f"{source}:{lineno}: {art.name}: {problem}")

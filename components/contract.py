@@ -97,6 +97,20 @@ APT_UPDATE_STAMP = "/var/lib/apt/periodic/functions-runtime-update-success"
 # scripts hash with coreutils' `<algorithm>sum`.
 DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 
+# gVisor. gvisor.runsc chooses the runsc a host runs: `release`, the pinned
+# upstream release (catalog rows GVISOR_ARTIFACTS: runsc and the containerd
+# shim nerdctl and containerd use), or `debian`, Debian 13's runsc package
+# (a 2024-07-29 build; no shim), kept as an explicit fallback.
+GVISOR_RUNSC_SOURCES = ("release", "debian")
+GVISOR_ARTIFACTS = ("runsc", "containerd-shim-runsc-v1")
+# The release's files land in <GVISOR_DIR>/<version>/<name>, one directory
+# per version, so a container keeps the runsc it started with when an
+# upgrade points daemon.json at the next version. Never a payload directory
+# (the payload step replaces those whole; components/payload.py refuses it).
+GVISOR_DIR = f"{REMOTE_ROOT}/gvisor"
+# Debian's package (gvisor.runsc: debian).
+DEBIAN_RUNSC = "/usr/bin/runsc"
+
 @dataclass(frozen=True)
 class SharedFact:
     """One fact as the scripts see it: a variable, its value, whether a
@@ -137,6 +151,10 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_VERIFY_PIDS", str(VERIFY_PIDS)),
         SharedFact("FR_VERIFY_MILLICPUS", str(VERIFY_MILLICPUS)),
         SharedFact("FR_DIGEST_ALGORITHMS", " ".join(f"{a}:{n}" for a, n in DIGEST_HEX_LENGTHS.items())),
+        SharedFact("FR_GVISOR_RUNSC_SOURCES", " ".join(GVISOR_RUNSC_SOURCES)),
+        SharedFact("FR_GVISOR_ARTIFACTS", " ".join(GVISOR_ARTIFACTS)),
+        SharedFact("FR_GVISOR_DIR", GVISOR_DIR, overridable=True),
+        SharedFact("FR_DEBIAN_RUNSC", DEBIAN_RUNSC, overridable=True),
     )
 
 

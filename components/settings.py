@@ -34,6 +34,8 @@ from components.contract import (
     ENDPOINT_MAX_MILLICPUS_MIN,
     ENDPOINT_MAX_PIDS_DEFAULT,
     ENDPOINT_MAX_PIDS_MIN,
+    GVISOR_ARTIFACTS,
+    GVISOR_RUNSC_SOURCES,
     IPV6_ULA,
     ISOLATIONS,
     KATA_HYPERVISORS,
@@ -124,6 +126,7 @@ TOP_LEVEL_KEYS = (
     "hosts",
     "isolation",
     "kata",
+    "gvisor",
     "network",
     "admin",
     "endpoint",
@@ -148,6 +151,14 @@ class SettingsError(Exception):
 @dataclass(frozen=True)
 class KataSettings:
     hypervisor: str
+
+
+@dataclass(frozen=True)
+class GvisorSettings:
+    """gvisor.*: which runsc a host runs (the pinned release, or Debian's
+    package as an explicit fallback)."""
+
+    runsc: str = "release"
 
 
 @dataclass(frozen=True)
@@ -251,6 +262,7 @@ class Settings:
     # Whether a Hetzner token is configured (HCLOUD_TOKEN or hcloud:token),
     # so server types and locations can be looked up; never the token.
     hcloud_token_set: bool = False
+    gvisor: GvisorSettings = GvisorSettings()
 
     @property
     def hcloud_hosts(self) -> tuple[HostSpec, ...]:
@@ -411,6 +423,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     admin = _parse_admin(p, raw.get("admin"))
     endpoint = _parse_endpoint(p, raw.get("endpoint"), network)
     artifacts, local_dirs = _parse_artifacts(p, raw.get("artifacts"))
+    gvisor = _parse_gvisor(p, raw.get("gvisor"), isolation, artifacts)
     verify = _parse_verify(p, raw.get("verify"), local_dirs)
     architectures = artifacts.catalog.architectures if artifacts else frozenset({"amd64"})
     hosts = _parse_hosts(p, raw.get("hosts"), stack, isolation, network, architectures)
@@ -450,6 +463,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         verify=verify,
         hosts=tuple(hosts),
         dedicated_ssh_key=dedicated_key if isinstance(dedicated_key, pulumi.Output) else None,
+        gvisor=gvisor,
     )
 
 
@@ -725,6 +739,30 @@ def _local_file(p: _Problems, config_key: str, text: str, local_dirs: Sequence[P
         p.add(config_key, problem)
         return None
     return path
+
+
+def _parse_gvisor(
+    p: _Problems, value: Any, isolation: str | None, artifacts: ArtifactSettings | None
+) -> GvisorSettings:
+    obj = p.obj(key("gvisor"), value, ("runsc",))
+    runsc = p.string(key("gvisor.runsc"), obj.get("runsc"), "release") or "release"
+    if runsc not in GVISOR_RUNSC_SOURCES:
+        p.add(
+            key("gvisor.runsc"),
+            f"must be 'release' (gVisor's release pinned in the artifact catalog) or 'debian' (Debian 13's "
+            f"runsc package, a 2024-07-29 build, an explicit fallback), got {_shown(runsc)}",
+        )
+        runsc = "release"
+    if runsc == "release" and isolation == "sandbox" and artifacts is not None:
+        missing = [name for name in GVISOR_ARTIFACTS if name not in artifacts.catalog]
+        if missing:
+            p.add(
+                key("artifacts.catalog"),
+                f"{artifacts.catalog.path} has no row for {', '.join(missing)}, which gvisor.runsc: release "
+                "installs on every gVisor host; add gVisor's release rows (as catalog/artifacts.tsv pins "
+                "them), or set gvisor.runsc: debian to run Debian's package instead",
+            )
+    return GvisorSettings(runsc=runsc)
 
 
 def _parse_verify(p: _Problems, value: Any, local_dirs: Sequence[Path]) -> VerifySettings:

@@ -5,7 +5,7 @@
 # payload, run by systemd) asked before every API request.
 # Also Kata's configuration (chosen hypervisor) and nerdctl's CNI path.
 #
-# Input: ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT,
+# Input: ISOLATION, KATA_HYPERVISOR, GVISOR_RUNSC, PRIVATE_ADDRESS, ENDPOINT_PORT,
 # LIMIT_MAX_MEMORY_MIB, LIMIT_MAX_PIDS, LIMIT_MAX_MILLICPUS, REVOKED_SERIALS
 # (space-separated hex), REVOKED_NAMES (one a line); on stdin
 # the CA certificate, the server certificate and the server key (PEM, in that
@@ -48,6 +48,7 @@ check_inputs() {
   require_var PRIVATE_ADDRESS ENDPOINT_PORT LIMIT_MAX_MEMORY_MIB LIMIT_MAX_PIDS LIMIT_MAX_MILLICPUS
   require_isolation
   require_kata_hypervisor
+  require_gvisor_runsc
   for name in LIMIT_MAX_MEMORY_MIB LIMIT_MAX_PIDS LIMIT_MAX_MILLICPUS; do
     [[ "${!name}" =~ ^[1-9][0-9]*$ ]] ||
       fatal "$name to be a positive whole number" "'${!name}'" "set functions-runtime:endpoint.limits (docs/host-contract.md)"
@@ -84,9 +85,20 @@ install_tls_material() {
 # "cannot run with network enabled in root network namespace" (found by the
 # hostlab). Both halves are checked, so a fixed runsc gets its netstack back.
 runsc_sandbox_network_broken() {
-  [[ -x "$FR_RUNSC" ]] || return 1
-  grep -qa 'proc/sys/net/core/rmem_default' "$FR_RUNSC" 2>/dev/null || return 1
+  [[ -x "$RUNSC" ]] || return 1
+  grep -qa 'proc/sys/net/core/rmem_default' "$RUNSC" 2>/dev/null || return 1
   unshare --net test -e /proc/sys/net/core/rmem_default 2>/dev/null
+}
+
+# RUNSC: the runsc Docker runs (lib.sh's runsc_path: gvisor.runsc), by its
+# path; for the release that path names the version, so an upgrade changes
+# daemon.json and restarts dockerd. Set by choose_runsc.
+RUNSC=""
+choose_runsc() {
+  RUNSC=$(runsc_path)
+  [[ -x "$RUNSC" ]] ||
+    fatal "an executable runsc at $RUNSC (functions-runtime:gvisor.runsc is $GVISOR_RUNSC)" "none; nothing was changed" \
+      "re-run the install step (scripts/install_runtime.sh), which installs it"
 }
 
 # RUNSC_NETWORK: "sandbox" (gVisor's own netstack) or "host" (the sandbox
@@ -97,7 +109,7 @@ RUNSC_NETWORK=sandbox
 choose_runsc_network() {
   if runsc_sandbox_network_broken; then
     RUNSC_NETWORK=host
-    warn "runsc $("$FR_RUNSC" --version 2>/dev/null | head -n1 || true) cannot use its own network stack on kernel $(uname -r) (root-namespace check on rmem_default): using --network=host inside each container's namespace; install a gVisor release newer than 2024-07 to get the sandbox netstack back"
+    warn "runsc $(runsc_version "$RUNSC") cannot use its own network stack on kernel $(uname -r) (root-namespace check on rmem_default): using --network=host inside each container's namespace; install a gVisor release newer than 2024-07 to get the sandbox netstack back"
   fi
 }
 
@@ -123,9 +135,9 @@ EOF
     case "$runtime" in
       runsc)
         if [[ "$RUNSC_NETWORK" == host ]]; then
-          printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap", "--network=host"]}' "$(json_string "$FR_RUNSC")"
+          printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap", "--network=host"]}' "$(json_string "$RUNSC")"
         else
-          printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap"]}' "$(json_string "$FR_RUNSC")"
+          printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap"]}' "$(json_string "$RUNSC")"
         fi
         ;;
       kata) printf '    "kata": {"runtimeType": "io.containerd.kata.v2"}' ;;
@@ -326,11 +338,20 @@ choose_runtimes() {
   RUNTIMES=("${WANTED_RUNTIMES[@]}")
 }
 
+# plan_runtimes: RUNTIMES (default first) and, with gVisor, RUNSC and
+# RUNSC_NETWORK. Fatal, before anything on the host is written, when the
+# stack cannot be served as it asks.
+plan_runtimes() {
+  choose_runtimes
+  if [[ " ${RUNTIMES[*]} " == *" runsc "* ]]; then
+    choose_runsc
+    choose_runsc_network
+  fi
+}
+
 configure_docker() {
   local work default
-  choose_runtimes
   default=${RUNTIMES[0]}
-  if [[ " ${RUNTIMES[*]} " == *" runsc "* ]]; then choose_runsc_network; fi
   make_work_dir work
   render_daemon_json "$default" "${RUNTIMES[@]}" >"$work/daemon.json"
   if command -v dockerd >/dev/null && ! dockerd --validate --config-file "$work/daemon.json" >&2; then
@@ -422,6 +443,7 @@ print_result() {
 main() {
   require_root
   check_inputs
+  plan_runtimes
   install_tls_material
   configure_docker
   configure_policy

@@ -507,7 +507,6 @@ fatal_isolation_unmet() {
 
 FR_KATA_DIR=${FR_KATA_DIR:-/opt/kata}
 FR_BIN_DIR=${FR_BIN_DIR:-/usr/local/bin}
-FR_RUNSC=${FR_RUNSC:-/usr/bin/runsc}
 
 kata_installed() { marker_matches kata && [[ -x "$FR_KATA_DIR/bin/containerd-shim-kata-v2" ]]; }
 
@@ -545,6 +544,47 @@ fatal_kata_unusable() {
   fatal "Kata Containers usable (functions-runtime:isolation is vm)" "$(kata_unusable_reason)" \
     "run 'kata-runtime check --verbose' on the host; Kata needs working hardware KVM (not nested); or set functions-runtime:isolation to sandbox to use gVisor" \
     "${1:-1}"
+}
+
+# ---------------------------------------------------------------- gVisor
+
+# gvisor.runsc: "release" runs the pinned release installed under
+# FR_GVISOR_DIR/<version>/ (the contract's path); "debian" runs Debian's
+# package at FR_DEBIAN_RUNSC, an explicit fallback.
+require_gvisor_runsc() {
+  one_of "${GVISOR_RUNSC:-}" "$FR_GVISOR_RUNSC_SOURCES" ||
+    fatal "GVISOR_RUNSC to be one of: $FR_GVISOR_RUNSC_SOURCES" "'${GVISOR_RUNSC:-}'" \
+      "set functions-runtime:gvisor.runsc to one of: $FR_GVISOR_RUNSC_SOURCES"
+}
+
+# gvisor_release_path NAME: where the release's file NAME (a catalog row) is
+# installed: one directory per version.
+gvisor_release_path() {
+  local version
+  version=$(catalog_field "$1" version)
+  [[ "$version" =~ ^[0-9A-Za-z][0-9A-Za-z.+~_-]*$ && "$version" != *..* ]] ||
+    fatal "a version usable as a directory name in catalog row '$1' of $FR_CATALOG" "'$(one_line "$version")'" \
+      "fix the row's version"
+  printf '%s/%s/%s\n' "$FR_GVISOR_DIR" "$version" "$1"
+}
+
+# runsc_path: the runsc this host runs, by gvisor.runsc.
+runsc_path() {
+  require_gvisor_runsc
+  if [[ "$GVISOR_RUNSC" == debian ]]; then
+    printf '%s\n' "$FR_DEBIAN_RUNSC"
+  else
+    gvisor_release_path runsc
+  fi
+}
+
+# runsc_version RUNSC: the first line of `RUNSC --version` (not `| head`:
+# under pipefail the SIGPIPE would lose it), or "(no version)".
+runsc_version() {
+  local out
+  out=$("$1" --version 2>&1) || true
+  out=$(head -n1 <<<"$out")
+  printf '%s' "${out:-(no version)}"
 }
 
 # ---------------------------------------------------------------- which runtimes

@@ -24,7 +24,7 @@
 # One line per check on stderr; the first failure stops the run with its own
 # exit code. The report (docs/host-contract.md) is ALWAYS printed on stdout.
 #
-# Input: FR_HOST, ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT,
+# Input: FR_HOST, ISOLATION, KATA_HYPERVISOR, GVISOR_RUNSC, PRIVATE_ADDRESS, ENDPOINT_PORT,
 # VERIFY_IMAGE, VERIFY_IMAGE_ARCHIVE, COLD_START_RUNS, SSH_PORT (default 22),
 # LIMIT_MAX_MILLICPUS (the stack's CPU maximum; the verify containers ask
 # for no more);
@@ -67,6 +67,8 @@ PASSED=false
 HOST_KERNEL=$(uname -r)
 DEFAULT_RUNTIME=""
 DOCKER_VERSION=""
+# The runsc this host runs (lib.sh's runsc_path), set when gVisor is wanted.
+RUNSC=""
 WANTED=()
 CERTS=""
 declare -A GUEST_KERNEL=() COLD_MEDIAN=()
@@ -119,13 +121,14 @@ version_of() {
 }
 
 collect_versions() {
-  local kata=""
+  local kata="" runsc=""
   if kata_installed; then kata=$(catalog_field kata version 2>/dev/null || true); fi
+  if [[ -n "$RUNSC" ]]; then runsc=$(version_of "$RUNSC" --version); fi
   printf '{"docker": %s, "containerd": %s, "runc": %s, "runsc": %s, "kata": %s, "nerdctl": %s}' \
     "$(json_string_or_null "$DOCKER_VERSION")" \
     "$(json_string_or_null "$(version_of containerd --version)")" \
     "$(json_string_or_null "$(version_of runc --version)")" \
-    "$(json_string_or_null "$(version_of "$FR_RUNSC" --version)")" \
+    "$(json_string_or_null "$runsc")" \
     "$(json_string_or_null "$kata")" \
     "$(json_string_or_null "$(version_of "$FR_BIN_DIR/nerdctl" --version)")"
 }
@@ -134,13 +137,13 @@ runtime_json() {
   local rt=$1 shim isolation hypervisor="" cold="null"
   case "$rt" in
     kata) shim="$FR_KATA_DIR/bin/containerd-shim-kata-v2" isolation=vm hypervisor=${KATA_HYPERVISOR:-} ;;
-    *) shim=$FR_RUNSC isolation=sandbox ;;
+    *) shim=$RUNSC isolation=sandbox ;;
   esac
   if [[ -n "${COLD_MEDIAN[$rt]:-}" ]]; then
     cold=$(printf '{"median": %s, "runs": %s}' "${COLD_MEDIAN[$rt]}" "$COLD_START_RUNS")
   fi
   printf '{"name": %s, "shim": %s, "isolation": %s, "hypervisor": %s, "guestKernel": %s, "coldStartMs": %s}' \
-    "$(json_string "$rt")" "$(json_string "$shim")" "$(json_string "$isolation")" \
+    "$(json_string "$rt")" "$(json_string_or_null "$shim")" "$(json_string "$isolation")" \
     "$(json_string_or_null "$hypervisor")" "$(json_string_or_null "${GUEST_KERNEL[$rt]:-}")" "$cold"
 }
 
@@ -187,6 +190,7 @@ read_inputs() {
       "set functions-runtime:endpoint.limits.maxCpus" "$EXIT_INPUTS"
   set_limit_opts
   require_isolation
+  require_gvisor_runsc
   if ! [[ "$COLD_START_RUNS" =~ ^[0-9]+$ ]] || ((COLD_START_RUNS < FR_COLD_START_RUNS_MIN ||
     COLD_START_RUNS > FR_COLD_START_RUNS_MAX || COLD_START_RUNS % 2 == 0)); then
     fatal "COLD_START_RUNS to be an odd number from $FR_COLD_START_RUNS_MIN to $FR_COLD_START_RUNS_MAX" \
@@ -306,13 +310,18 @@ check_preflight_kata() {
 }
 
 check_preflight_runsc() {
-  local name=preflight-runsc desc="gVisor preflight (runsc present)" version
+  local name=preflight-runsc desc="gVisor preflight (runsc present)" from
   CURRENT_CHECK=$name
-  if [[ -x "$FR_RUNSC" ]]; then version=$("$FR_RUNSC" --version 2>&1 | head -n1) || version="(no version)"; fi
-  [[ -x "$FR_RUNSC" ]] ||
-    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "an executable $FR_RUNSC" "none" \
-      "re-run the install step (apt package runsc)"
-  pass_check "$name" "$desc" "$version"
+  RUNSC=$(runsc_path)
+  [[ -x "$RUNSC" ]] ||
+    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "an executable $RUNSC (functions-runtime:gvisor.runsc is $GVISOR_RUNSC)" \
+      "none" "re-run the install step (scripts/install_runtime.sh)"
+  if [[ "$GVISOR_RUNSC" == debian ]]; then
+    from="Debian's runsc package, the fallback gvisor.runsc: debian chose"
+  else
+    from="gVisor's pinned release $(catalog_field runsc version)"
+  fi
+  pass_check "$name" "$desc" "$RUNSC: $(runsc_version "$RUNSC"); $from"
 }
 
 check_endpoint_accepts_client_cert() {

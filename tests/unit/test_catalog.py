@@ -84,3 +84,10 @@ def test_a_digest_is_never_echoed_whole():
 def test_architectures_come_from_the_urls_path(url, architectures):
     artifacts = parse_catalog(HEADER + KATA + NERDCTL + f"tool\t1\tsha256:{'e' * 64}\t{url}\n")
     assert artifacts["tool"].architectures == architectures
+
+
+@pytest.mark.parametrize("version", ["../../etc", "2026/08", "1 2", "..", ""])
+def test_a_version_that_is_no_directory_name_is_refused(version):
+    """gVisor's release is installed in <dir>/<version>/: the version is a path component."""
+    with pytest.raises(CatalogError, match=r"cat\.tsv:4: runsc: version .* names a directory"):
+        parse_catalog(HEADER + KATA + NERDCTL + RUNSC.replace("20260817.0\t", f"{version}\t", 1), "cat.tsv")

@@ -46,6 +46,21 @@ def test_payload_changes_when_a_script_changes(tmp_path: Path):
     assert build_payload(CATALOG, tmp_path).sha256 != before
 
 
+def test_the_payload_never_holds_a_directory_the_host_owns(monkeypatch):
+    """The payload step replaces each payload directory whole: one named like
+    the install markers' or gVisor's release directory would wipe them."""
+    from components import payload as payload_module
+    from components.contract import GVISOR_DIR, REMOTE_ROOT
+
+    assert GVISOR_DIR.startswith(f"{REMOTE_ROOT}/")
+    assert set(payload_module.HOST_OWNED_DIRS) == {"state", GVISOR_DIR.rsplit("/", 1)[1]}
+    assert not set(build_payload(CATALOG).top_level_dirs) & set(payload_module.HOST_OWNED_DIRS)
+    real = payload_module.collect_files
+    monkeypatch.setattr(payload_module, "collect_files", lambda *a, **k: {**real(*a, **k), "gvisor/x": b""})
+    with pytest.raises(ValueError, match="must not hold gvisor"):
+        build_payload(CATALOG)
+
+
 def test_base_files_and_user_data_share_one_package_list():
     assert render_base_files().packages.split() == list(BASE_PACKAGES)
 
