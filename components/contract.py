@@ -111,6 +111,22 @@ GVISOR_DIR = f"{REMOTE_ROOT}/gvisor"
 # Debian's package (gvisor.runsc: debian).
 DEBIAN_RUNSC = "/usr/bin/runsc"
 
+# A runtime's network: which network stack its containers' socket calls
+# reach (the verify report's and the endpoint's runtimes[].network).
+#   vm:      Kata: the guest VM's own kernel.
+#   sandbox: gVisor's own network stack (netstack), in user space inside the
+#            sandbox: socket calls never reach the host kernel.
+#   host:    runsc --network=host: the sandbox passes socket calls to the host
+#            kernel's stack, in the container's own network namespace (Docker's
+#            bridge and the host filter still apply; not Docker's --network
+#            host). Only with gvisor.allowHostNetworkStack: true.
+NETWORK_VM = "vm"
+NETWORK_SANDBOX = "sandbox"
+NETWORK_HOST = "host"
+RUNTIME_NETWORKS = (NETWORK_VM, NETWORK_SANDBOX, NETWORK_HOST)
+# The networks a runtime of each isolation may have.
+ISOLATION_NETWORKS = {"vm": (NETWORK_VM,), "sandbox": (NETWORK_SANDBOX, NETWORK_HOST)}
+
 @dataclass(frozen=True)
 class SharedFact:
     """One fact as the scripts see it: a variable, its value, whether a
@@ -155,6 +171,9 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_GVISOR_ARTIFACTS", " ".join(GVISOR_ARTIFACTS)),
         SharedFact("FR_GVISOR_DIR", GVISOR_DIR, overridable=True),
         SharedFact("FR_DEBIAN_RUNSC", DEBIAN_RUNSC, overridable=True),
+        SharedFact("FR_NETWORK_VM", NETWORK_VM),
+        SharedFact("FR_NETWORK_SANDBOX", NETWORK_SANDBOX),
+        SharedFact("FR_NETWORK_HOST", NETWORK_HOST),
     )
 
 

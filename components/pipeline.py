@@ -103,6 +103,7 @@ HOST_STEPS: tuple[Step, ...] = (
             "ISOLATION",
             "KATA_HYPERVISOR",
             "GVISOR_RUNSC",
+            "GVISOR_ALLOW_HOST_NETWORK",
             "ENDPOINT_PORT",
             "PRIVATE_ADDRESS",
             "LIMIT_MAX_MEMORY_MIB",
@@ -186,6 +187,9 @@ VARIABLES: Mapping[str, Variable] = {
     "ISOLATION": Variable("isolation", lambda h: h.settings.isolation),
     "KATA_HYPERVISOR": Variable("kata.hypervisor", lambda h: h.settings.kata.hypervisor),
     "GVISOR_RUNSC": Variable("gvisor.runsc", lambda h: h.settings.gvisor.runsc),
+    "GVISOR_ALLOW_HOST_NETWORK": Variable(
+        "gvisor.allowHostNetworkStack", lambda h: "true" if h.settings.gvisor.allow_host_network_stack else "false"
+    ),
     "ARTIFACT_MIRROR": Variable("artifacts.mirror", lambda h: h.settings.artifacts.mirror or ""),
     "ADMIN_CIDRS": Variable("admin.sshSourceCidrs", lambda h: " ".join(h.settings.admin.ssh_source_cidrs)),
     "ENDPOINT_CIDRS": Variable("endpoint.allowedCidrs", lambda h: " ".join(h.settings.endpoint.allowed_cidrs)),

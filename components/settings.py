@@ -159,6 +159,10 @@ class GvisorSettings:
     package as an explicit fallback)."""
 
     runsc: str = "release"
+    # Whether a gVisor host may run with runsc --network=host when its runsc
+    # cannot use gVisor's own network stack there (socket calls then reach
+    # the host kernel); without it configure refuses such a host.
+    allow_host_network_stack: bool = False
 
 
 @dataclass(frozen=True)
@@ -744,8 +748,9 @@ def _local_file(p: _Problems, config_key: str, text: str, local_dirs: Sequence[P
 def _parse_gvisor(
     p: _Problems, value: Any, isolation: str | None, artifacts: ArtifactSettings | None
 ) -> GvisorSettings:
-    obj = p.obj(key("gvisor"), value, ("runsc",))
+    obj = p.obj(key("gvisor"), value, ("runsc", "allowHostNetworkStack"))
     runsc = p.string(key("gvisor.runsc"), obj.get("runsc"), "release") or "release"
+    allow_host_network = p.boolean(key("gvisor.allowHostNetworkStack"), obj.get("allowHostNetworkStack"))
     if runsc not in GVISOR_RUNSC_SOURCES:
         p.add(
             key("gvisor.runsc"),
@@ -762,7 +767,7 @@ def _parse_gvisor(
                 "installs on every gVisor host; add gVisor's release rows (as catalog/artifacts.tsv pins "
                 "them), or set gvisor.runsc: debian to run Debian's package instead",
             )
-    return GvisorSettings(runsc=runsc)
+    return GvisorSettings(runsc=runsc, allow_host_network_stack=allow_host_network)
 
 
 def _parse_verify(p: _Problems, value: Any, local_dirs: Sequence[Path]) -> VerifySettings:

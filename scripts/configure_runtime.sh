@@ -5,14 +5,17 @@
 # payload, run by systemd) asked before every API request.
 # Also Kata's configuration (chosen hypervisor) and nerdctl's CNI path.
 #
-# Input: ISOLATION, KATA_HYPERVISOR, GVISOR_RUNSC, PRIVATE_ADDRESS, ENDPOINT_PORT,
+# Input: ISOLATION, KATA_HYPERVISOR, GVISOR_RUNSC, GVISOR_ALLOW_HOST_NETWORK,
+# PRIVATE_ADDRESS, ENDPOINT_PORT,
 # LIMIT_MAX_MEMORY_MIB, LIMIT_MAX_PIDS, LIMIT_MAX_MILLICPUS, REVOKED_SERIALS
 # (space-separated hex), REVOKED_NAMES (one a line); on stdin
 # the CA certificate, the server certificate and the server key (PEM, in that
 # order). The key goes to a 0600 root file and is never printed.
 # Output (stdout): one JSON line
 #   {"changed": [...], "restarted": true|false, "defaultRuntime": "runsc", "runtimes": [...],
-#    "runscNetwork": "sandbox"|"host", "policyRestarted": true|false}
+#    "runscNetwork": "sandbox"|"host"|null, "policyRestarted": true|false}
+# A gVisor host whose runsc cannot use gVisor's own network stack is refused
+# (one line, nothing changed) unless GVISOR_ALLOW_HOST_NETWORK is true.
 #
 # Docker reads "hosts" from daemon.json, and refuses to start when -H is also
 # given on its command line, so a drop-in replaces Debian's ExecStart (which
@@ -49,6 +52,9 @@ check_inputs() {
   require_isolation
   require_kata_hypervisor
   require_gvisor_runsc
+  one_of "${GVISOR_ALLOW_HOST_NETWORK:-}" "true false" ||
+    fatal "GVISOR_ALLOW_HOST_NETWORK to be true or false" "'${GVISOR_ALLOW_HOST_NETWORK:-}'" \
+      "set functions-runtime:gvisor.allowHostNetworkStack to true or false"
   for name in LIMIT_MAX_MEMORY_MIB LIMIT_MAX_PIDS LIMIT_MAX_MILLICPUS; do
     [[ "${!name}" =~ ^[1-9][0-9]*$ ]] ||
       fatal "$name to be a positive whole number" "'${!name}'" "set functions-runtime:endpoint.limits (docs/host-contract.md)"
@@ -80,10 +86,12 @@ install_tls_material() {
 # runsc_sandbox_network_broken: this runsc cannot give containers its own
 # network stack on this kernel. gVisor builds up to at least 2024-07-29
 # (Debian 13's runsc) decide "am I in the root network namespace?" by whether
-# /proc/sys/net/core/rmem_default exists; Linux 6.x (Debian 13's 6.12) has
-# that file in every namespace, so every networked container fails with
-# "cannot run with network enabled in root network namespace" (found by the
-# hostlab). Both halves are checked, so a fixed runsc gets its netstack back.
+# /proc/sys/net/core/rmem_default exists; since Linux 6.11 (Debian 13 runs
+# 6.12) that file is in every namespace, so every networked container fails
+# with "cannot run with network enabled in root network namespace"
+# (google/gvisor#10704, found by the hostlab). Both halves are checked: the
+# binary holds that path, and a new network namespace shows the file. So a
+# fixed runsc, or an older kernel, keeps gVisor's netstack.
 runsc_sandbox_network_broken() {
   [[ -x "$RUNSC" ]] || return 1
   grep -qa 'proc/sys/net/core/rmem_default' "$RUNSC" 2>/dev/null || return 1
@@ -101,16 +109,28 @@ choose_runsc() {
       "re-run the install step (scripts/install_runtime.sh), which installs it"
 }
 
-# RUNSC_NETWORK: "sandbox" (gVisor's own netstack) or "host" (the sandbox
-# uses the kernel's network stack of the container's own network namespace:
-# Docker's bridge, the host filter and the isolation checks still apply, but
-# socket calls reach the host kernel). Set by choose_runsc_network.
-RUNSC_NETWORK=sandbox
+# RUNSC_NETWORK: the contract's network names (components/contract.py):
+# "sandbox" (gVisor's own netstack) or "host" (runsc --network=host: the
+# sandbox uses the kernel's network stack of the container's own network
+# namespace: Docker's bridge, the host filter and the isolation checks still
+# apply, but socket calls reach the host kernel). Set by choose_runsc_network.
+RUNSC_NETWORK=""
 choose_runsc_network() {
-  if runsc_sandbox_network_broken; then
-    RUNSC_NETWORK=host
-    warn "runsc $(runsc_version "$RUNSC") cannot use its own network stack on kernel $(uname -r) (root-namespace check on rmem_default): using --network=host inside each container's namespace; install a gVisor release newer than 2024-07 to get the sandbox netstack back"
+  local found todo
+  RUNSC_NETWORK=$FR_NETWORK_SANDBOX
+  runsc_sandbox_network_broken || return 0
+  found="$RUNSC ($(runsc_version "$RUNSC")) cannot use it on kernel $(uname -r): it takes /proc/sys/net/core/rmem_default, in every network namespace since Linux 6.11, for the root namespace's (google/gvisor#10704), so it would run with --network=host, where socket calls reach the host kernel; nothing was changed"
+  if [[ "$GVISOR_RUNSC" == debian ]]; then
+    todo="set functions-runtime:gvisor.runsc to release (the pinned gVisor release has the fix)"
+  else
+    todo="pin a gVisor release from August 2024 or later in the catalog's runsc and containerd-shim-runsc-v1 rows"
   fi
+  if [[ "$GVISOR_ALLOW_HOST_NETWORK" != true ]]; then
+    fatal "gVisor's own network stack for containers (functions-runtime:isolation is $ISOLATION)" "$found" \
+      "$todo; or accept the host kernel's network stack with functions-runtime:gvisor.allowHostNetworkStack: true"
+  fi
+  RUNSC_NETWORK=$FR_NETWORK_HOST
+  warn "$RUNSC ($(runsc_version "$RUNSC")) cannot use gVisor's own network stack on kernel $(uname -r): running it with --network=host in each container's namespace, as functions-runtime:gvisor.allowHostNetworkStack allows (socket calls reach the host kernel; the verify report and the endpoint say network '$FR_NETWORK_HOST'); to get the netstack back: $todo"
 }
 
 # render_daemon_json DEFAULT RUNTIME...: /etc/docker/daemon.json on stdout.
@@ -134,7 +154,7 @@ EOF
     first=0
     case "$runtime" in
       runsc)
-        if [[ "$RUNSC_NETWORK" == host ]]; then
+        if [[ "$RUNSC_NETWORK" == "$FR_NETWORK_HOST" ]]; then
           printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap", "--network=host"]}' "$(json_string "$RUNSC")"
         else
           printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap"]}' "$(json_string "$RUNSC")"
@@ -437,7 +457,7 @@ restart_docker_if_changed() {
 print_result() {
   printf '{"changed": %s, "restarted": %s, "defaultRuntime": %s, "runtimes": %s, "runscNetwork": %s, "policyRestarted": %s}\n' \
     "$(json_array "${CHANGED[@]}")" "$RESTARTED" "$(json_string "${RUNTIMES[0]}")" \
-    "$(json_array "${RUNTIMES[@]}")" "$(json_string "$RUNSC_NETWORK")" "$POLICY_RESTARTED"
+    "$(json_array "${RUNTIMES[@]}")" "$(json_string_or_null "$RUNSC_NETWORK")" "$POLICY_RESTARTED"
 }
 
 main() {

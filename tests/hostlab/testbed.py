@@ -358,8 +358,10 @@ def _common(mirror_url: str, catalog: Path, image: VerifyImage, isolation: str) 
     return {
         "functions-runtime:isolation": isolation,
         # The lab's test catalog pins no gVisor release (the mirror serves no
-        # stand-in for it yet): the guest runs Debian's runsc, explicitly.
-        "functions-runtime:gvisor": {"runsc": "debian"},
+        # stand-in for it yet): the guest runs Debian's runsc, explicitly, and
+        # on Debian 13's 6.12 kernel that runsc has no netstack of its own, so
+        # the lab accepts host networking, explicitly too (docs/security.md).
+        "functions-runtime:gvisor": {"runsc": "debian", "allowHostNetworkStack": True},
         "functions-runtime:network": {"ipRange": "10.0.0.0/16", "subnet": "10.0.2.0/24", "zone": "eu-central"},
         # QEMU's gateway is the lab's operator: SSH arrives from 10.0.2.2.
         "functions-runtime:admin": {"sshKeys": [], "sshSourceCidrs": [f"{HOST_FROM_GUEST}/32"]},

@@ -220,6 +220,7 @@ def fr_env(tmp_path):
         "ISOLATION": "sandbox",
         "KATA_HYPERVISOR": "qemu",
         "GVISOR_RUNSC": "release",
+        "GVISOR_ALLOW_HOST_NETWORK": "false",
     }
 
 

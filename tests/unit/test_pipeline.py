@@ -123,6 +123,7 @@ ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKJrmllVu4fMVCnQiQh96iGQMhpTa/0
         ("kata.hypervisor", "clh", "configure"),
         ("artifacts.mirror", "https://mirror.example/kata", "install"),
         ("gvisor.runsc", "debian", "install"),
+        ("gvisor.allowHostNetworkStack", True, "configure"),
         ("endpoint.port", 2400, "firewall"),
         ("verify.coldStartRuns", 7, "verify"),
         ("admin.sshKeys", [ADMIN_KEY], "keys"),

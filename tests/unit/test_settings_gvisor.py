@@ -31,8 +31,15 @@ def problems_of(cfg: dict[str, Any]) -> list[str]:
     return err.value.problems
 
 
-def test_the_pinned_release_is_the_default():
-    assert parse_settings(config(), "test").gvisor.runsc == "release"
+def test_the_pinned_release_on_gvisors_own_network_stack_is_the_default():
+    gvisor = parse_settings(config(), "test").gvisor
+    assert gvisor.runsc == "release" and gvisor.allow_host_network_stack is False
+
+
+@pytest.mark.parametrize("value", [True, "true"])
+def test_host_networking_is_an_explicit_opt_in(value):
+    gvisor = parse_settings(config(runsc="debian", allowHostNetworkStack=value), "test").gvisor
+    assert gvisor.allow_host_network_stack is True
 
 
 def test_debians_package_is_an_explicit_choice():
@@ -46,6 +53,7 @@ def test_debians_package_is_an_explicit_choice():
         ({"runsc": 7}, "functions-runtime:gvisor.runsc", "expected a non-empty string"),
         ({"runsc": "release debian"}, "functions-runtime:gvisor.runsc", "must be 'release'"),
         ({"netstack": "host"}, "functions-runtime:gvisor", "unknown field(s) netstack"),
+        ({"allowHostNetworkStack": "yes"}, "functions-runtime:gvisor.allowHostNetworkStack", "expected true or false"),
     ],
 )
 def test_a_bad_gvisor_value_is_refused_naming_its_key(gvisor, config_key, words):
