@@ -129,6 +129,7 @@ HOST_STEPS: tuple[Step, ...] = (
             "ISOLATION",
             "KATA_HYPERVISOR",
             "GVISOR_RUNSC",
+            "GVISOR_ALLOW_HOST_NETWORK",
             "PRIVATE_ADDRESS",
             "ENDPOINT_PORT",
             "SSH_PORT",

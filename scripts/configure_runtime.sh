@@ -52,9 +52,7 @@ check_inputs() {
   require_isolation
   require_kata_hypervisor
   require_gvisor_runsc
-  one_of "${GVISOR_ALLOW_HOST_NETWORK:-}" "true false" ||
-    fatal "GVISOR_ALLOW_HOST_NETWORK to be true or false" "'${GVISOR_ALLOW_HOST_NETWORK:-}'" \
-      "set functions-runtime:gvisor.allowHostNetworkStack to true or false"
+  require_gvisor_allow_host_network
   for name in LIMIT_MAX_MEMORY_MIB LIMIT_MAX_PIDS LIMIT_MAX_MILLICPUS; do
     [[ "${!name}" =~ ^[1-9][0-9]*$ ]] ||
       fatal "$name to be a positive whole number" "'${!name}'" "set functions-runtime:endpoint.limits (docs/host-contract.md)"

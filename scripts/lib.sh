@@ -557,6 +557,15 @@ require_gvisor_runsc() {
       "set functions-runtime:gvisor.runsc to one of: $FR_GVISOR_RUNSC_SOURCES"
 }
 
+# gvisor.allowHostNetworkStack: whether gVisor may run with runsc
+# --network=host where its own network stack cannot work (configure falls
+# back to it; verify accepts it). "true" or "false".
+require_gvisor_allow_host_network() {
+  one_of "${GVISOR_ALLOW_HOST_NETWORK:-}" "true false" ||
+    fatal "GVISOR_ALLOW_HOST_NETWORK to be true or false" "'${GVISOR_ALLOW_HOST_NETWORK:-}'" \
+      "set functions-runtime:gvisor.allowHostNetworkStack to true or false"
+}
+
 # gvisor_release_path NAME: where the release's file NAME (a catalog row) is
 # installed: one directory per version.
 gvisor_release_path() {

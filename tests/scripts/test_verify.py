@@ -262,7 +262,8 @@ def test_median(base_env, values, median):
 
 def test_report_json_is_valid_with_awkward_details(base_env):
     snippet = (
-        "CERTS=''; WANTED=(runsc); RUNSC=$(runsc_path); GUEST_KERNEL[runsc]=4.4.0; COLD_MEDIAN[runsc]=812; PASSED=true; "
+        "CERTS=''; WANTED=(runsc); RUNSC=$(runsc_path); NETWORK[runsc]=sandbox; GUEST_KERNEL[runsc]=4.4.0; "
+        "COLD_MEDIAN[runsc]=812; PASSED=true; "
         "record_check x passed $'tab\\there \"quoted\" \\\\ back\\nline'; print_report"
     )
     r = run_bash(snippet, base_env, script="verify_host.sh")
@@ -273,6 +274,7 @@ def test_report_json_is_valid_with_awkward_details(base_env):
             "name": "runsc",
             "shim": str(release_runsc_path(base_env)),
             "isolation": "sandbox",
+            "network": "sandbox",
             "hypervisor": None,
             "guestKernel": "4.4.0",
             "coldStartMs": {"median": 812, "runs": 3},
@@ -280,6 +282,51 @@ def test_report_json_is_valid_with_awkward_details(base_env):
     ]
     assert rep["checks"][0]["detail"] == 'tab here "quoted" \\ back line'
     assert rep["versions"]["runsc"] == f"release-{GVISOR_VERSION}"
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed", "rc", "network", "words"),
+    [
+        ("--platform=systrap ", "false", 0, "sandbox", "arguments: --platform=systrap; network sandbox"),
+        ("--platform=systrap --network=sandbox ", "false", 0, "sandbox", "network sandbox"),
+        ("--platform=systrap --network=host ", "true", 0, "host", "network host"),
+        ("--platform=systrap --network=host ", "false", 12, None,
+         "found Docker runs runsc with --network=host: socket calls reach the host kernel"),
+        ("--platform=systrap --network=none ", "true", 12, None, "found runtime argument --network=none"),
+    ],
+    ids=["netstack", "netstack-explicit", "host-with-opt-in", "host-without-opt-in", "no-network"],
+)
+def test_the_runsc_network_is_read_from_the_running_daemon(base_env, args, allowed, rc, network, words):
+    """docker info is stubbed with what Docker 26 prints for the template
+    (path|args): proves the decision and the report, not Docker's output."""
+    path = release_runsc_path(base_env)
+    snippet = (
+        f"endpoint_docker() {{ printf '%s' '{path}|{args}'; }}; WANTED=(runsc); RUNSC=$(runsc_path); "
+        "check_runsc_network; PASSED=true; print_report"
+    )
+    env = {**base_env, "GVISOR_ALLOW_HOST_NETWORK": allowed}
+    r = run_bash(snippet, env, script="verify_host.sh")
+    assert r.rc == rc, r.stderr
+    assert words in r.stderr
+    if rc == 0:
+        rep = json.loads(r.stdout)
+        assert rep["runtimes"][0]["network"] == network
+        assert rep["checks"][0]["name"] == "runtime-runsc-network"
+        assert ("WARNING" in r.stderr) is (network == "host")
+
+
+def test_a_daemon_running_another_runsc_fails_the_network_check(base_env):
+    snippet = "endpoint_docker() { printf '%s' '/usr/bin/runsc|--platform=systrap '; }; RUNSC=$(runsc_path); check_runsc_network"
+    r = run_bash(snippet, base_env, script="verify_host.sh")
+    assert r.rc == 12
+    assert f"Docker's runsc runtime at {release_runsc_path(base_env)} (functions-runtime:gvisor.runsc is release)" in r.stderr
+    assert "found '/usr/bin/runsc'" in r.stderr
+
+
+def test_a_report_before_the_network_check_says_no_network(base_env):
+    r = run_bash("WANTED=(runsc kata); NETWORK[kata]=vm; print_report", base_env, script="verify_host.sh")
+    runtimes = {rt["name"]: rt for rt in json.loads(r.stdout)["runtimes"]}
+    assert runtimes["runsc"]["network"] is None and runtimes["kata"]["network"] == "vm"
 
 
 def test_with_gvisor_runsc_debian_the_preflight_checks_and_reports_debians_runsc(base_env):
