@@ -6,8 +6,9 @@ test machine's loopback):
 
 - `TestArtifacts`: Kata and nerdctl *test* archives with the real release
   layout (./opt/kata/bin/..., share/defaults/kata-containers/*.toml; a
-  top-level `nerdctl`), a catalog pinning their SHA-256 under the real
-  file names, and a tampered copy for the refusal test. They prove
+  top-level `nerdctl`), a catalog pinning their digests (`sha256:<hex>`)
+  under the real file names, and a tampered copy for the refusal test;
+  `gvisor_row` pins a stand-in for gVisor's release (sha512) the same way. They prove
   download, hash check, unpack, markers and idempotence, not Kata: the
   test archive's `kata-runtime check` fails on purpose ("test archive, not
   Kata").
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.catalog import load_catalog
+from components.contract import GVISOR_ARTIFACTS
 from components.settings import PROJECT_ROOT
 from tools.lab.image import default_cache_dir
 
@@ -55,6 +57,10 @@ KATA_VERSION = PINNED["kata"].version
 NERDCTL_VERSION = PINNED["nerdctl"].version
 KATA_FILE = PINNED["kata"].file_name
 KATA_URL = PINNED["kata"].url
+# gVisor's release: the mirror serves files by name, and gVisor's names
+# (runsc, containerd-shim-runsc-v1) carry no version.
+GVISOR_VERSION = PINNED["runsc"].version
+GVISOR_FILES = {name: PINNED[name].file_name for name in GVISOR_ARTIFACTS}
 
 
 def _next_patch(version: str) -> str:
@@ -158,6 +164,15 @@ def catalog_text(rows: list[tuple[str, str, str, str]]) -> str:
         "name\tversion\tdigest\turl",
     ] + ["\t".join(r) for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def gvisor_row(name: str, data: bytes) -> tuple[str, str, str, str]:
+    """A catalog row pinning `data` as gVisor's `name` (runsc or the shim):
+    the release's version and URL, a sha512 digest as Google publishes. A
+    stand-in served under GVISOR_FILES[name] in the mirror's directory is
+    then what the install step fetches; none is served yet (the hostlab's
+    stacks run Debian's runsc, see _common)."""
+    return (name, PINNED[name].version, catalog_digest(data, "sha512"), PINNED[name].url)
 
 
 @dataclass
