@@ -117,7 +117,7 @@ choose_runsc_network() {
   local found todo
   RUNSC_NETWORK=$FR_NETWORK_SANDBOX
   runsc_sandbox_network_broken || return 0
-  found="$RUNSC ($(runsc_version "$RUNSC")) cannot use it on kernel $(uname -r): it takes /proc/sys/net/core/rmem_default, in every network namespace since Linux 6.11, for the root namespace's (google/gvisor#10704), so it would run with --network=host, where socket calls reach the host kernel; nothing was changed"
+  found="$RUNSC ($(runsc_version "$RUNSC")) cannot use it on kernel $(uname -r): it takes /proc/sys/net/core/rmem_default, present in every network namespace since Linux 6.11, as the sign of the root namespace (google/gvisor#10704), so it would run with --network=host, where socket calls reach the host kernel; nothing was changed"
   if [[ "$GVISOR_RUNSC" == debian ]]; then
     todo="set functions-runtime:gvisor.runsc to release (the pinned gVisor release has the fix)"
   else
