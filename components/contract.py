@@ -107,6 +107,42 @@ APT_HOOK = "/etc/apt/apt.conf.d/50functions-runtime-update-stamp"
 APT_UPDATE_STAMP = "/var/lib/apt/periodic/functions-runtime-update-success"
 
 
+# The artifact catalog's digests say their algorithm: `<algorithm>:<hex>`,
+# with the hex digits each algorithm has. Google publishes only sha512 for
+# gVisor's release files; Kata and nerdctl are pinned by sha256. The
+# scripts hash with coreutils' `<algorithm>sum`.
+DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+
+# gVisor. gvisor.runsc chooses the runsc a host runs: `release`, the pinned
+# upstream release (catalog rows GVISOR_ARTIFACTS: runsc and the containerd
+# shim nerdctl and containerd use), or `debian`, Debian 13's runsc package
+# (a 2024-07-29 build; no shim), kept as an explicit fallback.
+GVISOR_RUNSC_SOURCES = ("release", "debian")
+GVISOR_ARTIFACTS = ("runsc", "containerd-shim-runsc-v1")
+# The release's files land in <GVISOR_DIR>/<version>/<name>, one directory
+# per version, so a container keeps the runsc it started with when an
+# upgrade points daemon.json at the next version. Never a payload directory
+# (the payload step replaces those whole; components/payload.py refuses it).
+GVISOR_DIR = f"{REMOTE_ROOT}/gvisor"
+# Debian's package (gvisor.runsc: debian).
+DEBIAN_RUNSC = "/usr/bin/runsc"
+
+# A runtime's network: which network stack its containers' socket calls
+# reach (the verify report's and the endpoint's runtimes[].network).
+#   vm:      Kata: the guest VM's own kernel.
+#   sandbox: gVisor's own network stack (netstack), in user space inside the
+#            sandbox: socket calls never reach the host kernel.
+#   host:    runsc --network=host: the sandbox passes socket calls to the host
+#            kernel's stack, in the container's own network namespace (Docker's
+#            bridge and the host filter still apply; not Docker's --network
+#            host). Only with gvisor.allowHostNetworkStack: true.
+NETWORK_VM = "vm"
+NETWORK_SANDBOX = "sandbox"
+NETWORK_HOST = "host"
+RUNTIME_NETWORKS = (NETWORK_VM, NETWORK_SANDBOX, NETWORK_HOST)
+# The networks a runtime of each isolation may have.
+ISOLATION_NETWORKS = {"vm": (NETWORK_VM,), "sandbox": (NETWORK_SANDBOX, NETWORK_HOST)}
+
 @dataclass(frozen=True)
 class SharedFact:
     """One fact as the scripts see it: a variable, its value, whether a
@@ -149,6 +185,14 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_VERIFY_MEMORY_MIB", str(VERIFY_MEMORY_MIB)),
         SharedFact("FR_VERIFY_PIDS", str(VERIFY_PIDS)),
         SharedFact("FR_VERIFY_MILLICPUS", str(VERIFY_MILLICPUS)),
+        SharedFact("FR_DIGEST_ALGORITHMS", " ".join(f"{a}:{n}" for a, n in DIGEST_HEX_LENGTHS.items())),
+        SharedFact("FR_GVISOR_RUNSC_SOURCES", " ".join(GVISOR_RUNSC_SOURCES)),
+        SharedFact("FR_GVISOR_ARTIFACTS", " ".join(GVISOR_ARTIFACTS)),
+        SharedFact("FR_GVISOR_DIR", GVISOR_DIR, overridable=True),
+        SharedFact("FR_DEBIAN_RUNSC", DEBIAN_RUNSC, overridable=True),
+        SharedFact("FR_NETWORK_VM", NETWORK_VM),
+        SharedFact("FR_NETWORK_SANDBOX", NETWORK_SANDBOX),
+        SharedFact("FR_NETWORK_HOST", NETWORK_HOST),
     )
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.contract import ENDPOINT_SCHEMA, ISOLATIONS, VERIFY_SCHEMA
+from components.contract import ENDPOINT_SCHEMA, ISOLATION_NETWORKS, ISOLATIONS, NETWORK_HOST, VERIFY_SCHEMA
 
 CLIENT_TLS_SCHEMA = "functions-runtime/client-tls@1"
 DOCKER_API_VERSION = "1.45"
@@ -67,8 +67,13 @@ class EndpointRefused(Exception):
 # ---------------------------------------------------------------- producer
 
 
-def parse_verify_report(host: str, stdout: str) -> dict[str, Any]:
-    """The verify script's JSON, or VerificationFailed naming host and check."""
+def parse_verify_report(host: str, stdout: str, host_network_allowed: bool = False) -> dict[str, Any]:
+    """The verify script's JSON, or VerificationFailed naming host and check.
+
+    `host_network_allowed` is the stack's gvisor.allowHostNetworkStack: a
+    runtime on the host kernel's network stack (`host`) is refused without
+    it, whatever the host's script decided.
+    """
     try:
         report = json.loads(stdout)
     except (TypeError, json.JSONDecodeError) as err:
@@ -97,6 +102,22 @@ def parse_verify_report(host: str, stdout: str) -> dict[str, Any]:
         if rt.get("guestKernel") == report.get("hostKernel"):
             raise VerificationFailed(
                 host, "kernel-differs", f"runtime {rt.get('name')} shares the host kernel"
+            )
+        networks = ISOLATION_NETWORKS[rt["isolation"]]
+        if rt.get("network") not in networks:
+            raise VerificationFailed(
+                host,
+                "runtimes",
+                f"runtime {rt.get('name')} reports network {rt.get('network')!r}; a {rt['isolation']!r} "
+                f"runtime's network is one of {', '.join(networks)}",
+            )
+        if rt["network"] == NETWORK_HOST and not host_network_allowed:
+            raise VerificationFailed(
+                host,
+                f"runtime-{rt.get('name')}-network",
+                f"runtime {rt.get('name')} runs on the host kernel's network stack (runsc --network=host), "
+                "which functions-runtime:gvisor.allowHostNetworkStack does not allow; re-run configure, or "
+                "set it to true to accept that",
             )
     if report.get("defaultRuntime") not in {rt["name"] for rt in runtimes}:
         raise VerificationFailed(
@@ -137,6 +158,8 @@ def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], iso
                 "name": rt["name"],
                 "shim": rt.get("shim"),
                 "isolation": rt["isolation"],
+                # Additive in endpoint@1: vm | sandbox | host (components/contract.py).
+                "network": rt.get("network"),
                 "hypervisor": rt.get("hypervisor"),
                 "guestKernel": rt.get("guestKernel"),
                 "coldStartMs": rt.get("coldStartMs"),
@@ -221,6 +244,11 @@ class RuntimeInfo:
     hypervisor: str | None
     guest_kernel: str | None
     cold_start_ms: Mapping[str, Any] | None
+    # The network stack its containers' socket calls reach: `vm` (Kata's
+    # guest kernel), `sandbox` (gVisor's own netstack) or `host` (runsc
+    # --network=host: the host kernel's, accepted by the stack's
+    # gvisor.allowHostNetworkStack). None in documents from before it.
+    network: str | None = None
 
 
 @dataclass(frozen=True)
@@ -364,6 +392,12 @@ def read_endpoint_host(h: Any, isolation: str, where: str) -> EndpointHost:
         iso = _require(rt, "isolation", str, rwhere)
         if iso not in ISOLATIONS or (isolation == "vm" and iso != "vm"):
             raise EndpointError(f"{rwhere}.isolation: {iso!r} does not meet the stack's {isolation!r}")
+        network = rt.get("network")
+        if network is not None and network not in ISOLATION_NETWORKS[iso]:
+            raise EndpointError(
+                f"{rwhere}.network: {network!r} is not a network of a {iso!r} runtime; "
+                f"expected one of {', '.join(ISOLATION_NETWORKS[iso])}"
+            )
         runtimes.append(
             RuntimeInfo(
                 name=_require(rt, "name", str, rwhere),
@@ -372,6 +406,7 @@ def read_endpoint_host(h: Any, isolation: str, where: str) -> EndpointHost:
                 hypervisor=rt.get("hypervisor"),
                 guest_kernel=rt.get("guestKernel"),
                 cold_start_ms=rt.get("coldStartMs"),
+                network=network,
             )
         )
     if not runtimes:

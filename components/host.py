@@ -70,7 +70,10 @@ class RuntimeHost(pulumi.ComponentResource):
         )
         steps = run_steps(self, inputs, machine, args.steps, stdin, SCRIPTS_DIR)
 
-        report = steps["verify"].stdout.apply(lambda out: parse_verify_report(name, out))  # type: ignore[attr-defined]
+        host_network_allowed = settings.gvisor.allow_host_network_stack
+        report = steps["verify"].stdout.apply(  # type: ignore[attr-defined]
+            lambda out: parse_verify_report(name, out, host_network_allowed)
+        )
         self.endpoint_entry = pulumi.Output.all(
             report, machine.private_address, machine.public_address, machine.host_key
         ).apply(

@@ -18,12 +18,15 @@ from pathlib import Path
 
 from components.base_os import render_base_files
 from components.catalog import Catalog
-from components.contract import CONTRACT_ENV, render_contract_env
+from components.contract import CONTRACT_ENV, GVISOR_DIR, REMOTE_ROOT, render_contract_env
 
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
 AUTHZ_DIR = Path(__file__).resolve().parent.parent / "endpoint_authz"
 # The endpoint's authorization plugin, as it lands under REMOTE_ROOT.
 AUTHZ_FILES = tuple(f"endpoint_authz/{name}" for name in ("__init__.py", "rules.py", "plugin.py"))
+# Directories under REMOTE_ROOT the scripts own: the payload step replaces
+# each payload directory whole, so the payload must never hold one of them.
+HOST_OWNED_DIRS = ("state", GVISOR_DIR.removeprefix(f"{REMOTE_ROOT}/"))
 
 
 @dataclass(frozen=True)
@@ -84,4 +87,8 @@ def build_payload(
 ) -> Payload:
     """`admin_sources`: the stack's admin.sshSourceCidrs (the sshd drop-in exempts them)."""
     files = collect_files(catalog, scripts_dir, admin_sources)
-    return Payload(files=files, archive=pack(files))
+    payload = Payload(files=files, archive=pack(files))
+    owned = sorted(set(payload.top_level_dirs) & set(HOST_OWNED_DIRS))
+    if owned:
+        raise ValueError(f"the payload must not hold {', '.join(owned)}: the host's own directories under {REMOTE_ROOT}")
+    return payload

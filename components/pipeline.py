@@ -85,7 +85,7 @@ HOST_STEPS: tuple[Step, ...] = (
         "install",
         "script",
         "install_runtime.sh",
-        env=("ISOLATION", "ARTIFACT_MIRROR"),
+        env=("ISOLATION", "GVISOR_RUNSC", "ARTIFACT_MIRROR"),
         reads=("catalog/artifacts.tsv",),
         timeout=INSTALL_TIMEOUT,
     ),
@@ -111,6 +111,8 @@ HOST_STEPS: tuple[Step, ...] = (
         env=(
             "ISOLATION",
             "KATA_HYPERVISOR",
+            "GVISOR_RUNSC",
+            "GVISOR_ALLOW_HOST_NETWORK",
             "ENDPOINT_PORT",
             "PRIVATE_ADDRESS",
             "LIMIT_MAX_MEMORY_MIB",
@@ -119,8 +121,9 @@ HOST_STEPS: tuple[Step, ...] = (
             "REVOKED_SERIALS",
             "REVOKED_NAMES",
         ),
-        # The endpoint policy: the plugin dockerd asks before every request.
-        reads=AUTHZ_FILES,
+        # The endpoint policy: the plugin dockerd asks before every request;
+        # the catalog names the gVisor release's directory (its version).
+        reads=("catalog/artifacts.tsv", *AUTHZ_FILES),
         # dockerd trusts the stack CA (consumers) and this host's own
         # verifier CA (its verify step only).
         stdin="endpoint-tls",
@@ -134,6 +137,8 @@ HOST_STEPS: tuple[Step, ...] = (
         env=(
             "ISOLATION",
             "KATA_HYPERVISOR",
+            "GVISOR_RUNSC",
+            "GVISOR_ALLOW_HOST_NETWORK",
             "PRIVATE_ADDRESS",
             "ENDPOINT_PORT",
             "SSH_PORT",
@@ -197,6 +202,10 @@ VARIABLES: Mapping[str, Variable] = {
     "PAYLOAD_SHA256": Variable("the payload", lambda h: h.payload.sha256),
     "ISOLATION": Variable("isolation", lambda h: h.settings.isolation),
     "KATA_HYPERVISOR": Variable("kata.hypervisor", lambda h: h.settings.kata.hypervisor),
+    "GVISOR_RUNSC": Variable("gvisor.runsc", lambda h: h.settings.gvisor.runsc),
+    "GVISOR_ALLOW_HOST_NETWORK": Variable(
+        "gvisor.allowHostNetworkStack", lambda h: "true" if h.settings.gvisor.allow_host_network_stack else "false"
+    ),
     "ARTIFACT_MIRROR": Variable("artifacts.mirror", lambda h: h.settings.artifacts.mirror or ""),
     "ADMIN_CIDRS": Variable("admin.sshSourceCidrs", lambda h: " ".join(h.settings.admin.ssh_source_cidrs)),
     "ENDPOINT_CIDRS": Variable("endpoint.allowedCidrs", lambda h: " ".join(h.settings.endpoint.allowed_cidrs)),

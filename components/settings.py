@@ -38,6 +38,8 @@ from components.contract import (
     ENDPOINT_MAX_MILLICPUS_MIN,
     ENDPOINT_MAX_PIDS_DEFAULT,
     ENDPOINT_MAX_PIDS_MIN,
+    GVISOR_ARTIFACTS,
+    GVISOR_RUNSC_SOURCES,
     IPV6_ULA,
     ISOLATIONS,
     KATA_DOCKER_TESTED_HYPERVISORS,
@@ -141,6 +143,7 @@ TOP_LEVEL_KEYS = (
     "hosts",
     "isolation",
     "kata",
+    "gvisor",
     "network",
     "admin",
     "endpoint",
@@ -169,6 +172,18 @@ class KataSettings:
     # kata.allowUntestedHypervisor: the stack accepts a hypervisor Kata does
     # not test with Docker (clh) as an experiment.
     allow_untested_hypervisor: bool = False
+
+
+@dataclass(frozen=True)
+class GvisorSettings:
+    """gvisor.*: which runsc a host runs (the pinned release, or Debian's
+    package as an explicit fallback)."""
+
+    runsc: str = "release"
+    # Whether a gVisor host may run with runsc --network=host when its runsc
+    # cannot use gVisor's own network stack there (socket calls then reach
+    # the host kernel); without it configure refuses such a host.
+    allow_host_network_stack: bool = False
 
 
 @dataclass(frozen=True)
@@ -292,6 +307,7 @@ class Settings:
     # What the stack accepts on purpose but should hear about at every
     # preview, each naming its config key (read_settings logs them).
     warnings: tuple[str, ...] = ()
+    gvisor: GvisorSettings = GvisorSettings()
 
     @property
     def hcloud_hosts(self) -> tuple[HostSpec, ...]:
@@ -457,6 +473,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     admin = _parse_admin(p, raw.get("admin"))
     endpoint = _parse_endpoint(p, raw.get("endpoint"), network)
     artifacts, local_dirs = _parse_artifacts(p, raw.get("artifacts"))
+    gvisor = _parse_gvisor(p, raw.get("gvisor"), isolation, artifacts)
     verify = _parse_verify(p, raw.get("verify"), local_dirs)
     egress = _parse_egress(p, raw.get("egress"))
     architectures = artifacts.catalog.architectures if artifacts else frozenset({"amd64"})
@@ -499,6 +516,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         hosts=tuple(hosts),
         dedicated_ssh_key=dedicated_key if isinstance(dedicated_key, pulumi.Output) else None,
         warnings=tuple(p.warnings),
+        gvisor=gvisor,
     )
 
 
@@ -851,6 +869,31 @@ def _local_file(p: _Problems, config_key: str, text: str, local_dirs: Sequence[P
         p.add(config_key, problem)
         return None
     return path
+
+
+def _parse_gvisor(
+    p: _Problems, value: Any, isolation: str | None, artifacts: ArtifactSettings | None
+) -> GvisorSettings:
+    obj = p.obj(key("gvisor"), value, ("runsc", "allowHostNetworkStack"))
+    runsc = p.string(key("gvisor.runsc"), obj.get("runsc"), "release") or "release"
+    allow_host_network = p.boolean(key("gvisor.allowHostNetworkStack"), obj.get("allowHostNetworkStack"))
+    if runsc not in GVISOR_RUNSC_SOURCES:
+        p.add(
+            key("gvisor.runsc"),
+            f"must be 'release' (gVisor's release pinned in the artifact catalog) or 'debian' (Debian 13's "
+            f"runsc package, a 2024-07-29 build, an explicit fallback), got {_shown(runsc)}",
+        )
+        runsc = "release"
+    if runsc == "release" and isolation == "sandbox" and artifacts is not None:
+        missing = [name for name in GVISOR_ARTIFACTS if name not in artifacts.catalog]
+        if missing:
+            p.add(
+                key("artifacts.catalog"),
+                f"{artifacts.catalog.path} has no row for {', '.join(missing)}, which gvisor.runsc: release "
+                "installs on every gVisor host; add gVisor's release rows (as catalog/artifacts.tsv pins "
+                "them), or set gvisor.runsc: debian to run Debian's package instead",
+            )
+    return GvisorSettings(runsc=runsc, allow_host_network_stack=allow_host_network)
 
 
 def _parse_verify(p: _Problems, value: Any, local_dirs: Sequence[Path]) -> VerifySettings:

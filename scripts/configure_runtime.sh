@@ -8,14 +8,17 @@
 # of the chosen hypervisor (the file that is then put in force), so a `vm`
 # host whose Kata cannot run with it fails with nothing changed.
 #
-# Input: ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT,
+# Input: ISOLATION, KATA_HYPERVISOR, GVISOR_RUNSC, GVISOR_ALLOW_HOST_NETWORK,
+# PRIVATE_ADDRESS, ENDPOINT_PORT,
 # LIMIT_MAX_MEMORY_MIB, LIMIT_MAX_PIDS, LIMIT_MAX_MILLICPUS, REVOKED_SERIALS
 # (space-separated hex), REVOKED_NAMES (one a line); on stdin
 # the CA certificate, the server certificate and the server key (PEM, in that
 # order). The key goes to a 0600 root file and is never printed.
 # Output (stdout): one JSON line
 #   {"changed": [...], "restarted": true|false, "defaultRuntime": "runsc", "runtimes": [...],
-#    "runscNetwork": "sandbox"|"host", "policyRestarted": true|false}
+#    "runscNetwork": "sandbox"|"host"|null, "policyRestarted": true|false}
+# A gVisor host whose runsc cannot use gVisor's own network stack is refused
+# (one line, nothing changed) unless GVISOR_ALLOW_HOST_NETWORK is true.
 #
 # Docker reads "hosts" from daemon.json, and refuses to start when -H is also
 # given on its command line, so a drop-in replaces Debian's ExecStart (which
@@ -50,6 +53,8 @@ check_inputs() {
   require_var PRIVATE_ADDRESS ENDPOINT_PORT LIMIT_MAX_MEMORY_MIB LIMIT_MAX_PIDS LIMIT_MAX_MILLICPUS
   require_isolation
   require_kata_hypervisor
+  require_gvisor_runsc
+  require_gvisor_allow_host_network
   for name in LIMIT_MAX_MEMORY_MIB LIMIT_MAX_PIDS LIMIT_MAX_MILLICPUS; do
     [[ "${!name}" =~ ^[1-9][0-9]*$ ]] ||
       fatal "$name to be a positive whole number" "'${!name}'" "set functions-runtime:endpoint.limits (docs/host-contract.md)"
@@ -81,26 +86,51 @@ install_tls_material() {
 # runsc_sandbox_network_broken: this runsc cannot give containers its own
 # network stack on this kernel. gVisor builds up to at least 2024-07-29
 # (Debian 13's runsc) decide "am I in the root network namespace?" by whether
-# /proc/sys/net/core/rmem_default exists; Linux 6.x (Debian 13's 6.12) has
-# that file in every namespace, so every networked container fails with
-# "cannot run with network enabled in root network namespace" (found by the
-# hostlab). Both halves are checked, so a fixed runsc gets its netstack back.
+# /proc/sys/net/core/rmem_default exists; since Linux 6.11 (Debian 13 runs
+# 6.12) that file is in every namespace, so every networked container fails
+# with "cannot run with network enabled in root network namespace"
+# (google/gvisor#10704, found by the hostlab). Both halves are checked: the
+# binary holds that path, and a new network namespace shows the file. So a
+# fixed runsc, or an older kernel, keeps gVisor's netstack.
 runsc_sandbox_network_broken() {
-  [[ -x "$FR_RUNSC" ]] || return 1
-  grep -qa 'proc/sys/net/core/rmem_default' "$FR_RUNSC" 2>/dev/null || return 1
+  [[ -x "$RUNSC" ]] || return 1
+  grep -qa 'proc/sys/net/core/rmem_default' "$RUNSC" 2>/dev/null || return 1
   unshare --net test -e /proc/sys/net/core/rmem_default 2>/dev/null
 }
 
-# RUNSC_NETWORK: "sandbox" (gVisor's own netstack) or "host" (the sandbox
-# uses the kernel's network stack of the container's own network namespace:
-# Docker's bridge, the host filter and the isolation checks still apply, but
-# socket calls reach the host kernel). Set by choose_runsc_network.
-RUNSC_NETWORK=sandbox
+# RUNSC: the runsc Docker runs (lib.sh's runsc_path: gvisor.runsc), by its
+# path; for the release that path names the version, so an upgrade changes
+# daemon.json and restarts dockerd. Set by choose_runsc.
+RUNSC=""
+choose_runsc() {
+  RUNSC=$(runsc_path)
+  [[ -x "$RUNSC" ]] ||
+    fatal "an executable runsc at $RUNSC (functions-runtime:gvisor.runsc is $GVISOR_RUNSC)" "none; nothing was changed" \
+      "re-run the install step (scripts/install_runtime.sh), which installs it"
+}
+
+# RUNSC_NETWORK: the contract's network names (components/contract.py):
+# "sandbox" (gVisor's own netstack) or "host" (runsc --network=host: the
+# sandbox uses the kernel's network stack of the container's own network
+# namespace: Docker's bridge, the host filter and the isolation checks still
+# apply, but socket calls reach the host kernel). Set by choose_runsc_network.
+RUNSC_NETWORK=""
 choose_runsc_network() {
-  if runsc_sandbox_network_broken; then
-    RUNSC_NETWORK=host
-    warn "runsc $("$FR_RUNSC" --version 2>/dev/null | head -n1 || true) cannot use its own network stack on kernel $(uname -r) (root-namespace check on rmem_default): using --network=host inside each container's namespace; install a gVisor release newer than 2024-07 to get the sandbox netstack back"
+  local found todo
+  RUNSC_NETWORK=$FR_NETWORK_SANDBOX
+  runsc_sandbox_network_broken || return 0
+  found="$RUNSC ($(runsc_version "$RUNSC")) cannot use it on kernel $(uname -r): it takes /proc/sys/net/core/rmem_default, present in every network namespace since Linux 6.11, as the sign of the root namespace (google/gvisor#10704), so it would run with --network=host, where socket calls reach the host kernel; nothing was changed"
+  if [[ "$GVISOR_RUNSC" == debian ]]; then
+    todo="set functions-runtime:gvisor.runsc to release (the pinned gVisor release has the fix)"
+  else
+    todo="pin a gVisor release from August 2024 or later in the catalog's runsc and containerd-shim-runsc-v1 rows"
   fi
+  if [[ "$GVISOR_ALLOW_HOST_NETWORK" != true ]]; then
+    fatal "gVisor's own network stack for containers (functions-runtime:isolation is $ISOLATION)" "$found" \
+      "$todo; or accept the host kernel's network stack with functions-runtime:gvisor.allowHostNetworkStack: true"
+  fi
+  RUNSC_NETWORK=$FR_NETWORK_HOST
+  warn "$RUNSC ($(runsc_version "$RUNSC")) cannot use gVisor's own network stack on kernel $(uname -r): running it with --network=host in each container's namespace, as functions-runtime:gvisor.allowHostNetworkStack allows (socket calls reach the host kernel; the verify report and the endpoint say network '$FR_NETWORK_HOST'); to get the netstack back: $todo"
 }
 
 # render_daemon_json DEFAULT RUNTIME...: /etc/docker/daemon.json on stdout.
@@ -124,10 +154,10 @@ EOF
     first=0
     case "$runtime" in
       runsc)
-        if [[ "$RUNSC_NETWORK" == host ]]; then
-          printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap", "--network=host"]}' "$(json_string "$FR_RUNSC")"
+        if [[ "$RUNSC_NETWORK" == "$FR_NETWORK_HOST" ]]; then
+          printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap", "--network=host"]}' "$(json_string "$RUNSC")"
         else
-          printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap"]}' "$(json_string "$FR_RUNSC")"
+          printf '    "runsc": {"path": %s, "runtimeArgs": ["--platform=systrap"]}' "$(json_string "$RUNSC")"
         fi
         ;;
       kata) printf '    "kata": {"runtimeType": "io.containerd.kata.v2"}' ;;
@@ -346,11 +376,21 @@ choose_runtimes() {
   RUNTIMES=("${WANTED_RUNTIMES[@]}")
 }
 
+# plan_runtimes: RUNTIMES (default first) and, with gVisor, RUNSC and
+# RUNSC_NETWORK. Fatal, before anything on the host is written, when the
+# stack cannot be served as it asks.
+plan_runtimes() {
+  choose_runtimes
+  if [[ " ${RUNTIMES[*]} " == *" runsc "* ]]; then
+    choose_runsc
+    choose_runsc_network
+  fi
+}
+
 # configure_docker: daemon.json and the drop-ins for RUNTIMES (choose_runtimes).
 configure_docker() {
   local work default
   default=${RUNTIMES[0]}
-  if [[ " ${RUNTIMES[*]} " == *" runsc "* ]]; then choose_runsc_network; fi
   make_work_dir work
   render_daemon_json "$default" "${RUNTIMES[@]}" >"$work/daemon.json"
   if command -v dockerd >/dev/null && ! dockerd --validate --config-file "$work/daemon.json" >&2; then
@@ -437,15 +477,16 @@ restart_docker_if_changed() {
 print_result() {
   printf '{"changed": %s, "restarted": %s, "defaultRuntime": %s, "runtimes": %s, "runscNetwork": %s, "policyRestarted": %s}\n' \
     "$(json_array "${CHANGED[@]}")" "$RESTARTED" "$(json_string "${RUNTIMES[0]}")" \
-    "$(json_array "${RUNTIMES[@]}")" "$(json_string "$RUNSC_NETWORK")" "$POLICY_RESTARTED"
+    "$(json_array "${RUNTIMES[@]}")" "$(json_string_or_null "$RUNSC_NETWORK")" "$POLICY_RESTARTED"
 }
 
 main() {
   require_root
   check_inputs
   # Before anything is written: a Kata that fails its check with the chosen
-  # hypervisor's configuration stops a vm host here, with nothing changed.
-  choose_runtimes
+  # hypervisor's configuration stops a vm host here, and a runsc that cannot
+  # be served as the stack asks stops it too, with nothing changed.
+  plan_runtimes
   install_tls_material
   configure_docker
   configure_policy

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install the container runtimes: Debian packages (Docker Engine, containerd,
-# runc, gVisor, CNI plugins), Kata Containers from the pinned release archive
-# when this host can run it, and nerdctl from its pinned release archive.
-# Input: ISOLATION, ARTIFACT_MIRROR (docs/host-contract.md).
+# runc, CNI plugins; Debian's runsc only with gvisor.runsc: debian), Kata
+# Containers from the pinned release archive when this host can run it,
+# gVisor's pinned release (runsc and containerd-shim-runsc-v1) when it runs
+# gVisor, and nerdctl from its pinned release archive.
+# Input: ISOLATION, GVISOR_RUNSC, ARTIFACT_MIRROR (docs/host-contract.md).
 # Output (stdout): one JSON line
 #   {"changed": [...], "installedPackages": [...], "kata": "installed|present|skipped-no-kvm",
-#    "nerdctl": "installed|present"}
+#    "gvisor": "installed|present|debian-package|not-wanted", "nerdctl": "installed|present"}
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -14,7 +16,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # without recommends (needrestart, git, ...); the verify step needs the CLI.
 # apparmor: Debian's kernel enables AppArmor, and dockerd cannot load its
 # docker-default profile without apparmor_parser.
-RUNTIME_PACKAGES=(docker.io docker-cli containerd runc runsc containernetworking-plugins apparmor)
+RUNTIME_PACKAGES=(docker.io docker-cli containerd runc containernetworking-plugins apparmor)
+# Debian's gVisor, installed only where the stack chose it (gvisor.runsc: debian).
+readonly DEBIAN_RUNSC_PACKAGE=runsc
 
 # While apt installs Docker and containerd, their maintainer scripts must not
 # start them: dockerd would run, however briefly, with Debian's defaults (an
@@ -27,6 +31,7 @@ readonly POLICY_RC_D_MARK="# functions-runtime: no service starts while the inst
 CHANGED=()
 INSTALLED=()
 KATA_STATUS=""
+GVISOR_STATUS=""
 NERDCTL_STATUS=""
 
 package_installed() {
@@ -54,10 +59,18 @@ release_service_starts() {
   if policy_rc_d_is_ours; then run rm -f "$FR_POLICY_RC_D"; fi
 }
 
+# debian_runsc_wanted: this host runs gVisor from Debian's package.
+debian_runsc_wanted() {
+  [[ "$GVISOR_RUNSC" == debian ]] || return 1
+  wanted_runtimes_before_install
+  runtime_wanted runsc
+}
+
 # missing_runtime_packages: the runtime packages not installed, one per line.
 missing_runtime_packages() {
-  local pkg
-  for pkg in "${RUNTIME_PACKAGES[@]}"; do
+  local pkg packages=("${RUNTIME_PACKAGES[@]}")
+  if debian_runsc_wanted; then packages+=("$DEBIAN_RUNSC_PACKAGE"); fi
+  for pkg in "${packages[@]}"; do
     package_installed "$pkg" || echo "$pkg"
   done
 }
@@ -146,6 +159,7 @@ install_kata() {
   if kata_installed; then
     info "Kata already at $version, skipping"
     KATA_STATUS=present
+    write_marker kata # a legacy marker gains the digest's algorithm
   else
     make_work_dir work
     archive=$(fetch_artifact kata "$work")
@@ -159,6 +173,78 @@ install_kata() {
   link_kata_binaries
 }
 
+# gvisor_installed NAME: the marker of the release file NAME matches the
+# catalog and the file is in its version's directory.
+gvisor_installed() { marker_matches "$1" && [[ -x "$(gvisor_release_path "$1")" ]]; }
+
+# unlink_gvisor_release: with gvisor.runsc: debian, the links to a release
+# installed before go (so nothing finds that runsc on PATH); its files stay,
+# for containers started with them.
+unlink_gvisor_release() {
+  local name link
+  for name in $FR_GVISOR_ARTIFACTS; do
+    link="$FR_BIN_DIR/$name"
+    if [[ -L "$link" && "$(readlink "$link")" == "$FR_GVISOR_DIR/"* ]]; then
+      run rm -f "$link"
+      info "removed $link (gvisor.runsc is debian)"
+      CHANGED+=("$link")
+    fi
+  done
+}
+
+# install_gvisor: gVisor's pinned release where this host runs gVisor and
+# the stack chose it (gvisor.runsc: release). Every file missing is
+# downloaded and its digest checked before any is installed; each is
+# installed to a temporary name in its version's directory, then renamed,
+# then its marker written. FR_BIN_DIR links put runsc and the shim on
+# containerd's PATH (nerdctl's --runtime io.containerd.runsc.v1; the shim
+# runs the runsc it finds there). Docker runs runsc by its versioned path
+# (configure_runtime.sh).
+install_gvisor() {
+  local name work file dest version missing=() fetched=() i
+  wanted_runtimes_before_install
+  if ! runtime_wanted runsc; then
+    info "gVisor not installed: ISOLATION=$ISOLATION registers no runsc"
+    GVISOR_STATUS=not-wanted
+    return 0
+  fi
+  if [[ "$GVISOR_RUNSC" == debian ]]; then
+    warn "gVisor from Debian's runsc package (functions-runtime:gvisor.runsc is debian): the release is not installed"
+    unlink_gvisor_release
+    GVISOR_STATUS=debian-package
+    return 0
+  fi
+  version=$(catalog_field runsc version)
+  for name in $FR_GVISOR_ARTIFACTS; do
+    gvisor_installed "$name" || missing+=("$name")
+  done
+  if ((${#missing[@]} == 0)); then
+    info "gVisor already at $version, skipping"
+    GVISOR_STATUS=present
+  else
+    make_work_dir work
+    for name in "${missing[@]}"; do
+      mkdir -p "$work/$name"
+      file=$(fetch_artifact "$name" "$work/$name")
+      fetched+=("$file")
+    done
+    for i in "${!missing[@]}"; do
+      name=${missing[i]}
+      dest=$(gvisor_release_path "$name")
+      run mkdir -p "$(dirname "$dest")"
+      run install -m 0755 "${fetched[i]}" "$(dirname "$dest")/.$name.new"
+      run mv -f "$(dirname "$dest")/.$name.new" "$dest"
+      write_marker "$name"
+      CHANGED+=("$name")
+    done
+    info "gVisor $version installed in $(dirname "$(gvisor_release_path runsc)")"
+    GVISOR_STATUS=installed
+  fi
+  for name in $FR_GVISOR_ARTIFACTS; do
+    link_binary "$(gvisor_release_path "$name")" "$FR_BIN_DIR/$name"
+  done
+}
+
 nerdctl_installed() { marker_matches nerdctl && [[ -x "$FR_BIN_DIR/nerdctl" ]]; }
 
 install_nerdctl() {
@@ -167,6 +253,7 @@ install_nerdctl() {
   if nerdctl_installed; then
     info "nerdctl already at $version, skipping"
     NERDCTL_STATUS=present
+    write_marker nerdctl # a legacy marker gains the digest's algorithm
     return 0
   fi
   make_work_dir work
@@ -186,16 +273,18 @@ install_nerdctl() {
 }
 
 print_result() {
-  printf '{"changed": %s, "installedPackages": %s, "kata": %s, "nerdctl": %s}\n' \
+  printf '{"changed": %s, "installedPackages": %s, "kata": %s, "gvisor": %s, "nerdctl": %s}\n' \
     "$(json_array "${CHANGED[@]}")" "$(json_array "${INSTALLED[@]}")" \
-    "$(json_string "$KATA_STATUS")" "$(json_string "$NERDCTL_STATUS")"
+    "$(json_string "$KATA_STATUS")" "$(json_string "$GVISOR_STATUS")" "$(json_string "$NERDCTL_STATUS")"
 }
 
 main() {
   require_root
+  require_gvisor_runsc
   require_kvm_if_kata_wanted
   install_runtime_packages
   install_kata
+  install_gvisor
   install_nerdctl
   print_result
 }

@@ -203,11 +203,49 @@ catalog_field() {
     END { if (!found) exit 1 }
   ' "$FR_CATALOG") ||
     fatal "a row '$name' with a '$field' column in $FR_CATALOG" "none" \
-      "add the artifact to catalog/artifacts.tsv (name version sha256 url)"
+      "add the artifact to catalog/artifacts.tsv (name version digest url)"
   [[ -n "$value" ]] ||
     fatal "a non-empty $field for '$name' in $FR_CATALOG" "an empty field" \
       "fill in catalog/artifacts.tsv"
   printf '%s\n' "$value"
+}
+
+# digest_algorithms: the algorithms a catalog digest may name (from the contract).
+digest_algorithms() {
+  local spec names=()
+  for spec in $FR_DIGEST_ALGORITHMS; do names+=("${spec%%:*}"); done
+  printf '%s' "${names[*]}"
+}
+
+# digest_hex_length ALGORITHM: its number of hex digits; fails for an unknown one.
+digest_hex_length() {
+  local spec
+  for spec in $FR_DIGEST_ALGORITHMS; do
+    if [[ "${spec%%:*}" == "$1" ]]; then
+      printf '%s' "${spec#*:}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# catalog_digest NAME: "<algorithm> <hex>" of the catalog row NAME, whose
+# digest column reads <algorithm>:<hex>. An unknown algorithm, or a hex of
+# the wrong length, is fatal and names the row.
+catalog_digest() {
+  local name=$1 digest algorithm hex length
+  digest=$(catalog_field "$name" digest)
+  algorithm=${digest%%:*}
+  hex=${digest#*:}
+  if [[ "$digest" != *:* ]] || ! length=$(digest_hex_length "$algorithm"); then
+    fatal "the digest of catalog row '$name' in $FR_CATALOG as <algorithm>:<hex>, the algorithm one of: $(digest_algorithms)" \
+      "'$(one_line "${digest:0:24}")'" \
+      "write the row's digest as sha256:<hex> or sha512:<hex> (docs/upgrading.md)"
+  fi
+  [[ "$hex" =~ ^[0-9a-f]+$ && ${#hex} -eq $length ]] ||
+    fatal "a $algorithm digest of $length lowercase hex digits in catalog row '$name' of $FR_CATALOG" \
+      "${#hex} characters" "fix the row's digest (a digest of another algorithm, or cut short?)"
+  printf '%s %s\n' "$algorithm" "$hex"
 }
 
 # artifact_url NAME: the catalog URL, or $ARTIFACT_MIRROR/<file name of it>.
@@ -223,14 +261,20 @@ artifact_url() {
 
 # ---------------------------------------------------------------- hashes and downloads
 
-sha256_of() { sha256sum "$1" | awk '{print $1}'; }
+# digest_of ALGORITHM FILE: the hex digest, by coreutils' <algorithm>sum
+# (ALGORITHM is one the contract names: catalog_digest checked it).
+digest_of() {
+  digest_hex_length "$1" >/dev/null ||
+    fatal "a digest algorithm one of: $(digest_algorithms)" "'$1'" "report this: digest_of's caller in scripts/"
+  "${1}sum" "$2" | awk '{print $1}'
+}
 
-# verify_sha256 FILE EXPECTED [WHAT]: fatal unless FILE hashes to EXPECTED.
-verify_sha256() {
-  local file=$1 expected=$2 what=${3:-$1} found
-  found=$(sha256_of "$file")
+# verify_digest FILE ALGORITHM EXPECTED [WHAT]: fatal unless FILE hashes to EXPECTED.
+verify_digest() {
+  local file=$1 algorithm=$2 expected=$3 what=${4:-$1} found
+  found=$(digest_of "$algorithm" "$file")
   [[ "$found" == "${expected,,}" ]] ||
-    fatal "$what with sha256 $expected" "sha256 $found (nothing was installed)" \
+    fatal "$what with $algorithm $expected" "$algorithm $found (nothing was installed)" \
       "check ARTIFACT_MIRROR serves the pinned file, or fix the catalog row together with its digest"
 }
 
@@ -249,16 +293,18 @@ download() {
 }
 
 # fetch_artifact NAME DIR: download the catalog artifact NAME into DIR, check
-# its hash, print the path. The file exists outside DIR's download only after
-# the caller moves it; a bad hash leaves the host untouched.
+# its digest, print the path. The file exists outside DIR's download only after
+# the caller moves it; a bad digest leaves the host untouched.
 fetch_artifact() {
-  local name=$1 dir=$2 url sha out
+  local name=$1 dir=$2 url digest algorithm hex out
   url=$(artifact_url "$name")
-  sha=$(catalog_field "$name" sha256)
+  digest=$(catalog_digest "$name")
+  algorithm=${digest% *}
+  hex=${digest#* }
   out="$dir/${url##*/}"
   download "$url" "$out"
-  verify_sha256 "$out" "$sha" "artifact $name ($url)"
-  info "$name: sha256 $sha verified"
+  verify_digest "$out" "$algorithm" "$hex" "artifact $name ($url)"
+  info "$name: $algorithm $hex verified"
   printf '%s\n' "$out"
 }
 
@@ -266,17 +312,34 @@ fetch_artifact() {
 
 marker_path() { printf '%s/%s.version\n' "$FR_STATE_DIR" "$1"; }
 
-# marker_value NAME: "<version> <sha256>" as recorded by an install.
+# marker_value NAME: "<version> <algorithm>:<hex>" as an install records it.
 marker_value() {
-  local name=$1
-  printf '%s %s\n' "$(catalog_field "$name" version)" "$(catalog_field "$name" sha256)"
+  local name=$1 digest
+  digest=$(catalog_digest "$name")
+  printf '%s %s:%s\n' "$(catalog_field "$name" version)" "${digest% *}" "${digest#* }"
 }
 
-# marker_matches NAME: the recorded install is the catalog's version and hash.
+# legacy_marker_value NAME: "<version> <hex>", what installs wrote before
+# markers recorded the algorithm (always sha256 then); empty otherwise.
+legacy_marker_value() {
+  local name=$1 digest
+  digest=$(catalog_digest "$name")
+  if [[ "${digest% *}" == sha256 ]]; then
+    printf '%s %s\n' "$(catalog_field "$name" version)" "${digest#* }"
+  fi
+}
+
+# marker_matches NAME: the recorded install is the catalog's version and
+# digest. A legacy sha256 marker of the same version and hex counts (the
+# install step rewrites it with the algorithm; nothing is downloaded again).
 marker_matches() {
-  local file
+  local file recorded legacy
   file=$(marker_path "$1")
-  [[ -r "$file" ]] && [[ "$(cat "$file")" == "$(marker_value "$1")" ]]
+  [[ -r "$file" ]] || return 1
+  recorded=$(cat "$file")
+  [[ "$recorded" == "$(marker_value "$1")" ]] && return 0
+  legacy=$(legacy_marker_value "$1")
+  [[ -n "$legacy" && "$recorded" == "$legacy" ]]
 }
 
 write_marker() {
@@ -444,7 +507,6 @@ fatal_isolation_unmet() {
 
 FR_KATA_DIR=${FR_KATA_DIR:-/opt/kata}
 FR_BIN_DIR=${FR_BIN_DIR:-/usr/local/bin}
-FR_RUNSC=${FR_RUNSC:-/usr/bin/runsc}
 # The Kata configuration in force: Kata's shim and kata-runtime read this
 # file before the release's own default (configure writes it, verify reads it).
 FR_KATA_CONFIG=${FR_KATA_CONFIG:-/etc/kata-containers/configuration.toml}
@@ -500,6 +562,56 @@ kata_unusable_reason() {
 kata_usable() {
   [[ "$FR_KATA_REASON" != unset ]] || FR_KATA_REASON=$(kata_unusable_reason)
   [[ -z "$FR_KATA_REASON" ]]
+}
+
+# ---------------------------------------------------------------- gVisor
+
+# gvisor.runsc: "release" runs the pinned release installed under
+# FR_GVISOR_DIR/<version>/ (the contract's path); "debian" runs Debian's
+# package at FR_DEBIAN_RUNSC, an explicit fallback.
+require_gvisor_runsc() {
+  one_of "${GVISOR_RUNSC:-}" "$FR_GVISOR_RUNSC_SOURCES" ||
+    fatal "GVISOR_RUNSC to be one of: $FR_GVISOR_RUNSC_SOURCES" "'${GVISOR_RUNSC:-}'" \
+      "set functions-runtime:gvisor.runsc to one of: $FR_GVISOR_RUNSC_SOURCES"
+}
+
+# gvisor.allowHostNetworkStack: whether gVisor may run with runsc
+# --network=host where its own network stack cannot work (configure falls
+# back to it; verify accepts it). "true" or "false".
+require_gvisor_allow_host_network() {
+  one_of "${GVISOR_ALLOW_HOST_NETWORK:-}" "true false" ||
+    fatal "GVISOR_ALLOW_HOST_NETWORK to be true or false" "'${GVISOR_ALLOW_HOST_NETWORK:-}'" \
+      "set functions-runtime:gvisor.allowHostNetworkStack to true or false"
+}
+
+# gvisor_release_path NAME: where the release's file NAME (a catalog row) is
+# installed: one directory per version.
+gvisor_release_path() {
+  local version
+  version=$(catalog_field "$1" version)
+  [[ "$version" =~ ^[0-9A-Za-z][0-9A-Za-z.+~_-]*$ && "$version" != *..* ]] ||
+    fatal "a version usable as a directory name in catalog row '$1' of $FR_CATALOG" "'$(one_line "$version")'" \
+      "fix the row's version"
+  printf '%s/%s/%s\n' "$FR_GVISOR_DIR" "$version" "$1"
+}
+
+# runsc_path: the runsc this host runs, by gvisor.runsc.
+runsc_path() {
+  require_gvisor_runsc
+  if [[ "$GVISOR_RUNSC" == debian ]]; then
+    printf '%s\n' "$FR_DEBIAN_RUNSC"
+  else
+    gvisor_release_path runsc
+  fi
+}
+
+# runsc_version RUNSC: the first line of `RUNSC --version` (not `| head`:
+# under pipefail the SIGPIPE would lose it), or "(no version)".
+runsc_version() {
+  local out
+  out=$("$1" --version 2>&1) || true
+  out=$(head -n1 <<<"$out")
+  printf '%s' "${out:-(no version)}"
 }
 
 # ---------------------------------------------------------------- which runtimes

@@ -5,6 +5,8 @@
 #   2. the mTLS endpoint accepts the verify client and refuses a client
 #      without a certificate (both halves, so the refusal is not vacuous);
 #   3. Docker's default runtime and registered runtimes are the expected ones;
+#      Docker runs the chosen runsc, and on which network stack (gVisor's
+#      own, or the host kernel's only with gvisor.allowHostNetworkStack);
 #      the daemon runs hardened (live-restore, rotated logs, root-only socket,
 #      no TCP listener but the mutual-TLS endpoint);
 #   4. with each runtime, `uname -r` inside differs from the host kernel;
@@ -29,7 +31,8 @@
 # One line per check on stderr; the first failure stops the run with its own
 # exit code. The report (docs/host-contract.md) is ALWAYS printed on stdout.
 #
-# Input: FR_HOST, ISOLATION, KATA_HYPERVISOR, PRIVATE_ADDRESS, ENDPOINT_PORT,
+# Input: FR_HOST, ISOLATION, KATA_HYPERVISOR, GVISOR_RUNSC, GVISOR_ALLOW_HOST_NETWORK,
+# PRIVATE_ADDRESS, ENDPOINT_PORT,
 # VERIFY_IMAGE, VERIFY_IMAGE_ARCHIVE, COLD_START_RUNS, SSH_PORT (default 22),
 # VERIFY_OUTSIDE ("ADDR PORT" or "none"),
 # LIMIT_MAX_MILLICPUS (the stack's CPU maximum; the verify containers ask
@@ -73,9 +76,13 @@ PASSED=false
 HOST_KERNEL=$(uname -r)
 DEFAULT_RUNTIME=""
 DOCKER_VERSION=""
+# The runsc this host runs (lib.sh's runsc_path), set when gVisor is wanted.
+RUNSC=""
 WANTED=()
 CERTS=""
-declare -A GUEST_KERNEL=() COLD_MEDIAN=() USER_NETWORK_DNS=()
+# NETWORK[rt]: the runtime's network (the contract's names: vm, sandbox, host);
+# USER_NETWORK_DNS[rt]: whether Docker's embedded DNS answered a container.
+declare -A GUEST_KERNEL=() COLD_MEDIAN=() NETWORK=() USER_NETWORK_DNS=()
 CHECK_NAMES=()
 CHECK_STATUS=()
 CHECK_DETAIL=()
@@ -125,13 +132,14 @@ version_of() {
 }
 
 collect_versions() {
-  local kata=""
+  local kata="" runsc=""
   if kata_installed; then kata=$(catalog_field kata version 2>/dev/null || true); fi
+  if [[ -n "$RUNSC" ]]; then runsc=$(version_of "$RUNSC" --version); fi
   printf '{"docker": %s, "containerd": %s, "runc": %s, "runsc": %s, "kata": %s, "nerdctl": %s}' \
     "$(json_string_or_null "$DOCKER_VERSION")" \
     "$(json_string_or_null "$(version_of containerd --version)")" \
     "$(json_string_or_null "$(version_of runc --version)")" \
-    "$(json_string_or_null "$(version_of "$FR_RUNSC" --version)")" \
+    "$(json_string_or_null "$runsc")" \
     "$(json_string_or_null "$kata")" \
     "$(json_string_or_null "$(version_of "$FR_BIN_DIR/nerdctl" --version)")"
 }
@@ -140,13 +148,14 @@ runtime_json() {
   local rt=$1 shim isolation hypervisor="" cold="null"
   case "$rt" in
     kata) shim="$FR_KATA_DIR/bin/containerd-shim-kata-v2" isolation=vm hypervisor=${KATA_HYPERVISOR:-} ;;
-    *) shim=$FR_RUNSC isolation=sandbox ;;
+    *) shim=$RUNSC isolation=sandbox ;;
   esac
   if [[ -n "${COLD_MEDIAN[$rt]:-}" ]]; then
     cold=$(printf '{"median": %s, "runs": %s}' "${COLD_MEDIAN[$rt]}" "$COLD_START_RUNS")
   fi
-  printf '{"name": %s, "shim": %s, "isolation": %s, "hypervisor": %s, "guestKernel": %s, "coldStartMs": %s, "userNetworkDns": %s}' \
-    "$(json_string "$rt")" "$(json_string "$shim")" "$(json_string "$isolation")" \
+  printf '{"name": %s, "shim": %s, "isolation": %s, "network": %s, "hypervisor": %s, "guestKernel": %s, "coldStartMs": %s, "userNetworkDns": %s}' \
+    "$(json_string "$rt")" "$(json_string_or_null "$shim")" "$(json_string "$isolation")" \
+    "$(json_string_or_null "${NETWORK[$rt]:-}")" \
     "$(json_string_or_null "$hypervisor")" "$(json_string_or_null "${GUEST_KERNEL[$rt]:-}")" "$cold" \
     "${USER_NETWORK_DNS[$rt]:-null}"
 }
@@ -199,6 +208,8 @@ read_inputs() {
   set_limit_opts
   require_isolation
   require_kata_hypervisor
+  require_gvisor_runsc
+  require_gvisor_allow_host_network
   if ! [[ "$COLD_START_RUNS" =~ ^[0-9]+$ ]] || ((COLD_START_RUNS < FR_COLD_START_RUNS_MIN ||
     COLD_START_RUNS > FR_COLD_START_RUNS_MAX || COLD_START_RUNS % 2 == 0)); then
     fatal "COLD_START_RUNS to be an odd number from $FR_COLD_START_RUNS_MIN to $FR_COLD_START_RUNS_MAX" \
@@ -333,13 +344,18 @@ check_preflight_kata() {
 }
 
 check_preflight_runsc() {
-  local name=preflight-runsc desc="gVisor preflight (runsc present)" version
+  local name=preflight-runsc desc="gVisor preflight (runsc present)" from
   CURRENT_CHECK=$name
-  if [[ -x "$FR_RUNSC" ]]; then version=$("$FR_RUNSC" --version 2>&1 | head -n1) || version="(no version)"; fi
-  [[ -x "$FR_RUNSC" ]] ||
-    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "an executable $FR_RUNSC" "none" \
-      "re-run the install step (apt package runsc)"
-  pass_check "$name" "$desc" "$version"
+  RUNSC=$(runsc_path)
+  [[ -x "$RUNSC" ]] ||
+    fail_check "$name" "$desc" "$EXIT_PREFLIGHT" "an executable $RUNSC (functions-runtime:gvisor.runsc is $GVISOR_RUNSC)" \
+      "none" "re-run the install step (scripts/install_runtime.sh)"
+  if [[ "$GVISOR_RUNSC" == debian ]]; then
+    from="Debian's runsc package, the fallback gvisor.runsc: debian chose"
+  else
+    from="gVisor's pinned release $(catalog_field runsc version)"
+  fi
+  pass_check "$name" "$desc" "$RUNSC: $(runsc_version "$RUNSC"); $from"
 }
 
 check_endpoint_accepts_client_cert() {
@@ -380,6 +396,44 @@ check_registered_runtimes() {
       fail_check "$name" "$desc" "$EXIT_RUNTIMES" "runtime $rt registered with Docker" "runtimes: ${info_out#* }" "re-run the configure step"
   done
   pass_check "$name" "$desc" "default $default; registered: ${info_out#* }"
+}
+
+# check_runsc_network: Docker's runsc runtime is the chosen runsc, and the
+# network it runs on, read from the running daemon: gVisor's own netstack,
+# or (runsc --network=host) the host kernel's, accepted only with
+# gvisor.allowHostNetworkStack. Sets NETWORK[runsc].
+check_runsc_network() {
+  local name=runtime-runsc-network desc="Docker runs the chosen runsc on gVisor's own network stack" out path args arg network=""
+  CURRENT_CHECK=$name
+  # shellcheck disable=SC2016 # a Go template, not shell
+  out=$(endpoint_docker info --format '{{range $k, $v := .Runtimes}}{{if eq $k "runsc"}}{{$v.Path}}|{{range $v.Args}}{{.}} {{end}}{{end}}{{end}}' 2>&1) ||
+    fail_check "$name" "$desc" "$EXIT_RUNTIMES" "docker info through the endpoint" "$out" "check dockerd (journalctl -u docker)"
+  path=${out%%|*}
+  args=${out#*|}
+  args=${args% }
+  [[ "$out" == *"|"* && "$path" == "$RUNSC" ]] ||
+    fail_check "$name" "$desc" "$EXIT_RUNTIMES" "Docker's runsc runtime at $RUNSC (functions-runtime:gvisor.runsc is $GVISOR_RUNSC)" \
+      "'$(one_line "$path")'" "re-run the configure step (it writes /etc/docker/daemon.json)"
+  for arg in $args; do
+    case "$arg" in
+      --network=host) network=$FR_NETWORK_HOST ;;
+      --network=sandbox) network=$FR_NETWORK_SANDBOX ;;
+      --network=*)
+        fail_check "$name" "$desc" "$EXIT_RUNTIMES" "runsc on gVisor's own network stack, or the host's with the opt-in" \
+          "runtime argument $arg" "re-run the configure step (it writes /etc/docker/daemon.json)" ;;
+    esac
+  done
+  network=${network:-$FR_NETWORK_SANDBOX}
+  if [[ "$network" == "$FR_NETWORK_HOST" && "$GVISOR_ALLOW_HOST_NETWORK" != true ]]; then
+    fail_check "$name" "$desc" "$EXIT_RUNTIMES" "gVisor on its own network stack (functions-runtime:isolation is $ISOLATION)" \
+      "Docker runs runsc with --network=host: socket calls reach the host kernel" \
+      "re-run the configure step; or accept it with functions-runtime:gvisor.allowHostNetworkStack: true"
+  fi
+  NETWORK[runsc]=$network
+  if [[ "$network" == "$FR_NETWORK_HOST" ]]; then
+    warn "gVisor runs with --network=host (functions-runtime:gvisor.allowHostNetworkStack): socket calls reach the host kernel"
+  fi
+  pass_check "$name" "$desc" "runsc $path, arguments: ${args:-none}; network $network"
 }
 
 # dockerd_tcp_listeners: "ADDR:PORT" per TCP socket dockerd listens on.
@@ -724,6 +778,8 @@ main() {
   wanted_runtimes
   WANTED=("${WANTED_RUNTIMES[@]}")
   DEFAULT_RUNTIME=${WANTED[0]}
+  # Kata's containers use the network stack of its guest VM's kernel.
+  if [[ " ${WANTED[*]} " == *" kata "* ]]; then NETWORK[kata]=$FR_NETWORK_VM; fi
   if [[ " ${WANTED[*]} " == *" kata "* ]]; then
     check_preflight_kata
   else
@@ -734,6 +790,7 @@ main() {
   check_endpoint_accepts_client_cert
   check_endpoint_refuses_no_cert
   check_registered_runtimes
+  if [[ " ${WANTED[*]} " == *" runsc "* ]]; then check_runsc_network; fi
   check_daemon_hardening
   check_policy_plugin
   check_verify_image

@@ -6,8 +6,9 @@ test machine's loopback):
 
 - `TestArtifacts`: Kata and nerdctl *test* archives with the real release
   layout (./opt/kata/bin/..., share/defaults/kata-containers/*.toml; a
-  top-level `nerdctl`), a catalog pinning their SHA-256 under the real
-  file names, and a tampered copy for the refusal test. They prove
+  top-level `nerdctl`), a catalog pinning their digests (`sha256:<hex>`)
+  under the real file names, and a tampered copy for the refusal test;
+  `gvisor_row` pins a stand-in for gVisor's release (sha512) the same way. They prove
   download, hash check, unpack, markers and idempotence, not Kata: the
   test archive's `kata-runtime check` fails on purpose ("test archive, not
   Kata").
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.catalog import load_catalog
+from components.contract import GVISOR_ARTIFACTS
 from components.settings import PROJECT_ROOT
 from tools.lab.image import default_cache_dir
 from tools.lab.surroundings import OUTSIDE_PROBE
@@ -56,6 +58,10 @@ KATA_VERSION = PINNED["kata"].version
 NERDCTL_VERSION = PINNED["nerdctl"].version
 KATA_FILE = PINNED["kata"].file_name
 KATA_URL = PINNED["kata"].url
+# gVisor's release: the mirror serves files by name, and gVisor's names
+# (runsc, containerd-shim-runsc-v1) carry no version.
+GVISOR_VERSION = PINNED["runsc"].version
+GVISOR_FILES = {name: PINNED[name].file_name for name in GVISOR_ARTIFACTS}
 
 
 def _next_patch(version: str) -> str:
@@ -155,12 +161,27 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def catalog_digest(data: bytes, algorithm: str = "sha256") -> str:
+    """The catalog's digest column, `<algorithm>:<hex>` (gVisor's rows are sha512)."""
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
 def catalog_text(rows: list[tuple[str, str, str, str]]) -> str:
+    """rows: (name, version, digest as catalog_digest gives it, url)."""
     lines = [
         "# hostlab test catalog: test archives with the real layout, served by the lab's mirror.",
-        "name\tversion\tsha256\turl",
+        "name\tversion\tdigest\turl",
     ] + ["\t".join(r) for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def gvisor_row(name: str, data: bytes) -> tuple[str, str, str, str]:
+    """A catalog row pinning `data` as gVisor's `name` (runsc or the shim):
+    the release's version and URL, a sha512 digest as Google publishes. A
+    stand-in served under GVISOR_FILES[name] in the mirror's directory is
+    then what the install step fetches; none is served yet (the hostlab's
+    stacks run Debian's runsc, see _common)."""
+    return (name, PINNED[name].version, catalog_digest(data, "sha512"), PINNED[name].url)
 
 
 @dataclass
@@ -191,16 +212,16 @@ def make_test_artifacts(root: Path) -> TestArtifacts:
     }
     for name, data in files.items():
         (www / name).write_bytes(data)
-    kata_row = ("kata", KATA_VERSION, sha256(kata), KATA_URL)
+    kata_row = ("kata", KATA_VERSION, catalog_digest(kata), KATA_URL)
     catalog = root / "catalog" / "artifacts.tsv"
     catalog.parent.mkdir(parents=True, exist_ok=True)
     catalog.write_text(
-        catalog_text([kata_row, ("nerdctl", NERDCTL_VERSION, sha256(nerdctl), nerdctl_url(NERDCTL_VERSION))])
+        catalog_text([kata_row, ("nerdctl", NERDCTL_VERSION, catalog_digest(nerdctl), nerdctl_url(NERDCTL_VERSION))])
     )
     bumped_catalog = root / "catalog" / "artifacts-bumped.tsv"
     bumped_catalog.write_text(
         catalog_text(
-            [kata_row, ("nerdctl", NERDCTL_BUMP_VERSION, sha256(bumped), nerdctl_url(NERDCTL_BUMP_VERSION))]
+            [kata_row, ("nerdctl", NERDCTL_BUMP_VERSION, catalog_digest(bumped), nerdctl_url(NERDCTL_BUMP_VERSION))]
         )
     )
     return TestArtifacts(www, catalog, bumped_catalog, {n: sha256(d) for n, d in files.items()})
@@ -360,6 +381,11 @@ def private_copy(image: VerifyImage, directory: Path) -> VerifyImage:
 def _common(mirror_url: str, catalog: Path, image: VerifyImage, isolation: str) -> dict:
     return {
         "functions-runtime:isolation": isolation,
+        # The lab's test catalog pins no gVisor release (the mirror serves no
+        # stand-in for it yet): the guest runs Debian's runsc, explicitly, and
+        # on Debian 13's 6.12 kernel that runsc has no netstack of its own, so
+        # the lab accepts host networking, explicitly too (docs/security.md).
+        "functions-runtime:gvisor": {"runsc": "debian", "allowHostNetworkStack": True},
         "functions-runtime:network": {"ipRange": "10.0.0.0/16", "subnet": "10.0.2.0/24", "zone": "eu-central"},
         # QEMU's gateway is the lab's operator: SSH arrives from 10.0.2.2.
         "functions-runtime:admin": {"sshKeys": [], "sshSourceCidrs": [f"{HOST_FROM_GUEST}/32"]},

@@ -65,6 +65,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha512(data: bytes) -> str:
+    return hashlib.sha512(data).hexdigest()
+
+
+def digest(algorithm: str, data: bytes) -> str:
+    """A catalog digest: `<algorithm>:<hex>`."""
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
 def tar_bytes(members: dict[str, bytes], compress: str) -> bytes:
     """A tar archive of executable files; compress is 'gz' or 'zst'."""
     raw = io.BytesIO()
@@ -82,11 +91,48 @@ def tar_bytes(members: dict[str, bytes], compress: str) -> bytes:
 
 
 def write_catalog(root: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    """rows: (name, version, digest as <algorithm>:<hex>, url)."""
     path = root / "catalog" / "artifacts.tsv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# test catalog", "name\tversion\tsha256\turl"] + ["\t".join(r) for r in rows]
+    lines = ["# test catalog", "name\tversion\tdigest\turl"] + ["\t".join(r) for r in rows]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+GVISOR_VERSION = "20260817.0"
+KATA_VERSION = "3.32.0"
+# The string Debian's 2024-07-29 runsc decides "root network namespace?" by
+# (google/gvisor#10704); configure looks for it in the runsc binary.
+ROOT_NS_CHECK = "proc/sys/net/core/rmem_default"
+
+
+def catalog_rows(gvisor_version: str = GVISOR_VERSION) -> list[tuple[str, str, str, str]]:
+    """A catalog as the project's, with made-up (well-formed) digests: for
+    tests that read versions and paths, never download."""
+    base = f"https://storage.googleapis.com/gvisor/releases/release/{gvisor_version}/x86_64"
+    return [
+        ("kata", KATA_VERSION, "sha256:" + "ab" * 32, "https://github.invalid/kata-static-3.32.0-amd64.tar.zst"),
+        ("nerdctl", "2.3.5", "sha256:" + "cd" * 32, "https://github.invalid/nerdctl-2.3.5-linux-amd64.tar.gz"),
+        ("runsc", gvisor_version, "sha512:" + "ef" * 64, f"{base}/runsc"),
+        ("containerd-shim-runsc-v1", gvisor_version, "sha512:" + "01" * 64, f"{base}/containerd-shim-runsc-v1"),
+    ]
+
+
+def write_runsc(path: Path, version: str = f"release-{GVISOR_VERSION}", root_ns_check: bool = False) -> Path:
+    """A stand-in runsc: a shell script printing `runsc version <version>`.
+    With root_ns_check it also holds the /proc path Debian's 2024 build
+    checks, which is all configure reads of the binary. Proves the scripts'
+    decisions about a runsc, not gVisor."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    comment = f"# {ROOT_NS_CHECK}\n" if root_ns_check else ""
+    path.write_text(f"#!/bin/sh\n{comment}echo 'runsc version {version}'\necho 'spec: 1.1.0'\n")
+    path.chmod(0o755)
+    return path
+
+
+def release_runsc_path(env: dict[str, str], version: str = GVISOR_VERSION) -> Path:
+    """Where install_runtime.sh puts the release's runsc (FR_GVISOR_DIR/<version>/runsc)."""
+    return Path(env["FR_GVISOR_DIR"]) / version / "runsc"
 
 
 def free_port() -> int:
@@ -171,8 +217,12 @@ def fr_env(tmp_path):
         "FR_CPUINFO": str(cpuinfo),
         "FR_APT_UPDATE_STAMP": str(tmp_path / "apt-periodic" / "functions-runtime-update-success"),
         "FR_APT_SOURCES": str(tmp_path / "apt-sources"),
+        "FR_GVISOR_DIR": str(tmp_path / "opt-gvisor"),
+        "FR_DEBIAN_RUNSC": str(tmp_path / "usr-bin-runsc"),
         "ISOLATION": "sandbox",
         "KATA_HYPERVISOR": "qemu",
+        "GVISOR_RUNSC": "release",
+        "GVISOR_ALLOW_HOST_NETWORK": "false",
     }
 
 
@@ -261,9 +311,9 @@ def install_fake_kata(tmp_path: Path, failing: tuple[str, ...] = (), ships: tupl
     rows = catalog.read_text().splitlines() if catalog.exists() else []
     kata_row = next((r.split("\t") for r in rows if r.startswith("kata\t")), None)
     if kata_row is None:
-        kata_row = ["kata", "3.32.0", "abc", "http://x/k"]
+        kata_row = ["kata", "3.32.0", "sha256:" + "ab" * 32, "http://x/k"]
         catalog.parent.mkdir(parents=True, exist_ok=True)
-        catalog.write_text("\n".join(rows or ["name\tversion\tsha256\turl"]) + "\n" + "\t".join(kata_row) + "\n")
+        catalog.write_text("\n".join(rows or ["name\tversion\tdigest\turl"]) + "\n" + "\t".join(kata_row) + "\n")
     state = tmp_path / "fr" / "state"
     state.mkdir(parents=True, exist_ok=True)
     (state / "kata.version").write_text(f"{kata_row[1]} {kata_row[2]}\n")

@@ -34,7 +34,16 @@ from pathlib import Path
 import pytest
 
 from endpoint_authz.rules import load_config
-from tests.scripts.helpers import install_fake_kata, kvm_env, make_pki, run_bash
+from tests.scripts.helpers import (
+    catalog_rows,
+    install_fake_kata,
+    kvm_env,
+    make_pki,
+    release_runsc_path,
+    run_bash,
+    write_catalog,
+    write_runsc,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +51,10 @@ NET = {"PRIVATE_ADDRESS": "10.0.0.2", "ENDPOINT_PORT": "2376"}
 
 
 def daemon_json(fr_env, tmp_path, isolation="sandbox", kvm=False, kata=False):
+    """configure's daemon.json, with gVisor's release installed as the
+    install step leaves it (a stand-in runsc at its versioned path)."""
+    write_catalog(tmp_path / "fr", catalog_rows())
+    write_runsc(release_runsc_path(fr_env))
     if kata:
         install_fake_kata(tmp_path)  # `kata-runtime check` passes
     env = {
@@ -52,7 +65,7 @@ def daemon_json(fr_env, tmp_path, isolation="sandbox", kvm=False, kata=False):
         "FR_DOCKER_DIR": str(tmp_path / "docker"),
     }
     r = run_bash(
-        'choose_runtimes; render_daemon_json "${RUNTIMES[0]}" "${RUNTIMES[@]}"',
+        'plan_runtimes; render_daemon_json "${RUNTIMES[0]}" "${RUNTIMES[@]}"',
         env,
         script="configure_runtime.sh",
     )
@@ -77,11 +90,24 @@ def test_daemon_json_per_isolation(fr_env, tmp_path, isolation, kvm, kata, defau
     assert d["default-runtime"] == default
     assert set(d["runtimes"]) == runtimes
     if "runsc" in runtimes:
-        assert d["runtimes"]["runsc"] == {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=systrap"]}
+        # The release's runsc by its versioned path (gvisor.runsc: release, the default).
+        assert d["runtimes"]["runsc"] == {
+            "path": str(release_runsc_path(fr_env)),
+            "runtimeArgs": ["--platform=systrap"],
+        }
     if "kata" in runtimes:
         assert d["runtimes"]["kata"] == {"runtimeType": "io.containerd.kata.v2"}
     assert d["no-new-privileges"] is True and d["live-restore"] is True and d["icc"] is False
     assert d["log-driver"] == "json-file" and d["log-opts"]["max-file"] == "3"
+
+
+def test_daemon_json_runs_debians_runsc_when_the_stack_chose_it(fr_env, tmp_path):
+    write_catalog(tmp_path / "fr", catalog_rows())
+    debian = write_runsc(Path(fr_env["FR_DEBIAN_RUNSC"]), version="0.0~20240729.0")
+    env = {**fr_env, **NET, "GVISOR_RUNSC": "debian", "FR_DOCKER_DIR": str(tmp_path / "docker")}
+    r = run_bash('plan_runtimes; render_daemon_json "${RUNTIMES[0]}" "${RUNTIMES[@]}"', env, script="configure_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["runtimes"]["runsc"]["path"] == str(debian)
 
 
 DOCKERD = os.environ.get("FR_TEST_DOCKERD") or shutil.which("dockerd")

@@ -1,16 +1,23 @@
-"""scripts/install_runtime.sh: Kata and nerdctl from the catalog, for real,
-against a tiny HTTP server on 127.0.0.1 standing in for GitHub / the mirror.
+"""scripts/install_runtime.sh: Kata, gVisor's release and nerdctl from the
+catalog, for real, against a tiny HTTP server on 127.0.0.1 standing in for
+GitHub, Google's storage and the mirror.
 
-Proves: the download -> hash check -> move into place order (a tampered
-archive installs nothing, leaves no marker, and the one-line message names the
-artifact, the expected and the found digest); the Kata layout (./opt/kata/...)
-lands in the Kata dir with the shim and kata-runtime linked into the bin dir;
-the marker makes a second run skip without any HTTP request; ARTIFACT_MIRROR
-is used by file name; Kata is skipped without KVM under ISOLATION=sandbox and
-refused before any download under ISOLATION=vm.
+Proves: the download -> digest check -> move into place order (a tampered
+file installs nothing, leaves no marker, and the one-line message names the
+artifact, the algorithm, the expected and the found digest; for gVisor a
+tampered shim keeps runsc out too); the Kata layout (./opt/kata/...) lands in
+the Kata dir with the shim and kata-runtime linked into the bin dir; gVisor's
+runsc and containerd-shim-runsc-v1 land in <gvisor dir>/<version>/, checked
+by sha512, linked into the bin dir (containerd's PATH), a new version beside
+the old one; markers record the digest's algorithm and make a second run
+skip without any HTTP request; ARTIFACT_MIRROR is used by file name; Kata is
+skipped without KVM under ISOLATION=sandbox and refused before any download
+under ISOLATION=vm; gVisor's release is installed only where gVisor runs and
+gvisor.runsc is release (with debian, Debian's runsc package instead).
 Does not prove: apt-get installs of docker.io/runsc (not run here: no root
-side effects), or that the real 1.5 GB Kata release works; the archives here
-are test archives with the real layout. The hostlab runs the real packages.
+side effects), or that the real 1.5 GB Kata release or the real gVisor
+binaries work; the files here are test files with the real names and
+layout. The hostlab runs the real packages.
 """
 
 from __future__ import annotations
@@ -23,10 +30,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts.helpers import kvm_env, run_bash, sha256, tar_bytes, write_catalog
+from tests.scripts.helpers import (
+    GVISOR_VERSION,
+    digest,
+    kvm_env,
+    run_bash,
+    sha256,
+    sha512,
+    tar_bytes,
+    write_catalog,
+)
 
 KATA_FILE = "kata-static-3.32.0-amd64.tar.zst"
 NERDCTL_FILE = "nerdctl-2.3.5-linux-amd64.tar.gz"
+GVISOR_FILES = ("runsc", "containerd-shim-runsc-v1")
+
+
+def gvisor_file(name: str, version: str = GVISOR_VERSION) -> bytes:
+    return f"#!/bin/sh\necho '{name} version release-{version} (test file, not gVisor)'\n".encode()
+
+
+def gvisor_rows(version: str = GVISOR_VERSION) -> list[tuple[str, str, str, str]]:
+    """The catalog's gVisor rows; the URLs' origin is unreachable, so only the mirror serves them."""
+    return [
+        (name, version, digest("sha512", gvisor_file(name, version)),
+         f"https://storage.invalid/gvisor/releases/release/{version}/x86_64/{name}")
+        for name in GVISOR_FILES
+    ]
 
 
 @pytest.fixture
@@ -44,19 +74,22 @@ def world(fr_env, tmp_path, http_server):
     )
     (http_server.directory / KATA_FILE).write_bytes(kata)
     (http_server.directory / NERDCTL_FILE).write_bytes(nerdctl)
+    for name in GVISOR_FILES:
+        (http_server.directory / name).write_bytes(gvisor_file(name))
     # Catalog URLs point at an unreachable origin: only the mirror can serve them.
     write_catalog(
         tmp_path / "fr",
         [
-            ("kata", "3.32.0", sha256(kata), f"https://github.invalid/kata/3.32.0/{KATA_FILE}"),
-            ("nerdctl", "2.3.5", sha256(nerdctl), f"https://github.invalid/nerdctl/v2.3.5/{NERDCTL_FILE}"),
+            ("kata", "3.32.0", digest("sha256", kata), f"https://github.invalid/kata/3.32.0/{KATA_FILE}"),
+            ("nerdctl", "2.3.5", digest("sha256", nerdctl), f"https://github.invalid/nerdctl/v2.3.5/{NERDCTL_FILE}"),
+            *gvisor_rows(),
         ],
     )
     env = {**fr_env, **kvm_env(tmp_path, True), "ARTIFACT_MIRROR": http_server.url}
     return env, http_server, tmp_path
 
 
-STEPS = "install_kata; install_nerdctl; print_result"
+STEPS = "install_kata; install_gvisor; install_nerdctl; print_result"
 
 
 def test_first_run_installs_then_second_run_skips_without_download(world):
@@ -64,15 +97,17 @@ def test_first_run_installs_then_second_run_skips_without_download(world):
     first = run_bash(STEPS, env, script="install_runtime.sh")
     assert first.rc == 0, first.stderr
     result = json.loads(first.stdout)
-    assert result["kata"] == "installed" and result["nerdctl"] == "installed"
+    assert result["kata"] == "installed" and result["nerdctl"] == "installed" and result["gvisor"] == "installed"
     assert os.access(tmp / "opt-kata" / "bin" / "containerd-shim-kata-v2", os.X_OK)
     assert os.readlink(tmp / "bin" / "containerd-shim-kata-v2") == str(
         tmp / "opt-kata" / "bin" / "containerd-shim-kata-v2"
     )
     assert os.readlink(tmp / "bin" / "kata-runtime") == str(tmp / "opt-kata" / "bin" / "kata-runtime")
     assert os.access(tmp / "bin" / "nerdctl", os.X_OK)
-    assert (tmp / "fr" / "state" / "kata.version").read_text().startswith("3.32.0 ")
-    assert len(server.requests()) == 2
+    kata_digest = (tmp / "fr" / "catalog" / "artifacts.tsv").read_text().split("kata\t3.32.0\t")[1].split("\t")[0]
+    assert (tmp / "fr" / "state" / "kata.version").read_text() == f"3.32.0 {kata_digest}\n"
+    assert kata_digest.startswith("sha256:"), "the marker records the digest's algorithm"
+    assert len(server.requests()) == 4
     assert [p for p in (tmp / "work").iterdir()] == []  # work dirs removed on exit
 
     second = run_bash(STEPS, env, script="install_runtime.sh")
@@ -81,11 +116,13 @@ def test_first_run_installs_then_second_run_skips_without_download(world):
         "changed": [],
         "installedPackages": [],
         "kata": "present",
+        "gvisor": "present",
         "nerdctl": "present",
     }
     assert "Kata already at 3.32.0, skipping" in second.stderr
+    assert f"gVisor already at {GVISOR_VERSION}, skipping" in second.stderr
     assert "nerdctl already at 2.3.5, skipping" in second.stderr
-    assert len(server.requests()) == 2, "the second run must not download"
+    assert len(server.requests()) == 4, "the second run must not download"
 
 
 def test_tampered_archive_installs_nothing(world):
@@ -102,11 +139,27 @@ def test_tampered_archive_installs_nothing(world):
     failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
     assert len(failure) == 1
     assert "test-host-1" in failure[0] and "artifact kata" in failure[0]
-    assert expected in failure[0] and sha256(tampered) in failure[0]
+    assert f"with sha256 {expected.removeprefix('sha256:')}" in failure[0]
+    assert f"found sha256 {sha256(tampered)}" in failure[0]
     assert not (tmp / "opt-kata").exists()
     assert not (tmp / "bin" / "containerd-shim-kata-v2").exists()
     assert not (tmp / "fr" / "state" / "kata.version").exists()
     assert [p for p in (tmp / "work").iterdir()] == []
+
+
+def test_a_legacy_marker_without_the_algorithm_counts_and_is_rewritten_without_download(world):
+    """Markers written before digests said their algorithm read "<version> <hex>"
+    (always sha256): the same install, so nothing is downloaded again."""
+    env, server, tmp = world
+    assert run_bash(STEPS, env, script="install_runtime.sh").rc == 0
+    marker = tmp / "fr" / "state" / "kata.version"
+    current = marker.read_text()
+    marker.write_text(current.replace("sha256:", ""))
+    r = run_bash(STEPS, env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["kata"] == "present"
+    assert marker.read_text() == current
+    assert len(server.requests()) == 4, "a legacy marker must not cost a download"
 
 
 def test_changed_catalog_version_reinstalls(world):
@@ -116,7 +169,7 @@ def test_changed_catalog_version_reinstalls(world):
     r = run_bash("install_nerdctl; print_result", env, script="install_runtime.sh")
     assert r.rc == 0, r.stderr
     assert json.loads(r.stdout)["nerdctl"] == "installed"
-    assert len(server.requests()) == 3
+    assert len(server.requests()) == 5
 
 
 def test_sandbox_without_kvm_skips_kata_without_download(world):
@@ -149,6 +202,110 @@ def test_download_failure_is_one_clear_line(world):
     failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
     assert len(failure) == 1 and NERDCTL_FILE in failure[0] and "ARTIFACT_MIRROR" in failure[0]
     assert not (tmp / "bin" / "nerdctl").exists()
+
+
+# ---------------------------------------------------------------- gVisor's release
+
+
+def gvisor_dir(env) -> Path:
+    return Path(env["FR_GVISOR_DIR"])
+
+
+def test_gvisor_release_lands_in_its_version_directory_checked_by_sha512_and_on_path(world):
+    env, server, tmp = world
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["gvisor"] == "installed"
+    assert json.loads(r.stdout)["changed"][:2] == list(GVISOR_FILES)
+    for name in GVISOR_FILES:
+        installed = gvisor_dir(env) / GVISOR_VERSION / name
+        assert installed.read_bytes() == gvisor_file(name) and os.access(installed, os.X_OK)
+        # containerd (and so nerdctl's io.containerd.runsc.v1) finds both on its PATH.
+        assert os.readlink(tmp / "bin" / name) == str(installed)
+        marker = (tmp / "fr" / "state" / f"{name}.version").read_text()
+        assert marker == f"{GVISOR_VERSION} sha512:{sha512(gvisor_file(name))}\n"
+        assert f"{name}: sha512 {sha512(gvisor_file(name))} verified" in r.stderr
+    fetched = sorted(line.split('"GET ')[1].split()[0] for line in server.requests())
+    assert fetched == ["/containerd-shim-runsc-v1", "/runsc"], "fetched through the mirror by file name"
+    assert not list((gvisor_dir(env) / GVISOR_VERSION).glob(".*.new")), "no temporary file left"
+
+
+def test_a_tampered_shim_installs_no_gvisor_file_and_changes_nothing(world):
+    """Both files are checked before either is installed."""
+    env, server, tmp = world
+    tampered = gvisor_file("containerd-shim-runsc-v1") + b"evil"
+    (server.directory / "containerd-shim-runsc-v1").write_bytes(tampered)
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc != 0 and r.stdout == ""
+    failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
+    assert len(failure) == 1
+    assert "test-host-1" in failure[0] and "artifact containerd-shim-runsc-v1" in failure[0]
+    assert f"with sha512 {sha512(gvisor_file('containerd-shim-runsc-v1'))}" in failure[0]
+    assert f"found sha512 {sha512(tampered)}" in failure[0] and "nothing was installed" in failure[0]
+    assert not gvisor_dir(env).exists()
+    assert not any((tmp / "bin" / name).exists() or (tmp / "bin" / name).is_symlink() for name in GVISOR_FILES)
+    assert not any((tmp / "fr" / "state" / f"{name}.version").exists() for name in GVISOR_FILES)
+    assert [p for p in (tmp / "work").iterdir()] == []
+
+
+def test_a_new_gvisor_version_installs_beside_the_old_and_moves_the_links(world):
+    """A container started with the old runsc keeps its binary."""
+    env, server, tmp = world
+    assert run_bash("install_gvisor", env, script="install_runtime.sh").rc == 0
+    bumped = "20260901.0"
+    for name in GVISOR_FILES:
+        (server.directory / name).write_bytes(gvisor_file(name, bumped))
+    catalog = tmp / "fr" / "catalog" / "artifacts.tsv"
+    kept = [line for line in catalog.read_text().splitlines()[2:] if not line.startswith(GVISOR_FILES)]
+    write_catalog(tmp / "fr", [tuple(line.split("\t")) for line in kept] + gvisor_rows(bumped))
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["gvisor"] == "installed"
+    for name in GVISOR_FILES:
+        assert (gvisor_dir(env) / GVISOR_VERSION / name).exists(), "the old version stays"
+        assert os.readlink(tmp / "bin" / name) == str(gvisor_dir(env) / bumped / name)
+
+
+def test_with_gvisor_runsc_debian_no_release_is_fetched_and_our_links_go(world):
+    env, server, tmp = world
+    assert run_bash("install_gvisor", env, script="install_runtime.sh").rc == 0
+    requests = len(server.requests())
+    r = run_bash("install_gvisor; print_result", {**env, "GVISOR_RUNSC": "debian"}, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["gvisor"] == "debian-package"
+    assert "WARNING: gVisor from Debian's runsc package (functions-runtime:gvisor.runsc is debian)" in r.stderr
+    assert len(server.requests()) == requests
+    assert not any((tmp / "bin" / name).is_symlink() for name in GVISOR_FILES)
+    assert (gvisor_dir(env) / GVISOR_VERSION / "runsc").exists(), "files stay for running containers"
+
+
+def test_a_vm_stack_installs_no_gvisor(world):
+    env, server, tmp = world
+    r = run_bash("install_gvisor; print_result", {**env, "ISOLATION": "vm"}, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["gvisor"] == "not-wanted"
+    assert server.requests() == [] and not gvisor_dir(env).exists()
+
+
+@pytest.mark.parametrize(
+    ("isolation", "gvisor_runsc", "debian_package"),
+    [("sandbox", "debian", True), ("sandbox", "release", False), ("vm", "debian", False)],
+)
+def test_debians_runsc_package_is_installed_only_where_chosen(fr_env, isolation, gvisor_runsc, debian_package):
+    snippet = "package_installed() { false; }; missing_runtime_packages"
+    env = {**fr_env, "ISOLATION": isolation, "GVISOR_RUNSC": gvisor_runsc}
+    r = run_bash(snippet, env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert ("runsc" in r.stdout.split()) is debian_package
+    assert "docker.io" in r.stdout.split()
+
+
+def test_an_unknown_gvisor_runsc_is_refused_before_anything(world):
+    env, server, tmp = world
+    r = run_bash("main", {**env, "GVISOR_RUNSC": "nightly", "FR_DRY_RUN": "1"}, script="install_runtime.sh")
+    assert r.rc != 0 and r.stdout == ""
+    assert "set functions-runtime:gvisor.runsc to one of: release debian" in r.stderr
+    assert server.requests() == []
 
 
 # ---------------------------------------------------------------- service starts during apt

@@ -1,7 +1,9 @@
 """scripts/lib.sh, run for real in bash with paths in a temporary directory.
 
-Proves: catalog lookup (including the error for a missing row), SHA-256
-checking (good and bad, the message names expected and found digests), mirror
+Proves: catalog lookup (including the error for a missing row), digests
+that say their algorithm (sha256 and sha512; an unknown algorithm or a
+wrong length is one line naming the row), file checking per algorithm (good
+and bad, the message names expected and found digests), mirror
 URL construction, JSON helpers emit valid JSON for awkward strings,
 write_file_if_changed reports change/no change, the KVM decision (device and
 CPU flags) and the Kata plan per isolation, PEM splitting from stdin.
@@ -16,21 +18,22 @@ import os
 
 import pytest
 
-from tests.scripts.helpers import install_fake_kata, kvm_env, run_bash, sha256, write_catalog
+from tests.scripts.helpers import install_fake_kata, kvm_env, run_bash, sha256, sha512, write_catalog
 
 KATA_URL = "https://github.com/kata-containers/kata-containers/releases/download/3.32.0/kata-static-3.32.0-amd64.tar.zst"
 KATA_SHA = "1449ecea50bd91fa73a94648db195d18950fe869ba4b1f12d05f55f1fa7c1b01"
+KATA_DIGEST = f"sha256:{KATA_SHA}"
 
 
 @pytest.fixture
 def env(fr_env, tmp_path):
-    write_catalog(tmp_path / "fr", [("kata", "3.32.0", KATA_SHA, KATA_URL)])
+    write_catalog(tmp_path / "fr", [("kata", "3.32.0", KATA_DIGEST, KATA_URL)])
     return fr_env
 
 
 @pytest.mark.parametrize(
     ("field", "expected"),
-    [("version", "3.32.0"), ("sha256", KATA_SHA), ("url", KATA_URL)],
+    [("version", "3.32.0"), ("digest", KATA_DIGEST), ("url", KATA_URL)],
 )
 def test_catalog_field(env, field, expected):
     r = run_bash(f"catalog_field kata {field}", env)
@@ -59,15 +62,50 @@ def test_artifact_url_uses_mirror_by_file_name(env, mirror, expected):
     assert r.stdout.strip() == expected
 
 
-def test_verify_sha256_good_and_bad(env, tmp_path):
+@pytest.mark.parametrize(("algorithm", "hexdigest"), [("sha256", sha256), ("sha512", sha512)])
+def test_verify_digest_good_and_bad_for_each_algorithm(env, tmp_path, algorithm, hexdigest):
     f = tmp_path / "blob"
     f.write_bytes(b"hello")
-    good = sha256(b"hello")
-    assert run_bash(f'verify_sha256 "{f}" {good} blob', env).rc == 0
-    bad = "0" * 64
-    r = run_bash(f'verify_sha256 "{f}" {bad} "artifact blob"', env)
+    good = hexdigest(b"hello")
+    assert run_bash(f'verify_digest "{f}" {algorithm} {good} blob', env).rc == 0
+    bad = "0" * len(good)
+    r = run_bash(f'verify_digest "{f}" {algorithm} {bad} "artifact blob"', env)
     assert r.rc != 0
-    assert bad in r.stderr and good in r.stderr and "artifact blob" in r.stderr
+    assert f"with {algorithm} {bad}" in r.stderr and f"found {algorithm} {good}" in r.stderr
+    assert "artifact blob" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("digest", "printed"),
+    [
+        (KATA_DIGEST, f"sha256 {KATA_SHA}"),
+        ("sha512:" + "ab" * 64, "sha512 " + "ab" * 64),
+    ],
+)
+def test_catalog_digest_gives_algorithm_and_hex(fr_env, tmp_path, digest, printed):
+    write_catalog(tmp_path / "fr", [("kata", "3.32.0", digest, KATA_URL)])
+    r = run_bash("catalog_digest kata", fr_env)
+    assert r.rc == 0, r.stderr
+    assert r.stdout.strip() == printed
+
+
+@pytest.mark.parametrize(
+    ("digest", "words"),
+    [
+        ("md5:" + "a" * 32, "the algorithm one of: sha256 sha512"),
+        (KATA_SHA, "as <algorithm>:<hex>"),  # the old column: a bare hex
+        ("sha256:" + "a" * 128, "a sha256 digest of 64 lowercase hex digits"),
+        ("sha512:" + "a" * 64, "a sha512 digest of 128 lowercase hex digits"),
+        ("sha256:" + "A" * 64, "a sha256 digest of 64 lowercase hex digits"),
+    ],
+)
+def test_a_bad_catalog_digest_is_one_line_naming_the_row(fr_env, tmp_path, digest, words):
+    write_catalog(tmp_path / "fr", [("kata", "3.32.0", digest, KATA_URL)])
+    r = run_bash("catalog_digest kata", fr_env)
+    assert r.rc != 0 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "test-host-1" in lines[0] and "catalog row 'kata'" in lines[0] and words in lines[0]
 
 
 def test_json_helpers_escape_awkward_strings(env):

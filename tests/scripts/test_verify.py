@@ -25,10 +25,23 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.scripts.helpers import free_port, install_fake_kata, kvm_env, make_pki, run_bash, run_script
+from tests.scripts.helpers import (
+    GVISOR_VERSION,
+    catalog_rows,
+    free_port,
+    install_fake_kata,
+    kvm_env,
+    make_pki,
+    release_runsc_path,
+    run_bash,
+    run_script,
+    write_catalog,
+    write_runsc,
+)
 
 SERVER = r"""
 import http.server, json, ssl, sys
@@ -56,14 +69,14 @@ def pki(tmp_path):
 
 @pytest.fixture
 def base_env(fr_env, tmp_path):
-    runsc = tmp_path / "runsc"
-    runsc.write_text("#!/bin/sh\necho 'runsc version release-20240729.0'\n")
-    runsc.chmod(0o755)
+    """gVisor's release installed as the install step leaves it (a stand-in
+    runsc at its versioned path, the catalog naming that version)."""
+    write_catalog(tmp_path / "fr", catalog_rows())
+    write_runsc(release_runsc_path(fr_env))
     # PATH without any docker CLI, so the first Docker-using check fails here.
     return {
         **fr_env,
         "PATH": "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "FR_RUNSC": str(runsc),
         "PRIVATE_ADDRESS": "127.0.0.1",
         "ENDPOINT_PORT": str(free_port()),
         "VERIFY_IMAGE": "functions-runtime/verify:busybox",
@@ -192,6 +205,11 @@ def test_endpoint_checks_against_real_mtls_server(base_env, pki):
     rep = report(r)
     status = {c["name"]: c["status"] for c in rep["checks"]}
     assert status["preflight-runsc"] == "passed"
+    preflight = next(c for c in rep["checks"] if c["name"] == "preflight-runsc")
+    assert preflight["detail"] == (
+        f"{release_runsc_path(base_env)}: runsc version release-{GVISOR_VERSION}; "
+        f"gVisor's pinned release {GVISOR_VERSION}"
+    )
     assert status["endpoint-accepts-client-cert"] == "passed"
     assert status["endpoint-refuses-no-cert"] == "passed", rep
     # No docker CLI here: the next check fails, with its own exit code.
@@ -339,7 +357,8 @@ def test_median(base_env, values, median):
 
 def test_report_json_is_valid_with_awkward_details(base_env):
     snippet = (
-        "CERTS=''; WANTED=(runsc); GUEST_KERNEL[runsc]=4.4.0; COLD_MEDIAN[runsc]=812; PASSED=true; "
+        "CERTS=''; WANTED=(runsc); RUNSC=$(runsc_path); NETWORK[runsc]=sandbox; GUEST_KERNEL[runsc]=4.4.0; "
+        "COLD_MEDIAN[runsc]=812; PASSED=true; "
         "record_check x passed $'tab\\there \"quoted\" \\\\ back\\nline'; print_report"
     )
     r = run_bash(snippet, base_env, script="verify_host.sh")
@@ -348,8 +367,9 @@ def test_report_json_is_valid_with_awkward_details(base_env):
     assert rep["runtimes"] == [
         {
             "name": "runsc",
-            "shim": base_env["FR_RUNSC"],
+            "shim": str(release_runsc_path(base_env)),
             "isolation": "sandbox",
+            "network": "sandbox",
             "hypervisor": None,
             "guestKernel": "4.4.0",
             "coldStartMs": {"median": 812, "runs": 3},
@@ -357,7 +377,70 @@ def test_report_json_is_valid_with_awkward_details(base_env):
         }
     ]
     assert rep["checks"][0]["detail"] == 'tab here "quoted" \\ back line'
+    assert rep["versions"]["runsc"] == f"release-{GVISOR_VERSION}"
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed", "rc", "network", "words"),
+    [
+        ("--platform=systrap ", "false", 0, "sandbox", "arguments: --platform=systrap; network sandbox"),
+        ("--platform=systrap --network=sandbox ", "false", 0, "sandbox", "network sandbox"),
+        ("--platform=systrap --network=host ", "true", 0, "host", "network host"),
+        ("--platform=systrap --network=host ", "false", 12, None,
+         "found Docker runs runsc with --network=host: socket calls reach the host kernel"),
+        ("--platform=systrap --network=none ", "true", 12, None, "found runtime argument --network=none"),
+    ],
+    ids=["netstack", "netstack-explicit", "host-with-opt-in", "host-without-opt-in", "no-network"],
+)
+def test_the_runsc_network_is_read_from_the_running_daemon(base_env, args, allowed, rc, network, words):
+    """docker info is stubbed with what Docker 26 prints for the template
+    (path|args): proves the decision and the report, not Docker's output."""
+    path = release_runsc_path(base_env)
+    snippet = (
+        f"endpoint_docker() {{ printf '%s' '{path}|{args}'; }}; WANTED=(runsc); RUNSC=$(runsc_path); "
+        "check_runsc_network; PASSED=true; print_report"
+    )
+    env = {**base_env, "GVISOR_ALLOW_HOST_NETWORK": allowed}
+    r = run_bash(snippet, env, script="verify_host.sh")
+    assert r.rc == rc, r.stderr
+    assert words in r.stderr
+    if rc == 0:
+        rep = json.loads(r.stdout)
+        assert rep["runtimes"][0]["network"] == network
+        assert rep["checks"][0]["name"] == "runtime-runsc-network"
+        assert ("WARNING" in r.stderr) is (network == "host")
+
+
+def test_a_daemon_running_another_runsc_fails_the_network_check(base_env):
+    snippet = "endpoint_docker() { printf '%s' '/usr/bin/runsc|--platform=systrap '; }; RUNSC=$(runsc_path); check_runsc_network"
+    r = run_bash(snippet, base_env, script="verify_host.sh")
+    assert r.rc == 12
+    assert f"Docker's runsc runtime at {release_runsc_path(base_env)} (functions-runtime:gvisor.runsc is release)" in r.stderr
+    assert "found '/usr/bin/runsc'" in r.stderr
+
+
+def test_a_report_before_the_network_check_says_no_network(base_env):
+    r = run_bash("WANTED=(runsc kata); NETWORK[kata]=vm; print_report", base_env, script="verify_host.sh")
+    runtimes = {rt["name"]: rt for rt in json.loads(r.stdout)["runtimes"]}
+    assert runtimes["runsc"]["network"] is None and runtimes["kata"]["network"] == "vm"
+
+
+def test_with_gvisor_runsc_debian_the_preflight_checks_and_reports_debians_runsc(base_env):
+    debian = write_runsc(Path(base_env["FR_DEBIAN_RUNSC"]), version="0.0~20240729.0")
+    env = {**base_env, "GVISOR_RUNSC": "debian"}
+    r = run_bash("check_preflight_runsc; WANTED=(runsc); print_report", env, script="verify_host.sh")
+    assert r.rc == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["runtimes"][0]["shim"] == str(debian)
     assert rep["versions"]["runsc"] == "release-20240729.0"
+    assert "Debian's runsc package, the fallback gvisor.runsc: debian chose" in rep["checks"][0]["detail"]
+
+
+def test_a_missing_runsc_fails_the_preflight_naming_the_setting(base_env):
+    release_runsc_path(base_env).unlink()
+    r = run_bash("check_preflight_runsc", base_env, script="verify_host.sh")
+    assert r.rc == 10
+    assert f"an executable {release_runsc_path(base_env)} (functions-runtime:gvisor.runsc is release)" in r.stderr
 
 
 @pytest.mark.parametrize(

@@ -46,11 +46,13 @@ LITERALS = sorted(
         contract.AUTHZ_DRAIN_FILE,
         contract.AUTHZ_REFUSAL_PREFIX,
         contract.ENDPOINT_COMMAND,
+        contract.GVISOR_DIR,
+        contract.DEBIAN_RUNSC,
     }
 )
 LIST_PATTERNS = [
     re.compile(r"\s\|\s".join(map(re.escape, values)))
-    for values in (contract.ISOLATIONS, contract.KATA_HYPERVISORS)
+    for values in (contract.ISOLATIONS, contract.KATA_HYPERVISORS, contract.GVISOR_RUNSC_SOURCES)
 ]
 
 

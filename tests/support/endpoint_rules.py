@@ -177,6 +177,14 @@ RULES: tuple[Rule, ...] = (
         "vm-stack-with-a-sandbox-runtime", _set(isolation="vm"),
         "runtimes[0].isolation: 'sandbox' does not meet the stack's 'vm'", host_level=True,
     ),
+    Rule(
+        "runtime-network-unknown", _set_runtime(network="bridge"),
+        "network: 'bridge' is not a network of a 'sandbox' runtime", host_level=True,
+    ),
+    Rule(
+        "runtime-network-of-another-isolation", _set_runtime(network="vm"),
+        "network: 'vm' is not a network of a 'sandbox' runtime", host_level=True,
+    ),
     Rule("runtime-name-not-text", _set_runtime(name=7), "name: expected str", host_level=True),
     Rule("no-runtimes", _set_host(runtimes=[]), "runtimes: no verified runtime", host_level=True),
     Rule("default-runtime-not-text", _set_host(defaultRuntime=None), "defaultRuntime: expected str", host_level=True),

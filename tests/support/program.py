@@ -377,6 +377,7 @@ def passing_report(host: str, runtime: str = "runsc") -> str:
                     "name": runtime,
                     "shim": "/usr/bin/runsc" if runtime == "runsc" else "containerd-shim-kata-v2",
                     "isolation": "sandbox" if runtime == "runsc" else "vm",
+                    "network": "sandbox" if runtime == "runsc" else "vm",
                     "hypervisor": None if runtime == "runsc" else "qemu",
                     "guestKernel": "4.4.0" if runtime == "runsc" else "6.12.28",
                     "coldStartMs": {"median": 812, "runs": 5},

@@ -46,21 +46,36 @@ def test_payload_changes_when_a_script_changes(tmp_path: Path):
     assert build_payload(CATALOG, tmp_path).sha256 != before
 
 
+def test_the_payload_never_holds_a_directory_the_host_owns(monkeypatch):
+    """The payload step replaces each payload directory whole: one named like
+    the install markers' or gVisor's release directory would wipe them."""
+    from components import payload as payload_module
+    from components.contract import GVISOR_DIR, REMOTE_ROOT
+
+    assert GVISOR_DIR.startswith(f"{REMOTE_ROOT}/")
+    assert set(payload_module.HOST_OWNED_DIRS) == {"state", GVISOR_DIR.rsplit("/", 1)[1]}
+    assert not set(build_payload(CATALOG).top_level_dirs) & set(payload_module.HOST_OWNED_DIRS)
+    real = payload_module.collect_files
+    monkeypatch.setattr(payload_module, "collect_files", lambda *a, **k: {**real(*a, **k), "gvisor/x": b""})
+    with pytest.raises(ValueError, match="must not hold gvisor"):
+        build_payload(CATALOG)
+
+
 def test_base_files_and_user_data_share_one_package_list():
     assert render_base_files().packages.split() == list(BASE_PACKAGES)
 
 
 def test_catalog_pins_kata_and_nerdctl_with_published_digests():
     assert CATALOG["kata"].version == "3.32.0"
-    assert CATALOG["kata"].sha256 == "1449ecea50bd91fa73a94648db195d18950fe869ba4b1f12d05f55f1fa7c1b01"
+    assert CATALOG["kata"].digest == "sha256:1449ecea50bd91fa73a94648db195d18950fe869ba4b1f12d05f55f1fa7c1b01"
     assert CATALOG["kata"].file_name == "kata-static-3.32.0-amd64.tar.zst"
-    assert CATALOG["nerdctl"].sha256 == "de3206aeb7cbd5f20f5fb1f55c1e3bf2db1be567812a8a3f5e65eba2488347ee"
+    assert CATALOG["nerdctl"].digest == "sha256:de3206aeb7cbd5f20f5fb1f55c1e3bf2db1be567812a8a3f5e65eba2488347ee"
 
 
-HEADER = "name\tversion\tsha256\turl\n"
+HEADER = "name\tversion\tdigest\turl\n"
 GOOD_ROWS = (
-    "kata\t3.32.0\t" + "a" * 64 + "\thttps://example.invalid/kata.tar.zst\n"
-    "nerdctl\t2.3.5\t" + "b" * 64 + "\thttps://example.invalid/nerdctl.tar.gz\n"
+    "kata\t3.32.0\tsha256:" + "a" * 64 + "\thttps://example.invalid/kata.tar.zst\n"
+    "nerdctl\t2.3.5\tsha256:" + "b" * 64 + "\thttps://example.invalid/nerdctl.tar.gz\n"
 )
 
 
@@ -68,7 +83,7 @@ GOOD_ROWS = (
     "text,message",
     [
         ("bad header\n" + GOOD_ROWS, "expected the header"),
-        (HEADER + GOOD_ROWS.replace("a" * 64, "A" * 64), "64 lowercase hex"),
+        (HEADER + GOOD_ROWS.replace("a" * 64, "A" * 64), "kata: digest 'sha256:AAAA"),
         (HEADER + GOOD_ROWS.replace("https://example.invalid/kata", "http://example.invalid/kata"), "https URL"),
         (HEADER + GOOD_ROWS.split("\n")[0] + "\n", "missing artifact(s) nerdctl"),
         (HEADER + GOOD_ROWS + GOOD_ROWS.split("\n")[0] + "\n", "listed twice"),

@@ -122,6 +122,8 @@ ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKJrmllVu4fMVCnQiQh96iGQMhpTa/0
     [
         ("kata", {"hypervisor": "clh", "allowUntestedHypervisor": True}, "configure"),
         ("artifacts.mirror", "https://mirror.example/kata", "install"),
+        ("gvisor.runsc", "debian", "install"),
+        ("gvisor.allowHostNetworkStack", True, "configure"),
         ("endpoint.port", 2400, "firewall"),
         ("verify.coldStartRuns", 7, "verify"),
         ("admin.sshKeys", [ADMIN_KEY], "keys"),

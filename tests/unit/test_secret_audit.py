@@ -278,6 +278,8 @@ def test_verify_reads_its_client_key_without_printing_it_and_removes_it(dirs):
         "VERIFY_OUTSIDE": "192.0.2.10 8080",
         "ISOLATION": "sandbox",
         "KATA_HYPERVISOR": "qemu",
+        "GVISOR_RUNSC": "release",
+        "GVISOR_ALLOW_HOST_NETWORK": "false",
     }
     snippet = 'read_inputs; test "$(cat "$CERTS/key.pem")" = "$(printf %s "$EXPECTED")" && echo parsed'
     proc = run_sourced("verify_host.sh", snippet, {**env, "EXPECTED": key.rstrip("\n")}, throwaway_cert("C") * 2 + key)
@@ -297,6 +299,8 @@ def test_verify_refusal_does_not_print_the_key(dirs):
         "LIMIT_MAX_MILLICPUS": "2000",
         "VERIFY_OUTSIDE": "192.0.2.10 8080",
         "ISOLATION": "sandbox",
+        "GVISOR_RUNSC": "release",
+        "GVISOR_ALLOW_HOST_NETWORK": "false",
     }
     proc = run_sourced("verify_host.sh", "read_inputs", env, key + throwaway_cert("C") * 2)
     assert proc.returncode != 0
