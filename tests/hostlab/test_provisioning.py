@@ -609,7 +609,9 @@ def test_tampered_archive_is_refused_and_leaves_the_host_as_it_was(lab):
     assert "nothing was installed" in install.stderr and "sha256" in install.stderr, install.stderr
     assert lab.mirror.downloads(testbed.nerdctl_file(testbed.NERDCTL_BUMP_VERSION)) == 1
     assert installed_state(lab) == before
-    assert lab.sh("ls /var/tmp | grep -c functions-runtime || true").strip() == "0", "download left behind"
+    # The scripts' work directories (make_work_dir); not systemd's
+    # /var/tmp/systemd-private-*-functions-runtime-authz.service-* (PrivateTmp).
+    assert lab.sh("find /var/tmp -maxdepth 1 -name 'functions-runtime.*' | wc -l").strip() == "0", "download left behind"
 
 
 def test_isolation_vm_fails_with_kata_runtime_checks_message(lab):
