@@ -101,7 +101,7 @@ def shared_guest(guest_image: GuestImage, hostlab_cache_dir: Path, tmp_path_fact
     started = time.monotonic()
     image = testbed.private_copy(testbed.build_verify_image(hostlab_cache_dir), work / "verify-image")
     timings["verify_image_archive_s"] = round(time.monotonic() - started, 1)
-    artifacts = testbed.make_test_artifacts(work / "artifacts")
+    artifacts = testbed.make_test_artifacts(work / "artifacts", hostlab_cache_dir)
     with testbed.Mirror(artifacts.directory) as mirror:
         guest = boot(guest_image, work, mirror, artifacts, image, CLOUD_INIT_TIMEOUT_S)
         guest.timings = {**timings, **guest.timings}

@@ -56,7 +56,7 @@ def lab(state: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPr
 def test_lab_up_provision_reaches_a_verified_endpoint(guest_image, hostlab_cache_dir, tmp_path):
     state = tmp_path / "lab"
     ssh_port, endpoint_port = free_port(), free_port()
-    artifacts = make_test_artifacts(tmp_path / "artifacts")
+    artifacts = make_test_artifacts(tmp_path / "artifacts", hostlab_cache_dir)
     timings: dict[str, Any] = {}
     started_at = dt.datetime.now(dt.UTC)
     try:

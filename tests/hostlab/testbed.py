@@ -196,7 +196,77 @@ class TestArtifacts:
     hashes: dict[str, str] = field(default_factory=dict)  # file name -> sha256 served
 
 
-def make_test_artifacts(root: Path) -> TestArtifacts:
+# ------------------------------------------------------------------ the gVisor stand-in
+# No registry this machine reaches ships the pinned gVisor release. The
+# stand-in is Debian 13's own runsc (from Debian's archive, checked against
+# the archive's index) with one path changed: the 2024-07 build decides "am I
+# in the root network namespace?" by whether /proc/sys/net/core/rmem_default
+# exists, which every namespace has since Linux 6.11 (google/gvisor#10704),
+# so it cannot use its own network stack there. The stand-in probes
+# /proc/sys/net/core/message_cost, a path of the same length that only the
+# root namespace has (test_gvisor_stand_in_premise_holds_on_the_guests_kernel
+# checks that on the guest's kernel). What it proves: the program installs a
+# runsc from the mirror by the catalog's sha512, and a runsc whose
+# root-namespace check works gives containers gVisor's own network stack,
+# which configure, verify and the endpoint report. What it does not prove:
+# the release's own code. The shim stand-in is no shim: Docker runs runsc
+# through containerd's runc shim; only containerd-direct clients use it.
+RUNSC_PROBED_PATH = "/proc/sys/net/core/rmem_default"
+RUNSC_STAND_IN_PATH = "/proc/sys/net/core/message_cost"
+RUNSC_SHIM_STAND_IN = b"#!/bin/sh\necho 'the hostlab stand-in for containerd-shim-runsc-v1: not a shim' >&2\nexit 1\n"
+DEBIAN_ARCHIVE = "http://deb.debian.org/debian"
+
+
+def _deb_member(deb: bytes, prefix: str) -> bytes:
+    """A member of a .deb (an ar archive) whose name starts with `prefix`."""
+    assert deb[:8] == b"!<arch>\n", "not a .deb"
+    pos = 8
+    while pos < len(deb):
+        header = deb[pos : pos + 60]
+        name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58])
+        if name.startswith(prefix):
+            return deb[pos + 60 : pos + 60 + size]
+        pos += 60 + size + (size % 2)
+    raise AssertionError(f"no {prefix}* in the .deb")
+
+
+def debian_runsc(cache_dir: Path) -> bytes:
+    """Debian 13's runsc binary, fetched once into the hostlab cache."""
+    cached = cache_dir / "debian-runsc"
+    if cached.exists():
+        return cached.read_bytes()
+    import lzma
+    import urllib.request
+
+    index = lzma.decompress(
+        urllib.request.urlopen(f"{DEBIAN_ARCHIVE}/dists/trixie/main/binary-amd64/Packages.xz", timeout=120).read()
+    ).decode()
+    stanza = next(s for s in index.split("\n\n") if s.startswith("Package: runsc\n"))
+    fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
+    deb = urllib.request.urlopen(f"{DEBIAN_ARCHIVE}/{fields['Filename']}", timeout=300).read()
+    assert sha256(deb) == fields["SHA256"], f"{fields['Filename']}: not the archive's sha256"
+    data = _deb_member(deb, "data.tar")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.extractfile("./usr/bin/runsc")
+        assert member is not None
+        binary = member.read()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(binary)
+    return binary
+
+
+def runsc_stand_in(cache_dir: Path) -> bytes:
+    binary = debian_runsc(cache_dir)
+    probed, stand_in = RUNSC_PROBED_PATH.encode(), RUNSC_STAND_IN_PATH.encode()
+    assert len(probed) == len(stand_in) and binary.count(probed) >= 1, "Debian's runsc no longer probes rmem_default"
+    patched = binary.replace(probed, stand_in)
+    assert probed not in patched and len(patched) == len(binary)
+    return patched
+
+
+def make_test_artifacts(root: Path, cache_dir: Path | None = None) -> TestArtifacts:
+    """The lab's artifacts; with `cache_dir`, the gVisor stand-in too (else
+    the stacks must run Debian's runsc)."""
     www = root / "mirror"
     www.mkdir(parents=True, exist_ok=True)
     kata = kata_test_archive()
@@ -210,18 +280,29 @@ def make_test_artifacts(root: Path) -> TestArtifacts:
         nerdctl_file(NERDCTL_VERSION): nerdctl,
         nerdctl_file(NERDCTL_BUMP_VERSION): bytes(tampered),
     }
+    gvisor_rows = []
+    if cache_dir is not None:
+        for name, data in (("runsc", runsc_stand_in(cache_dir)), ("containerd-shim-runsc-v1", RUNSC_SHIM_STAND_IN)):
+            files[GVISOR_FILES[name]] = data
+            gvisor_rows.append(gvisor_row(name, data))
     for name, data in files.items():
         (www / name).write_bytes(data)
     kata_row = ("kata", KATA_VERSION, catalog_digest(kata), KATA_URL)
     catalog = root / "catalog" / "artifacts.tsv"
     catalog.parent.mkdir(parents=True, exist_ok=True)
     catalog.write_text(
-        catalog_text([kata_row, ("nerdctl", NERDCTL_VERSION, catalog_digest(nerdctl), nerdctl_url(NERDCTL_VERSION))])
+        catalog_text(
+            [kata_row, ("nerdctl", NERDCTL_VERSION, catalog_digest(nerdctl), nerdctl_url(NERDCTL_VERSION)), *gvisor_rows]
+        )
     )
     bumped_catalog = root / "catalog" / "artifacts-bumped.tsv"
     bumped_catalog.write_text(
         catalog_text(
-            [kata_row, ("nerdctl", NERDCTL_BUMP_VERSION, catalog_digest(bumped), nerdctl_url(NERDCTL_BUMP_VERSION))]
+            [
+                kata_row,
+                ("nerdctl", NERDCTL_BUMP_VERSION, catalog_digest(bumped), nerdctl_url(NERDCTL_BUMP_VERSION)),
+                *gvisor_rows,
+            ]
         )
     )
     return TestArtifacts(www, catalog, bumped_catalog, {n: sha256(d) for n, d in files.items()})
@@ -381,11 +462,6 @@ def private_copy(image: VerifyImage, directory: Path) -> VerifyImage:
 def _common(mirror_url: str, catalog: Path, image: VerifyImage, isolation: str) -> dict:
     return {
         "functions-runtime:isolation": isolation,
-        # The lab's test catalog pins no gVisor release (the mirror serves no
-        # stand-in for it yet): the guest runs Debian's runsc, explicitly, and
-        # on Debian 13's 6.12 kernel that runsc has no netstack of its own, so
-        # the lab accepts host networking, explicitly too (docs/security.md).
-        "functions-runtime:gvisor": {"runsc": "debian", "allowHostNetworkStack": True},
         "functions-runtime:network": {"ipRange": "10.0.0.0/16", "subnet": "10.0.2.0/24", "zone": "eu-central"},
         # QEMU's gateway is the lab's operator: SSH arrives from 10.0.2.2.
         "functions-runtime:admin": {"sshKeys": [], "sshSourceCidrs": [f"{HOST_FROM_GUEST}/32"]},
@@ -520,40 +596,3 @@ def shlex_quote(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
-
-
-# ------------------------------------------------------------------ the gVisor stand-in
-# No registry this machine reaches ships the pinned gVisor release. The
-# stand-in is Debian 13's own runsc with one path changed: the 2024-07 build
-# decides "am I in the root network namespace?" by whether
-# /proc/sys/net/core/rmem_default exists, which every namespace has since
-# Linux 6.11 (google/gvisor#10704), so it refuses its own network stack. The
-# stand-in probes /proc/sys/net/core/message_cost instead, a path of the same
-# length that only the root namespace has (checked on the guest's kernel
-# first). What it proves: the program installs a runsc from the mirror, by
-# the catalog's sha512, and a runsc whose root-namespace check works gives
-# containers gVisor's own network stack, which configure, verify and the
-# endpoint then report. What it does not prove: the release's own code.
-RUNSC_PROBED_PATH = "/proc/sys/net/core/rmem_default"
-RUNSC_STAND_IN_PATH = "/proc/sys/net/core/message_cost"
-RUNSC_STAND_IN_BUILD = rf"""set -eu
-# The stand-in's premise, on this kernel: the probed path is in every
-# namespace, the replacement only in the root one.
-test -e {RUNSC_PROBED_PATH} && test -e {RUNSC_STAND_IN_PATH}
-ip netns add fr-probe-ns
-trap 'ip netns del fr-probe-ns' EXIT
-ip netns exec fr-probe-ns test -e {RUNSC_PROBED_PATH}
-! ip netns exec fr-probe-ns test -e {RUNSC_STAND_IN_PATH}
-work=$(mktemp -d)
-cd "$work"
-apt-get download -q runsc >&2
-dpkg-deb -x runsc_*.deb root
-perl -pi -e 's{{\Q{RUNSC_PROBED_PATH}\E}}{{{RUNSC_STAND_IN_PATH}}}g' root/usr/bin/runsc
-grep -c -a -F {RUNSC_STAND_IN_PATH} root/usr/bin/runsc >&2
-! grep -q -a -F {RUNSC_PROBED_PATH} root/usr/bin/runsc
-base64 -w0 root/usr/bin/runsc
-cd /; rm -rf "$work"
-"""
-# Docker runs runsc through containerd's runc shim; the release's own shim
-# only serves containerd-direct clients, which the lab cannot run with it.
-RUNSC_SHIM_STAND_IN = b"#!/bin/sh\necho 'the hostlab stand-in for containerd-shim-runsc-v1: not a shim' >&2\nexit 1\n"
