@@ -163,6 +163,9 @@ def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], iso
                 "hypervisor": rt.get("hypervisor"),
                 "guestKernel": rt.get("guestKernel"),
                 "coldStartMs": rt.get("coldStartMs"),
+                # Additive in endpoint@1: whether a container reached a peer by
+                # name through Docker's embedded DNS on a user network.
+                "userNetworkDns": rt.get("userNetworkDns"),
             }
             for rt in report["runtimes"]
         ],
@@ -249,6 +252,9 @@ class RuntimeInfo:
     # --network=host: the host kernel's, accepted by the stack's
     # gvisor.allowHostNetworkStack). None in documents from before it.
     network: str | None = None
+    # Whether verify's container resolved its peer's name on a user network
+    # (Docker's embedded DNS); None in documents from before it.
+    user_network_dns: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -398,6 +404,9 @@ def read_endpoint_host(h: Any, isolation: str, where: str) -> EndpointHost:
                 f"{rwhere}.network: {network!r} is not a network of a {iso!r} runtime; "
                 f"expected one of {', '.join(ISOLATION_NETWORKS[iso])}"
             )
+        dns = rt.get("userNetworkDns")
+        if dns is not None and not isinstance(dns, bool):
+            raise EndpointError(f"{rwhere}.userNetworkDns: expected true, false or null, got {dns!r}")
         runtimes.append(
             RuntimeInfo(
                 name=_require(rt, "name", str, rwhere),
@@ -407,6 +416,7 @@ def read_endpoint_host(h: Any, isolation: str, where: str) -> EndpointHost:
                 guest_kernel=rt.get("guestKernel"),
                 cold_start_ms=rt.get("coldStartMs"),
                 network=network,
+                user_network_dns=dns,
             )
         )
     if not runtimes:

@@ -185,6 +185,10 @@ RULES: tuple[Rule, ...] = (
         "runtime-network-of-another-isolation", _set_runtime(network="vm"),
         "network: 'vm' is not a network of a 'sandbox' runtime", host_level=True,
     ),
+    Rule(
+        "runtime-user-network-dns-not-a-boolean", _set_runtime(userNetworkDns="yes"),
+        "userNetworkDns: expected true, false or null", host_level=True,
+    ),
     Rule("runtime-name-not-text", _set_runtime(name=7), "name: expected str", host_level=True),
     Rule("no-runtimes", _set_host(runtimes=[]), "runtimes: no verified runtime", host_level=True),
     Rule("default-runtime-not-text", _set_host(defaultRuntime=None), "defaultRuntime: expected str", host_level=True),

@@ -23,6 +23,7 @@ import pytest
 from components.contract import ISOLATION_NETWORKS, NETWORK_HOST, RUNTIME_NETWORKS
 from components.endpoint import (
     EndpointHostFacts,
+    EndpointRefused,
     VerificationFailed,
     build_endpoint,
     build_endpoint_host,
@@ -114,3 +115,23 @@ def test_a_host_on_host_networking_stops_the_update_unless_the_stack_opts_in():
     opted_in = {**DEV, "functions-runtime:gvisor": {"runsc": "debian", "allowHostNetworkStack": True}}
     run = run_program(opted_in, stack="dev", command_stdout=host_network_reports)
     assert run.outputs["runtimeEndpoint"]["hosts"][0]["runtimes"][0]["network"] == "host"
+
+
+@pytest.mark.parametrize("dns", [True, False])
+def test_whether_dockers_embedded_dns_answered_reaches_the_consumer(dns):
+    doc = json.loads(passing_report("cloud-1"))
+    doc["runtimes"][0]["userNetworkDns"] = dns
+    entry = build_endpoint_host(FACTS, parse_verify_report("cloud-1", json.dumps(doc)), "sandbox")
+    assert entry["runtimes"][0]["userNetworkDns"] is dns
+    assert read_endpoint(build_endpoint(CA, "sandbox", [entry])).host().runtimes[0].user_network_dns is dns
+
+
+def test_a_document_without_user_network_dns_still_reads_and_a_bad_value_is_refused():
+    entry = build_endpoint_host(FACTS, parse_verify_report("cloud-1", passing_report("cloud-1")), "sandbox")
+    old = copy.deepcopy(entry)
+    del old["runtimes"][0]["userNetworkDns"]
+    assert read_endpoint(build_endpoint(CA, "sandbox", [old])).host().runtimes[0].user_network_dns is None
+    doc = json.loads(passing_report("cloud-1"))
+    doc["runtimes"][0]["userNetworkDns"] = "yes"
+    with pytest.raises(EndpointRefused, match="userNetworkDns: expected true, false or null"):
+        build_endpoint_host(FACTS, parse_verify_report("cloud-1", json.dumps(doc)), "sandbox")
