@@ -12,7 +12,7 @@ host, the metadata service and the private network stay unreachable; SMTP
 to the internet is reset and 587 is not; new connections are limited per
 container; a CNI bridge of a random name, as nerdctl and `ctr run --cni`
 make, is filtered like Docker's. Does not prove: Kata's or gVisor's own
-netstack beyond what verify measured (the stand-in, test_gvisor.py).
+netstack beyond what verify measured (the stand-in, test_sandbox_gvisor.py).
 """
 
 from __future__ import annotations
