@@ -147,7 +147,12 @@ ip netns add frt-cni; ip link add frt-c0 type veth peer name eth0 netns frt-cni
 ip link set frt-c0 master {bridge}; ip link set frt-c0 up
 ip netns exec frt-cni ip addr add 10.77.0.2/24 dev eth0; ip netns exec frt-cni ip link set eth0 up
 ip netns exec frt-cni ip link set lo up; ip netns exec frt-cni ip route add default via 10.77.0.1
+# What the CNI bridge plugin's ipMasq and firewall plugin add: NAT out, and
+# ACCEPT in iptables' FORWARD ahead of Docker's (whose policy is DROP). So
+# whatever is dropped below, the host filter's table dropped.
 iptables -t nat -A POSTROUTING -s 10.77.0.0/24 ! -o {bridge} -j MASQUERADE
+iptables -I FORWARD 1 -i {bridge} -j ACCEPT
+iptables -I FORWARD 1 -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 """
     lab.sh(setup)
 
