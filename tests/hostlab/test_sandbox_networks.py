@@ -168,3 +168,60 @@ iptables -I FORWARD 1 -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j 
     assert reaches("10.77.0.1", 22) == "closed"  # the host on the bridge itself
     assert reaches(testbed.HOST_FROM_GUEST, lab.mirror.port) == "closed"
     assert reaches(INTERNET_ADDRESS, 25) == "closed"
+
+
+# A CNI network as nerdctl writes one (bridge plugin with ipMasq, then the
+# firewall plugin), for Debian's own ctr (it finds the plugins in /usr/lib/cni).
+CTR_CONFLIST = (
+    '{"cniVersion":"1.0.0","name":"frt-ctr","plugins":[{"type":"bridge","bridge":"frt-ctr0","isGateway":true,'
+    '"ipMasq":true,"hairpinMode":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.4.201.0/24"}]],'
+    '"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"firewall"}]}'
+)
+CTR_PROBE = (
+    'uname -r; for t in "$@"; do if nc -w 4 $t -e true; then echo "$t open"; else echo "$t closed"; fi; done'
+)
+
+
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_containerd_direct_containers_are_filtered(lab, runtime):
+    """`ctr run --cni` (containerd's default namespace, a CNI bridge, no
+    Docker), with runc and with gVisor through `--runc-binary`: the operator's
+    path meets the host filter like Docker's containers. The rootfs is the
+    guest's busybox-static (ctr cannot see Docker's images)."""
+    lab.fresh(VERIFIED)
+    setup = f"""set -e
+mkdir -p /tmp/frt-bb/bin /tmp/frt-bb/proc /tmp/frt-bb/dev /tmp/frt-bb/sys /tmp/frt-bb/etc
+cp /usr/bin/busybox /tmp/frt-bb/bin/
+for a in sh nc true uname; do ln -sf busybox /tmp/frt-bb/bin/$a; done
+mkdir -p /etc/cni/net.d
+echo '{CTR_CONFLIST}' > /etc/cni/net.d/90-frt-ctr.conflist
+"""
+    lab.sh(setup)
+    binary = "" if runtime == "runc" else "--runc-binary \"$(ls -d /opt/functions-runtime/gvisor/*/runsc | tail -n1)\""
+    targets = {
+        "internet": f"{INTERNET_ADDRESS} {INTERNET_PORT}",
+        "metadata": "169.254.169.254 80",
+        "host-endpoint": f"{testbed.GUEST_ADDRESS} 2376",
+        "private-network": f"{testbed.HOST_FROM_GUEST} {lab.mirror.port}",
+        "smtp": f"{INTERNET_ADDRESS} 25",
+    }
+    quoted = " ".join(f"'{t}'" for t in targets.values())
+    out = lab.sh(
+        f"timeout 240 ctr run --rm --cni {binary} --rootfs /tmp/frt-bb frt-ctr-{runtime} "
+        f"/bin/sh -c '{CTR_PROBE}' _ {quoted}",
+        timeout=300,
+    )
+    lines = out.splitlines()
+    kernel = lines[0].strip()
+    host_kernel = lab.sh("uname -r").strip()
+    assert (kernel == host_kernel) == (runtime == "runc"), (kernel, host_kernel)
+    seen = {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in lines[1:] if line.strip()}
+    got = {what: seen.get(t) for what, t in targets.items()}
+    assert got == {
+        "internet": "open",  # the control: the CNI bridge routes and masquerades
+        "metadata": "closed",
+        "host-endpoint": "closed",
+        "private-network": "closed",
+        "smtp": "closed",
+    }, out
+    assert "frt-ctr0" in lab.sh("ip -br link show type bridge")
