@@ -44,7 +44,7 @@ from tools.lab.image import default_cache_dir, ensure_guest_image
 from tools.lab.progress import PhaseFailed, Progress, one_line
 from tools.lab.provision import LabPaths, lab_stack_config, provision
 from tools.lab.stack import StackError, configure_lab_stack, env_lines, lab_pulumi_env, pulumi_cli
-from tools.lab.surroundings import INTERNET_RESPONDER
+from tools.lab.surroundings import INTERNET_RESPONDER, SCHEDULER_KEY_PIN
 from tools.lab.vm import GuestVM
 
 LAB_SSH_PORT = 2222
@@ -141,8 +141,9 @@ def _boot(
             if result.returncode not in (0, 2):  # 2: done with recoverable warnings
                 raise PhaseFailed("cloud-init", one_line(result.stdout + result.stderr), log_path)
         with progress.phase("surroundings"):
-            # The internet a real server has, for verify's egress control.
-            result = vm.ssh(INTERNET_RESPONDER, timeout=120)
+            # The internet a real server has, for verify's egress control; and
+            # the scheduler key pinned against TCG's stale-code panics.
+            result = vm.ssh(INTERNET_RESPONDER + SCHEDULER_KEY_PIN, timeout=120)
             log.write(f"=== surroundings: exit {result.returncode}\n{result.stdout}\n{result.stderr}\n")
             if result.returncode != 0:
                 raise PhaseFailed("surroundings", one_line(result.stderr or result.stdout), log_path)

@@ -59,3 +59,22 @@ until timeout 3 bash -c 'exec 3<>/dev/tcp/{INTERNET_ADDRESS}/{INTERNET_PORT}' 2>
 done
 echo ready
 """
+
+# Under TCG with several vCPUs (QEMU's multi-threaded TCG), a guest kernel
+# that rewrites its own code while another vCPU runs it can execute a stale
+# int3 and panic ("Oops: int3" in dequeue_entities, seen in the hostlab when
+# verify's first container with a CPU limit started). The scheduler's
+# cfs_bandwidth_used key flips each time the first CPU quota appears and the
+# last one goes, i.e. at container starts and stops. A cgroup that holds a
+# quota for the guest's lifetime (10 CPUs: limits nothing) keeps that key on,
+# so it is patched once, here, while the guest is idle. A lab measure only:
+# real hosts run on hardware virtualization or bare metal.
+SCHEDULER_KEY_PIN = r"""set -eu
+test -f /sys/fs/cgroup/cgroup.controllers || { echo "not cgroup v2 at /sys/fs/cgroup" >&2; exit 1; }
+cg=/sys/fs/cgroup/functions-runtime-lab-pin
+grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu > /sys/fs/cgroup/cgroup.subtree_control
+mkdir -p "$cg"
+echo "1000000 100000" > "$cg/cpu.max"
+grep -q '^1000000 100000$' "$cg/cpu.max"
+echo ready
+"""
