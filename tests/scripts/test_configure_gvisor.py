@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -39,10 +37,8 @@ from tests.scripts.helpers import (
     write_catalog,
     write_runsc,
 )
+from tests.scripts.test_configure import policy_env
 
-ROOT = Path(__file__).resolve().parents[2]
-NET = {"PRIVATE_ADDRESS": "10.0.0.2", "ENDPOINT_PORT": "2376"}
-POLICY = {"LIMIT_MAX_MEMORY_MIB": "1024", "LIMIT_MAX_PIDS": "512", "LIMIT_MAX_MILLICPUS": "1500"}
 DEBIAN_VERSION = "0.0~20240729.0"
 PLAN = 'plan_runtimes; render_daemon_json "${RUNTIMES[0]}" "${RUNTIMES[@]}"'
 
@@ -63,26 +59,21 @@ def host(fr_env, tmp_path):
     """Every path configure writes in tmp_path; the repository's plugin in
     FR_ROOT; the catalog as the project's; Debian's runsc (the 2024 build)
     at FR_DEBIAN_RUNSC, the release's (fixed) at its versioned path."""
-    shutil.copytree(ROOT / "endpoint_authz", Path(fr_env["FR_ROOT"]) / "endpoint_authz",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = policy_env(
+        fr_env,
+        tmp_path,
+        FR_DOCKER_DIR=str(tmp_path / "etc-docker"),
+        FR_SYSTEMD_DIR=str(tmp_path / "etc-systemd"),
+        FR_KATA_CONFIG=str(tmp_path / "etc-kata" / "configuration.toml"),
+        FR_NERDCTL_CONFIG=str(tmp_path / "etc-nerdctl" / "nerdctl.toml"),
+        FR_AUTHZ_CONFIG=str(tmp_path / "etc-fr" / "endpoint-policy.json"),
+        FR_AUTHZ_DRAIN_FILE=str(tmp_path / "var-fr" / "draining"),
+        PATH=fake_unshare(tmp_path, file_visible=True),
+    )
     write_catalog(tmp_path / "fr", catalog_rows())
     write_runsc(Path(fr_env["FR_DEBIAN_RUNSC"]), version=DEBIAN_VERSION, root_ns_check=True)
     write_runsc(release_runsc_path(fr_env))
-    return {
-        **fr_env,
-        **NET,
-        **POLICY,
-        "FR_PYTHON": sys.executable,
-        "FR_DOCKER_DIR": str(tmp_path / "etc-docker"),
-        "FR_SYSTEMD_DIR": str(tmp_path / "etc-systemd"),
-        "FR_KATA_CONFIG": str(tmp_path / "etc-kata" / "configuration.toml"),
-        "FR_NERDCTL_CONFIG": str(tmp_path / "etc-nerdctl" / "nerdctl.toml"),
-        "FR_AUTHZ_SOCKET": str(tmp_path / "plugins" / "functions-runtime-authz.sock"),
-        "FR_AUTHZ_CONFIG": str(tmp_path / "etc-fr" / "endpoint-policy.json"),
-        "FR_AUTHZ_DRAIN_FILE": str(tmp_path / "var-fr" / "draining"),
-        "FR_ENDPOINT_COMMAND": str(tmp_path / "sbin" / "functions-runtime-endpoint"),
-        "PATH": fake_unshare(tmp_path, file_visible=True),
-    }
+    return env
 
 
 def written(env) -> list[str]:

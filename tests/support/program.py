@@ -29,7 +29,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
+
+# The lab tool's, re-exported: one definition of what a secret looks like in mocks.
+from tools.lab.program import is_secret as is_secret
+from tools.lab.program import unwrap as unwrap
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MAIN = PROJECT_ROOT / "__main__.py"
@@ -53,21 +56,6 @@ def stand_in_ssh_key(name: str = "dedicated") -> str:
     return _OPENSSH_CACHE[f"stand-in:{name}"]
 
 CommandStdout = Callable[[str, Mapping[str, Any]], "str | None"]
-
-
-def is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(_special_sig_key) == _special_secret_sig
-
-
-def unwrap(value: Any) -> Any:
-    """Remove secret markers, recursively."""
-    if is_secret(value):
-        return unwrap(value["value"])
-    if isinstance(value, dict):
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value
 
 
 @dataclass

@@ -58,17 +58,19 @@ class LabProgramError(Exception):
     """The program cannot be run for the lab as configured (one line)."""
 
 
-def _is_secret(value: Any) -> bool:
+def is_secret(value: Any) -> bool:
+    """A value the engine marks secret (the mocks see it wrapped)."""
     return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
 
 
-def _unwrap(value: Any) -> Any:
-    if _is_secret(value):
-        return _unwrap(value["value"])
+def unwrap(value: Any) -> Any:
+    """Remove secret markers, recursively."""
+    if is_secret(value):
+        return unwrap(value["value"])
     if isinstance(value, dict):
-        return {k: _unwrap(v) for k, v in value.items()}
+        return {k: unwrap(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_unwrap(v) for v in value]
+        return [unwrap(v) for v in value]
     return value
 
 
@@ -84,7 +86,7 @@ class Registration:
 
     @property
     def plain(self) -> dict[str, Any]:
-        return _unwrap(self.inputs)
+        return unwrap(self.inputs)
 
 
 @dataclass
@@ -214,7 +216,7 @@ class LabMocks(pulumi.runtime.Mocks):
         outputs = dict(args.inputs)
         handler = getattr(self, "_" + args.typ.split(":")[-1], None)
         if handler is not None and provider in ("tls", "command"):
-            outputs.update(handler(args.name, _unwrap(args.inputs)))
+            outputs.update(handler(args.name, unwrap(args.inputs)))
         return f"{args.name}-lab", outputs
 
     # ---- tls
