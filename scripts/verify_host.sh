@@ -570,9 +570,7 @@ start_peer() {
   out=$(endpoint_docker network create "$PEER_NET" 2>&1) ||
     fail_check "reach-$rt-peer" "a $rt container reaches a peer on its network" "$EXIT_ISOLATION" \
       "docker network create through the endpoint" "$(tail -n1 <<<"$out")" "read journalctl -u docker"
-  out=$(timeout "$DOCKER_RUN_TIMEOUT" docker --tlsverify --tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" \
-    --tlskey "$CERTS/key.pem" -H "tcp://$(endpoint_host):$ENDPOINT_PORT" run -d --name "$PEER_NAME" \
-    --network "$PEER_NET" --runtime "$rt" "${LIMIT_OPTS[@]}" "$VERIFY_IMAGE" sh -c "$PEER_SERVER" "$PEER_PORT" 2>&1) ||
+  out=$(RUN_OPTS=(-d --name "$PEER_NAME" --network "$PEER_NET") && run_in "$rt" sh -c "$PEER_SERVER" "$PEER_PORT" 2>&1) ||
     fail_check "reach-$rt-peer" "a $rt container reaches a peer on its network" "$EXIT_ISOLATION" \
       "a peer container on $PEER_NET" "$(tail -n1 <<<"$out")" "read journalctl -u docker"
   # shellcheck disable=SC2016 # a Go template, not shell
