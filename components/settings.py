@@ -117,6 +117,8 @@ IMAGE_REFERENCE = re.compile(
     rf"^{_REGISTRY}?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
     r"@sha256:[0-9a-f]{64}$"
 )
+# What containers never reach (the host filter's blocked sets), parsed once.
+CONTAINER_BLOCKED_NETS = tuple(ipaddress.ip_network(c) for c in (*CONTAINER_BLOCKED_V4, *CONTAINER_BLOCKED_V6))
 # verify.outsideProbe: what every Hetzner server reaches (Cloudflare's
 # resolver answers HTTPS on its anycast address).
 VERIFY_OUTSIDE_PROBE_DEFAULT = ("1.1.1.1", 443)
@@ -691,7 +693,6 @@ def _parse_egress(p: _Problems, value: Any) -> EgressSettings:
         EGRESS_NEW_PER_SECOND_MAX,
     )
     cidrs = p.string_list(key("egress.allowedCidrs"), obj.get("allowedCidrs"))
-    blocked = [ipaddress.ip_network(c) for c in (*CONTAINER_BLOCKED_V4, *CONTAINER_BLOCKED_V6)]
     for i, c in enumerate(cidrs):
         net = p.cidr(key(f"egress.allowedCidrs[{i}]"), c)
         if net is None:
@@ -702,7 +703,7 @@ def _parse_egress(p: _Problems, value: Any) -> EgressSettings:
                 f"{c} exempts the whole internet from the SMTP block and the rate limit; "
                 "set egress.smtp: allow and egress.newConnectionsPerSecond: 0 if that is meant",
             )
-        overlap = [str(b) for b in blocked if b.version == net.version and b.overlaps(net)]
+        overlap = [str(b) for b in CONTAINER_BLOCKED_NETS if b.version == net.version and b.overlaps(net)]
         if overlap and not is_anywhere([net]):
             p.add(
                 key(f"egress.allowedCidrs[{i}]"),
@@ -959,10 +960,9 @@ def _parse_outside_probe(p: _Problems, value: Any) -> tuple[str, int] | None:
     except ValueError:
         p.add(config_key, f"{_shown(addr_text)} is not an IP address; expected {hint}")
         return None
-    blocked = [ipaddress.ip_network(c) for c in (*CONTAINER_BLOCKED_V4, *CONTAINER_BLOCKED_V6)]
     if not 1 <= port <= 65535:
         p.add(config_key, f"port {port} is out of range; expected {hint}")
-    elif not addr.is_global and not any(addr in n for n in TEST_NETS) or any(addr in b for b in blocked):
+    elif not addr.is_global and not any(addr in n for n in TEST_NETS) or any(addr in b for b in CONTAINER_BLOCKED_NETS):
         p.add(
             config_key,
             f"{addr} is not an internet address (containers never reach private, link-local or "
