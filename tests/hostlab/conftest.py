@@ -23,6 +23,7 @@ from tests.hostlab import testbed
 from tests.hostlab.reports import add_lab_report, lab_reports
 from tests.hostlab.shared_guest import SharedGuest, boot
 from tools.lab.image import GuestImage, default_cache_dir, ensure_guest_image
+from tools.lab.vm import GuestKernelCrashed
 
 # cloud-init's first boot (apt update, base packages) took 57-120 s under TCG.
 CLOUD_INIT_TIMEOUT_S = 600
@@ -36,6 +37,21 @@ def pytest_configure(config: pytest.Config) -> None:
         "hostlab: boots a real Debian 13 guest under QEMU (minutes under TCG); "
         "deselect with -m 'not hostlab'",
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A hostlab test during which the guest's kernel crashed runs once more.
+
+    Only for `GuestKernelCrashed` (an oops or reboot on the guest's console),
+    which under multi-threaded TCG has been the emulator's: a stale patched
+    instruction on another vCPU ("Oops: int3"). Any other failure fails at
+    once, and a crash that repeats fails the test. The rerun starts from a
+    restored snapshot (SharedGuest.at); the crash is in the timings report.
+    """
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.flaky(reruns=1, only_rerun=[GuestKernelCrashed]))
 
 
 def _missing_prerequisites() -> list[str]:
@@ -109,6 +125,8 @@ def shared_guest(guest_image: GuestImage, hostlab_cache_dir: Path, tmp_path_fact
             yield guest
         finally:
             guest.vm.stop()
+            if guest.vm.crashes:
+                guest.timings["guest_kernel_crashes"] = list(guest.vm.crashes)
             guest.timings["total_session_guest_s"] = round(time.monotonic() - started, 1)
             add_lab_report(format_timings(guest.timings), guest.timings, hostlab_cache_dir)
 
@@ -148,5 +166,7 @@ def format_timings(t: dict[str, Any]) -> str:
     if restores:
         listed = ", ".join(f"{name} {s}" for r in restores for name, s in r.items())
         rows.append((f"snapshot restores ({len(restores)}), to SSH", f"{listed} s"))
+    for crash in t.get("guest_kernel_crashes", []):
+        rows.append(("guest kernel crash (test run again)", crash))
     width = max(len(r[0]) for r in rows)
     return "hostlab provisioning timings (shared guest)\n" + "\n".join(f"  {a:<{width}}  {b}" for a, b in rows)

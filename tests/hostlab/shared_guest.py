@@ -15,7 +15,9 @@ a test asks for either; that replay's results are kept (`first`) for the
 tests that assert on them. A test that only reads the guest, or leaves it as
 it found it, calls `at(name)`: a restore only if the guest was changed since
 the last save or restore. A test that changes the guest on purpose calls
-`fresh(name)`: always a restore, and the next `at()` restores again.
+`fresh(name)`: always a restore, and the next `at()` restores again. After
+the guest's kernel crashed (`GuestKernelCrashed`), the next `at()` restores
+too, whatever the test was.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from tests.hostlab import testbed
 from tests.support.program import ProgramRun, run_program, stdout_passing
 from tools.lab.replay import RemoteStep, Replay, StepResult, log_replay, replay
 from tools.lab.surroundings import INTERNET_RESPONDER, SCHEDULER_KEY_PIN
-from tools.lab.vm import GuestVM
+from tools.lab.vm import SSH_CLIENT_ERROR, GuestVM
 
 CLOUD_INIT_DONE = "cloud-init-done"
 INSTALLED = "installed"
@@ -55,6 +57,8 @@ class SharedGuest:
     current: str | None = None
     # Results shared between tests that read them (the endpoint run, ...).
     notes: dict[str, Any] = field(default_factory=dict)
+    # How many of the guest's kernel crashes `at()` has already answered.
+    crashes_seen: int = 0
 
     # ---- states
 
@@ -62,6 +66,10 @@ class SharedGuest:
         """The guest in state `name`: restored only if it may have changed since."""
         if name not in SNAPSHOTS:
             raise ValueError(f"unknown snapshot {name!r}; have {SNAPSHOTS}")
+        if len(self.vm.crashes) > self.crashes_seen:
+            self.crashes_seen = len(self.vm.crashes)
+            self.current = None
+            self.timings["guest_kernel_crashes"] = list(self.vm.crashes)
         if name not in self.vm.snapshots:
             self._provision_to(name)
         if self.current != name:
@@ -101,7 +109,11 @@ class SharedGuest:
         self.timings["first_replay_s"] = round(sum(r.seconds for r in self.first.results), 1)
         if all(r.returncode == 0 for r in self.first.results) and len(self.first.results) == len(self.steps):
             self.save(VERIFIED)
-        assert name in self.vm.snapshots, f"the first replay did not reach {name}:\n{log_replay(self.first)}"
+        lost = any(r.returncode == SSH_CLIENT_ERROR for r in self.first.results)
+        assert name in self.vm.snapshots, (
+            f"the first replay did not reach {name}:\n{log_replay(self.first)}"
+            + (f"\n{self.vm.diagnostics(60)}" if lost else "")
+        )
 
     # ---- helpers
 

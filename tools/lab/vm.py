@@ -60,6 +60,10 @@ SSH_RETRY_INTERVAL_S = 3
 RESTORE_SSH_TIMEOUT_S = 120
 # ssh exits 255 for its own errors (connection, host key, authentication).
 SSH_CLIENT_ERROR = 255
+# What the guest's console shows when its kernel died or restarted (panic=-1
+# reboots at once): an oops, a panic, a BUG, or a second boot banner.
+KERNEL_CRASH_MARKERS = ("Oops:", "Kernel panic", "BUG: ", "general protection fault", "Linux version ")
+KERNEL_CRASH_EXCERPT_LINES = 25
 # QEMU gets this long to exit on SIGTERM before SIGKILL.
 STOP_GRACE_S = 10
 # savevm/loadvm of a booted 4 GiB guest take a few seconds; a QMP command
@@ -250,6 +254,15 @@ def ssh_command(
     ]
 
 
+class GuestKernelCrashed(GuestVMError):
+    """The guest's kernel oopsed or restarted while a command ran.
+
+    Under TCG this has been the emulator's fault (a stale patched instruction
+    on another vCPU), not the command's; the hostlab runs such a test once
+    more from a restored snapshot (tests/hostlab/conftest.py).
+    """
+
+
 def run_ssh(
     args: list[str], command: str, stdin: str | bytes | None, timeout: float, check: bool
 ) -> subprocess.CompletedProcess:
@@ -308,6 +321,11 @@ class GuestVM:
         self.private_key: Path | None = None
         self.started_at: float | None = None
         self.snapshots: list[str] = []  # saved with save_snapshot(), in order
+        # Where on the console a crash would count: None until the boot's
+        # own banner is behind (wait_for_ssh), then moved on each restore.
+        self.console_mark: int | None = None
+        # Each crash seen, its first console line (for the run's report).
+        self.crashes: list[str] = []
         self._proc: subprocess.Popen | None = None
 
     # --- lifecycle -------------------------------------------------------
@@ -341,6 +359,7 @@ class GuestVM:
                 f"work directory {self.workdir} is too long for QEMU's monitor socket "
                 f"({len(str(self.qmp_socket))} > {UNIX_SOCKET_PATH_MAX} bytes); use a shorter path"
             )
+        self.console_mark = None  # the boot banner to come is no crash
         self.ssh_port = ssh_port or free_port()
         self.forwards = {g: (h or free_port()) for g, h in (forwards or {}).items()}
         if meta_data is None:
@@ -486,6 +505,7 @@ class GuestVM:
         if name not in self.snapshots:
             raise GuestVMError(f"no snapshot {name!r} on this guest; saved: {self.snapshots or 'none'}")
         start = time.monotonic()
+        self.console_mark = self._console_size()
         self._human_monitor(f"loadvm {name}")
         self._wait_for_ssh_answer(RESTORE_SSH_TIMEOUT_S, f"after restoring snapshot {name!r}")
         self.ssh(f"date -s @{int(time.time())} >/dev/null", timeout=SSH_CONNECT_TIMEOUT_S + 60, check=True)
@@ -523,16 +543,59 @@ class GuestVM:
         tails of sshd's journal and of the console.
         """
         try:
-            return run_ssh(self.ssh_args(), command, stdin, timeout, check)
+            result = run_ssh(self.ssh_args(), command, stdin, timeout, check)
+        except subprocess.TimeoutExpired:
+            self._raise_if_kernel_crashed(command)
+            raise
         except GuestVMError as e:
             if getattr(e, "returncode", None) == SSH_CLIENT_ERROR:
+                self._raise_if_kernel_crashed(command)
                 raise GuestVMError(f"{e}\n{self.diagnostics()}", returncode=SSH_CLIENT_ERROR) from None
             raise
+        if result.returncode == SSH_CLIENT_ERROR:
+            self._raise_if_kernel_crashed(command)
+        return result
+
+    def kernel_crash(self) -> str | None:
+        """The console from the first crash sign after `console_mark`, if any."""
+        if self.console_mark is None:
+            return None
+        try:
+            with self.serial_log.open("rb") as f:
+                f.seek(self.console_mark)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return None
+        lines = [line.rstrip("\r") for line in text.splitlines()]
+        for i, line in enumerate(lines):
+            if any(marker in line for marker in KERNEL_CRASH_MARKERS):
+                return "\n".join(lines[i : i + KERNEL_CRASH_EXCERPT_LINES])
+        return None
+
+    def _raise_if_kernel_crashed(self, command: str) -> None:
+        crash = self.kernel_crash()
+        if crash is None:
+            return
+        self.crashes.append(crash.splitlines()[0].strip())
+        # Later crashes count from here; the guest is restored before reuse.
+        self.console_mark = self._console_size()
+        raise GuestKernelCrashed(
+            f"the guest's kernel crashed while running: {command[:200]}\n"
+            f"serial console ({self.serial_log}) from the crash:\n{crash}",
+            returncode=SSH_CLIENT_ERROR,
+        )
+
+    def _console_size(self) -> int:
+        try:
+            return self.serial_log.stat().st_size
+        except OSError:
+            return 0
 
     def wait_for_ssh(self, private_key_path: Path, timeout: float = SSH_WAIT_TIMEOUT_S) -> float:
         """Wait until `ssh USER@127.0.0.1 -p PORT true` succeeds; return seconds since start."""
         self.private_key = Path(private_key_path)
         self._wait_for_ssh_answer(timeout, "after boot (SSH_WAIT_TIMEOUT_S)")
+        self.console_mark = self._console_size()
         return time.monotonic() - (self.started_at or 0)
 
     def _wait_for_ssh_answer(self, timeout: float, what: str) -> None:
