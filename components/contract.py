@@ -143,6 +143,24 @@ RUNTIME_NETWORKS = (NETWORK_VM, NETWORK_SANDBOX, NETWORK_HOST)
 # The networks a runtime of each isolation may have.
 ISOLATION_NETWORKS = {"vm": (NETWORK_VM,), "sandbox": (NETWORK_SANDBOX, NETWORK_HOST)}
 
+# containerd's runtime names (the shims on PATH) for its own clients.
+RUNC_SHIM_RUNTIME = "io.containerd.runc.v2"
+RUNSC_SHIM_RUNTIME = "io.containerd.runsc.v1"
+KATA_SHIM_RUNTIME = "io.containerd.kata.v2"
+# The CNI network configure owns, for containers containerd runs past
+# Docker (`ctr run --cni` takes the first conflist in /etc/cni/net.d;
+# nerdctl takes it by name). Its subnet is clear of Docker's default pools
+# (172.17.0.0/16 up, 192.168.0.0/16) and of nerdctl's first networks
+# (10.4.0.0/24 up); network.ipRange may not overlap it.
+CNI_NETWORK = "functions-runtime"
+CNI_BRIDGE = "fr-cni0"
+CNI_SUBNET = "10.4.250.0/24"
+CNI_CONFLIST = "/etc/cni/net.d/10-functions-runtime.conflist"
+# verify's own containerd namespace: Docker's containers are in `moby`,
+# nerdctl's and ctr's in `default`; verify's never mix with either.
+CONTAINERD_VERIFY_NAMESPACE = "functions-runtime-verify"
+
+
 @dataclass(frozen=True)
 class SharedFact:
     """One fact as the scripts see it: a variable, its value, whether a
@@ -193,6 +211,14 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_NETWORK_VM", NETWORK_VM),
         SharedFact("FR_NETWORK_SANDBOX", NETWORK_SANDBOX),
         SharedFact("FR_NETWORK_HOST", NETWORK_HOST),
+        SharedFact("FR_RUNC_SHIM_RUNTIME", RUNC_SHIM_RUNTIME),
+        SharedFact("FR_RUNSC_SHIM_RUNTIME", RUNSC_SHIM_RUNTIME),
+        SharedFact("FR_KATA_SHIM_RUNTIME", KATA_SHIM_RUNTIME),
+        SharedFact("FR_CNI_NETWORK", CNI_NETWORK),
+        SharedFact("FR_CNI_BRIDGE", CNI_BRIDGE),
+        SharedFact("FR_CNI_SUBNET", CNI_SUBNET),
+        SharedFact("FR_CNI_CONFLIST", CNI_CONFLIST, overridable=True),
+        SharedFact("FR_CONTAINERD_VERIFY_NAMESPACE", CONTAINERD_VERIFY_NAMESPACE),
     )
 
 

@@ -147,6 +147,7 @@ HOST_STEPS: tuple[Step, ...] = (
             "COLD_START_RUNS",
             "LIMIT_MAX_MILLICPUS",
             "VERIFY_OUTSIDE",
+            "VERIFY_NERDCTL",
         ),
         reads=("catalog/artifacts.tsv",),
         stdin="verify-tls",
@@ -234,6 +235,7 @@ VARIABLES: Mapping[str, Variable] = {
     "EGRESS_NEW_BURST": Variable("egress.newConnectionsBurst", lambda h: str(h.settings.egress.new_burst)),
     "EGRESS_ALLOWED_CIDRS": Variable("egress.allowedCidrs", lambda h: " ".join(h.settings.egress.allowed_cidrs)),
     "VERIFY_OUTSIDE": Variable("verify.outsideProbe", _verify_outside),
+    "VERIFY_NERDCTL": Variable("verify.nerdctl", lambda h: "true" if h.settings.verify.nerdctl else "false"),
     "SSH_USER": Variable("hosts[].sshUser", lambda h: h.spec.ssh_user),
     "HOST_SOURCE": Variable("hosts[].source", lambda h: h.spec.source),
 }

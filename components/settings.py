@@ -25,6 +25,7 @@ from components.catalog import Catalog, CatalogError, load_catalog
 from components.contract import (
     BUSYBOX_VERIFY_IMAGE,
     CGNAT,
+    CNI_SUBNET,
     COLD_START_RUNS_DEFAULT,
     COLD_START_RUNS_MAX,
     COLD_START_RUNS_MIN,
@@ -89,6 +90,7 @@ REFUSED_HYPERVISORS = {
 # Docker's default bridge; a private network overlapping it makes the host's
 # routes ambiguous for containers.
 DOCKER_DEFAULT_BRIDGE = ipaddress.ip_network("172.17.0.0/16")
+HOST_CNI_SUBNET = ipaddress.ip_network(CNI_SUBNET)
 RFC1918 = tuple(ipaddress.ip_network(n) for n in RFC1918_RANGES)
 # Where a functions service may call the endpoint from without an opt-in:
 # RFC 1918, carrier-grade NAT, IPv6 unique-local, loopback (tunnels).
@@ -257,6 +259,9 @@ class VerifySettings:
     # The internet address (address, port) a sandbox must reach before its
     # blocked targets count; None when the stack says "none".
     outside_probe: tuple[str, int] | None = VERIFY_OUTSIDE_PROBE_DEFAULT
+    # Whether verify also runs each runtime through nerdctl (false only where
+    # nerdctl is a stand-in, as in the lab; the report says it was skipped).
+    nerdctl: bool = True
 
 
 @dataclass(frozen=True)
@@ -579,6 +584,12 @@ def _parse_network(p: _Problems, value: Any) -> NetworkSettings:
                 f"{ip_range} overlaps Docker's default bridge {DOCKER_DEFAULT_BRIDGE}; "
                 f"pick a range in {RFC1918_RANGES[0]} or {RFC1918_RANGES[2]}",
             )
+        elif range_net.overlaps(HOST_CNI_SUBNET):
+            p.add(
+                key("network.ipRange"),
+                f"{ip_range} overlaps the hosts' own CNI network {HOST_CNI_SUBNET} (ctr --cni and nerdctl "
+                "containers); pick a range that does not contain it, e.g. 10.0.0.0/16",
+            )
     if range_net is not None and subnet_net is not None:
         if subnet_net.version != range_net.version or not subnet_net.subnet_of(range_net):  # type: ignore[arg-type]
             p.add(key("network.subnet"), f"{subnet} must lie inside network.ipRange {ip_range}")
@@ -898,7 +909,7 @@ def _parse_gvisor(
 
 
 def _parse_verify(p: _Problems, value: Any, local_dirs: Sequence[Path]) -> VerifySettings:
-    obj = p.obj(key("verify"), value, ("image", "imageArchive", "coldStartRuns", "outsideProbe"))
+    obj = p.obj(key("verify"), value, ("image", "imageArchive", "coldStartRuns", "outsideProbe", "nerdctl"))
     image = p.string(key("verify.image"), obj.get("image"), BUSYBOX_VERIFY_IMAGE) or ""
     archive_rel = p.string(key("verify.imageArchive"), obj.get("imageArchive"))
     if IMAGE_ID.match(image):
@@ -938,7 +949,10 @@ def _parse_verify(p: _Problems, value: Any, local_dirs: Sequence[Path]) -> Verif
     if runs % 2 == 0:
         p.add(key("verify.coldStartRuns"), f"must be odd so the median is a real run, got {runs}")
     outside = _parse_outside_probe(p, obj.get("outsideProbe"))
-    return VerifySettings(image=image, image_archive=archive, cold_start_runs=runs, outside_probe=outside)
+    nerdctl = True if obj.get("nerdctl") is None else p.boolean(key("verify.nerdctl"), obj.get("nerdctl"))
+    return VerifySettings(
+        image=image, image_archive=archive, cold_start_runs=runs, outside_probe=outside, nerdctl=nerdctl
+    )
 
 
 def _parse_outside_probe(p: _Problems, value: Any) -> tuple[str, int] | None:

@@ -3,7 +3,8 @@
 # address, the sandbox runtimes registered, the sandbox runtime as default,
 # the endpoint policy (a Docker authorization plugin, endpoint_authz/ in the
 # payload, run by systemd) asked before every API request.
-# Also Kata's configuration (chosen hypervisor) and nerdctl's CNI path.
+# Also Kata's configuration (chosen hypervisor), nerdctl's CNI path and the
+# host's CNI network for containerd's own clients (ctr --cni, nerdctl).
 # Before anything is written, `kata-runtime check` runs with the configuration
 # of the chosen hypervisor (the file that is then put in force), so a `vm`
 # host whose Kata cannot run with it fails with nothing changed.
@@ -440,6 +441,37 @@ configure_nerdctl() {
   fi
 }
 
+# render_cni_conflist: the host's CNI network for containers containerd runs
+# past Docker, shaped as nerdctl writes its own: the bridge plugin (gateway,
+# masquerade out, host-local addresses), then the firewall plugin, which
+# accepts the network's traffic in FORWARD (Docker's policy there is DROP).
+# The host filter covers it as it covers every bridge.
+render_cni_conflist() {
+  cat <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "$FR_CNI_NETWORK",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$FR_CNI_BRIDGE",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {"type": "host-local", "ranges": [[{"subnet": "$FR_CNI_SUBNET"}]], "routes": [{"dst": "0.0.0.0/0"}]}
+    },
+    {"type": "firewall"}
+  ]
+}
+EOF
+}
+
+configure_cni_network() {
+  if render_cni_conflist | write_file_if_changed "$FR_CNI_CONFLIST" 0644; then
+    CHANGED+=("$FR_CNI_CONFLIST")
+  fi
+}
+
 docker_answers() { curl -fsS --max-time 5 --unix-socket "$DOCKER_SOCKET" http://localhost/_ping >/dev/null 2>&1; }
 
 wait_for_docker() {
@@ -492,6 +524,7 @@ main() {
   configure_policy
   configure_kata
   configure_nerdctl
+  configure_cni_network
   start_policy_if_changed
   restart_docker_if_changed
   print_result

@@ -27,14 +27,20 @@
 #      memory hog stops at its memory limit (the effect, read from inside:
 #      how many processes started, how much memory it held), and the host
 #      still answers;
-#   8. cold start: median of COLD_START_RUNS `docker run --rm IMAGE true`.
+#   8. cold start: median of COLD_START_RUNS `docker run --rm IMAGE true`;
+#   9. containerd directly, past Docker: `ctr run --cni` (Debian's ctr, on
+#      every host) with runc and each sandbox runtime (runsc through the runc
+#      shim's --runc-binary, Kata through its shim), and the same through
+#      nerdctl (runsc through the release's shim) unless VERIFY_NERDCTL is
+#      false: a sandbox's own kernel, then 5.'s positive control (a peer on
+#      the same CNI bridge, the outside address) and blocked targets.
 # One line per check on stderr; the first failure stops the run with its own
 # exit code. The report (docs/host-contract.md) is ALWAYS printed on stdout.
 #
 # Input: FR_HOST, ISOLATION, KATA_HYPERVISOR, GVISOR_RUNSC, GVISOR_ALLOW_HOST_NETWORK,
 # PRIVATE_ADDRESS, ENDPOINT_PORT,
 # VERIFY_IMAGE, VERIFY_IMAGE_ARCHIVE, COLD_START_RUNS, SSH_PORT (default 22),
-# VERIFY_OUTSIDE ("ADDR PORT" or "none"),
+# VERIFY_OUTSIDE ("ADDR PORT" or "none"), VERIFY_NERDCTL (true|false, default true),
 # LIMIT_MAX_MILLICPUS (the stack's CPU maximum; the verify containers ask
 # for no more);
 # the metadata address and the other shared facts from the contract; on stdin the CA certificate, the verify-client
@@ -60,6 +66,7 @@ readonly EXIT_ISOLATION=15
 readonly EXIT_COLD_START=16
 readonly EXIT_POLICY=17
 readonly EXIT_LIMITS=18
+readonly EXIT_CONTAINERD=19
 # Bounds: a sandbox that hangs must not hang `pulumi up`.
 readonly DOCKER_RUN_TIMEOUT=300 # seconds for one `docker run` (TCG guests are slow)
 readonly PROBE_TIMEOUT=5        # seconds for one TCP connect probe
@@ -216,6 +223,9 @@ read_inputs() {
       "'$COLD_START_RUNS'" "set functions-runtime:verify.coldStartRuns to an odd number in that range" "$EXIT_INPUTS"
   fi
   SSH_PORT=${SSH_PORT:-22}
+  VERIFY_NERDCTL=${VERIFY_NERDCTL:-true}
+  [[ "$VERIFY_NERDCTL" == true || "$VERIFY_NERDCTL" == false ]] ||
+    fatal "VERIFY_NERDCTL to be true or false" "'$VERIFY_NERDCTL'" "set functions-runtime:verify.nerdctl to true or false" "$EXIT_INPUTS"
   make_secret_dir work
   CERTS="$work/certs"
   read_pem_blocks "$CERTS" ca.pem cert.pem key.pem
@@ -298,6 +308,16 @@ probe_result() {
   else
     echo "probe failed: $(one_line "$out")"
   fi
+}
+
+# rerun_probe_hint LABEL: how an operator runs the probe container by hand
+# (LABEL is a Docker runtime, or CLIENT-RUNTIME for containerd's clients).
+rerun_probe_hint() {
+  case "$1" in
+    ctr-*) echo "run 'ctr run --rm --cni --rootfs DIR id nc' on the host (DIR: a busybox-static rootfs) and read journalctl -u containerd" ;;
+    nerdctl-*) echo "run 'nerdctl run --rm --network $FR_CNI_NETWORK $VERIFY_IMAGE nc' on the host" ;;
+    *) echo "run 'docker run --rm --runtime $1 $VERIFY_IMAGE nc' on the host" ;;
+  esac
 }
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
@@ -544,8 +564,7 @@ check_unreachable() {
       fail_check "$name" "$desc" "$EXIT_ISOLATION" "$addr:$port unreachable from inside a $rt container" "it is reachable" \
         "re-run the firewall step and check 'nft list table inet functions_runtime'" ;;
     *)
-      fail_check "$name" "$desc" "$EXIT_ISOLATION" "the probe container to run" "$result" \
-        "run 'docker run --rm --runtime $rt $VERIFY_IMAGE nc' on the host" ;;
+      fail_check "$name" "$desc" "$EXIT_ISOLATION" "the probe container to run" "$result" "$(rerun_probe_hint "$rt")" ;;
   esac
 }
 
@@ -594,8 +613,7 @@ check_reachable() {
         "it is not: the sandbox has no working network, and 'unreachable' below would prove nothing" \
         "check the runtime's networking (a Kata guest without eth0, runsc's network mode) and 'nft list ruleset'" ;;
     *)
-      fail_check "$name" "$desc" "$EXIT_ISOLATION" "the probe container to run" "$result" \
-        "run 'docker run --rm --runtime $rt $VERIFY_IMAGE nc' on the host" ;;
+      fail_check "$name" "$desc" "$EXIT_ISOLATION" "the probe container to run" "$result" "$(rerun_probe_hint "$rt")" ;;
   esac
 }
 
@@ -641,6 +659,240 @@ check_isolation() {
     i=$((i + 1))
   done
   remove_peer "$PEER_NAME" "$PEER_NET"
+}
+
+# ---------------------------------------------------------------- containerd directly
+
+# The operator's path past Docker (DESIGN.md, Verification, 5): containers
+# that containerd runs for `ctr run --cni` and for nerdctl, on the CNI
+# bridge configure owns, in a containerd namespace of verify's own (Docker's
+# containers are in `moby`, nerdctl's in `default`). Each gets the kernel
+# probe (sandbox runtimes) and the isolation probes with their positive
+# control: a peer on the same network.
+readonly CNI_PEER_WAIT=120 # seconds for the peer's address to appear
+CTR_ROOTFS=""
+PEER_PID=""
+
+# containerd_runtime CLIENT RUNTIME: what CLIENT's --runtime (or ctr's
+# --runc-binary, "runc-binary:PATH") names for RUNTIME on this host.
+containerd_runtime() {
+  case "$1:$2" in
+    *:kata) echo "$FR_KATA_SHIM_RUNTIME" ;;
+    *:runc) echo "$FR_RUNC_SHIM_RUNTIME" ;;
+    ctr:runsc) echo "runc-binary:$RUNSC" ;; # the runc shim running runsc: every host has it
+    nerdctl:runsc)
+      # The release's shim; Debian's package ships none, so nerdctl runs its runsc binary.
+      if [[ "$GVISOR_RUNSC" == release ]]; then echo "$FR_RUNSC_SHIM_RUNTIME"; else echo "$RUNSC"; fi ;;
+  esac
+}
+
+# ctr_in RUNTIME ARGS...: `ctr run` in verify's namespace on the host's CNI
+# network, with the rootfs built from busybox-static (ctr cannot see
+# Docker's images); ARGS are ctr's container ID and the command.
+ctr_in() {
+  local rt=$1 how
+  shift
+  how=$(containerd_runtime ctr "$rt")
+  local runtime_args=(--runtime "$how")
+  if [[ "$how" == runc-binary:* ]]; then runtime_args=(--runtime "$FR_RUNC_SHIM_RUNTIME" --runc-binary "${how#runc-binary:}"); fi
+  timeout "$DOCKER_RUN_TIMEOUT" ctr --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" run --rm --cni \
+    "${runtime_args[@]}" --rootfs "$CTR_ROOTFS" "$@"
+}
+
+nerdctl_cmd() { nerdctl --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" "$@"; }
+
+# nerdctl_in RUNTIME ARGS...: `nerdctl run` of the verify image, as ctr_in.
+NERDCTL_OPTS=()
+nerdctl_in() {
+  local rt=$1
+  shift
+  timeout "$DOCKER_RUN_TIMEOUT" nerdctl --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" run --rm \
+    --runtime "$(containerd_runtime nerdctl "$rt")" --network "$FR_CNI_NETWORK" "${NERDCTL_OPTS[@]}" "$VERIFY_IMAGE" "$@"
+}
+
+# prepare_ctr_rootfs: busybox-static's applets in a directory ctr can run
+# (never under /run: it is noexec on Debian).
+prepare_ctr_rootfs() {
+  local work applet
+  make_work_dir work
+  chmod 0711 "$work" # the sandbox's file server reaches the rootfs through it
+  CTR_ROOTFS="$work/rootfs"
+  mkdir -p "$CTR_ROOTFS/bin" "$CTR_ROOTFS/proc" "$CTR_ROOTFS/dev" "$CTR_ROOTFS/sys" "$CTR_ROOTFS/etc" "$CTR_ROOTFS/tmp"
+  cp "$FR_BUSYBOX" "$CTR_ROOTFS/bin/busybox"
+  for applet in "${BUSYBOX_APPLETS[@]}"; do ln -s busybox "$CTR_ROOTFS/bin/$applet"; done
+}
+
+# cni_address_of ID: the address host-local IPAM gave container ID, on
+# whichever CNI network it joined (ctr takes the first in /etc/cni/net.d).
+cni_address_of() {
+  local file
+  for file in /var/lib/cni/networks/*/*; do
+    [[ -f "$file" ]] || continue
+    if [[ "$(head -n1 "$file" 2>/dev/null)" == "$1" ]]; then
+      basename "$file"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# The probe every containerd container runs: its kernel, then one line per
+# target as container_probes prints them.
+# shellcheck disable=SC2016 # expanded by the container's shell
+readonly CONTAINERD_PROBE='echo "kernel $(uname -r)"; w=$0; for t in "$@"; do
+  (if nc -w "$w" "${t% *}" "${t#* }" -e true; then echo "$t reachable"; else echo "$t unreachable"; fi) &
+done; wait'
+
+remove_ctr_peer() {
+  ctr --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" task kill -s SIGKILL "$1" >/dev/null 2>&1 || true
+  if [[ -n "${2:-}" ]]; then wait "$2" 2>/dev/null || true; fi
+  ctr --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" container rm "$1" >/dev/null 2>&1 || true
+}
+
+# start_containerd_peer CLIENT RUNTIME: the peer on the CNI network; sets
+# PEER_NAME and PEER_ADDR. ctr's peer runs in the foreground of a
+# background job, so `ctr run --rm` tears its CNI attachment down when it
+# is killed (a detached ctr container would leak its address).
+start_containerd_peer() {
+  local client=$1 rt=$2 label="$1-$2" waited=0 out pid
+  PEER_NAME="$VERIFY_NETWORK_PREFIX-peer-$label"
+  PEER_ADDR=""
+  if [[ "$client" == ctr ]]; then
+    remove_ctr_peer "$PEER_NAME"
+    ctr_in "$rt" "$PEER_NAME" sh -c "$PEER_SERVER" "$PEER_PORT" >/dev/null 2>&1 &
+    pid=$!
+    add_exit_hook "remove_ctr_peer '$PEER_NAME' '$pid'"
+    PEER_PID=$pid
+    until PEER_ADDR=$(cni_address_of "$PEER_NAME"); do
+      if ((waited >= CNI_PEER_WAIT)) || ! kill -0 "$pid" 2>/dev/null; then
+        fail_check "reach-$label-peer" "a $label container reaches a peer on its network" "$EXIT_CONTAINERD" \
+          "a peer container through ctr run --cni" "no address after ${waited} s" \
+          "run 'ctr run --rm --cni --rootfs DIR id sh' on the host and read journalctl -u containerd"
+      fi
+      sleep 1
+      waited=$((waited + 1))
+    done
+    wait_for_containerd_peer "$label" "$waited"
+  else
+    nerdctl_cmd rm -f "$PEER_NAME" >/dev/null 2>&1 || true
+    add_exit_hook "nerdctl_cmd rm -f '$PEER_NAME' >/dev/null 2>&1 || true"
+    out=$(NERDCTL_OPTS=(-d --name "$PEER_NAME") && nerdctl_in "$rt" sh -c "$PEER_SERVER" "$PEER_PORT" 2>&1) ||
+      fail_check "reach-$label-peer" "a $label container reaches a peer on its network" "$EXIT_CONTAINERD" \
+        "a peer container through nerdctl run" "$(tail -n1 <<<"$out")" "read journalctl -u containerd"
+    # shellcheck disable=SC2016 # a Go template, not shell
+    PEER_ADDR=$(nerdctl_cmd inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$PEER_NAME" 2>/dev/null || true)
+    [[ -n "$PEER_ADDR" ]] ||
+      fail_check "reach-$label-peer" "a $label container reaches a peer on its network" "$EXIT_CONTAINERD" \
+        "the peer to have an address on $FR_CNI_NETWORK" "none" "read journalctl -u containerd"
+    wait_for_containerd_peer "$label" 0
+  fi
+}
+
+# wait_for_containerd_peer LABEL WAITED: until the peer's server answers the
+# host (an address is given before the sandbox has booted), so a slow start
+# is not taken for a broken network by the positive control.
+wait_for_containerd_peer() {
+  local label=$1 waited=$2
+  until host_reaches "$PEER_ADDR" "$PEER_PORT"; do
+    ((waited < CNI_PEER_WAIT)) ||
+      fail_check "reach-$label-peer" "a $label container reaches a peer on its network" "$EXIT_CONTAINERD" \
+        "the peer at $PEER_ADDR:$PEER_PORT to answer the host" "no answer after ${waited} s" \
+        "read journalctl -u containerd; check the CNI network in $FR_CNI_CONFLIST"
+    sleep 1
+    waited=$((waited + 1))
+  done
+}
+
+stop_containerd_peer() {
+  if [[ "$1" == ctr ]]; then remove_ctr_peer "$PEER_NAME" "$PEER_PID"; else nerdctl_cmd rm -f "$PEER_NAME" >/dev/null 2>&1 || true; fi
+}
+
+# check_containerd CLIENT RUNTIME: CLIENT (ctr or nerdctl) runs RUNTIME's
+# containers; a sandbox has its own kernel; the positive controls, then the
+# blocked targets, as check_isolation does for Docker.
+check_containerd() {
+  local client=$1 rt=$2 label="$1-$2" spec target addr port out kernel reaches=() probed=() positives=() i=0
+  local outside_addr="" outside_port=""
+  local specs=("metadata $FR_METADATA_ADDRESS 80" "host-endpoint $PRIVATE_ADDRESS $ENDPOINT_PORT"
+    "host-ssh $PRIVATE_ADDRESS $SSH_PORT")
+  CURRENT_CHECK="runtime-$label-kernel"
+  for spec in "${specs[@]}"; do
+    read -r target addr port <<<"$spec"
+    if host_reaches "$addr" "$port"; then reaches+=(yes) probed+=("$addr $port"); else reaches+=(no); fi
+  done
+  start_containerd_peer "$client" "$rt"
+  positives=("$PEER_ADDR $PEER_PORT")
+  if [[ "$VERIFY_OUTSIDE" != none ]]; then
+    read -r outside_addr outside_port <<<"$VERIFY_OUTSIDE"
+    positives+=("$outside_addr $outside_port")
+  fi
+  if [[ "$client" == ctr ]]; then
+    out=$(ctr_in "$rt" "$VERIFY_NETWORK_PREFIX-probe-$label" sh -c "$CONTAINERD_PROBE" "$PROBE_TIMEOUT" \
+      "${positives[@]}" "${probed[@]}" 2>&1) || true
+  else
+    out=$(nerdctl_in "$rt" sh -c "$CONTAINERD_PROBE" "$PROBE_TIMEOUT" "${positives[@]}" "${probed[@]}" 2>&1) || true
+  fi
+  stop_containerd_peer "$client"
+  kernel=$(sed -n 's/^kernel //p' <<<"$out" | head -n1)
+  [[ -n "$kernel" ]] ||
+    fail_check "runtime-$label-kernel" "$client runs a $rt container" "$EXIT_CONTAINERD" "$client run --runtime $rt to succeed" \
+      "$(one_line "$(tail -n2 <<<"$out")")" "run the container by hand on the host and read journalctl -u containerd"
+  if [[ "$rt" == runc ]]; then
+    pass_check "runtime-$label-kernel" "$client runs a runc container (the host filter's baseline, no sandbox)" "kernel $kernel"
+  elif [[ "$kernel" == "$HOST_KERNEL" ]]; then
+    fail_check "runtime-$label-kernel" "$client runs $rt with its own kernel" "$EXIT_CONTAINERD" \
+      "a guest kernel different from the host's ($HOST_KERNEL)" "'$kernel'" "check $client's --runtime for $rt"
+  else
+    pass_check "runtime-$label-kernel" "$client runs $rt with its own kernel" "guest kernel $kernel, host kernel $HOST_KERNEL"
+  fi
+  check_reachable "$label" peer "$PEER_ADDR" "$PEER_PORT" "$out"
+  if [[ -n "$outside_addr" ]]; then
+    check_reachable "$label" outside "$outside_addr" "$outside_port" "$out"
+  else
+    skip_check "reach-$label-outside" "a $label container reaches an internet address" \
+      "verify.outsideProbe is none: egress to the internet is not checked on this stack"
+  fi
+  for spec in "${specs[@]}"; do
+    read -r target addr port <<<"$spec"
+    check_unreachable "$label" "$target" "$addr" "$port" "${reaches[i]}" "$out"
+    i=$((i + 1))
+  done
+}
+
+# containerd_runtimes: runc (is every containerd container filtered, not
+# only sandboxed ones?) and each sandbox runtime Docker offers, except a
+# runsc on the host's network stack: ctr's runc shim cannot pass runsc
+# --network=host, so it would fail for the setting's sake, not the host's.
+verify_containerd() {
+  local client rt runtimes=(runc)
+  for rt in "${WANTED[@]}"; do
+    if [[ "$rt" == runsc && "${NETWORK[runsc]:-}" == "$FR_NETWORK_HOST" ]]; then
+      skip_check "runtime-containerd-runsc" "containerd runs runsc directly" \
+        "runsc runs with --network=host here (gvisor.allowHostNetworkStack), which containerd's clients cannot pass"
+      continue
+    fi
+    runtimes+=("$rt")
+  done
+  prepare_ctr_rootfs
+  for rt in "${runtimes[@]}"; do check_containerd ctr "$rt"; done
+  if [[ "$VERIFY_NERDCTL" != true ]]; then
+    skip_check "runtime-nerdctl" "nerdctl runs each runtime" \
+      "verify.nerdctl is false: nerdctl's containers are not verified on this stack"
+    return 0
+  fi
+  load_nerdctl_image
+  for rt in "${runtimes[@]}"; do check_containerd nerdctl "$rt"; done
+}
+
+# load_nerdctl_image: the verify image, from Docker's store into verify's
+# containerd namespace (nerdctl reads `docker save` archives).
+load_nerdctl_image() {
+  local name=nerdctl-image desc="verify image $VERIFY_IMAGE in containerd namespace $FR_CONTAINERD_VERIFY_NAMESPACE" out
+  CURRENT_CHECK=$name
+  out=$({ local_docker save "$VERIFY_IMAGE" | nerdctl_cmd load; } 2>&1) ||
+    fail_check "$name" "$desc" "$EXIT_CONTAINERD" "docker save | nerdctl load to succeed" "$(one_line "$(tail -n2 <<<"$out")")" \
+      "run 'nerdctl --namespace $FR_CONTAINERD_VERIFY_NAMESPACE images' on the host; check $FR_BIN_DIR/nerdctl"
+  pass_check "$name" "$desc" "loaded from Docker"
 }
 
 # ---------------------------------------------------------------- endpoint policy and limits
@@ -766,6 +1018,7 @@ verify_runtimes() {
   for rt in "${WANTED[@]}"; do check_pid_limit "$rt"; done
   for rt in "${WANTED[@]}"; do check_memory_limit "$rt"; done
   for rt in "${WANTED[@]}"; do measure_cold_start "$rt"; done
+  verify_containerd
 }
 
 main() {

@@ -11,7 +11,9 @@ network reach each other by address and by name; a second network, the
 host, the metadata service and the private network stay unreachable; SMTP
 to the internet is reset and 587 is not; new connections are limited per
 container; a CNI bridge of a random name, as nerdctl and `ctr run --cni`
-make, is filtered like Docker's. Does not prove: Kata's or gVisor's own
+make, is filtered like Docker's; the verify step ran `ctr run --cni` with
+runc and runsc past Docker, passed, and left no container and no CNI
+address behind. Does not prove: Kata's or gVisor's own
 netstack beyond what verify measured (the stand-in, test_sandbox_gvisor.py).
 """
 
@@ -194,7 +196,8 @@ mkdir -p /tmp/frt-bb/bin /tmp/frt-bb/proc /tmp/frt-bb/dev /tmp/frt-bb/sys /tmp/f
 cp /usr/bin/busybox /tmp/frt-bb/bin/
 for a in sh nc true uname; do ln -sf busybox /tmp/frt-bb/bin/$a; done
 mkdir -p /etc/cni/net.d
-echo '{CTR_CONFLIST}' > /etc/cni/net.d/90-frt-ctr.conflist
+# Sorts before configure's 10-functions-runtime.conflist: ctr takes the first.
+echo '{CTR_CONFLIST}' > /etc/cni/net.d/00-frt-ctr.conflist
 """
     lab.sh(setup)
     binary = "" if runtime == "runc" else "--runc-binary \"$(ls -d /opt/functions-runtime/gvisor/*/runsc | tail -n1)\""
@@ -225,3 +228,29 @@ echo '{CTR_CONFLIST}' > /etc/cni/net.d/90-frt-ctr.conflist
         "smtp": "closed",
     }, out
     assert "frt-ctr0" in lab.sh("ip -br link show type bridge")
+
+
+def test_verify_ran_containerd_directly_and_left_nothing_behind(lab):
+    """The first replay's verify ran Debian's ctr on configure's CNI network
+    (runc, and runsc through --runc-binary) with the kernel probe, the
+    positive controls and the blocked targets; nerdctl is a test archive
+    here, so its checks are skipped with the stack's reason. Afterwards its
+    containerd namespace is empty and host-local IPAM holds no address."""
+    lab.at(VERIFIED)
+    assert lab.first is not None
+    verify = {r.name.removeprefix(f"{testbed.HOST_NAME}-"): r for r in lab.first.results}["verify"]
+    report = json.loads(verify.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    for runtime in ("runc", "runsc"):
+        for name in (f"runtime-ctr-{runtime}-kernel", f"reach-ctr-{runtime}-peer", f"reach-ctr-{runtime}-outside",
+                     f"isolation-ctr-{runtime}-metadata", f"isolation-ctr-{runtime}-host-endpoint",
+                     f"isolation-ctr-{runtime}-host-ssh"):
+            assert checks[name]["status"] == "passed", checks.get(name)
+            print(f"{name}: {checks[name]['detail']}")
+    assert "guest kernel" in checks["runtime-ctr-runsc-kernel"]["detail"]
+    assert checks["runtime-nerdctl"]["status"] == "skipped"
+    assert "verify.nerdctl is false" in checks["runtime-nerdctl"]["detail"]
+    assert lab.sh("ctr --namespace functions-runtime-verify containers ls -q").strip() == ""
+    leased = lab.sh("ls /var/lib/cni/networks/functions-runtime/ 2>/dev/null || true").split()
+    assert [f for f in leased if f not in ("lock",) and not f.startswith("last_reserved_ip")] == [], leased
+    assert "fr-cni0" in lab.sh("ip -br link show type bridge")

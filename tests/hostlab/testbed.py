@@ -478,6 +478,8 @@ def _common(mirror_url: str, catalog: Path, image: VerifyImage, isolation: str) 
             "coldStartRuns": 3,
             # The lab's internet (tools/lab/surroundings.py): the positive control for egress.
             "outsideProbe": OUTSIDE_PROBE,
+            # nerdctl is a test archive here (nerdctl_script): verify runs ctr only.
+            "nerdctl": False,
         },
     }
 

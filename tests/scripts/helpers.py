@@ -219,6 +219,7 @@ def fr_env(tmp_path):
         "FR_APT_SOURCES": str(tmp_path / "apt-sources"),
         "FR_GVISOR_DIR": str(tmp_path / "opt-gvisor"),
         "FR_DEBIAN_RUNSC": str(tmp_path / "usr-bin-runsc"),
+        "FR_CNI_CONFLIST": str(tmp_path / "etc-cni" / "net.d" / "10-functions-runtime.conflist"),
         "ISOLATION": "sandbox",
         "KATA_HYPERVISOR": "qemu",
         "GVISOR_RUNSC": "release",

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from components.contract import CNI_BRIDGE, CNI_NETWORK, CNI_SUBNET
 from endpoint_authz.rules import load_config
 from tests.scripts.helpers import (
     catalog_rows,
@@ -408,3 +409,35 @@ def test_a_hypervisor_the_release_does_not_ship_fails_before_any_check(fr_env, t
     line = r.stderr.strip().splitlines()[-1]
     assert f"Kata's clh configuration {kata.config('clh')} does not exist" in line and "nothing was changed" in line
     assert kata.calls == []
+
+
+def test_the_cni_network_is_a_bridge_the_plugins_can_read_and_is_written_once(fr_env):
+    """configure's CNI network for ctr --cni and nerdctl: the shape nerdctl
+    writes (bridge with gateway, masquerade and host-local addresses, then
+    the firewall plugin), the contract's name, bridge and subnet; a second
+    run changes nothing. Does not prove the plugins run it (the hostlab
+    does, through verify's ctr checks)."""
+    snippet = 'configure_cni_network; printf "%s\\n" "${CHANGED[@]}"'
+    first = run_bash(snippet, fr_env, script="configure_runtime.sh")
+    assert first.rc == 0, first.stderr
+    assert first.stdout.split() == [fr_env["FR_CNI_CONFLIST"]]
+    conflist = json.loads(Path(fr_env["FR_CNI_CONFLIST"]).read_text())
+    assert conflist["name"] == CNI_NETWORK
+    bridge, firewall = conflist["plugins"]
+    assert bridge["type"] == "bridge" and bridge["bridge"] == CNI_BRIDGE
+    assert bridge["isGateway"] and bridge["ipMasq"]
+    assert bridge["ipam"]["type"] == "host-local"
+    assert bridge["ipam"]["ranges"] == [[{"subnet": CNI_SUBNET}]]
+    assert firewall == {"type": "firewall"}
+    assert oct(Path(fr_env["FR_CNI_CONFLIST"]).stat().st_mode & 0o777) == "0o644"
+    second = run_bash(snippet, fr_env, script="configure_runtime.sh")
+    assert second.rc == 0 and second.stdout.strip() == ""
+
+
+def test_nerdctl_finds_debians_cni_plugins_and_containerds_socket(fr_env):
+    """nerdctl's own configuration: the release binary looks for CNI plugins
+    in /opt/cni/bin unless told; Debian ships them in /usr/lib/cni."""
+    r = run_bash("render_nerdctl_toml", fr_env, script="configure_runtime.sh")
+    assert r.rc == 0, r.stderr
+    lines = {line.split(" = ")[0]: line.split(" = ")[1] for line in r.stdout.splitlines() if " = " in line}
+    assert lines == {"address": '"unix:///run/containerd/containerd.sock"', "cni_path": '"/usr/lib/cni"'}

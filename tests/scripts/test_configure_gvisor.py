@@ -79,7 +79,7 @@ def host(fr_env, tmp_path):
 def written(env) -> list[str]:
     """Everything configure may write, that exists."""
     keys = ("FR_DOCKER_DIR", "FR_SYSTEMD_DIR", "FR_KATA_CONFIG", "FR_NERDCTL_CONFIG", "FR_AUTHZ_CONFIG",
-            "FR_AUTHZ_DRAIN_FILE", "FR_ENDPOINT_COMMAND")
+            "FR_AUTHZ_DRAIN_FILE", "FR_ENDPOINT_COMMAND", "FR_CNI_CONFLIST")
     found = [env[k] for k in keys if Path(env[k]).exists()]
     found += [str(p) for p in Path(env["FR_ROOT"], "state").iterdir()]
     return found

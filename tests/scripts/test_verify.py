@@ -586,3 +586,137 @@ def test_the_bomb_and_the_hog_are_bounded_where_no_limit_holds(base_env, tmp_pat
     else:
         r = run_bash('awk -v target=65536 "$MEMORY_HOG"', base_env, script="verify_host.sh")
         assert r.stdout.splitlines()[-2:] == ["held 65536", "held all"]
+
+
+# ---------------------------------------------------------------- containerd directly
+
+
+@pytest.mark.parametrize(
+    ("client", "runtime", "gvisor_runsc", "expected"),
+    [
+        ("ctr", "runc", "release", "io.containerd.runc.v2"),
+        ("ctr", "runsc", "release", "runc-binary:{runsc}"),  # every host has the runc shim
+        ("ctr", "kata", "release", "io.containerd.kata.v2"),
+        ("nerdctl", "runsc", "release", "io.containerd.runsc.v1"),  # the release's shim
+        ("nerdctl", "runsc", "debian", "{runsc}"),  # Debian ships no shim: nerdctl runs the binary
+        ("nerdctl", "kata", "release", "io.containerd.kata.v2"),
+    ],
+)
+def test_each_containerd_client_names_each_runtime(base_env, client, runtime, gvisor_runsc, expected):
+    r = run_bash(f"RUNSC=/x/runsc; containerd_runtime {client} {runtime}", {**base_env, "GVISOR_RUNSC": gvisor_runsc},
+                 script="verify_host.sh")
+    assert r.rc == 0 and r.stdout.strip() == expected.format(runsc="/x/runsc"), r.stderr
+
+
+def test_ctr_runs_in_verifys_namespace_on_the_cni_network_with_runsc_through_the_runc_shim(base_env, tmp_path):
+    """The exact ctr command line (a ctr stub records it); Debian's ctr runs
+    it for real in the hostlab."""
+    bin_dir = tmp_path / "ctr-bin"
+    bin_dir.mkdir()
+    (bin_dir / "ctr").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path / "args"}\n')
+    (bin_dir / "ctr").chmod(0o755)
+    r = run_bash(f"PATH={bin_dir}:$PATH; RUNSC=/x/runsc; CTR_ROOTFS=/r; ctr_in runsc probe-1 sh -c 'uname -r'",
+                 base_env, script="verify_host.sh")
+    assert r.rc == 0, r.stderr
+    assert (tmp_path / "args").read_text().splitlines() == [
+        "--namespace", "functions-runtime-verify", "run", "--rm", "--cni",
+        "--runtime", "io.containerd.runc.v2", "--runc-binary", "/x/runsc",
+        "--rootfs", "/r", "probe-1", "sh", "-c", "uname -r",
+    ]
+
+
+def containerd_run(base_env, tmp_path, client: str, runtime: str, reachable: str, kernel: str = "4.4.0",
+                   outside: str = "192.0.2.10 8080"):
+    """check_containerd with the container's probe run here under sh: `uname`
+    prints `kernel`, nc "connects" when the shell test `reachable` holds, the
+    peer is a stand-in at 10.4.250.5. Proves the checks' names, order and
+    decisions, not containerd (the hostlab runs ctr for real)."""
+    stubs = tmp_path / "probe-bin"
+    stubs.mkdir(exist_ok=True)
+    (stubs / "nc").write_text(f"#!/bin/sh\naddr=$3 port=$4\n{reachable}\n")
+    (stubs / "uname").write_text(f"#!/bin/sh\necho {kernel}\n")
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    snippet = (
+        'host_reaches() { [[ $1 != 169.254.169.254 ]]; }; '
+        "start_containerd_peer() { PEER_NAME=peer-$1-$2; PEER_ADDR=10.4.250.5; }; stop_containerd_peer() { :; }; "
+        f'ctr_in() {{ shift 2; PATH={stubs}:$PATH "$@"; }}; nerdctl_in() {{ shift; PATH={stubs}:$PATH "$@"; }}; '
+        f"check_containerd {client} {runtime}"
+    )
+    env = {**base_env, "PRIVATE_ADDRESS": "10.0.0.2", "ENDPOINT_PORT": "2376", "SSH_PORT": "22", "VERIFY_OUTSIDE": outside}
+    r = run_bash(snippet, env, script="verify_host.sh")
+    checks = [line.split("checking ")[1] for line in r.stderr.splitlines() if "checking " in line]
+    return r, checks
+
+
+PEER_AND_OUTSIDE = '[ "$addr" = 10.4.250.5 ] || [ "$addr" = 192.0.2.10 ]'
+
+
+@pytest.mark.parametrize("client", ["ctr", "nerdctl"])
+def test_a_containerd_sandbox_with_its_own_kernel_and_a_working_network_passes(base_env, tmp_path, client):
+    r, checks = containerd_run(base_env, tmp_path, client, "runsc", PEER_AND_OUTSIDE)
+    assert r.rc == 0, r.stderr
+    assert [c.split("... ")[1].split()[0] for c in checks] == ["passed", "passed", "passed", "skipped:", "passed", "passed"]
+    assert f"{client} runs runsc with its own kernel... passed" in r.stderr
+    assert f"a {client}-runsc container reaches 10.4.250.5:8080 (peer)... passed" in r.stderr
+    assert f"10.0.0.2:22 (host-ssh) is unreachable from a {client}-runsc container... passed" in r.stderr
+
+
+def test_a_containerd_sandbox_on_the_hosts_kernel_fails(base_env, tmp_path):
+    host_kernel = os.uname().release
+    r, _ = containerd_run(base_env, tmp_path, "ctr", "runsc", PEER_AND_OUTSIDE, kernel=host_kernel)
+    assert r.rc == 19 and f"a guest kernel different from the host's ({host_kernel})" in r.stderr
+
+
+def test_a_runc_container_through_ctr_is_held_to_the_filter_not_to_a_kernel(base_env, tmp_path):
+    host_kernel = os.uname().release
+    r, _ = containerd_run(base_env, tmp_path, "ctr", "runc", PEER_AND_OUTSIDE + ' || [ "$port" = 22 ]', kernel=host_kernel)
+    assert "ctr runs a runc container (the host filter's baseline, no sandbox)... passed" in r.stderr
+    assert r.rc == 15 and "10.0.0.2:22 unreachable from inside a ctr-runc container" in r.stderr
+
+
+def test_a_containerd_container_without_network_fails_its_positive_control(base_env, tmp_path):
+    r, _ = containerd_run(base_env, tmp_path, "ctr", "runsc", "false")
+    assert r.rc == 15 and "10.4.250.5:8080 (peer)" in r.stderr and "positive control" in r.stderr
+
+
+def test_a_containerd_container_that_does_not_start_fails_naming_the_client(base_env, tmp_path):
+    snippet = (
+        'host_reaches() { false; }; start_containerd_peer() { PEER_NAME=p; PEER_ADDR=10.4.250.5; }; '
+        "stop_containerd_peer() { :; }; ctr_in() { echo 'ctr: failed to create shim task: OCI runtime create failed' >&2; return 1; }; "
+        "check_containerd ctr runsc"
+    )
+    r = run_bash(snippet, {**base_env, "SSH_PORT": "22"}, script="verify_host.sh")
+    assert r.rc == 19 and "ctr run --runtime runsc to succeed" in r.stderr and "OCI runtime create failed" in r.stderr
+
+
+def test_nerdctl_is_skipped_and_reported_when_the_stack_says_so(base_env):
+    snippet = (
+        "WANTED=(runsc); NETWORK[runsc]=sandbox; prepare_ctr_rootfs() { :; }; "
+        'check_containerd() { echo "ran $1 $2"; }; load_nerdctl_image() { echo loaded; }; '
+        'verify_containerd; printf "%s|%s|%s\\n" "${CHECK_NAMES[0]}" "${CHECK_STATUS[0]}" "${CHECK_DETAIL[0]}"'
+    )
+    r = run_bash(snippet, {**base_env, "VERIFY_NERDCTL": "false"}, script="verify_host.sh")
+    assert r.rc == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "ran ctr runc", "ran ctr runsc",
+        "runtime-nerdctl|skipped|verify.nerdctl is false: nerdctl's containers are not verified on this stack",
+    ]
+    r = run_bash(snippet, {**base_env, "VERIFY_NERDCTL": "true"}, script="verify_host.sh")
+    assert r.stdout.splitlines()[:5] == ["ran ctr runc", "ran ctr runsc", "loaded", "ran nerdctl runc", "ran nerdctl runsc"]
+
+
+def test_runsc_on_the_hosts_network_stack_is_skipped_past_docker_with_the_reason(base_env):
+    snippet = (
+        "WANTED=(runsc); NETWORK[runsc]=host; prepare_ctr_rootfs() { :; }; "
+        'check_containerd() { echo "ran $1 $2"; }; verify_containerd; echo "${CHECK_STATUS[0]}: ${CHECK_DETAIL[0]}"'
+    )
+    r = run_bash(snippet, {**base_env, "VERIFY_NERDCTL": "false"}, script="verify_host.sh")
+    assert r.stdout.splitlines()[:2] == ["ran ctr runc", "skipped: runsc runs with --network=host here "
+                                        "(gvisor.allowHostNetworkStack), which containerd's clients cannot pass"]
+
+
+@pytest.mark.parametrize("bad", ["yes", "1", "False"])
+def test_a_malformed_verify_nerdctl_is_refused(base_env, bad):
+    r = run_bash("read_inputs", {**base_env, "VERIFY_NERDCTL": bad}, script="verify_host.sh")
+    assert r.rc == 2 and "functions-runtime:verify.nerdctl" in r.stderr

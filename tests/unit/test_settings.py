@@ -283,6 +283,21 @@ def test_bad_verify_outside_probe_is_named(text, words):
     assert words in problems[0], problems
 
 
+def test_verify_runs_nerdctl_unless_the_stack_says_false():
+    assert parse_settings(GOOD, "test").verify.nerdctl is True
+    assert parse_settings(with_change("verify", {"nerdctl": False}), "test").verify.nerdctl is False
+    assert parse_settings(with_change("verify", {"nerdctl": "false"}), "test").verify.nerdctl is False
+    problems = problems_of(with_change("verify", {"nerdctl": "sometimes"}))
+    assert len(problems) == 1 and problems[0].startswith("functions-runtime:verify.nerdctl"), problems
+    assert "true or false" in problems[0]
+
+
+def test_a_private_network_over_the_hosts_cni_network_is_refused():
+    problems = problems_of(with_change("network", {"ipRange": "10.0.0.0/8", "subnet": "10.0.1.0/24"}))
+    assert len(problems) == 1 and problems[0].startswith("functions-runtime:network.ipRange"), problems
+    assert "10.4.250.0/24" in problems[0] and "CNI" in problems[0]
+
+
 # ---------------------------------------------------------------- kata.hypervisor
 
 
