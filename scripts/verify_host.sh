@@ -743,6 +743,8 @@ readonly CONTAINERD_PROBE='echo "kernel $(uname -r)"; w=$0; for t in "$@"; do
   (if nc -w "$w" "${t% *}" "${t#* }" -e true; then echo "$t reachable"; else echo "$t unreachable"; fi) &
 done; wait'
 
+# remove_ctr_peer ID [PID]: kill and remove a ctr container (and wait for
+# its `ctr run --rm`, which then releases its CNI address).
 remove_ctr_peer() {
   ctr --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" task kill -s SIGKILL "$1" >/dev/null 2>&1 || true
   if [[ -n "${2:-}" ]]; then wait "$2" 2>/dev/null || true; fi
@@ -827,6 +829,7 @@ check_containerd() {
     positives+=("$outside_addr $outside_port")
   fi
   if [[ "$client" == ctr ]]; then
+    remove_ctr_peer "$VERIFY_NETWORK_PREFIX-probe-$label" # a run that was killed may have left it
     out=$(ctr_in "$rt" "$VERIFY_NETWORK_PREFIX-probe-$label" sh -c "$CONTAINERD_PROBE" "$PROBE_TIMEOUT" \
       "${positives[@]}" "${probed[@]}" 2>&1) || true
   else
