@@ -241,9 +241,17 @@ endpoint_host() {
   if [[ "$PRIVATE_ADDRESS" == *:* ]]; then printf '[%s]' "$PRIVATE_ADDRESS"; else printf '%s' "$PRIVATE_ADDRESS"; fi
 }
 
+# set_endpoint_args: ENDPOINT_ARGS, the docker CLI's flags for the endpoint
+# with the verify client's certificate (the one place that spells them).
+ENDPOINT_ARGS=()
+set_endpoint_args() {
+  ENDPOINT_ARGS=(--tlsverify --tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" --tlskey "$CERTS/key.pem"
+    -H "tcp://$(endpoint_host):$ENDPOINT_PORT")
+}
+
 endpoint_docker() {
-  docker --tlsverify --tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" --tlskey "$CERTS/key.pem" \
-    -H "tcp://$(endpoint_host):$ENDPOINT_PORT" "$@"
+  set_endpoint_args
+  docker "${ENDPOINT_ARGS[@]}" "$@"
 }
 
 # local_docker ARGS...: root on the local socket, which the endpoint policy
@@ -272,8 +280,9 @@ RUN_OPTS=()
 run_in() {
   local rt=$1
   shift
-  timeout "$DOCKER_RUN_TIMEOUT" docker --tlsverify --tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" \
-    --tlskey "$CERTS/key.pem" -H "tcp://$(endpoint_host):$ENDPOINT_PORT" \
+  set_endpoint_args
+  # `timeout` runs programs, not shell functions: docker itself, with the flags.
+  timeout "$DOCKER_RUN_TIMEOUT" docker "${ENDPOINT_ARGS[@]}" \
     run --rm --runtime "$rt" "${LIMIT_OPTS[@]}" "${RUN_OPTS[@]}" "$VERIFY_IMAGE" "$@"
 }
 
