@@ -33,19 +33,7 @@ import pytest
 
 from tests.scripts.helpers import run_bash
 from tests.scripts.test_firewall import BASE
-
-LISTEN = """
-import selectors, socket, sys
-sel = selectors.DefaultSelector()
-for port in map(int, sys.argv[1:]):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(512); s.setblocking(False)
-    sel.register(s, selectors.EVENT_READ)
-print("ready", flush=True)
-while True:
-    for key, _ in sel.select():
-        conn, _ = key.fileobj.accept(); conn.close()
-"""
+from tools.lab.surroundings import ACCEPT_AND_CLOSE
 
 # Opens N connections at once (non-blocking), waits up to 1.5 s, prints how
 # many completed: every SYN leaves within milliseconds, so a rate limit
@@ -125,7 +113,7 @@ class Netlab:
 
     def listen(self, short: str, *ports: int) -> None:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns(short), sys.executable, "-c", LISTEN, *map(str, ports)],
+            ["ip", "netns", "exec", self.ns(short), sys.executable, "-c", ACCEPT_AND_CLOSE, *map(str, ports)],
             stdout=subprocess.PIPE, text=True,
         )
         self.pids.append(proc.pid)

@@ -19,19 +19,25 @@ INTERNET_PORTS = (INTERNET_PORT, 25, 465, 587)
 # As the stack spells it (functions-runtime:verify.outsideProbe).
 OUTSIDE_PROBE = f"{INTERNET_ADDRESS}:{INTERNET_PORT}"
 
-_LISTENER = (
-    "import selectors,socket,sys\n"
-    "sel=selectors.DefaultSelector()\n"
-    "for p in map(int,sys.argv[1:]):\n"
-    " s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-    " s.bind(('0.0.0.0',p));s.listen(1024);s.setblocking(False);sel.register(s,selectors.EVENT_READ)\n"
-    "while True:\n"
-    " for k,_ in sel.select():\n"
-    "  try:\n"
-    "   c,_=k.fileobj.accept();c.close()\n"
-    "  except BlockingIOError:\n"
-    "   pass\n"
-)
+# A TCP service on each port given: accepts every connection and closes it;
+# prints "ready" once all ports listen. Shared with the firewall's traffic
+# tests (tests/scripts/test_firewall_traffic.py). Single quotes only: the
+# responder below passes it to `python3 -c "..."`.
+ACCEPT_AND_CLOSE = """
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+for port in map(int, sys.argv[1:]):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', port)); s.listen(1024); s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+print('ready', flush=True)
+while True:
+    for key, _ in sel.select():
+        try:
+            conn, _ = key.fileobj.accept(); conn.close()
+        except BlockingIOError:
+            pass
+"""
 
 # Idempotent; prints "ready" once the service answers from the guest.
 INTERNET_RESPONDER = rf"""set -eu
@@ -49,7 +55,7 @@ if ! ip netns list | grep -qw fr-internet; then
   ip netns exec fr-internet ip route add default via 192.0.2.1
 fi
 if ! ip netns exec fr-internet ss -ltn | grep -q ':{INTERNET_PORT} '; then
-  ip netns exec fr-internet setsid python3 -c "{_LISTENER}" {" ".join(map(str, INTERNET_PORTS))} \
+  ip netns exec fr-internet setsid python3 -c "{ACCEPT_AND_CLOSE}" {" ".join(map(str, INTERNET_PORTS))} \
     </dev/null >/dev/null 2>&1 &
 fi
 i=0
