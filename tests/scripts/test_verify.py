@@ -143,13 +143,19 @@ def test_vm_without_kvm_fails_preflight_with_report(base_env, pki):
 PREFLIGHT = "module_loaded() { return 0; }; check_preflight_kata"
 
 
+def clh_preflight(base_env, tmp_path, kata, in_force: str):
+    """The preflight of a clh stack on a KVM host whose configuration in
+    force is the release's file for `in_force`; (result, its path)."""
+    env = {**base_env, **kvm_env(tmp_path, True), "ISOLATION": "vm", "KATA_HYPERVISOR": "clh"}
+    path = tmp_path / "etc-kata" / "configuration.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(kata.config(in_force).read_text())
+    return run_bash(PREFLIGHT, env, script="verify_host.sh"), path
+
+
 def test_kata_preflight_checks_the_configuration_in_force_for_the_stacks_hypervisor(base_env, tmp_path):
     kata = install_fake_kata(tmp_path)
-    env = {**base_env, **kvm_env(tmp_path, True), "ISOLATION": "vm", "KATA_HYPERVISOR": "clh"}
-    in_force = tmp_path / "etc-kata" / "configuration.toml"
-    in_force.parent.mkdir(parents=True)
-    in_force.write_text(kata.config("clh").read_text())
-    r = run_bash(PREFLIGHT, env, script="verify_host.sh")
+    r, in_force = clh_preflight(base_env, tmp_path, kata, in_force="clh")
     assert r.rc == 0, r.stderr
     assert kata.calls == [f"--config {in_force} check --no-network-checks"]
     assert "kata-runtime check passed with the clh configuration" in r.stderr
@@ -157,11 +163,7 @@ def test_kata_preflight_checks_the_configuration_in_force_for_the_stacks_hypervi
 
 def test_kata_preflight_fails_when_another_hypervisors_configuration_is_in_force(base_env, tmp_path):
     kata = install_fake_kata(tmp_path)
-    env = {**base_env, **kvm_env(tmp_path, True), "ISOLATION": "vm", "KATA_HYPERVISOR": "clh"}
-    in_force = tmp_path / "etc-kata" / "configuration.toml"
-    in_force.parent.mkdir(parents=True)
-    in_force.write_text(kata.config("qemu").read_text())
-    r = run_bash(PREFLIGHT, env, script="verify_host.sh")
+    r, in_force = clh_preflight(base_env, tmp_path, kata, in_force="qemu")
     assert r.rc == 10
     line = r.stderr.strip().splitlines()[-1]
     assert f"the Kata configuration in force ({in_force}) to be the clh one ({kata.config('clh')})" in line
@@ -171,11 +173,7 @@ def test_kata_preflight_fails_when_another_hypervisors_configuration_is_in_force
 
 def test_kata_preflight_names_the_configuration_when_its_check_fails(base_env, tmp_path):
     kata = install_fake_kata(tmp_path, failing=("clh",))
-    env = {**base_env, **kvm_env(tmp_path, True), "ISOLATION": "vm", "KATA_HYPERVISOR": "clh"}
-    in_force = tmp_path / "etc-kata" / "configuration.toml"
-    in_force.parent.mkdir(parents=True)
-    in_force.write_text(kata.config("clh").read_text())
-    r = run_bash(PREFLIGHT, env, script="verify_host.sh")
+    r, in_force = clh_preflight(base_env, tmp_path, kata, in_force="clh")
     assert r.rc == 10
     line = r.stderr.strip().splitlines()[-1]
     assert f"'kata-runtime check' to pass with the clh configuration in force ({in_force})" in line
