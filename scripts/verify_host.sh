@@ -626,47 +626,74 @@ check_reachable() {
   esac
 }
 
+# plan_probes: the blocked targets ("NAME ADDR PORT" in TARGETS), whether
+# the host itself reaches each (HOST_REACHES), the ones worth probing
+# ("ADDR PORT" in PROBED), and the outside positive control ("ADDR PORT"
+# in OUTSIDE, empty when verify.outsideProbe is none).
+TARGETS=()
+HOST_REACHES=()
+PROBED=()
+OUTSIDE=()
+plan_probes() {
+  local spec target addr port
+  TARGETS=("metadata $FR_METADATA_ADDRESS 80" "host-endpoint $PRIVATE_ADDRESS $ENDPOINT_PORT"
+    "host-ssh $PRIVATE_ADDRESS $SSH_PORT")
+  HOST_REACHES=()
+  PROBED=()
+  for spec in "${TARGETS[@]}"; do
+    read -r target addr port <<<"$spec"
+    if host_reaches "$addr" "$port"; then
+      HOST_REACHES+=(yes)
+      PROBED+=("$addr $port")
+    else
+      HOST_REACHES+=(no)
+    fi
+  done
+  OUTSIDE=()
+  if [[ "$VERIFY_OUTSIDE" != none ]]; then OUTSIDE=("$VERIFY_OUTSIDE"); fi
+}
+
+# judge_positive_controls LABEL PROBE_OUTPUT: the peer and the outside
+# address were reached (check_reachable), or the outside one was not asked.
+judge_positive_controls() {
+  local label=$1 probe_out=$2 outside_addr outside_port
+  check_reachable "$label" peer "$PEER_ADDR" "$PEER_PORT" "$probe_out"
+  if ((${#OUTSIDE[@]})); then
+    read -r outside_addr outside_port <<<"${OUTSIDE[0]}"
+    check_reachable "$label" outside "$outside_addr" "$outside_port" "$probe_out"
+  else
+    skip_check "reach-$label-outside" "a $label container reaches an internet address" \
+      "verify.outsideProbe is none: egress to the internet is not checked on this stack"
+  fi
+}
+
+# judge_blocked_targets LABEL PROBE_OUTPUT: each of plan_probes' targets.
+judge_blocked_targets() {
+  local label=$1 probe_out=$2 spec target addr port i=0
+  for spec in "${TARGETS[@]}"; do
+    read -r target addr port <<<"$spec"
+    check_unreachable "$label" "$target" "$addr" "$port" "${HOST_REACHES[i]}" "$probe_out"
+    i=$((i + 1))
+  done
+}
+
 # check_isolation RUNTIME: one probe container on the runtime's own network
 # tries every target at once; the positive controls first.
 check_isolation() {
-  local rt=$1 spec target addr port probe_out="" reaches=() probed=() positives=() i=0 outside_addr="" outside_port=""
-  local specs=("metadata $FR_METADATA_ADDRESS 80" "host-endpoint $PRIVATE_ADDRESS $ENDPOINT_PORT"
-    "host-ssh $PRIVATE_ADDRESS $SSH_PORT")
-  for spec in "${specs[@]}"; do
-    read -r target addr port <<<"$spec"
-    if host_reaches "$addr" "$port"; then
-      reaches+=(yes)
-      probed+=("$addr $port")
-    else
-      reaches+=(no)
-    fi
-  done
+  local rt=$1 probe_out
+  plan_probes
   CURRENT_CHECK="reach-$rt-peer"
   start_peer "$rt"
-  positives=("$PEER_ADDR $PEER_PORT" "$PEER_NAME $PEER_PORT")
-  if [[ "$VERIFY_OUTSIDE" != none ]]; then
-    read -r outside_addr outside_port <<<"$VERIFY_OUTSIDE"
-    positives+=("$outside_addr $outside_port")
-  fi
-  probe_out=$(RUN_OPTS=(--network "$PEER_NET") && container_probes "$rt" "${positives[@]}" "${probed[@]}")
-  check_reachable "$rt" peer "$PEER_ADDR" "$PEER_PORT" "$probe_out"
-  if [[ -n "$outside_addr" ]]; then
-    check_reachable "$rt" outside "$outside_addr" "$outside_port" "$probe_out"
-  else
-    skip_check "reach-$rt-outside" "a $rt container reaches an internet address" \
-      "verify.outsideProbe is none: egress to the internet is not checked on this stack"
-  fi
+  probe_out=$(RUN_OPTS=(--network "$PEER_NET") &&
+    container_probes "$rt" "$PEER_ADDR $PEER_PORT" "$PEER_NAME $PEER_PORT" "${OUTSIDE[@]}" "${PROBED[@]}")
+  judge_positive_controls "$rt" "$probe_out"
   if [[ "$(probe_result "$probe_out" "$PEER_NAME" "$PEER_PORT")" == reachable ]]; then
     USER_NETWORK_DNS[$rt]=true
   else
     USER_NETWORK_DNS[$rt]=false
     warn "a $rt container could not reach its peer by name on a user network (Docker's embedded DNS at 127.0.0.11 is not reachable from this sandbox's network stack); reported as userNetworkDns: false"
   fi
-  for spec in "${specs[@]}"; do
-    read -r target addr port <<<"$spec"
-    check_unreachable "$rt" "$target" "$addr" "$port" "${reaches[i]}" "$probe_out"
-    i=$((i + 1))
-  done
+  judge_blocked_targets "$rt" "$probe_out"
   remove_peer "$PEER_NAME" "$PEER_NET"
 }
 
@@ -776,8 +803,7 @@ start_containerd_peer() {
     PEER_PID=$pid
     until PEER_ADDR=$(cni_address_of "$PEER_NAME"); do
       if ((waited >= CNI_PEER_WAIT)) || ! kill -0 "$pid" 2>/dev/null; then
-        fail_check "reach-$label-peer" "a $label container reaches a peer on its network" "$EXIT_CONTAINERD" \
-          "a peer container through ctr run --cni" "no address after ${waited} s" \
+        fail_containerd_peer "$label" "a peer container through ctr run --cni" "no address after ${waited} s" \
           "run 'ctr run --rm --cni --rootfs DIR id sh' on the host and read journalctl -u containerd"
       fi
       sleep 1
@@ -788,13 +814,11 @@ start_containerd_peer() {
     nerdctl_cmd rm -f "$PEER_NAME" >/dev/null 2>&1 || true
     add_exit_hook "nerdctl_cmd rm -f '$PEER_NAME' >/dev/null 2>&1 || true"
     out=$(NERDCTL_OPTS=(-d --name "$PEER_NAME") && nerdctl_in "$rt" sh -c "$PEER_SERVER" "$PEER_PORT" 2>&1) ||
-      fail_check "reach-$label-peer" "a $label container reaches a peer on its network" "$EXIT_CONTAINERD" \
-        "a peer container through nerdctl run" "$(tail -n1 <<<"$out")" "read journalctl -u containerd"
+      fail_containerd_peer "$label" "a peer container through nerdctl run" "$(tail -n1 <<<"$out")" "read journalctl -u containerd"
     # shellcheck disable=SC2016 # a Go template, not shell
     PEER_ADDR=$(nerdctl_cmd inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$PEER_NAME" 2>/dev/null || true)
     [[ -n "$PEER_ADDR" ]] ||
-      fail_check "reach-$label-peer" "a $label container reaches a peer on its network" "$EXIT_CONTAINERD" \
-        "the peer to have an address on $FR_CNI_NETWORK" "none" "read journalctl -u containerd"
+      fail_containerd_peer "$label" "the peer to have an address on $FR_CNI_NETWORK" "none" "read journalctl -u containerd"
     wait_for_containerd_peer "$label" 0
   fi
 }
@@ -806,12 +830,16 @@ wait_for_containerd_peer() {
   local label=$1 waited=$2
   until host_reaches "$PEER_ADDR" "$PEER_PORT"; do
     ((waited < CNI_PEER_WAIT)) ||
-      fail_check "reach-$label-peer" "a $label container reaches a peer on its network" "$EXIT_CONTAINERD" \
-        "the peer at $PEER_ADDR:$PEER_PORT to answer the host" "no answer after ${waited} s" \
+      fail_containerd_peer "$label" "the peer at $PEER_ADDR:$PEER_PORT to answer the host" "no answer after ${waited} s" \
         "read journalctl -u containerd; check the CNI network in $FR_CNI_CONFLIST"
     sleep 1
     waited=$((waited + 1))
   done
+}
+
+# fail_containerd_peer LABEL EXPECTED FOUND TODO
+fail_containerd_peer() {
+  fail_check "reach-$1-peer" "a $1 container reaches a peer on its network" "$EXIT_CONTAINERD" "$2" "$3" "$4"
 }
 
 stop_containerd_peer() {
@@ -822,27 +850,17 @@ stop_containerd_peer() {
 # containers; a sandbox has its own kernel; the positive controls, then the
 # blocked targets, as check_isolation does for Docker.
 check_containerd() {
-  local client=$1 rt=$2 label="$1-$2" spec target addr port out kernel reaches=() probed=() positives=() i=0
-  local outside_addr="" outside_port=""
-  local specs=("metadata $FR_METADATA_ADDRESS 80" "host-endpoint $PRIVATE_ADDRESS $ENDPOINT_PORT"
-    "host-ssh $PRIVATE_ADDRESS $SSH_PORT")
+  local client=$1 rt=$2 label="$1-$2" out kernel
   CURRENT_CHECK="runtime-$label-kernel"
-  for spec in "${specs[@]}"; do
-    read -r target addr port <<<"$spec"
-    if host_reaches "$addr" "$port"; then reaches+=(yes) probed+=("$addr $port"); else reaches+=(no); fi
-  done
+  plan_probes
   start_containerd_peer "$client" "$rt"
-  positives=("$PEER_ADDR $PEER_PORT")
-  if [[ "$VERIFY_OUTSIDE" != none ]]; then
-    read -r outside_addr outside_port <<<"$VERIFY_OUTSIDE"
-    positives+=("$outside_addr $outside_port")
-  fi
   if [[ "$client" == ctr ]]; then
     remove_ctr_peer "$VERIFY_NETWORK_PREFIX-probe-$label" # a run that was killed may have left it
     out=$(ctr_in "$rt" "$VERIFY_NETWORK_PREFIX-probe-$label" sh -c "$CONTAINERD_PROBE" "$PROBE_TIMEOUT" \
-      "${positives[@]}" "${probed[@]}" 2>&1) || true
+      "$PEER_ADDR $PEER_PORT" "${OUTSIDE[@]}" "${PROBED[@]}" 2>&1) || true
   else
-    out=$(nerdctl_in "$rt" sh -c "$CONTAINERD_PROBE" "$PROBE_TIMEOUT" "${positives[@]}" "${probed[@]}" 2>&1) || true
+    out=$(nerdctl_in "$rt" sh -c "$CONTAINERD_PROBE" "$PROBE_TIMEOUT" "$PEER_ADDR $PEER_PORT" "${OUTSIDE[@]}" \
+      "${PROBED[@]}" 2>&1) || true
   fi
   stop_containerd_peer "$client"
   kernel=$(sed -n 's/^kernel //p' <<<"$out" | head -n1)
@@ -857,18 +875,8 @@ check_containerd() {
   else
     pass_check "runtime-$label-kernel" "$client runs $rt with its own kernel" "guest kernel $kernel, host kernel $HOST_KERNEL"
   fi
-  check_reachable "$label" peer "$PEER_ADDR" "$PEER_PORT" "$out"
-  if [[ -n "$outside_addr" ]]; then
-    check_reachable "$label" outside "$outside_addr" "$outside_port" "$out"
-  else
-    skip_check "reach-$label-outside" "a $label container reaches an internet address" \
-      "verify.outsideProbe is none: egress to the internet is not checked on this stack"
-  fi
-  for spec in "${specs[@]}"; do
-    read -r target addr port <<<"$spec"
-    check_unreachable "$label" "$target" "$addr" "$port" "${reaches[i]}" "$out"
-    i=$((i + 1))
-  done
+  judge_positive_controls "$label" "$out"
+  judge_blocked_targets "$label" "$out"
 }
 
 # containerd_runtimes: runc (is every containerd container filtered, not
