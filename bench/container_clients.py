@@ -24,14 +24,12 @@ same runtime.
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
 import statistics
 import sys
 from typing import Any
 
-from sandbox_networks import IMAGE, on_host
+from sandbox_networks import host_bench_arguments, on_host
 
 RUNTIMES = ("runsc", "runc")
 NAMESPACE = "functions-runtime-bench"
@@ -101,13 +99,7 @@ def summary(times: dict[str, list[int]], left_out: str | None) -> dict[str, Any]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ssh", required=True, help="the ssh command that reaches the host as root")
-    parser.add_argument("--blocks", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--image", default=IMAGE)
-    args = parser.parse_args()
-    ssh = shlex.split(args.ssh)
+    args, ssh = host_bench_arguments(__doc__)
     try:
         nerdctl = on_host(ssh, PREPARE, args.image).strip()
         clients = ["docker", "ctr"] + (["nerdctl"] if nerdctl == "nerdctl: ok" else [])

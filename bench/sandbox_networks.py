@@ -102,14 +102,19 @@ def summary(times: dict[str, list[int]]) -> dict[str, Any]:
     return {"arms": arms}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def host_bench_arguments(doc: str | None) -> tuple[argparse.Namespace, list[str]]:
+    """The options of a benchmark that runs on a provisioned host; (options, ssh command)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ssh", required=True, help="the ssh command that reaches the host as root")
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--image", default=IMAGE)
     args = parser.parse_args()
-    ssh = shlex.split(args.ssh)
+    return args, shlex.split(args.ssh)
+
+
+def main() -> None:
+    args, ssh = host_bench_arguments(__doc__)
     try:
         on_host(ssh, ADD_HOSTNET)
         times = measure(ssh, args.blocks, args.runs, args.image)

@@ -46,6 +46,13 @@ def arm(guest: GuestVM) -> None:
     guest.console_mark = guest.serial_log.stat().st_size
 
 
+def console_after_boot(guest: GuestVM, text: str) -> None:
+    """The console prints `text` once the guest has booted."""
+    arm(guest)
+    with guest.serial_log.open("a") as f:
+        f.write(text)
+
+
 def test_the_boot_banner_before_the_mark_is_no_crash(guest: GuestVM, monkeypatch):
     arm(guest)
     ssh_exits(monkeypatch, SSH_CLIENT_ERROR)
@@ -62,9 +69,7 @@ def test_an_unarmed_console_never_counts_while_the_guest_boots(guest: GuestVM, m
 
 
 def test_an_oops_after_the_mark_turns_a_lost_connection_into_a_kernel_crash(guest: GuestVM, monkeypatch):
-    arm(guest)
-    with guest.serial_log.open("a") as f:
-        f.write(OOPS)
+    console_after_boot(guest, OOPS)
     ssh_exits(monkeypatch, SSH_CLIENT_ERROR)
     with pytest.raises(GuestKernelCrashed) as e:
         guest.ssh("bash /opt/functions-runtime/scripts/host_firewall.sh")
@@ -76,18 +81,14 @@ def test_an_oops_after_the_mark_turns_a_lost_connection_into_a_kernel_crash(gues
 
 
 def test_a_second_boot_banner_is_a_crash_with_check_too(guest: GuestVM, monkeypatch):
-    arm(guest)
-    with guest.serial_log.open("a") as f:
-        f.write(BOOT)
+    console_after_boot(guest, BOOT)
     ssh_exits(monkeypatch, SSH_CLIENT_ERROR)
     with pytest.raises(GuestKernelCrashed):
         guest.ssh("true", check=True)
 
 
 def test_a_command_that_fails_on_its_own_is_never_a_crash(guest: GuestVM, monkeypatch):
-    arm(guest)
-    with guest.serial_log.open("a") as f:
-        f.write(OOPS)
+    console_after_boot(guest, OOPS)
     ssh_exits(monkeypatch, 1)
     assert guest.ssh("false").returncode == 1
     with pytest.raises(GuestVMError) as e:
