@@ -724,7 +724,8 @@ containerd_runtime() {
 
 # ctr_in RUNTIME ARGS...: `ctr run` in verify's namespace on the host's CNI
 # network, with the rootfs built from busybox-static (ctr cannot see
-# Docker's images); ARGS are ctr's container ID and the command.
+# Docker's images); ARGS are ctr's container ID and the command, by its
+# absolute path (without an image, the process has no PATH).
 ctr_in() {
   local rt=$1 how
   shift
@@ -758,13 +759,15 @@ prepare_ctr_rootfs() {
   for applet in "${BUSYBOX_APPLETS[@]}"; do ln -s busybox "$CTR_ROOTFS/bin/$applet"; done
 }
 
-# cni_address_of ID: the address host-local IPAM gave container ID, on
+# cni_address_of ID: the address host-local IPAM gave ctr's container ID, on
 # whichever CNI network it joined (ctr takes the first in /etc/cni/net.d).
+# IPAM's file for an address holds "<namespace>-<ID>\r\n<ifname>".
 cni_address_of() {
-  local file
+  local file owner
   for file in /var/lib/cni/networks/*/*; do
     [[ -f "$file" ]] || continue
-    if [[ "$(head -n1 "$file" 2>/dev/null)" == "$1" ]]; then
+    owner=$(head -n1 "$file" 2>/dev/null | tr -d '\r')
+    if [[ "$owner" == "$FR_CONTAINERD_VERIFY_NAMESPACE-$1" ]]; then
       basename "$file"
       return 0
     fi
@@ -779,12 +782,20 @@ readonly CONTAINERD_PROBE='echo "kernel $(uname -r)"; w=$0; for t in "$@"; do
   (if nc -w "$w" "${t% *}" "${t#* }" -e true; then echo "$t reachable"; else echo "$t unreachable"; fi) &
 done; wait'
 
-# remove_ctr_peer ID [PID]: kill and remove a ctr container (and wait for
-# its `ctr run --rm`, which then releases its CNI address).
+# remove_ctr_peer ID [JOB_PID]: stop a ctr container and wait for its
+# `ctr run --rm` (the background job JOB_PID), which then releases its CNI
+# address and removes it. The task's process is killed from the host:
+# Debian's ctr 1.7 finds CNI plugins in /usr/lib/cni for `run`, but
+# `task kill` looks in /opt/cni/bin and fails for a --cni container
+# (measured on the guest) before it kills anything.
 remove_ctr_peer() {
-  ctr --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" task kill -s SIGKILL "$1" >/dev/null 2>&1 || true
-  if [[ -n "${2:-}" ]]; then wait "$2" 2>/dev/null || true; fi
-  ctr --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" container rm "$1" >/dev/null 2>&1 || true
+  local id=$1 job=${2:-} pid
+  pid=$(ctr --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" task ls 2>/dev/null | awk -v id="$id" '$1 == id { print $2 }') || pid=""
+  if [[ "$pid" =~ ^[1-9][0-9]*$ ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
+  if [[ -n "$job" ]]; then wait "$job" 2>/dev/null || true; fi
+  # What a killed verify run left (no `ctr run --rm` left to clean up).
+  ctr --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" task delete "$id" >/dev/null 2>&1 || true
+  ctr --namespace "$FR_CONTAINERD_VERIFY_NAMESPACE" container rm "$id" >/dev/null 2>&1 || true
 }
 
 # start_containerd_peer CLIENT RUNTIME: the peer on the CNI network; sets
@@ -797,7 +808,7 @@ start_containerd_peer() {
   PEER_ADDR=""
   if [[ "$client" == ctr ]]; then
     remove_ctr_peer "$PEER_NAME"
-    ctr_in "$rt" "$PEER_NAME" sh -c "$PEER_SERVER" "$PEER_PORT" >/dev/null 2>&1 &
+    ctr_in "$rt" "$PEER_NAME" /bin/sh -c "$PEER_SERVER" "$PEER_PORT" >/dev/null 2>&1 &
     pid=$!
     add_exit_hook "remove_ctr_peer '$PEER_NAME' '$pid'"
     PEER_PID=$pid
@@ -813,7 +824,7 @@ start_containerd_peer() {
   else
     nerdctl_cmd rm -f "$PEER_NAME" >/dev/null 2>&1 || true
     add_exit_hook "nerdctl_cmd rm -f '$PEER_NAME' >/dev/null 2>&1 || true"
-    out=$(NERDCTL_OPTS=(-d --name "$PEER_NAME") && nerdctl_in "$rt" sh -c "$PEER_SERVER" "$PEER_PORT" 2>&1) ||
+    out=$(NERDCTL_OPTS=(-d --name "$PEER_NAME") && nerdctl_in "$rt" /bin/sh -c "$PEER_SERVER" "$PEER_PORT" 2>&1) ||
       fail_containerd_peer "$label" "a peer container through nerdctl run" "$(tail -n1 <<<"$out")" "read journalctl -u containerd"
     # shellcheck disable=SC2016 # a Go template, not shell
     PEER_ADDR=$(nerdctl_cmd inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$PEER_NAME" 2>/dev/null || true)
@@ -856,10 +867,10 @@ check_containerd() {
   start_containerd_peer "$client" "$rt"
   if [[ "$client" == ctr ]]; then
     remove_ctr_peer "$VERIFY_NETWORK_PREFIX-probe-$label" # a run that was killed may have left it
-    out=$(ctr_in "$rt" "$VERIFY_NETWORK_PREFIX-probe-$label" sh -c "$CONTAINERD_PROBE" "$PROBE_TIMEOUT" \
+    out=$(ctr_in "$rt" "$VERIFY_NETWORK_PREFIX-probe-$label" /bin/sh -c "$CONTAINERD_PROBE" "$PROBE_TIMEOUT" \
       "$PEER_ADDR $PEER_PORT" "${OUTSIDE[@]}" "${PROBED[@]}" 2>&1) || true
   else
-    out=$(nerdctl_in "$rt" sh -c "$CONTAINERD_PROBE" "$PROBE_TIMEOUT" "$PEER_ADDR $PEER_PORT" "${OUTSIDE[@]}" \
+    out=$(nerdctl_in "$rt" /bin/sh -c "$CONTAINERD_PROBE" "$PROBE_TIMEOUT" "$PEER_ADDR $PEER_PORT" "${OUTSIDE[@]}" \
       "${PROBED[@]}" 2>&1) || true
   fi
   stop_containerd_peer "$client"
