@@ -30,7 +30,7 @@ from typing import Any
 from tests.hostlab import testbed
 from tests.support.program import ProgramRun, run_program, stdout_passing
 from tools.lab.replay import RemoteStep, Replay, StepResult, log_replay, replay
-from tools.lab.surroundings import INTERNET_RESPONDER, SCHEDULER_KEY_PIN
+from tools.lab.surroundings import INTERNET_RESPONDER, KERNEL_KEY_GUARDS
 from tools.lab.vm import SSH_CLIENT_ERROR, GuestVM
 
 CLOUD_INIT_DONE = "cloud-init-done"
@@ -175,7 +175,7 @@ def boot(guest_image: Any, work: Path, mirror: testbed.Mirror, artifacts: testbe
         assert guest.sh(testbed.METADATA_RESPONDER).strip().endswith("ready")
         # The internet, for verify's egress control and the egress proofs.
         assert guest.sh(INTERNET_RESPONDER).strip().endswith("ready")
-        assert guest.sh(SCHEDULER_KEY_PIN).strip().endswith("ready")  # against TCG's stale-code panics
+        assert guest.sh(KERNEL_KEY_GUARDS).strip().endswith("ready")  # against TCG's stale-code panics
         guest.save(CLOUD_INIT_DONE)
     except BaseException:
         vm.stop()

@@ -44,7 +44,7 @@ from tools.lab.image import default_cache_dir, ensure_guest_image
 from tools.lab.progress import PhaseFailed, Progress, one_line
 from tools.lab.provision import LabPaths, lab_stack_config, provision
 from tools.lab.stack import StackError, configure_lab_stack, env_lines, lab_pulumi_env, pulumi_cli
-from tools.lab.surroundings import INTERNET_RESPONDER, SCHEDULER_KEY_PIN
+from tools.lab.surroundings import INTERNET_RESPONDER, KERNEL_KEY_GUARDS
 from tools.lab.vm import GuestVM
 
 LAB_SSH_PORT = 2222
@@ -143,7 +143,7 @@ def _boot(
         with progress.phase("surroundings"):
             # The internet a real server has, for verify's egress control; and
             # the scheduler key pinned against TCG's stale-code panics.
-            result = vm.ssh(INTERNET_RESPONDER + SCHEDULER_KEY_PIN, timeout=120)
+            result = vm.ssh(INTERNET_RESPONDER + KERNEL_KEY_GUARDS, timeout=120)
             log.write(f"=== surroundings: exit {result.returncode}\n{result.stdout}\n{result.stderr}\n")
             if result.returncode != 0:
                 raise PhaseFailed("surroundings", one_line(result.stderr or result.stdout), log_path)
