@@ -297,13 +297,16 @@ host_reaches() {
 # dropped probe waits PROBE_TIMEOUT) and prints a line
 # "ADDR PORT reachable|unreachable" per target; anything else it printed
 # (an error from docker run) is passed on for probe_result to report.
+# The probe loop a container runs: $0 is the timeout, each argument a target.
+# shellcheck disable=SC2016 # expanded by the container's shell
+readonly PROBE_LOOP='w=$0; for t in "$@"; do
+  (if nc -w "$w" "${t% *}" "${t#* }" -e true; then echo "$t reachable"; else echo "$t unreachable"; fi) &
+done; wait'
+
 container_probes() {
   local rt=$1
   shift
-  # shellcheck disable=SC2016 # expanded by the container's shell
-  run_in "$rt" sh -c 'w=$0; for t in "$@"; do
-      (if nc -w "$w" "${t% *}" "${t#* }" -e true; then echo "$t reachable"; else echo "$t unreachable"; fi) &
-    done; wait' "$PROBE_TIMEOUT" "$@" 2>&1 || true
+  run_in "$rt" sh -c "$PROBE_LOOP" "$PROBE_TIMEOUT" "$@" 2>&1 || true
 }
 
 # probe_result PROBE_OUTPUT ADDR PORT: "reachable", "unreachable" or
@@ -775,12 +778,9 @@ cni_address_of() {
   return 1
 }
 
-# The probe every containerd container runs: its kernel, then one line per
-# target as container_probes prints them.
+# The probe every containerd container runs: its kernel, then PROBE_LOOP.
 # shellcheck disable=SC2016 # expanded by the container's shell
-readonly CONTAINERD_PROBE='echo "kernel $(uname -r)"; w=$0; for t in "$@"; do
-  (if nc -w "$w" "${t% *}" "${t#* }" -e true; then echo "$t reachable"; else echo "$t unreachable"; fi) &
-done; wait'
+readonly CONTAINERD_PROBE='echo "kernel $(uname -r)"; '"$PROBE_LOOP"
 
 # remove_ctr_peer ID [JOB_PID]: stop a ctr container and wait for its
 # `ctr run --rm` (the background job JOB_PID), which then releases its CNI
