@@ -69,7 +69,6 @@ class SharedGuest:
         if len(self.vm.crashes) > self.crashes_seen:
             self.crashes_seen = len(self.vm.crashes)
             self.current = None
-            self.timings["guest_kernel_crashes"] = list(self.vm.crashes)
         if name not in self.vm.snapshots:
             self._provision_to(name)
         if self.current != name:

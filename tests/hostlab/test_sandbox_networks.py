@@ -238,8 +238,7 @@ def test_verify_ran_containerd_directly_and_left_nothing_behind(lab):
     containerd namespace is empty and host-local IPAM holds no address."""
     lab.at(VERIFIED)
     assert lab.first is not None
-    verify = {r.name.removeprefix(f"{testbed.HOST_NAME}-"): r for r in lab.first.results}["verify"]
-    report = json.loads(verify.stdout)
+    report = json.loads(lab.first.by_step()["verify"].stdout)
     checks = {c["name"]: c for c in report["checks"]}
     for runtime in ("runc", "runsc"):
         for name in (f"runtime-ctr-{runtime}-kernel", f"reach-ctr-{runtime}-peer", f"reach-ctr-{runtime}-outside",
