@@ -142,7 +142,7 @@ def _boot(
                 raise PhaseFailed("cloud-init", one_line(result.stdout + result.stderr), log_path)
         with progress.phase("surroundings"):
             # The internet a real server has, for verify's egress control; and
-            # the scheduler key pinned against TCG's stale-code panics.
+            # the kernel keys guarded against TCG's stale-code panics.
             result = vm.ssh(INTERNET_RESPONDER + KERNEL_KEY_GUARDS, timeout=120)
             log.write(f"=== surroundings: exit {result.returncode}\n{result.stdout}\n{result.stderr}\n")
             if result.returncode != 0:
