@@ -385,9 +385,9 @@ class _Problems:
             return default
         return value
 
-    def boolean(self, config_key: str, value: Any) -> bool:
+    def boolean(self, config_key: str, value: Any, default: bool = False) -> bool:
         if value is None:
-            return False
+            return default
         if isinstance(value, bool):
             return value
         if value in ("true", "false"):
@@ -949,7 +949,7 @@ def _parse_verify(p: _Problems, value: Any, local_dirs: Sequence[Path]) -> Verif
     if runs % 2 == 0:
         p.add(key("verify.coldStartRuns"), f"must be odd so the median is a real run, got {runs}")
     outside = _parse_outside_probe(p, obj.get("outsideProbe"))
-    nerdctl = True if obj.get("nerdctl") is None else p.boolean(key("verify.nerdctl"), obj.get("nerdctl"))
+    nerdctl = p.boolean(key("verify.nerdctl"), obj.get("nerdctl"), default=True)
     return VerifySettings(
         image=image, image_archive=archive, cold_start_runs=runs, outside_probe=outside, nerdctl=nerdctl
     )
