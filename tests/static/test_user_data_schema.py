@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.program import config_from_stack_file, run_program, unwrap
+from tests.support.program import config_from_stack_file, run_program
+from tools.lab.harness import unwrap
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path("/usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json")

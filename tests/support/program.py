@@ -9,6 +9,10 @@ resource name, RFC 6979 ECDSA signatures, fixed validity dates), so the
 certificates are valid for real TLS (the hostlab uses them with a real
 dockerd) and two runs give identical bytes, as state does between runs.
 Remote commands are not run: their stdout comes from `command_stdout`.
+
+The harness itself (running the program, recording registrations and
+exports) is tools/lab/harness.py, shared with the lab tool; this module
+holds the tests' deterministic stand-ins, which the lab must never load.
 """
 
 from __future__ import annotations
@@ -17,26 +21,32 @@ import datetime as dt
 import hashlib
 import json
 import re
-import runpy
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pulumi
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pulumi.runtime import mocks as pulumi_mocks
 
-# The lab tool's, re-exported: one definition of what a secret looks like in mocks.
-from tools.lab.program import is_secret as is_secret
-from tools.lab.program import unwrap as unwrap
+from tools.lab.harness import (
+    SECRET_KEYS,
+    CommandStdout,
+    ProgramMocks,
+    ProgramRun,
+    Registration,
+    alt_names,
+    certificate,
+    extended_key_usages,
+    private_openssh,
+    public_openssh,
+    public_pem,
+    run_main,
+    signed_pem,
+    x509_name,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MAIN = PROJECT_ROOT / "__main__.py"
-PROJECT = "functions-runtime"
 NOT_BEFORE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 _OPENSSH_CACHE: dict[str, str] = {}
@@ -50,54 +60,8 @@ def stand_in_ssh_key(name: str = "dedicated") -> str:
     """
     if f"stand-in:{name}" not in _OPENSSH_CACHE:
         key = ed25519.Ed25519PrivateKey.from_private_bytes(_seed(f"stand-in:{name}"))
-        _OPENSSH_CACHE[f"stand-in:{name}"] = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        ).decode()
+        _OPENSSH_CACHE[f"stand-in:{name}"] = private_openssh(key)
     return _OPENSSH_CACHE[f"stand-in:{name}"]
-
-CommandStdout = Callable[[str, Mapping[str, Any]], "str | None"]
-
-
-@dataclass
-class Registration:
-    type: str
-    name: str
-    urn: str
-    inputs: dict[str, Any]
-    parent: str
-    dependencies: list[str]
-    custom: bool
-    ignore_changes: list[str]
-    # URNs this resource answers to besides its own (ResourceOptions.aliases).
-    aliases: list[str] = field(default_factory=list)
-
-    @property
-    def plain(self) -> dict[str, Any]:
-        return unwrap(self.inputs)
-
-    def secret_inputs(self) -> set[str]:
-        return {k for k, v in self.inputs.items() if is_secret(v)}
-
-
-@dataclass
-class ProgramRun:
-    resources: list[Registration]
-    outputs: dict[str, Any]
-    output_secret: dict[str, bool]
-    stack: str
-    errors: list[BaseException] = field(default_factory=list)
-
-    def of_type(self, typ: str) -> list[Registration]:
-        return [r for r in self.resources if r.type == typ]
-
-    def named(self, name: str) -> Registration:
-        for r in self.resources:
-            if r.name == name:
-                return r
-        raise KeyError(f"no resource named {name!r}; have {[r.name for r in self.resources]}")
-
-    def by_urn(self) -> dict[str, Registration]:
-        return {r.urn: r for r in self.resources}
 
 
 def _type_locations(*names: str, unavailable: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -124,14 +88,20 @@ def _seed(name: str) -> bytes:
     return hashlib.sha256(f"functions-runtime-mock:{name}".encode()).digest()
 
 
-class FleetMocks(pulumi.runtime.Mocks):
+def _serial_and_validity(name: str, hours: int) -> tuple[int, dt.datetime, dt.datetime]:
+    """A certificate's serial (from its resource name) and validity (from NOT_BEFORE for `hours`)."""
+    return int.from_bytes(_seed(name)[:16], "big") >> 1, NOT_BEFORE, NOT_BEFORE + dt.timedelta(hours=hours)
+
+
+class FleetMocks(ProgramMocks):
     """Stand-ins for hcloud, tls and command resources."""
+
+    PROVIDERS = ("tls", "hcloud", "command")
 
     def __init__(
         self, command_stdout: CommandStdout | None, preview: bool, server_private_address: str | None = None
     ) -> None:
-        self.command_stdout = command_stdout
-        self.preview = preview
+        super().__init__(command_stdout, preview)
         self.server_private_address = server_private_address
         self.keys: dict[str, Any] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -150,16 +120,11 @@ class FleetMocks(pulumi.runtime.Mocks):
             return {"name": args.args["name"], "networkZone": zone}, []
         return {}, []
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
-        inputs = unwrap(args.inputs)
-        outputs = dict(args.inputs)
-        handler = getattr(self, "_" + args.typ.split(":")[-1], None)
-        if handler is not None and args.typ.split(":")[0] in ("tls", "hcloud", "command"):
-            outputs.update(handler(args.name, inputs))
-        if args.typ.startswith("hcloud:"):
+    def resource_id(self, provider: str, name: str) -> str:
+        if provider == "hcloud":
             # Hetzner ids are numbers; the program converts them with int().
-            return str(int.from_bytes(_seed(args.name)[:3], "big")), outputs
-        return f"{args.name}-id", outputs
+            return str(int.from_bytes(_seed(name)[:3], "big"))
+        return f"{name}-id"
 
     # ---- hcloud
     def _Server(self, name: str, inputs: dict) -> dict:
@@ -188,24 +153,14 @@ class FleetMocks(pulumi.runtime.Mocks):
         self.keys[private_pem] = key
         # OpenSSH's format carries a random check number; state keeps the
         # first value, and so does this cache across runs of one process.
-        openssh = _OPENSSH_CACHE.setdefault(
-            name,
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-            ).decode(),
-        )
-        public_openssh = key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        ).decode()
-        public_pem = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        openssh = _OPENSSH_CACHE.setdefault(name, private_openssh(key))
+        public = public_openssh(key)
         return {
             "privateKeyPem": pulumi.Output.secret(private_pem),
             "privateKeyOpenssh": pulumi.Output.secret(openssh),
-            "publicKeyOpenssh": public_openssh + "\n",
-            "publicKeyPem": public_pem,
-            "publicKeyFingerprintSha256": hashlib.sha256(public_openssh.encode()).hexdigest(),
+            "publicKeyOpenssh": public + "\n",
+            "publicKeyPem": public_pem(key.public_key()),
+            "publicKeyFingerprintSha256": hashlib.sha256(public.encode()).hexdigest(),
         }
 
     def _key(self, pem: str) -> Any:
@@ -213,32 +168,12 @@ class FleetMocks(pulumi.runtime.Mocks):
             self.keys[pem] = serialization.load_pem_private_key(pem.encode(), None)
         return self.keys[pem]
 
-    @staticmethod
-    def _subject(subject: Mapping[str, Any] | None) -> x509.Name:
-        attrs = []
-        if subject and subject.get("organization"):
-            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject["organization"]))
-        if subject and subject.get("commonName"):
-            attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, subject["commonName"]))
-        return x509.Name(attrs)
-
-    def _sign(self, builder: x509.CertificateBuilder, signer: Any) -> str:
-        algorithm = None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-        kwargs = {} if algorithm is None else {"ecdsa_deterministic": True}
-        cert = builder.sign(signer, algorithm, **kwargs)
-        return cert.public_bytes(serialization.Encoding.PEM).decode()
-
     def _SelfSignedCert(self, name: str, inputs: dict) -> dict:
         key = self._key(inputs["privateKeyPem"])
-        subject = self._subject(inputs.get("subject"))
+        subject = x509_name(inputs.get("subject"))
+        validity = _serial_and_validity(name, inputs["validityPeriodHours"])
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(int.from_bytes(_seed(name)[:16], "big") >> 1)
-            .not_valid_before(NOT_BEFORE)
-            .not_valid_after(NOT_BEFORE + dt.timedelta(hours=inputs["validityPeriodHours"]))
+            certificate(subject, subject, key.public_key(), *validity)
             .add_extension(x509.BasicConstraints(ca=bool(inputs.get("isCaCertificate")), path_length=None), True)
             .add_extension(
                 x509.KeyUsage(
@@ -250,18 +185,14 @@ class FleetMocks(pulumi.runtime.Mocks):
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         )
-        return {"certPem": self._sign(builder, key)}
+        return {"certPem": signed_pem(builder, key, deterministic=True)}
 
     def _CertRequest(self, name: str, inputs: dict) -> dict:
         # The CSR's content is carried to the signing mock as JSON: the
         # signer needs the public key, subject and addresses, as the real
         # provider reads them from the PEM.
-        key = self._key(inputs["privateKeyPem"])
-        public = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
         request = {
-            "publicKeyPem": public,
+            "publicKeyPem": public_pem(self._key(inputs["privateKeyPem"]).public_key()),
             "subject": inputs.get("subject"),
             "ipAddresses": inputs.get("ipAddresses") or [],
             "dnsNames": inputs.get("dnsNames") or [],
@@ -269,76 +200,26 @@ class FleetMocks(pulumi.runtime.Mocks):
         return {"certRequestPem": "MOCK-CSR " + json.dumps(request, sort_keys=True)}
 
     def _LocallySignedCert(self, name: str, inputs: dict) -> dict:
-        import ipaddress
-
         request = json.loads(inputs["certRequestPem"].removeprefix("MOCK-CSR "))
         ca_key = self._key(inputs["caPrivateKeyPem"])
         ca_cert = x509.load_pem_x509_certificate(inputs["caCertPem"].encode())
         public = serialization.load_pem_public_key(request["publicKeyPem"].encode())
+        subject = x509_name(request.get("subject"))
+        validity = _serial_and_validity(name, inputs["validityPeriodHours"])
         uses = set(inputs.get("allowedUses") or [])
-        ekus = []
-        if "server_auth" in uses:
-            ekus.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        if "client_auth" in uses:
-            ekus.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(self._subject(request.get("subject")))
-            .issuer_name(ca_cert.subject)
-            .public_key(public)  # type: ignore[arg-type]
-            .serial_number(int.from_bytes(_seed(name)[:16], "big") >> 1)
-            .not_valid_before(NOT_BEFORE)
-            .not_valid_after(NOT_BEFORE + dt.timedelta(hours=inputs["validityPeriodHours"]))
+            certificate(subject, ca_cert.subject, public, *validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-            .add_extension(x509.ExtendedKeyUsage(ekus), False)
+            .add_extension(x509.ExtendedKeyUsage(extended_key_usages(uses)), False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
                 False,
             )
         )
-        sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in request["ipAddresses"]]
-        sans += [x509.DNSName(d) for d in request["dnsNames"]]
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
-        return {"certPem": self._sign(builder, ca_key), "readyForRenewal": False}
-
-    # ---- command
-    def _Command(self, name: str, inputs: dict) -> dict:
-        if self.preview or self.command_stdout is None:
-            return {}
-        stdout = self.command_stdout(name, inputs)
-        return {"stdout": stdout if stdout is not None else "", "stderr": ""}
-
-    def _CopyToRemote(self, name: str, inputs: dict) -> dict:
-        return {}
-
-
-class RecordingMonitor(pulumi_mocks.MockMonitor):
-    """Keeps parents, dependencies and options that MockResourceArgs drops."""
-
-    def __init__(self, mocks: FleetMocks, registrations: list[Registration] | None = None) -> None:
-        super().__init__(mocks)
-        self.registrations: list[Registration] = [] if registrations is None else registrations
-
-    def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
-        if request.type != "pulumi:pulumi:Stack":
-            from pulumi.runtime import rpc
-
-            self.registrations.append(
-                Registration(
-                    type=request.type,
-                    name=request.name,
-                    urn=response.urn,
-                    inputs=dict(rpc.deserialize_properties(request.object)),
-                    parent=request.parent,
-                    dependencies=list(request.dependencies),
-                    custom=request.custom,
-                    ignore_changes=list(request.ignoreChanges),
-                    aliases=list(request.aliasURNs),
-                )
-            )
-        return response
+        sans = alt_names(request["ipAddresses"], request["dnsNames"])
+        if sans is not None:
+            builder = builder.add_extension(sans, False)
+        return {"certPem": signed_pem(builder, ca_key, deterministic=True), "readyForRenewal": False}
 
 
 _PEM_BLOCK = re.compile(r"-----BEGIN [^-]+-----.*?-----END [^-]+-----\n", re.S)
@@ -408,7 +289,7 @@ def run_program(
     stack: str = "test",
     command_stdout: CommandStdout | None = stdout_passing,
     preview: bool = False,
-    secret_keys: tuple[str, ...] = ("functions-runtime:dedicatedSshKey",),
+    secret_keys: tuple[str, ...] = SECRET_KEYS,
     server_private_address: str | None = None,
     registrations: list[Registration] | None = None,
     calls: list[tuple[str, dict[str, Any]]] | None = None,
@@ -423,37 +304,6 @@ def run_program(
     only when the config sets `hcloud:token` (as a real run needs a token).
     """
     mocks = FleetMocks(command_stdout, preview, server_private_address)
-    monitor = RecordingMonitor(mocks, registrations)
     if calls is not None:
         mocks.calls = calls
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
-    pulumi.runtime.set_all_config(
-        {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()},
-        [k for k in secret_keys if k in config],
-    )
-    outputs: dict[str, Any] = {}
-    secret: dict[str, bool] = {}
-
-    @pulumi.runtime.test
-    def body() -> Any:
-        ns = runpy.run_path(str(MAIN), run_name="__pulumi_main__")
-        fleet = ns["fleet"]
-
-        async def collect(name: str, out: pulumi.Output) -> None:
-            secret[name] = await out.is_secret()
-            if await out.is_known():
-                outputs[name] = await out.future()
-
-        import asyncio
-
-        return pulumi.Output.from_input(
-            asyncio.ensure_future(
-                asyncio.gather(
-                    collect("runtimeEndpoint", fleet.runtime_endpoint),
-                    collect("runtimeClientTls", fleet.runtime_client_tls),
-                )
-            )
-        )
-
-    body()
-    return ProgramRun(resources=monitor.registrations, outputs=outputs, output_secret=secret, stack=stack)
+    return run_main(mocks, config, stack, secret_keys, registrations)

@@ -22,8 +22,8 @@ from tests.support.program import (
     config_from_stack_file,
     passing_report,
     run_program,
-    unwrap,
 )
+from tools.lab.harness import unwrap
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = config_from_stack_file(ROOT / "Pulumi.dev.yaml")

@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.scripts.helpers import write_contract
-from tests.support.program import ProgramRun, config_from_stack_file, is_secret, run_program, unwrap
+from tests.support.program import ProgramRun, config_from_stack_file, run_program
+from tools.lab.harness import is_secret, unwrap
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"

@@ -7,6 +7,9 @@ the hostlab tests build on:
   archive and cached by recipe;
 - vm.py: one guest (overlay, NoCloud seed, QEMU, SSH on loopback, named
   snapshots, sshd's journal on a second serial port for diagnostics);
+- harness.py: the program under Pulumi's mocks, recorded (shared with the
+  tests, whose deterministic stand-ins stay in tests/support/program.py);
+  program.py: the lab's stand-ins (random keys and certificates, kept);
 - replay.py: the program's recorded remote steps run over SSH as
   pulumi-command runs them.
 

@@ -1,16 +1,17 @@
 """The program's own steps for the lab, without Pulumi's engine.
 
 `lab up --provision` runs the real program (`__main__.py`) under Pulumi's
-mocks, as the tests do, but with stand-ins a user can live with: every key
-the TLS provider would make is a fresh random key, every certificate is
-signed for real and valid from the moment it is made, and both are kept in
+mocks through the harness the tests use (tools/lab/harness.py), but with
+stand-ins a user can live with: every key the TLS provider would make is a
+fresh random key, every certificate is signed for real and valid from the
+moment it is made, and both are kept in
 the lab's state directory (`<state>/program/`, files mode 0600), so a second
 `lab up` finds the same CA, server and client certificates and the guest's
 Docker endpoint keeps trusting the client files written the first time.
 
 What this is not: Pulumi's engine. No state backend, no diff, no secrets
-provider, no provider plugins. The program registers its resources; this
-module records them (their inputs, dependencies), and the lab replays the
+provider, no provider plugins. The program registers its resources; the
+harness records them (their inputs, dependencies), and the lab replays the
 remote commands over SSH (tools/lab/replay.py) in dependency order, as
 pulumi-command would run them. Only the dedicated-host (adopted machine)
 path is supported: Hetzner resources are refused.
@@ -22,14 +23,10 @@ wrong for anyone's lab.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import ipaddress
 import json
 import os
-import runpy
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,61 +35,16 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import rpc
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MAIN = PROJECT_ROOT / "__main__.py"
-PROJECT = "functions-runtime"
-SECRET_KEYS = ("functions-runtime:dedicatedSshKey",)
+from tools.lab import harness
+
 # Certificates are valid from the moment they are made; this much earlier
 # covers a guest clock a little behind this machine's (seconds under TCG).
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
-# Called with a Command's name and inputs; returns its stdout (None: no output).
-CommandStdout = Callable[[str, Mapping[str, Any]], "str | None"]
-
 
 class LabProgramError(Exception):
     """The program cannot be run for the lab as configured (one line)."""
-
-
-def is_secret(value: Any) -> bool:
-    """A value the engine marks secret (the mocks see it wrapped)."""
-    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
-
-
-def unwrap(value: Any) -> Any:
-    """Remove secret markers, recursively."""
-    if is_secret(value):
-        return unwrap(value["value"])
-    if isinstance(value, dict):
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value
-
-
-@dataclass
-class Registration:
-    """One resource as the program registered it (the replay's input)."""
-
-    type: str
-    name: str
-    urn: str
-    inputs: dict[str, Any]
-    dependencies: list[str]
-
-    @property
-    def plain(self) -> dict[str, Any]:
-        return unwrap(self.inputs)
-
-
-@dataclass
-class LabRun:
-    resources: list[Registration]
-    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ the key store
@@ -148,19 +100,6 @@ def _private_pem(key: Any) -> str:
     return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
 
 
-def _public_pem(public: Any) -> str:
-    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-def _name(subject: Mapping[str, Any] | None) -> x509.Name:
-    attrs = []
-    if subject and subject.get("organization"):
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject["organization"]))
-    if subject and subject.get("commonName"):
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, subject["commonName"]))
-    return x509.Name(attrs)
-
-
 def _key_usage(uses: set[str]) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature="digital_signature" in uses,
@@ -175,10 +114,6 @@ def _key_usage(uses: set[str]) -> x509.KeyUsage:
     )
 
 
-def _sign(builder: x509.CertificateBuilder, signer: Any) -> x509.Certificate:
-    return builder.sign(signer, None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256())
-
-
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
@@ -191,33 +126,36 @@ def _still_valid(cert: x509.Certificate, renew_hours: int) -> bool:
     return cert.not_valid_after_utc - dt.timedelta(hours=renew_hours) > dt.datetime.now(dt.UTC)
 
 
+def _serial_and_validity(hours: int) -> tuple[int, dt.datetime, dt.datetime]:
+    """A fresh certificate's random serial and validity: from now (less the clock skew allowed) for `hours`."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return x509.random_serial_number(), now - CLOCK_SKEW, now + dt.timedelta(hours=hours)
+
+
 # ------------------------------------------------------------------ the mocks
 
 
-class LabMocks(pulumi.runtime.Mocks):
+class LabMocks(harness.ProgramMocks):
     """Real, random, persisted stand-ins for the tls provider; commands
     answer with what `command_stdout` says; Hetzner is refused."""
 
-    def __init__(self, store: KeyStore, command_stdout: CommandStdout | None, preview: bool) -> None:
+    def __init__(self, store: KeyStore, command_stdout: harness.CommandStdout | None, preview: bool) -> None:
+        super().__init__(command_stdout, preview)
         self.store = store
-        self.command_stdout = command_stdout
-        self.preview = preview
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
         return {}, [("token", f"{args.token}: the lab runs without providers")]
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
-        provider = args.typ.split(":")[0]
-        if provider == "hcloud":
+        if args.typ.split(":")[0] == "hcloud":
             raise LabProgramError(
                 f"{args.typ} {args.name}: the lab adopts its guest as a dedicated host; "
                 "Hetzner resources need `pulumi up` with the Pulumi CLI"
             )
-        outputs = dict(args.inputs)
-        handler = getattr(self, "_" + args.typ.split(":")[-1], None)
-        if handler is not None and provider in ("tls", "command"):
-            outputs.update(handler(args.name, unwrap(args.inputs)))
-        return f"{args.name}-lab", outputs
+        return super().new_resource(args)
+
+    def resource_id(self, provider: str, name: str) -> str:
+        return f"{name}-lab"
 
     # ---- tls
     def _PrivateKey(self, name: str, inputs: dict) -> dict:
@@ -227,20 +165,15 @@ class LabMocks(pulumi.runtime.Mocks):
             stored = {
                 "algorithm": inputs["algorithm"],
                 "privateKeyPem": _private_pem(key),
-                "privateKeyOpenssh": key.private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-                ).decode(),
+                "privateKeyOpenssh": harness.private_openssh(key),
             }
             self.store.save("key", name, stored)
         key = serialization.load_pem_private_key(stored["privateKeyPem"].encode(), None)
-        public_openssh = key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        ).decode()
         return {
             "privateKeyPem": pulumi.Output.secret(stored["privateKeyPem"]),
             "privateKeyOpenssh": pulumi.Output.secret(stored["privateKeyOpenssh"]),
-            "publicKeyOpenssh": public_openssh + "\n",
-            "publicKeyPem": _public_pem(key.public_key()),
+            "publicKeyOpenssh": harness.public_openssh(key) + "\n",
+            "publicKeyPem": harness.public_pem(key.public_key()),
         }
 
     def _SelfSignedCert(self, name: str, inputs: dict) -> dict:
@@ -248,35 +181,28 @@ class LabMocks(pulumi.runtime.Mocks):
         stored = self.store.load("cert", name)
         if stored is not None:
             cert = x509.load_pem_x509_certificate(stored["certPem"].encode())
-            if _public_pem(cert.public_key()) == _public_pem(key.public_key()) and _still_valid(cert, 0):
+            same_key = harness.public_pem(cert.public_key()) == harness.public_pem(key.public_key())
+            if same_key and _still_valid(cert, 0):
                 return {"certPem": stored["certPem"]}
-        subject = _name(inputs.get("subject"))
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        subject = harness.x509_name(inputs.get("subject"))
+        validity = _serial_and_validity(inputs["validityPeriodHours"])
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())  # type: ignore[arg-type]
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + dt.timedelta(hours=inputs["validityPeriodHours"]))
+            harness.certificate(subject, subject, key.public_key(), *validity)
             .add_extension(x509.BasicConstraints(ca=bool(inputs.get("isCaCertificate")), path_length=None), True)
             .add_extension(_key_usage(set(inputs.get("allowedUses") or [])), True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)  # type: ignore[arg-type]
         )
-        pem = _sign(builder, key).public_bytes(serialization.Encoding.PEM).decode()
+        pem = harness.signed_pem(builder, key)
         self.store.save("cert", name, {"certPem": pem})
         return {"certPem": pem}
 
     def _CertRequest(self, name: str, inputs: dict) -> dict:
         key = serialization.load_pem_private_key(inputs["privateKeyPem"].encode(), None)
-        builder = x509.CertificateSigningRequestBuilder().subject_name(_name(inputs.get("subject")))
-        sans: list[x509.GeneralName] = [
-            x509.IPAddress(ipaddress.ip_address(ip)) for ip in inputs.get("ipAddresses") or []
-        ]
-        sans += [x509.DNSName(d) for d in inputs.get("dnsNames") or []]
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
+        subject = harness.x509_name(inputs.get("subject"))
+        builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+        sans = harness.alt_names(inputs.get("ipAddresses") or [], inputs.get("dnsNames") or [])
+        if sans is not None:
+            builder = builder.add_extension(sans, False)
         algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
         csr = builder.sign(key, algorithm)  # type: ignore[arg-type]
         return {"certRequestPem": csr.public_bytes(serialization.Encoding.PEM).decode()}
@@ -297,7 +223,7 @@ class LabMocks(pulumi.runtime.Mocks):
             except x509.ExtensionNotFound:
                 stored_sans = None
             if (
-                _public_pem(cert.public_key()) == _public_pem(csr.public_key())
+                harness.public_pem(cert.public_key()) == harness.public_pem(csr.public_key())
                 and cert.subject == csr.subject
                 and stored_sans == sans
                 and _signed_by(cert, ca_cert)
@@ -305,17 +231,10 @@ class LabMocks(pulumi.runtime.Mocks):
             ):
                 return {"certPem": stored["certPem"], "readyForRenewal": False}
         uses = set(inputs.get("allowedUses") or [])
-        ekus = [oid for use, oid in (("server_auth", ExtendedKeyUsageOID.SERVER_AUTH),
-                                     ("client_auth", ExtendedKeyUsageOID.CLIENT_AUTH)) if use in uses]
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        ekus = harness.extended_key_usages(uses)
+        validity = _serial_and_validity(inputs["validityPeriodHours"])
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(csr.subject)
-            .issuer_name(ca_cert.subject)
-            .public_key(csr.public_key())  # type: ignore[arg-type]
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + dt.timedelta(hours=inputs["validityPeriodHours"]))
+            harness.certificate(csr.subject, ca_cert.subject, csr.public_key(), *validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
             .add_extension(_key_usage(uses), True)
             .add_extension(
@@ -327,79 +246,22 @@ class LabMocks(pulumi.runtime.Mocks):
             builder = builder.add_extension(x509.ExtendedKeyUsage(ekus), False)
         if sans is not None:
             builder = builder.add_extension(sans, False)
-        pem = _sign(builder, ca_key).public_bytes(serialization.Encoding.PEM).decode()
+        pem = harness.signed_pem(builder, ca_key)
         self.store.save("cert", name, {"certPem": pem})
         return {"certPem": pem, "readyForRenewal": False}
-
-    # ---- command
-    def _Command(self, name: str, inputs: dict) -> dict:
-        if self.preview or self.command_stdout is None:
-            return {}
-        stdout = self.command_stdout(name, inputs)
-        return {"stdout": stdout if stdout is not None else "", "stderr": ""}
-
-
-class _Recorder(pulumi_mocks.MockMonitor):
-    """Keeps what the replay needs: type, name, URN, inputs, dependencies."""
-
-    def __init__(self, mocks: LabMocks) -> None:
-        super().__init__(mocks)
-        self.registrations: list[Registration] = []
-
-    def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
-        if request.type != "pulumi:pulumi:Stack":
-            self.registrations.append(
-                Registration(
-                    type=request.type,
-                    name=request.name,
-                    urn=response.urn,
-                    inputs=dict(rpc.deserialize_properties(request.object)),
-                    dependencies=list(request.dependencies),
-                )
-            )
-        return response
 
 
 def run_lab_program(
     config: Mapping[str, Any],
     state_dir: Path,
-    command_stdout: CommandStdout | None = None,
+    command_stdout: harness.CommandStdout | None = None,
     stack: str = "lab",
-) -> LabRun:
+) -> harness.ProgramRun:
     """Run __main__.py with `config`; keys and certificates from `state_dir`.
 
     Without `command_stdout` the run is a preview (commands have no output
     yet): enough for their inputs, which is what the replay runs. With it,
     the program also turns the verify step's report into its outputs.
     """
-    preview = command_stdout is None
-    mocks = LabMocks(KeyStore(state_dir / "program"), command_stdout, preview)
-    monitor = _Recorder(mocks)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
-    pulumi.runtime.set_all_config(
-        {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()},
-        [k for k in SECRET_KEYS if k in config],
-    )
-    outputs: dict[str, Any] = {}
-
-    @pulumi.runtime.test
-    def body() -> Any:
-        ns = runpy.run_path(str(MAIN), run_name="__pulumi_main__")
-        fleet = ns["fleet"]
-
-        async def collect(name: str, out: pulumi.Output) -> None:
-            if await out.is_known():
-                outputs[name] = await out.future()
-
-        return pulumi.Output.from_input(
-            asyncio.ensure_future(
-                asyncio.gather(
-                    collect("runtimeEndpoint", fleet.runtime_endpoint),
-                    collect("runtimeClientTls", fleet.runtime_client_tls),
-                )
-            )
-        )
-
-    body()
-    return LabRun(resources=monitor.registrations, outputs=outputs)
+    mocks = LabMocks(KeyStore(state_dir / "program"), command_stdout, preview=command_stdout is None)
+    return harness.run_main(mocks, config, stack)

@@ -33,7 +33,8 @@ from typing import Any, TextIO
 
 import yaml
 
-from tools.lab.program import PROJECT_ROOT, run_lab_program
+from tools.lab.harness import PROJECT_ROOT
+from tools.lab.program import run_lab_program
 from tools.lab.progress import PhaseFailed, Progress, one_line
 
 LAB_STACK_FILE = PROJECT_ROOT / "Pulumi.lab.yaml"

@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tools.lab.program import PROJECT_ROOT
+from tools.lab.harness import PROJECT_ROOT
 
 LAB_STACK = "lab"
 # A CLI call that takes longer than this is stuck (a local file backend).
