@@ -49,6 +49,14 @@ def _rsa_problem(key: object) -> str | None:
     return None
 
 
+def _holds_another_key(comment: str) -> bool:
+    """Whether a key line's comment is itself a key (a type name, or a key
+    body: base64 of an SSH key always starts `AAAA`, the length of its type
+    name)."""
+    return any(word in USER_KEY_TYPES or word in ("ssh-dss",) or (word.startswith("AAAA") and len(word) >= 60)
+               for word in comment.split())
+
+
 def ssh_public_key_problem(line: str, accepted: tuple[str, ...] = USER_KEY_TYPES) -> str | None:
     """What is wrong with one OpenSSH public key line ('type base64 [comment]')."""
     if PRIVATE_MARKER in line:
@@ -66,6 +74,11 @@ def ssh_public_key_problem(line: str, accepted: tuple[str, ...] = USER_KEY_TYPES
         if "=" in kind or "," in kind:
             return "authorized_keys options (from=..., command=...) are not accepted; give the key alone"
         return f"key type {kind[:40]!r} is not accepted; accepted: {', '.join(accepted)}"
+    if len(fields) == 3 and _holds_another_key(fields[2]):
+        return (
+            "holds more than one key: sshd reads the second as the first one's comment and grants it "
+            "nothing; give exactly one key per list entry"
+        )
     try:
         key = serialization.load_ssh_public_key(f"{kind} {body}".encode())
     except (ValueError, UnsupportedAlgorithm):
