@@ -21,6 +21,7 @@ ever logged. The operator subcommands print one JSON line on stdout.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import signal
@@ -28,19 +29,93 @@ import socket
 import socketserver
 import sys
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 if __package__ in (None, ""):  # run as a file: python3 -I .../endpoint_authz/plugin.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from endpoint_authz.rules import REFUSAL_PREFIX, PolicyConfig, decide, load_config, refuse
+from endpoint_authz.rules import (
+    REFUSAL_PREFIX,
+    LookupFailed,
+    PolicyConfig,
+    Refused,
+    decide,
+    identity,
+    load_config,
+    refuse,
+)
 
 PLUGIN_CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 # An AuthZReq carries at most a 1 MiB body (base64: 1.4 MiB) and headers.
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 READ_CHUNK = 64 * 1024
+# dockerd's own socket (root only): the ownership rules ask it about the
+# container, exec or volume a request names.
+DOCKER_SOCKET = Path("/run/docker.sock")
+LOOKUP_TIMEOUT_S = 5.0
+MAX_LOOKUP_BYTES = 4 * 1024 * 1024
+
+
+class DockerLookups:
+    """rules.Lookups answered by dockerd's inspect calls on its unix socket.
+
+    Each is one more API request to dockerd (which asks this plugin about
+    it too: the local socket, allowed at once), about 1-2 ms on a host;
+    bench/endpoint_policy.py measures it."""
+
+    def __init__(self, socket_path: Path = DOCKER_SOCKET) -> None:
+        self.socket_path = socket_path
+
+    def _get(self, path: str) -> Mapping[str, Any] | None:
+        conn = _UnixHTTPConnection(self.socket_path, LOOKUP_TIMEOUT_S)
+        try:
+            conn.request("GET", path, headers={"Host": "docker"})
+            response = conn.getresponse()
+            data = response.read(MAX_LOOKUP_BYTES + 1)
+        except OSError as err:
+            raise LookupFailed(f"{self.socket_path}: {err}") from None
+        finally:
+            conn.close()
+        if response.status == 404:
+            return None
+        if response.status != 200 or len(data) > MAX_LOOKUP_BYTES:
+            raise LookupFailed(f"GET {path} answered {response.status}")
+        try:
+            found = json.loads(data)
+        except ValueError:
+            raise LookupFailed(f"GET {path} answered with something other than JSON") from None
+        if not isinstance(found, dict):
+            raise LookupFailed(f"GET {path} answered with something other than an object")
+        return found
+
+    def container(self, ref: str) -> Mapping[str, Any] | None:
+        return self._get(f"/containers/{quote(ref, safe='')}/json")
+
+    def exec(self, exec_id: str) -> Mapping[str, Any] | None:
+        return self._get(f"/exec/{quote(exec_id, safe='')}/json")
+
+    def volume(self, name: str) -> Mapping[str, Any] | None:
+        return self._get(f"/volumes/{quote(name, safe='')}")
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("docker", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 def log(message: str) -> None:
@@ -50,9 +125,10 @@ def log(message: str) -> None:
 class PolicyState:
     """The configuration (re-read when its file changes) and the drain file."""
 
-    def __init__(self, config_path: Path, drain_file: Path) -> None:
+    def __init__(self, config_path: Path, drain_file: Path, lookups: DockerLookups | None = None) -> None:
         self.config_path = config_path
         self.drain_file = drain_file
+        self.lookups = lookups if lookups is not None else DockerLookups()
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._config: PolicyConfig | None = None
@@ -85,20 +161,27 @@ def authorize(envelope: Any, state: PolicyState) -> dict[str, Any]:
     if not isinstance(envelope, dict):
         decision = refuse("malformed authorization request")
     elif config is None:
-        is_local = not envelope.get("User") and not envelope.get("RequestPeerCertificates")
         decision = (
             decide(envelope, _LOCAL_ONLY, False)
-            if is_local
+            if _is_local(envelope)
             else refuse("the endpoint's policy configuration is unreadable on this host; ask its operator")
         )
     else:
-        decision = decide(envelope, config, state.draining())
+        decision = decide(envelope, config, state.draining(), state.lookups)
     if not decision.allow and isinstance(envelope, dict):
         log(
             f"refused {str(envelope.get('User'))!r} {str(envelope.get('RequestMethod'))[:10]} "
             f"{str(envelope.get('RequestUri'))[:200]}: {decision.msg}"
         )
     return {"Allow": decision.allow, "Msg": decision.msg}
+
+
+def _is_local(envelope: dict[str, Any]) -> bool:
+    """The policy's own test of the local socket (rules.identity): fails closed."""
+    try:
+        return identity(envelope) is None
+    except Refused:
+        return False
 
 
 # Used only to let the local socket (root) through while the file is unreadable.
@@ -203,8 +286,8 @@ def notify_ready() -> None:
         sock.sendto(b"READY=1", address)
 
 
-def serve(socket_path: Path, config_path: Path, drain_file: Path) -> int:
-    state = PolicyState(config_path, drain_file)
+def serve(socket_path: Path, config_path: Path, drain_file: Path, docker_socket: Path = DOCKER_SOCKET) -> int:
+    state = PolicyState(config_path, drain_file, DockerLookups(docker_socket))
     if state.config() is None:
         log(f"cannot start: the configuration {config_path} is unreadable")
         return 1
@@ -247,7 +330,8 @@ def check_config(path: Path) -> int:
     except (OSError, ValueError, KeyError, TypeError) as err:
         log(f"{path}: {err}")
         return 1
-    print(json.dumps({"config": str(path), "sandboxRuntimes": list(config.sandbox_runtimes)}))
+    print(json.dumps({"config": str(path), "sandboxRuntimes": list(config.sandbox_runtimes),
+                      "registries": list(config.registries)}))
     return 0
 
 
@@ -258,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--socket", type=Path, required=True)
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--drain-file", type=Path, required=True)
+    p.add_argument("--docker-socket", type=Path, default=DOCKER_SOCKET,
+                   help=f"dockerd's unix socket, for the ownership rules (default {DOCKER_SOCKET})")
     for action, text in (
         ("drain", "refuse new containers, keep everything else"),
         ("resume", "accept new containers again"),
@@ -269,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path", type=Path)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return serve(args.socket, args.config, args.drain_file)
+        return serve(args.socket, args.config, args.drain_file, args.docker_socket)
     if args.command == "check-config":
         return check_config(args.path)
     return drain_command(args.command, args.drain_file)

@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, unquote_to_bytes
 
 # Every refusal starts with this, then names the rule in one line.
@@ -46,6 +48,26 @@ MAX_FORWARDED_BODY = 1048576
 # dockerd 26's oldest API version; an older prefix is refused by dockerd too.
 MIN_API_VERSION = (1, 24)
 INT64 = (-(2**63), 2**64 - 1)
+# endpoint.registries' default: the registry hosts a consumer may pull from.
+# The large public registries, each run by its operator on public addresses
+# (docker.io is Docker Hub; dockerd itself rewrites index.docker.io to it,
+# and registry-1.docker.io is the host Hub's API answers on). A stack's own
+# mirror, or any other registry, is named in the setting. Whatever the list
+# says, an address on loopback, a private, link-local or CGNAT range (or
+# "localhost") is refused.
+DEFAULT_REGISTRIES = (
+    "docker.io", "registry-1.docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "public.ecr.aws",
+    "mcr.microsoft.com", "gcr.io",
+)
+# The label that says which client certificate (its common name) a
+# container or volume belongs to: required on create, checked on every
+# later call that names it.
+OWNER_LABEL = "functions-runtime.owner"
+# A health check probe (an exec through dockerd, containerd and the shim,
+# outside the container's cgroup) at most this often: Docker's default is
+# 30 s, its own floor 1 ms. 10 s keeps a host's probe work bounded by its
+# containers (1000 containers: 100 probes a second at most).
+MIN_HEALTHCHECK_INTERVAL_NS = 10_000_000_000
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,23 @@ class PolicyConfig:
     limits: Limits
     revoked_serials: frozenset[int] = frozenset()
     revoked_names: frozenset[str] = frozenset()
+    registries: tuple[str, ...] = DEFAULT_REGISTRIES
+
+
+class Lookups(Protocol):
+    """What the policy asks dockerd (on the local socket) about the objects a
+    request names: the inspect documents, or None when there is no such
+    object. Raise LookupFailed when dockerd cannot be asked."""
+
+    def container(self, ref: str) -> Mapping[str, Any] | None: ...
+
+    def exec(self, exec_id: str) -> Mapping[str, Any] | None: ...
+
+    def volume(self, name: str) -> Mapping[str, Any] | None: ...
+
+
+class LookupFailed(Exception):
+    """dockerd could not be asked (the request is refused, never allowed)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +111,9 @@ class Decision:
 
 
 def refuse(rule: str) -> Decision:
-    return Decision(False, f"{REFUSAL_PREFIX} {rule}")
+    # One line whatever a rule quoted from the request (control characters included).
+    line = "".join(ch if ch.isprintable() else " " for ch in rule)
+    return Decision(False, f"{REFUSAL_PREFIX} {' '.join(line.split())}")
 
 
 ALLOW = Decision(True)
@@ -107,6 +148,17 @@ class _Pairs(list):  # type: ignore[type-arg]
     """A JSON object as its key-value pairs, in order, duplicates kept."""
 
 
+def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
+    """object_pairs_hook: every object's keys must be ASCII (see go_fold)."""
+    for key, _ in pairs:
+        if not key.isascii():
+            raise Refused(
+                f"the JSON key {ascii(key)[:80]} has a character outside ASCII; no Docker API field has one, "
+                "and Go's decoder folds such keys unlike this policy, so keys outside ASCII are refused"
+            )
+    return _Pairs(pairs)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -114,22 +166,24 @@ def _reject_constant(name: str) -> Any:
 def parse_json(data: bytes) -> Any:
     """JSON as Go reads it: UTF-8 only, no NaN/Infinity, one value."""
     text = data.decode("utf-8")
-    return json.loads(text, object_pairs_hook=_Pairs, parse_constant=_reject_constant)
+    return json.loads(text, object_pairs_hook=_pairs, parse_constant=_reject_constant)
 
 
 def go_fold(name: str) -> str:
-    """encoding/json's key folding (fold.go): ASCII upper-cased, any other
-    rune to upper(lower(r)) with simple (one-rune) case mappings."""
-    out = []
-    for ch in name:
-        if ord(ch) < 0x80:
-            out.append(ch.upper())
-            continue
-        low = ch.lower()
-        low = low if len(low) == 1 else ch
-        up = low.upper()
-        out.append(up if len(up) == 1 else low)
-    return "".join(out)
+    """encoding/json's key folding, for the keys this policy reads: ASCII
+    only (parse_json refuses any other key, anywhere in a body).
+
+    Go matches a key to a field exactly, else case-insensitively. On ASCII
+    every Go version agrees with this (a-z to A-Z, nothing else). Outside
+    ASCII they do not agree with Python, nor with each other: before Go
+    1.21, bytes.EqualFold-style simple folding (unicode.SimpleFold orbits:
+    U+017F long s is 's', U+212A Kelvin is 'k', U+0131 dotless i is only
+    itself); from 1.21, foldName's ToUpper(ToLower(r)); Python's
+    str.upper makes U+0131 an 'I'. No Docker API field has a key outside
+    ASCII, so refusing them is exact whichever Go built dockerd."""
+    if not name.isascii():
+        raise Refused(f"the JSON key {ascii(name)[:80]} has a character outside ASCII")
+    return name.upper()
 
 
 def is_zero(value: Any) -> bool:
@@ -269,6 +323,11 @@ HOST_CONFIG = Struct(
         "Mounts": ListOf(_MOUNT), "MaskedPaths": ANY, "ReadonlyPaths": ANY, "Init": BOOL,
     },
 )
+# container.HealthConfig: durations in nanoseconds (Go's time.Duration).
+HEALTHCHECK = Struct(
+    "Healthcheck",
+    {"Test": ListOf(STR), "Interval": INT, "Timeout": INT, "StartPeriod": INT, "StartInterval": INT, "Retries": INT},
+)
 ENDPOINT_SETTINGS = Struct(
     "EndpointSettings",
     {
@@ -284,7 +343,7 @@ CONTAINER_CREATE = Struct(
         # container.Config, embedded: its fields are top-level keys.
         "Hostname": STR, "Domainname": STR, "User": STR, "AttachStdin": BOOL, "AttachStdout": BOOL,
         "AttachStderr": BOOL, "ExposedPorts": ANY, "Tty": BOOL, "OpenStdin": BOOL, "StdinOnce": BOOL,
-        "Env": ListOf(STR), "Cmd": ANY, "Healthcheck": ANY, "ArgsEscaped": BOOL, "Image": STR,
+        "Env": ListOf(STR), "Cmd": ANY, "Healthcheck": HEALTHCHECK, "ArgsEscaped": BOOL, "Image": STR,
         "Volumes": ANY, "WorkingDir": STR, "Entrypoint": ANY, "NetworkDisabled": BOOL,
         "MacAddress": STR, "OnBuild": ListOf(STR), "Labels": MapOf(STR), "StopSignal": STR,
         "StopTimeout": INT, "Shell": ANY,
@@ -313,6 +372,7 @@ NETWORK_CREATE = Struct(
     },
 )
 NETWORK_CONNECT = Struct("NetworkConnect", {"Container": STR, "EndpointConfig": ENDPOINT_SETTINGS})
+NETWORK_DISCONNECT = Struct("NetworkDisconnect", {"Container": STR, "Force": BOOL})
 VOLUME_CREATE = Struct(
     "VolumeCreate",
     {"Name": STR, "Driver": STR, "DriverOpts": MapOf(STR), "Labels": MapOf(STR), "ClusterVolumeSpec": ANY},
@@ -330,9 +390,23 @@ class ApiCall:
     query: Mapping[str, str]
     body: bytes | None
     version: str | None = None
+    # The client certificate's common name (dockerd's `User`).
+    user: str = ""
+    # The request's headers as dockerd forwards them (Go's canonical names).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # How to ask dockerd about a named object; None: nothing can be asked.
+    lookups: Lookups | None = None
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        for key, value in self.headers.items():
+            if isinstance(key, str) and key.lower() == wanted:
+                return str(value)
+        return None
 
 
-_VERSION = re.compile(r"^/v([0-9.]+)(/.*)$")
+_VERSION = re.compile(r"/v([0-9.]+)(/.*)", re.DOTALL)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -346,12 +420,14 @@ def parse_call(method: str, uri: str, body: bytes | None) -> ApiCall:
         path = unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError:
         raise Refused("request path is not UTF-8") from None
+    if _CONTROL.search(path):
+        raise Refused("request path has a control character")
     segments = path.split("/")[1:]
     inner = segments[:-1] if len(segments) > 1 else segments
     if any(s in ("", ".", "..") for s in inner) or segments[-1] in (".", ".."):
         raise Refused(f"request path {_short(path)!r} is not in canonical form")
     version = None
-    m = _VERSION.match(path)
+    m = _VERSION.fullmatch(path)
     if m:
         version, path = m.group(1), m.group(2)
         parts = version.split(".")
@@ -560,6 +636,31 @@ def _endpoints(endpoints: Mapping[str, Mapping[str, Any]], where: str) -> None:
             raise Refused(f"{where} driver options (--network {_short(network)},driver-opt=...) are not allowed on this endpoint")
 
 
+def _owner_label(labels: Mapping[str, str], call: ApiCall, what: str) -> None:
+    if labels.get(OWNER_LABEL) != call.user:
+        raise Refused(
+            f"{what} needs the label {OWNER_LABEL}={call.user} on this endpoint (the common name of the "
+            "client certificate that creates it: only it may act on it later)"
+        )
+
+
+def _healthcheck(health: Mapping[str, Any]) -> None:
+    floor_s = MIN_HEALTHCHECK_INTERVAL_NS // 1_000_000_000
+    for name, flag in (("Interval", "--health-interval"), ("StartInterval", "--health-start-interval")):
+        value = health.get(name, 0)
+        if value < 0 or 0 < value < MIN_HEALTHCHECK_INTERVAL_NS:
+            raise Refused(
+                f"{flag} under {floor_s}s is not allowed on this endpoint (each probe is work for dockerd, "
+                "containerd and the shim, outside the container's limits; 0 means Docker's 30s)"
+            )
+
+
+def _volume_names(hc: Mapping[str, Any]) -> list[str]:
+    names = [bind.split(":", 1)[0] for bind in hc.get("Binds", [])]
+    names += [m["Source"] for m in hc.get("Mounts", []) if m.get("Type") == "volume" and m.get("Source")]
+    return names
+
+
 def check_create(call: ApiCall, config: PolicyConfig) -> None:
     no_query_but("name", "platform")(call, config)
     body = decode_body(call.body, CONTAINER_CREATE, "container create")
@@ -569,10 +670,91 @@ def check_create(call: ApiCall, config: PolicyConfig) -> None:
         )
     _host_config(body["HostConfig"], config)
     _endpoints(body.get("NetworkingConfig", {}).get("EndpointsConfig", {}), "--network")
+    _healthcheck(body.get("Healthcheck", {}))
+    _owner_label(body.get("Labels", {}), call, "container create")
+    for name in _volume_names(body["HostConfig"]):
+        _own_volume(call, name, must_exist=True)
+
+
+# ---------------------------------------------------------------- ownership (asks dockerd)
+
+def _lookup(call: ApiCall, kind: str, ref: str) -> Mapping[str, Any] | None:
+    if call.lookups is None:
+        raise Refused(f"the policy cannot look up {kind} {_short(ref)!r} on this host, so the request is refused")
+    try:
+        found = getattr(call.lookups, kind)(ref)
+    except LookupFailed as err:
+        raise Refused(f"the policy could not ask dockerd about {kind} {_short(ref)!r} ({_short(str(err))})") from None
+    if found is not None and not isinstance(found, Mapping):
+        raise Refused(f"dockerd's answer about {kind} {_short(ref)!r} is not an object")
+    return found
+
+
+def _labels(info: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
+    node: Any = info
+    for step in path:
+        node = node.get(step) if isinstance(node, Mapping) else None
+    return node if isinstance(node, Mapping) else {}
+
+
+def _own_container(call: ApiCall, config: PolicyConfig, ref: str, what: str) -> None:
+    """`ref` (an ID, a prefix or a name) is a container this client created,
+    running a sandbox runtime. One that does not exist is left to dockerd
+    (it answers 404)."""
+    info = _lookup(call, "container", ref)
+    if info is None:
+        return
+    runtime = _labels(info, "HostConfig").get("Runtime") or ""
+    if runtime not in config.sandbox_runtimes:
+        raise Refused(
+            f"{what} on container {_short(ref)} is not allowed on this endpoint: it runs "
+            f"{_short(str(runtime)) or 'no'} runtime, not a sandbox runtime ({' or '.join(config.sandbox_runtimes)})"
+        )
+    if _labels(info, "Config", "Labels").get(OWNER_LABEL) != call.user:
+        raise Refused(
+            f"{what} on container {_short(ref)} is not allowed on this endpoint: it was not created by this "
+            f"client certificate (label {OWNER_LABEL})"
+        )
+
+
+def _own_volume(call: ApiCall, name: str, must_exist: bool) -> None:
+    info = _lookup(call, "volume", name)
+    if info is None:
+        if must_exist:
+            raise Refused(
+                f"volume {_short(name)} does not exist; create it first (POST /volumes/create with the label "
+                f"{OWNER_LABEL}={call.user}): dockerd would create it unlabelled, owned by no one"
+            )
+        return
+    if _labels(info, "Labels").get(OWNER_LABEL) != call.user:
+        raise Refused(
+            f"volume {_short(name)} is not allowed on this endpoint: it was not created by this client "
+            f"certificate (label {OWNER_LABEL})"
+        )
+
+
+def check_container(call: ApiCall, config: PolicyConfig) -> None:
+    """Any /containers/{id}/... call: only on this client's sandboxed containers."""
+    _own_container(call, config, call.path.split("/")[2], f"{call.method} {_route_name(call.path)}")
+
+
+def _route_name(path: str) -> str:
+    parts = path.split("/")
+    return "/".join(["", parts[1], "{id}", *parts[3:]])
+
+
+def check_exec_id(call: ApiCall, config: PolicyConfig) -> None:
+    info = _lookup(call, "exec", call.path.split("/")[2])
+    if info is not None:
+        container = info.get("ContainerID")
+        if not isinstance(container, str) or not container:
+            raise Refused("dockerd's answer about the exec names no container")
+        _own_container(call, config, container, f"{call.method} {_route_name(call.path)}")
 
 
 def check_exec(call: ApiCall, config: PolicyConfig) -> None:
     no_query_but()(call, config)
+    check_container(call, config)
     body = decode_body(call.body, EXEC_CREATE, "exec create")
     if body.get("Privileged"):
         raise Refused("exec --privileged is not allowed on this endpoint")
@@ -585,6 +767,7 @@ def check_exec(call: ApiCall, config: PolicyConfig) -> None:
 
 def check_start(call: ApiCall, config: PolicyConfig) -> None:
     no_query_but("detachKeys")(call, config)
+    check_container(call, config)
     if call.body and not is_zero(_parsed_or_refuse(call.body)):
         raise Refused("container start takes no body on this endpoint (HostConfig belongs in create)")
 
@@ -596,12 +779,73 @@ def _parsed_or_refuse(body: bytes) -> Any:
         raise Refused("request body is not valid JSON") from None
 
 
+# What a request without a body may say it is: Docker's Go client sends
+# "text/plain" with every bodiless POST; docker-py sends none.
+_EMPTY_BODY_TYPES = ("", "text/plain", "application/json")
+
+
+def _no_body(call: ApiCall, what: str) -> None:
+    """Refuse a request that has a body, whatever its Content-Type. dockerd
+    forwards only JSON bodies, so the headers are the evidence: a length,
+    a transfer coding, or a type Go's ParseForm reads (a chunked body's
+    length and coding never reach the plugin: net/http removes them)."""
+    length = (call.header("Content-Length") or "0").strip()
+    media = (call.header("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if call.body or length != "0" or call.header("Transfer-Encoding") is not None or media not in _EMPTY_BODY_TYPES:
+        raise Refused(
+            f"{what} takes no body on this endpoint (dockerd reads a form body's fromSrc and fromImage "
+            "before the query's, and does not forward it to the policy)"
+        )
+
+
+def registry_of(reference: str) -> str:
+    """The registry host[:port] dockerd pulls `reference` from (the
+    distribution reference's domain: a first component with '.' or ':',
+    "localhost" or an upper-case letter; else Docker Hub)."""
+    first, slash, _ = reference.partition("/")
+    if not slash or not ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+        return "docker.io"
+    return "docker.io" if first == "index.docker.io" else first
+
+
+def _registry_host(registry: str) -> str:
+    if registry.startswith("["):
+        return registry[1:].partition("]")[0]
+    return registry.rpartition(":")[0] if registry.count(":") == 1 else registry
+
+
+def local_registry_reason(registry: str) -> str | None:
+    """Why dockerd must not connect to `registry` from the host, or None."""
+    host = _registry_host(registry).lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return "the host's loopback"
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if not address.is_global or address.is_multicast:
+        return "a loopback, private, link-local or CGNAT address"
+    return None
+
+
 def check_pull(call: ApiCall, config: PolicyConfig) -> None:
     extra = sorted(set(call.query) - {"fromImage", "tag", "platform"})
     if extra or not call.query.get("fromImage"):
         raise Refused(
             "POST /images/create is allowed as a pull only (fromImage, tag, platform); "
             f"{'import (fromSrc) and ' if 'fromSrc' in call.query else ''}other parameters are not allowed"
+        )
+    _no_body(call, "POST /images/create")
+    registry = registry_of(call.query["fromImage"])
+    reason = local_registry_reason(registry)
+    if reason:
+        raise Refused(f"pulls from {_short(registry)} are not allowed on this endpoint ({reason}, reached from the host)")
+    if registry.lower() not in config.registries:
+        raise Refused(
+            f"pulls from {_short(registry)} are not allowed on this endpoint (endpoint.registries: "
+            f"{', '.join(config.registries) or 'none'})"
         )
 
 
@@ -628,6 +872,12 @@ def check_network_connect(call: ApiCall, config: PolicyConfig) -> None:
     network = call.path.split("/")[2]
     body = decode_body(call.body, NETWORK_CONNECT, "network connect")
     _endpoints({network: body.get("EndpointConfig", {})}, "network connect to")
+    _own_container(call, config, body.get("Container", ""), "network connect")
+
+
+def check_network_disconnect(call: ApiCall, config: PolicyConfig) -> None:
+    body = decode_body(call.body, NETWORK_DISCONNECT, "network disconnect")
+    _own_container(call, config, body.get("Container", ""), "network disconnect")
 
 
 def check_volume_create(call: ApiCall, config: PolicyConfig) -> None:
@@ -641,6 +891,13 @@ def check_volume_create(call: ApiCall, config: PolicyConfig) -> None:
         )
     if not is_zero(body.get("ClusterVolumeSpec")):
         raise Refused("cluster volumes are not allowed on this endpoint (swarm)")
+    _owner_label(body.get("Labels", {}), call, "volume create")
+    if body.get("Name"):  # dockerd answers an existing name with that volume: it must be this client's
+        _own_volume(call, body["Name"], must_exist=False)
+
+
+def check_volume(call: ApiCall, config: PolicyConfig) -> None:
+    _own_volume(call, call.path.split("/")[2], must_exist=False)
 
 
 @dataclass(frozen=True)
@@ -654,7 +911,7 @@ class Route:
 
 def _route(method: str, path: str, what: str, check: Check | None = None, creates: bool = False) -> Route:
     regex = re.sub(r"\{(\w+)\}", lambda m: "(?:.+)" if m.group(1) == "image" else "[^/]+", path)
-    return Route(method, re.compile(f"^{regex}$"), what, check, creates)
+    return Route(method, re.compile(regex, re.DOTALL), what, check, creates)
 
 
 # What a functions service needs, and nothing else (docs/security.md).
@@ -670,42 +927,42 @@ ROUTES: tuple[Route, ...] = (
     _route("DELETE", "/images/{image}", "image remove"),
     _route("POST", "/containers/create", "container create", check_create, creates=True),
     _route("GET", "/containers/json", "container list"),
-    _route("GET", "/containers/{id}/json", "container inspect"),
+    _route("GET", "/containers/{id}/json", "container inspect", check_container),
     _route("POST", "/containers/{id}/start", "container start", check_start),
-    _route("POST", "/containers/{id}/wait", "container wait"),
-    _route("POST", "/containers/{id}/attach", "container attach"),
-    _route("GET", "/containers/{id}/logs", "container logs"),
-    _route("POST", "/containers/{id}/resize", "container resize"),
-    _route("POST", "/containers/{id}/stop", "container stop"),
-    _route("POST", "/containers/{id}/kill", "container kill"),
-    _route("DELETE", "/containers/{id}", "container remove"),
+    _route("POST", "/containers/{id}/wait", "container wait", check_container),
+    _route("POST", "/containers/{id}/attach", "container attach", check_container),
+    _route("GET", "/containers/{id}/logs", "container logs", check_container),
+    _route("POST", "/containers/{id}/resize", "container resize", check_container),
+    _route("POST", "/containers/{id}/stop", "container stop", check_container),
+    _route("POST", "/containers/{id}/kill", "container kill", check_container),
+    _route("DELETE", "/containers/{id}", "container remove", check_container),
     _route("POST", "/containers/{id}/exec", "exec create", check_exec),
-    _route("POST", "/exec/{id}/start", "exec start"),
-    _route("POST", "/exec/{id}/resize", "exec resize"),
-    _route("GET", "/exec/{id}/json", "exec inspect"),
+    _route("POST", "/exec/{id}/start", "exec start", check_exec_id),
+    _route("POST", "/exec/{id}/resize", "exec resize", check_exec_id),
+    _route("GET", "/exec/{id}/json", "exec inspect", check_exec_id),
     _route("GET", "/networks", "network list"),
     _route("GET", "/networks/{id}", "network inspect"),
     _route("POST", "/networks/create", "network create", check_network_create),
     _route("POST", "/networks/{id}/connect", "network connect", check_network_connect),
-    _route("POST", "/networks/{id}/disconnect", "network disconnect"),
+    _route("POST", "/networks/{id}/disconnect", "network disconnect", check_network_disconnect),
     _route("DELETE", "/networks/{id}", "network remove"),
     _route("GET", "/volumes", "volume list"),
-    _route("GET", "/volumes/{id}", "volume inspect"),
+    _route("GET", "/volumes/{id}", "volume inspect", check_volume),
     _route("POST", "/volumes/create", "volume create", check_volume_create),
-    _route("DELETE", "/volumes/{id}", "volume remove"),
+    _route("DELETE", "/volumes/{id}", "volume remove", check_volume),
 )
 
 # Refusals that name their reason (anything else is "not allowed").
 _NAMED_REFUSALS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^/build(/|$)"), "image builds are not allowed on this endpoint (the builder runs code outside the sandbox runtime)"),
-    (re.compile(r"^/session$"), "BuildKit sessions are not allowed on this endpoint (the builder runs code outside the sandbox runtime)"),
-    (re.compile(r"^/grpc$"), "BuildKit is not allowed on this endpoint (the builder runs code outside the sandbox runtime)"),
-    (re.compile(r"^/(swarm|services|nodes|tasks|secrets|configs)(/|$)"), "swarm is not allowed on this endpoint"),
-    (re.compile(r"^/plugins(/|$)"), "plugins are not allowed on this endpoint"),
-    (re.compile(r"^/images/(load|get)$|^/images/[^/].*/get$"), "image load and save are not allowed on this endpoint (root loads images on the host)"),
-    (re.compile(r"^/commit$"), "commit is not allowed on this endpoint"),
-    (re.compile(r"^/containers/[^/]+/update$"), "container update is not allowed on this endpoint (limits are fixed at create)"),
-    (re.compile(r"^/containers/[^/]+/(archive|export)$"), "copying files in or out of containers is not allowed on this endpoint"),
+    (re.compile(r"^/build(/|\Z)"), "image builds are not allowed on this endpoint (the builder runs code outside the sandbox runtime)"),
+    (re.compile(r"^/session\Z"), "BuildKit sessions are not allowed on this endpoint (the builder runs code outside the sandbox runtime)"),
+    (re.compile(r"^/grpc\Z"), "BuildKit is not allowed on this endpoint (the builder runs code outside the sandbox runtime)"),
+    (re.compile(r"^/(swarm|services|nodes|tasks|secrets|configs)(/|\Z)"), "swarm is not allowed on this endpoint"),
+    (re.compile(r"^/plugins(/|\Z)"), "plugins are not allowed on this endpoint"),
+    (re.compile(r"^/images/(load|get)\Z|^/images/[^/].*/get\Z"), "image load and save are not allowed on this endpoint (root loads images on the host)"),
+    (re.compile(r"^/commit\Z"), "commit is not allowed on this endpoint"),
+    (re.compile(r"^/containers/[^/]+/update\Z"), "container update is not allowed on this endpoint (limits are fixed at create)"),
+    (re.compile(r"^/containers/[^/]+/(archive|export)\Z"), "copying files in or out of containers is not allowed on this endpoint"),
 )
 
 
@@ -716,11 +973,21 @@ class PeerIdentity:
 
 
 def identity(request: Mapping[str, Any]) -> PeerIdentity | None:
-    """The client, or None for the local socket (no TLS: root on the host)."""
-    name = request.get("User") or ""
-    certs = request.get("RequestPeerCertificates") or []
-    if not name and not certs and not request.get("UserAuthNMethod"):
+    """The client, or None for the local socket (root on the host).
+
+    Fails closed: only a request with no user, no authentication method and
+    no peer certificate (what dockerd sends for its unix socket) is the
+    local socket; anything else is a remote client, which must have come
+    over TLS with a certificate the policy can read."""
+    name = request.get("User")
+    certs = request.get("RequestPeerCertificates")
+    method = request.get("UserAuthNMethod")
+    if not name and not certs and not method:
         return None
+    if method != "TLS" or not isinstance(name, str) or not name:
+        raise Refused("a remote request without a client certificate's name over TLS is refused")
+    if not isinstance(certs, list) or not certs:
+        raise Refused("a remote request without its peer certificate is refused (nothing to check revocation on)")
     serials = []
     for cert in certs:
         serial = certificate_serial(cert)
@@ -730,17 +997,21 @@ def identity(request: Mapping[str, Any]) -> PeerIdentity | None:
     return PeerIdentity(name=name, serials=tuple(serials))
 
 
-def decide(request: Mapping[str, Any], config: PolicyConfig, draining: bool = False) -> Decision:
-    """Allow or refuse one AuthZ request (the plugin's only decision)."""
+def decide(
+    request: Mapping[str, Any], config: PolicyConfig, draining: bool = False, lookups: Lookups | None = None
+) -> Decision:
+    """Allow or refuse one AuthZ request (the plugin's only decision).
+    `lookups` answers the ownership rules' questions (the plugin asks
+    dockerd on the local socket); without it those requests are refused."""
     try:
-        return _decide(request, config, draining)
+        return _decide(request, config, draining, lookups)
     except Refused as err:
         return refuse(str(err))
     except Exception as err:  # a bug in a rule must refuse, never allow
         return refuse(f"internal policy error ({type(err).__name__}); the request is refused")
 
 
-def _decide(request: Mapping[str, Any], config: PolicyConfig, draining: bool) -> Decision:
+def _decide(request: Mapping[str, Any], config: PolicyConfig, draining: bool, lookups: Lookups | None) -> Decision:
     if not isinstance(request, Mapping):
         raise Refused("malformed authorization request")
     who = identity(request)
@@ -755,9 +1026,14 @@ def _decide(request: Mapping[str, Any], config: PolicyConfig, draining: bool) ->
     uri = request.get("RequestUri")
     if not isinstance(method, str) or not isinstance(uri, str):
         raise Refused("malformed authorization request (no method or URI)")
-    call = parse_call(method, uri, request_body(request))
+    headers = request.get("RequestHeaders") or {}
+    if not isinstance(headers, Mapping):
+        raise Refused("malformed authorization request (RequestHeaders)")
+    call = dataclasses.replace(
+        parse_call(method, uri, request_body(request)), user=who.name, headers=headers, lookups=lookups
+    )
     for route in ROUTES:
-        if route.method == call.method and route.pattern.match(call.path):
+        if route.method == call.method and route.pattern.fullmatch(call.path):
             if route.creates and draining:
                 raise Refused(
                     "this host is draining: new containers are not accepted here; running ones "
@@ -840,4 +1116,25 @@ def load_config(data: Mapping[str, Any]) -> PolicyConfig:
         ),
         revoked_serials=serials,
         revoked_names=frozenset(str(n) for n in data.get("revokedNames", [])),
+        registries=load_registries(data.get("registries", DEFAULT_REGISTRIES)),
     )
+
+
+_REGISTRY = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?::[0-9]{1,5})?")
+
+
+def load_registries(entries: Any) -> tuple[str, ...]:
+    """The configuration's `registries`: host names (with a port if the
+    registry needs one), lower case; none on the host's loopback or a
+    private, link-local or CGNAT address."""
+    if not isinstance(entries, (list, tuple)):
+        raise ValueError("registries: expected a list of registry hosts")
+    out = []
+    for entry in entries:
+        if not isinstance(entry, str) or not _REGISTRY.fullmatch(entry):
+            raise ValueError(f"registries: {entry!r} is not a lower-case registry host[:port]")
+        reason = local_registry_reason(entry)
+        if reason:
+            raise ValueError(f"registries: {entry!r} is {reason}; the endpoint never pulls from one")
+        out.append(entry)
+    return tuple(out)

@@ -22,11 +22,15 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from endpoint_authz.rules import DEFAULT_REGISTRIES, OWNER_LABEL
+from tests.unit.test_endpoint_policy import peer_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "endpoint_authz" / "plugin.py"
@@ -71,6 +75,7 @@ def authz(sock: Path, method: str, uri: str, body: object = None, user: str = "f
     envelope = {
         "User": user,
         "UserAuthNMethod": "TLS" if user else "",
+        "RequestPeerCertificates": [peer_certificate(user)] if user else None,
         "RequestMethod": method,
         "RequestUri": uri,
         "RequestBody": base64.b64encode(json.dumps(body).encode()).decode() if body is not None else None,
@@ -80,7 +85,54 @@ def authz(sock: Path, method: str, uri: str, body: object = None, user: str = "f
     return answer
 
 
-CREATE = {"Image": "busybox", "HostConfig": {"Memory": 64 << 20, "PidsLimit": 64, "NanoCpus": 500_000_000}}
+CREATE = {
+    "Image": "busybox", "Labels": {OWNER_LABEL: "functions-runtime consumer"},
+    "HostConfig": {"Memory": 64 << 20, "PidsLimit": 64, "NanoCpus": 500_000_000},
+}
+# What the stand-in for dockerd's socket answers (see FakeDockerSocket).
+INSPECT = {
+    "/containers/abc/json": {"Id": "abc" * 8, "Config": {"Labels": {OWNER_LABEL: "functions-runtime consumer"}},
+                             "HostConfig": {"Runtime": "runsc"}},
+    "/containers/rootbox/json": {"Id": "f00" * 8, "Config": {"Labels": {}}, "HostConfig": {"Runtime": "runc"}},
+}
+
+
+class FakeDockerSocket:
+    """A TEST DOUBLE, not dockerd: an HTTP server on a unix socket that
+    answers GET <path> from INSPECT (404 otherwise), so the plugin's own
+    lookups (plugin.DockerLookups) run over a real socket. The hostlab runs
+    them against trixie's dockerd."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(16)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    request += chunk
+                path = request.split(b" ", 2)[1].decode() if request.count(b" ") >= 2 else ""
+                found = INSPECT.get(path)
+                body = json.dumps(found or {"message": "No such object"}).encode()
+                status = b"200 OK" if found else b"404 Not Found"
+                conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+
+    def close(self) -> None:
+        self.server.close()
 
 
 class Plugin:
@@ -88,13 +140,14 @@ class Plugin:
         self.sock = tmp / "plugins" / "functions-runtime-authz.sock"
         self.config = tmp / "endpoint-policy.json"
         self.drain_file = tmp / "state" / "draining"
+        self.docker_socket = tmp / "docker.sock"
         self.config.write_text(json.dumps(CONFIG))
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-I", str(PLUGIN), "serve", "--socket", str(self.sock), "--config",
-             str(self.config), "--drain-file", str(self.drain_file)],
+             str(self.config), "--drain-file", str(self.drain_file), "--docker-socket", str(self.docker_socket)],
             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
         )
         for _ in range(SOCKET_WAIT_S * 10):
@@ -125,12 +178,14 @@ class Plugin:
 
 @pytest.fixture
 def plugin(tmp_path) -> Iterator[Plugin]:
+    dockerd = FakeDockerSocket(tmp_path / "docker.sock")
     p = Plugin(tmp_path)
     p.start()
     try:
         yield p
     finally:
         p.stop()
+        dockerd.close()
 
 
 def test_the_plugin_speaks_dockerds_protocol(plugin):
@@ -210,7 +265,9 @@ def test_check_config(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(CONFIG))
     r = subprocess.run([sys.executable, "-I", str(PLUGIN), "check-config", str(good)], capture_output=True, text=True)
-    assert r.returncode == 0 and json.loads(r.stdout) == {"config": str(good), "sandboxRuntimes": ["runsc"]}
+    assert r.returncode == 0 and json.loads(r.stdout) == {
+        "config": str(good), "sandboxRuntimes": ["runsc"], "registries": list(DEFAULT_REGISTRIES),
+    }
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"sandboxRuntimes": ["runsc"]}))
     r = subprocess.run([sys.executable, "-I", str(PLUGIN), "check-config", str(bad)], capture_output=True, text=True)
@@ -229,3 +286,25 @@ def test_it_tells_systemd_when_its_socket_answers(tmp_path):
             assert post(p.sock, "Plugin.Activate", {})[0] == 200
         finally:
             p.stop()
+
+
+def test_the_plugin_asks_dockerd_who_owns_a_container(plugin):
+    assert authz(plugin.sock, "POST", "/v1.45/containers/abc/kill")["Allow"] is True
+    answer = authz(plugin.sock, "POST", "/v1.45/containers/rootbox/exec", {"Cmd": ["sh"]})
+    assert answer["Allow"] is False and "runs runc runtime, not a sandbox runtime" in answer["Msg"]
+    # No such container: dockerd answers 404 itself.
+    assert authz(plugin.sock, "DELETE", "/v1.45/containers/gone")["Allow"] is True
+
+
+def test_a_dockerd_that_cannot_be_asked_refuses_ownership_calls(plugin, tmp_path):
+    (tmp_path / "docker.sock").unlink()
+    answer = authz(plugin.sock, "POST", "/v1.45/containers/abc/kill")
+    assert answer["Allow"] is False and "could not ask dockerd about container 'abc'" in answer["Msg"]
+    assert authz(plugin.sock, "GET", "/_ping")["Allow"] is True
+
+
+def test_an_unreadable_configuration_fails_closed_for_a_tls_request_without_a_user(plugin):
+    plugin.config.write_text("{")
+    status, answer = post(plugin.sock, "AuthZPlugin.AuthZReq",
+                          {"UserAuthNMethod": "TLS", "RequestMethod": "GET", "RequestUri": "/_ping"})
+    assert status == 200 and answer["Allow"] is False
