@@ -30,6 +30,7 @@ from components.contract import CONTRACT_ENV, REMOTE_ROOT
 from components.machine import Machine
 from components.payload import AUTHZ_FILES, Payload
 from components.settings import HostSpec, Settings
+from components.settings.declarations import Setting, host_variables
 
 # Bounds of the remote steps. cloud-init installs the base packages on first
 # boot; 15 minutes is far beyond a healthy boot and bounds a stuck apt.
@@ -178,66 +179,53 @@ class PipelineInputs:
 
 @dataclass(frozen=True)
 class Variable:
-    """A variable the program hands a step: where its value comes from."""
+    """A variable the program hands a step: where its value comes from (a
+    setting's key, or a fact), what a script sees, and how it is computed."""
 
     source: str
     value: Callable[[PipelineInputs], pulumi.Input[str]]
+    doc: str = ""
 
 
 def _verify_archive_remote_path(h: PipelineInputs) -> str:
     return VERIFY_IMAGE_REMOTE_PATH if h.settings.verify.image_archive is not None else ""
 
 
-# Every variable a step may read, with the setting (or fact) it comes from:
-# a setting re-runs exactly the steps whose `env` names its variable.
-def _verify_outside(h: PipelineInputs) -> str:
-    probe = h.settings.verify.outside_probe
-    return "none" if probe is None else f"{probe[0]} {probe[1]}"
+# Variables that carry facts, not settings.
+FACT_VARIABLES: Mapping[str, Variable] = {
+    "FR_ROOT": Variable("the payload's place on the host", lambda h: REMOTE_ROOT, f"`{REMOTE_ROOT}`"),
+    "FR_HOST": Variable("the host's name", lambda h: h.name, "the host's name in the stack (for messages)"),
+    "CLOUD_INIT_TIMEOUT": Variable(
+        "fixed bound",
+        lambda h: str(CLOUD_INIT_TIMEOUT_SECONDS),
+        f"seconds to wait for cloud-init ({CLOUD_INIT_TIMEOUT_SECONDS})",
+    ),
+    "PAYLOAD_DIRS": Variable(
+        "the payload", lambda h: " ".join(h.payload.top_level_dirs), "the payload's top-level directories"
+    ),
+    "PAYLOAD_SHA256": Variable("the payload", lambda h: h.payload.sha256, "the payload archive's sha256"),
+    "PRIVATE_ADDRESS": Variable(
+        "the machine's private address", lambda h: h.private_address, "the address Docker listens on"
+    ),
+    "VERIFY_IMAGE_ARCHIVE": Variable(
+        "verify.imageArchive",
+        _verify_archive_remote_path,
+        f"empty, or `{VERIFY_IMAGE_REMOTE_PATH}`: the `docker save` archive of `verify.imageArchive`, "
+        "loaded first",
+    ),
+}
 
 
+def _setting_variable(decl: Setting) -> Variable:
+    return Variable(decl.key, lambda h: decl.host_value(h.settings, h.spec))
+
+
+# Every variable a step may read: the facts, and one per declared setting
+# that names a host variable (components/settings/declarations.py). A
+# setting re-runs exactly the steps whose `env` names its variable.
 VARIABLES: Mapping[str, Variable] = {
-    "FR_ROOT": Variable("the payload's place on the host", lambda h: REMOTE_ROOT),
-    "FR_HOST": Variable("the host's name", lambda h: h.name),
-    "CLOUD_INIT_TIMEOUT": Variable("fixed bound", lambda h: str(CLOUD_INIT_TIMEOUT_SECONDS)),
-    "PAYLOAD_DIRS": Variable("the payload", lambda h: " ".join(h.payload.top_level_dirs)),
-    "PAYLOAD_SHA256": Variable("the payload", lambda h: h.payload.sha256),
-    "ISOLATION": Variable("isolation", lambda h: h.settings.isolation),
-    "KATA_HYPERVISOR": Variable("kata.hypervisor", lambda h: h.settings.kata.hypervisor),
-    "GVISOR_RUNSC": Variable("gvisor.runsc", lambda h: h.settings.gvisor.runsc),
-    "GVISOR_ALLOW_HOST_NETWORK": Variable(
-        "gvisor.allowHostNetworkStack", lambda h: "true" if h.settings.gvisor.allow_host_network_stack else "false"
-    ),
-    "ARTIFACT_MIRROR": Variable("artifacts.mirror", lambda h: h.settings.artifacts.mirror or ""),
-    "ADMIN_CIDRS": Variable("admin.sshSourceCidrs", lambda h: " ".join(h.settings.admin.ssh_source_cidrs)),
-    "ENDPOINT_CIDRS": Variable("endpoint.allowedCidrs", lambda h: " ".join(h.settings.endpoint.allowed_cidrs)),
-    "ENDPOINT_PORT": Variable("endpoint.port", lambda h: str(h.settings.endpoint.port)),
-    "SSH_PORT": Variable("hosts[].sshdPort", lambda h: str(h.spec.sshd_port)),
-    "PRIVATE_ADDRESS": Variable("the machine's private address", lambda h: h.private_address),
-    "VERIFY_IMAGE": Variable("verify.image", lambda h: h.settings.verify.image),
-    "VERIFY_IMAGE_ARCHIVE": Variable("verify.imageArchive", _verify_archive_remote_path),
-    "COLD_START_RUNS": Variable("verify.coldStartRuns", lambda h: str(h.settings.verify.cold_start_runs)),
-    "LIMIT_MAX_MEMORY_MIB": Variable(
-        "endpoint.limits.maxMemoryMiB", lambda h: str(h.settings.endpoint.limits.max_memory_mib)
-    ),
-    "LIMIT_MAX_PIDS": Variable("endpoint.limits.maxPids", lambda h: str(h.settings.endpoint.limits.max_pids)),
-    "LIMIT_MAX_MILLICPUS": Variable(
-        "endpoint.limits.maxCpus", lambda h: str(h.settings.endpoint.limits.max_millicpus)
-    ),
-    # Space-separated hex; common names one a line (they may hold spaces).
-    "REVOKED_SERIALS": Variable("endpoint.revoked.serials", lambda h: " ".join(h.settings.endpoint.revoked.serials)),
-    "REVOKED_NAMES": Variable(
-        "endpoint.revoked.commonNames", lambda h: "\n".join(h.settings.endpoint.revoked.common_names)
-    ),
-    "EGRESS_BLOCK_SMTP": Variable("egress.smtp", lambda h: "1" if h.settings.egress.block_smtp else "0"),
-    "EGRESS_NEW_PER_SECOND": Variable(
-        "egress.newConnectionsPerSecond", lambda h: str(h.settings.egress.new_per_second)
-    ),
-    "EGRESS_NEW_BURST": Variable("egress.newConnectionsBurst", lambda h: str(h.settings.egress.new_burst)),
-    "EGRESS_ALLOWED_CIDRS": Variable("egress.allowedCidrs", lambda h: " ".join(h.settings.egress.allowed_cidrs)),
-    "VERIFY_OUTSIDE": Variable("verify.outsideProbe", _verify_outside),
-    "VERIFY_NERDCTL": Variable("verify.nerdctl", lambda h: "true" if h.settings.verify.nerdctl else "false"),
-    "SSH_USER": Variable("hosts[].sshUser", lambda h: h.spec.ssh_user),
-    "HOST_SOURCE": Variable("hosts[].source", lambda h: h.spec.source),
+    **FACT_VARIABLES,
+    **{name: _setting_variable(decl) for name, decl in host_variables().items()},
 }
 
 

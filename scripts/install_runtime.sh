@@ -280,7 +280,7 @@ print_result() {
 
 main() {
   require_root
-  require_gvisor_runsc
+  require_var ISOLATION GVISOR_RUNSC
   require_kvm_if_kata_wanted
   install_runtime_packages
   install_kata

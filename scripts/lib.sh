@@ -597,7 +597,7 @@ gvisor_release_path() {
 
 # runsc_path: the runsc this host runs, by gvisor.runsc.
 runsc_path() {
-  require_gvisor_runsc
+  require_var GVISOR_RUNSC
   if [[ "$GVISOR_RUNSC" == debian ]]; then
     printf '%s\n' "$FR_DEBIAN_RUNSC"
   else
@@ -628,7 +628,7 @@ runsc_version() {
 WANTED_RUNTIMES=()
 # runtimes_given KATA_HERE: the rule, "can Kata run here" answered 1 or 0.
 runtimes_given() {
-  require_isolation
+  require_var ISOLATION
   WANTED_RUNTIMES=()
   if [[ "$ISOLATION" == vm ]] || (($1)); then WANTED_RUNTIMES+=(kata); fi
   if [[ "$ISOLATION" == sandbox ]]; then WANTED_RUNTIMES+=(runsc); fi

@@ -23,7 +23,7 @@ from tests.scripts.helpers import run_bash
 BASE = {
     "SSH_PORT": "22",
     "ENDPOINT_PORT": "2376",
-    "EGRESS_BLOCK_SMTP": "1",
+    "EGRESS_BLOCK_SMTP": "true",
     "EGRESS_NEW_PER_SECOND": "50",
     "EGRESS_NEW_BURST": "200",
     "EGRESS_ALLOWED_CIDRS": "",
@@ -134,28 +134,20 @@ def test_egress_defaults_block_smtp_and_limit_new_connections(fr_env):
 
 def test_egress_settings_turn_smtp_block_and_rate_limit_off(fr_env):
     env = {**fr_env, **BASE, "ADMIN_CIDRS": "203.0.113.0/24", "ENDPOINT_CIDRS": ""}
-    env.update({"EGRESS_BLOCK_SMTP": "0", "EGRESS_NEW_PER_SECOND": "0", "EGRESS_ALLOWED_CIDRS": "198.51.100.7/32 2001:db8::/48"})
+    env.update({"EGRESS_BLOCK_SMTP": "false", "EGRESS_NEW_PER_SECOND": "0", "EGRESS_ALLOWED_CIDRS": "198.51.100.7/32 2001:db8::/48"})
     out = run_bash("render_ruleset", env, script="host_firewall.sh").stdout
     assert "dport { 25, 465 }" not in out and "limit rate" not in out
     assert set_elements(out, "egress_allowed_v4") == "198.51.100.7/32"
     assert set_elements(out, "egress_allowed_v6") == "2001:db8::/48"
 
 
-@pytest.mark.parametrize(
-    ("variable", "value", "config_key"),
-    [
-        ("EGRESS_BLOCK_SMTP", "yes", "egress.smtp"),
-        ("EGRESS_NEW_PER_SECOND", "-1", "egress.newConnectionsPerSecond"),
-        ("EGRESS_NEW_BURST", "0", "egress.newConnectionsBurst"),
-        ("EGRESS_ALLOWED_CIDRS", "198.51.100.0/33", "egress"),
-    ],
-)
-def test_bad_egress_input_is_refused_naming_the_setting(fr_env, variable, value, config_key):
-    env = {**fr_env, **BASE, "ADMIN_CIDRS": "203.0.113.0/24", "ENDPOINT_CIDRS": "", variable: value}
+@pytest.mark.parametrize("variable", ["ADMIN_CIDRS", "EGRESS_BLOCK_SMTP", "EGRESS_NEW_PER_SECOND", "SSH_PORT"])
+def test_a_missing_variable_fails_closed_naming_it(fr_env, variable):
+    """The program checks every value (components/settings); the script
+    trusts them and stops only when one is missing."""
+    env = {**fr_env, **BASE, "ADMIN_CIDRS": "203.0.113.0/24", "ENDPOINT_CIDRS": "", variable: ""}
     r = run_bash("check_inputs", env, script="host_firewall.sh")
-    assert r.rc != 0 and f"'{value}'" in r.stderr and "test-host-1" in r.stderr
-    if config_key != "egress":
-        assert config_key in r.stderr
+    assert r.rc != 0 and f"variable {variable} to be set" in r.stderr and "test-host-1" in r.stderr
 
 
 def nft_check_works() -> bool:
@@ -178,16 +170,6 @@ def test_nft_accepts_rendered_ruleset(fr_env, tmp_path, admin, endpoint):
     path.write_text(render(fr_env, admin, endpoint).stdout)
     check = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-
-
-@pytest.mark.parametrize("bad", ["10.0.0.0/33", "not-a-cidr", "2001:db8::/129"])
-def test_malformed_cidr_is_refused(fr_env, bad):
-    r = run_bash(
-        "check_inputs",
-        {**fr_env, **BASE, "ADMIN_CIDRS": f"10.0.0.0/8 {bad}", "ENDPOINT_CIDRS": ""},
-        script="host_firewall.sh",
-    )
-    assert r.rc != 0 and f"'{bad}'" in r.stderr and "test-host-1" in r.stderr
 
 
 @pytest.mark.parametrize(

@@ -237,7 +237,7 @@ def test_smtp_to_the_outside_is_reset_and_other_ports_are_not(lab, fr_env, tmp_p
     assert lab.reaches("a1", OUTSIDE, 25) == "refused"
     assert lab.reaches("a1", OUTSIDE, 465) == "refused"
     assert lab.reaches("a1", OUTSIDE, 587) == "open"
-    load(lab, ruleset(fr_env, EGRESS_BLOCK_SMTP="0"), tmp_path)
+    load(lab, ruleset(fr_env, EGRESS_BLOCK_SMTP="false"), tmp_path)
     assert lab.reaches("a1", OUTSIDE, 25) == "open"
     load(lab, ruleset(fr_env, EGRESS_ALLOWED_CIDRS=f"{OUTSIDE}/32"), tmp_path)
     assert lab.reaches("a1", OUTSIDE, 25) == "open"
