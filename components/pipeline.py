@@ -121,6 +121,7 @@ HOST_STEPS: tuple[Step, ...] = (
             "LIMIT_MAX_MILLICPUS",
             "REVOKED_SERIALS",
             "REVOKED_NAMES",
+            "ENDPOINT_REGISTRIES",
         ),
         # The endpoint policy: the plugin dockerd asks before every request;
         # the catalog names the gVisor release's directory (its version).

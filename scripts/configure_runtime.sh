@@ -12,7 +12,8 @@
 # Input: ISOLATION, KATA_HYPERVISOR, GVISOR_RUNSC, GVISOR_ALLOW_HOST_NETWORK,
 # PRIVATE_ADDRESS, ENDPOINT_PORT,
 # LIMIT_MAX_MEMORY_MIB, LIMIT_MAX_PIDS, LIMIT_MAX_MILLICPUS, REVOKED_SERIALS
-# (space-separated hex), REVOKED_NAMES (one a line); on stdin
+# (space-separated hex), REVOKED_NAMES (one a line), ENDPOINT_REGISTRIES
+# (space-separated registry hosts the consumer may pull from); on stdin
 # the CA certificate, the server certificate and the server key (PEM, in that
 # order). The key goes to a 0600 root file and is never printed.
 # Output (stdout): one JSON line
@@ -206,10 +207,10 @@ render_policy_config() {
   if [[ -n "${REVOKED_NAMES:-}" ]]; then
     while IFS= read -r name; do [[ -z "$name" ]] || names+=("$name"); done <<<"$REVOKED_NAMES"
   fi
-  # shellcheck disable=SC2086 # REVOKED_SERIALS is a space-separated list
-  printf '{"sandboxRuntimes": %s, "limits": {"maxMemoryMiB": %s, "maxPids": %s, "maxMilliCpus": %s}, "revokedSerials": %s, "revokedNames": %s}\n' \
+  # shellcheck disable=SC2086 # REVOKED_SERIALS and ENDPOINT_REGISTRIES are space-separated lists
+  printf '{"sandboxRuntimes": %s, "limits": {"maxMemoryMiB": %s, "maxPids": %s, "maxMilliCpus": %s}, "revokedSerials": %s, "revokedNames": %s, "registries": %s}\n' \
     "$(json_array "$@")" "$LIMIT_MAX_MEMORY_MIB" "$LIMIT_MAX_PIDS" "$LIMIT_MAX_MILLICPUS" \
-    "$(json_array ${REVOKED_SERIALS:-})" "$(json_array "${names[@]}")"
+    "$(json_array ${REVOKED_SERIALS:-})" "$(json_array "${names[@]}")" "$(json_array ${ENDPOINT_REGISTRIES:-})"
 }
 
 # render_policy_unit: the plugin as a systemd service, ready (sd_notify) once

@@ -41,6 +41,7 @@ from components.contract import (
     KATA_HYPERVISORS,
     SMTP_PORTS,
 )
+from endpoint_authz.rules import DEFAULT_REGISTRIES
 
 if TYPE_CHECKING:
     from components.settings.model import HostSpec, Settings
@@ -275,6 +276,12 @@ SETTINGS: tuple[Setting, ...] = (
     S("endpoint.revoked.commonNames", "list", "client certificates the endpoint refuses, by common name",
       default=(), host_var="REVOKED_NAMES", attr="endpoint.revoked.common_names", encode="\n".join,
       host_doc="one a line (a name may hold spaces)"),
+    S("endpoint.registries", "list", "the registry hosts (`host[:port]`, lower case) the consumer may pull "
+      "from through the endpoint: the large public registries by default; list a stack's own mirror here. "
+      "Never a loopback, private, link-local or CGNAT address, nor `localhost`, whatever the list says",
+      default=DEFAULT_REGISTRIES, default_text="the large public registries (" + ", ".join(
+          f"`{r}`" for r in DEFAULT_REGISTRIES) + ")", host_var="ENDPOINT_REGISTRIES",
+      attr="endpoint.registries"),
     S("artifacts.mirror", "string", "base URL serving the catalog's files by name (air-gapped sites; a "
       "fleet cache for the 1.55 GB Kata archive); hashes are still checked. No `user:password@`, query string "
       "or fragment: the URL is plain in command inputs, state and logs", host_var="ARTIFACT_MIRROR",

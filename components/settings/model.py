@@ -93,6 +93,8 @@ class EndpointSettings:
     allowed_cidrs: tuple[str, ...]
     limits: EndpointLimits = EndpointLimits()
     revoked: EndpointRevocations = EndpointRevocations()
+    # Where the consumer may pull from (the endpoint policy's list).
+    registries: tuple[str, ...] = default_of("endpoint.registries")
 
 
 @dataclass(frozen=True)

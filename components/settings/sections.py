@@ -60,6 +60,7 @@ from components.settings.model import (
 )
 from components.settings.problems import Problems, has_control, shown
 from components.ssh_keys import ssh_public_key_problem
+from endpoint_authz.rules import load_registries
 
 DEFAULT_HYPERVISOR = KATA_DOCKER_TESTED_HYPERVISORS[0]
 HYPERVISOR_NAMES = {"qemu": "QEMU", "clh": "Cloud Hypervisor"}
@@ -234,7 +235,26 @@ def parse_endpoint(p: Problems, value: Any, network: NetworkSettings) -> Endpoin
         allowed_cidrs=tuple(cidrs),
         limits=parse_endpoint_limits(p, obj.get("limits")),
         revoked=parse_revocations(p, obj.get("revoked")),
+        registries=parse_registries(p, obj),
     )
+
+
+def parse_registries(p: Problems, obj: dict[str, Any]) -> tuple[str, ...]:
+    """endpoint.registries, judged by the endpoint policy's own rule (the
+    plugin refuses the same list on the host)."""
+    if obj.get("registries") is None:
+        return setting("endpoint.registries").default
+    out: list[str] = []
+    for i, entry in enumerate(_read(p, "endpoint.registries", obj)):
+        try:
+            load_registries([entry])
+        except ValueError as err:
+            p.add(key(f"endpoint.registries[{i}]"), f"{str(err).removeprefix('registries: ')}; give a public "
+                  "registry host such as docker.io or registry.example.com:5000")
+            continue
+        if entry not in out:
+            out.append(entry)
+    return tuple(out)
 
 
 def parse_egress(p: Problems, value: Any) -> EgressSettings:

@@ -232,6 +232,13 @@ def test_policy_config_is_what_the_plugin_loads(fr_env, tmp_path):
     assert config.revoked_names == {"verify old", 'say "hi"'}
 
 
+def test_policy_config_carries_the_stacks_registries(fr_env, tmp_path):
+    env = policy_env(fr_env, tmp_path, ENDPOINT_REGISTRIES="docker.io registry.example.com:5000")
+    r = run_bash("render_policy_config runsc", env, script="configure_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert load_config(json.loads(r.stdout)).registries == ("docker.io", "registry.example.com:5000")
+
+
 @pytest.mark.parametrize("variable", ["LIMIT_MAX_MEMORY_MIB", "LIMIT_MAX_PIDS", "ISOLATION", "GVISOR_RUNSC"])
 def test_a_missing_input_fails_closed_naming_it(fr_env, tmp_path, variable):
     """Values are the program's, checked once (components/settings); the
