@@ -8,7 +8,7 @@ is reported at once, as settings are, each naming its config key.
 
 Without a Hetzner token (a pull request from a fork) there is nothing to
 ask: the lookup is skipped, and said so, and preview goes on with the
-by-name checks of components/settings.py. Stacks with only dedicated hosts
+by-name checks of components/settings/hosts.py. Stacks with only dedicated hosts
 look nothing up.
 """
 

@@ -56,7 +56,7 @@ PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 PASSWORD_KEYS = frozenset(
     {"password", "passwd", "chpasswd", "plain_text_passwd", "hashed_passwd", "passphrase"}
 )
-# "Anywhere" (as components/settings.py judges it; the pack runs on its own,
+# "Anywhere" (as components/settings/addresses.py judges it; the pack runs on its own,
 # so the rule is restated here): sources whose union covers at least a
 # quarter of IPv4, or of IPv6's global unicast space.
 ANYWHERE_SHARE = 0.25

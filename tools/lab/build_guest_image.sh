@@ -49,7 +49,8 @@ in_chroot() {
 
 bootstrap_minbase() {
   # --include=cloud-init fails on a dependency debootstrap cannot resolve;
-  # minbase first, then apt-get inside the chroot (see DESIGN.md).
+  # minbase first, then apt-get inside the chroot (tests/hostlab/README.md,
+  # Problems met and their fixes).
   info "debootstrap --variant=minbase $HOSTLAB_SUITE from $HOSTLAB_MIRROR"
   debootstrap --variant=minbase --components=main \
     "$HOSTLAB_SUITE" "$ROOTFS" "$HOSTLAB_MIRROR" >&2
