@@ -18,6 +18,19 @@ policy back and restarts dockerd before it exits, even on failure.
 Prints a table on stderr and one JSON document on stdout: per arm the
 median, the interquartile range and min/max in ms, and the ratio of the
 medians (with policy / without; the issue's goal is at most 1.05).
+
+`--per-request` measures what the policy adds to one API request, on any
+machine with Python: `rules.decide` for a ping, a create (docker-py's body),
+and a container call by ID, the last with its ownership lookup (the
+plugin's DockerLookups, one inspect on dockerd's socket) and without it.
+On a host, as root, `--docker-socket /run/docker.sock --container ID` asks
+the real dockerd; otherwise it asks a stand-in on a temporary unix socket
+(a small HTTP server answering one canned inspect document: NOT dockerd, so
+its figure is the plugin's side of a lookup only). Medians in microseconds
+and the ratio of the lookup arm to the decision alone; no assertion.
+
+    python bench/endpoint_policy.py --per-request --rounds 2000
+    sudo python3 bench/endpoint_policy.py --per-request --docker-socket /run/docker.sock --container fn-1
 """
 
 from __future__ import annotations
@@ -34,9 +47,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.endpoint import docker_client, read_stack_outputs
+from endpoint_authz.plugin import DockerLookups
+from endpoint_authz.rules import OWNER_LABEL, Limits, PolicyConfig, decide
 
+CONSUMER = "functions-runtime consumer"  # components/pki.py: the consumer certificate's CN
 LIMITS = {"mem_limit": "256m", "pids_limit": 128, "nano_cpus": 1_000_000_000}
+LABELS = {OWNER_LABEL: CONSUMER}
 DOCKER_READY_TIMEOUT_S = 120  # dockerd answering after a restart (TCG guests are slow)
 SSH_TIMEOUT_S = 300
 
@@ -76,7 +92,7 @@ def set_policy(ssh: list[str], on: bool) -> None:
 
 def start_ms(client: Any, image: str) -> float:
     begin = time.perf_counter()
-    client.containers.run(image, ["true"], remove=True, **LIMITS)
+    client.containers.run(image, ["true"], remove=True, labels=LABELS, **LIMITS)
     return (time.perf_counter() - begin) * 1000
 
 
@@ -91,16 +107,133 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+def _peer_certificate() -> str:
+    """A real certificate's PEM, base64 (what dockerd forwards), made with openssl."""
+    import base64
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", f"{tmp}/k.pem", "-out", f"{tmp}/c.pem", "-subj", f"/CN={CONSUMER}", "-days", "1"],
+            check=True, capture_output=True,
+        )
+        return base64.b64encode(Path(f"{tmp}/c.pem").read_bytes()).decode()
+
+
+class _StandIn:
+    """NOT dockerd: a unix-socket HTTP server answering every GET with one
+    canned container inspect document, so a lookup's client side can be timed."""
+
+    def __init__(self, path: Path) -> None:
+        import socket
+        import threading
+
+        doc = json.dumps({"Id": "c" * 64, "Config": {"Labels": LABELS}, "HostConfig": {"Runtime": "runsc"}}).encode()
+        self.reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                      + str(len(doc)).encode() + b"\r\nConnection: close\r\n\r\n" + doc)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(64)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(self.reply)
+
+
+def per_request(args: argparse.Namespace) -> int:
+    import base64
+    import tempfile
+
+    config = PolicyConfig(sandbox_runtimes=("runsc", "kata"),
+                          limits=Limits(2048 << 20, 1024, 2_000_000_000))
+    cert = _peer_certificate()
+    who = {"User": CONSUMER, "UserAuthNMethod": "TLS", "RequestPeerCertificates": [cert]}
+    body = {"Image": "busybox", "Cmd": ["true"], "Labels": LABELS, "Env": None, "Tty": False,
+            "HostConfig": {"Memory": 268435456, "PidsLimit": 128, "NanoCpus": 1_000_000_000, "NetworkMode": "default",
+                           "AutoRemove": True, "LogConfig": {"Type": "", "Config": {}}}}
+    ref = args.container or "c" * 12
+    requests = {
+        "ping": {**who, "RequestMethod": "GET", "RequestUri": "/v1.45/_ping"},
+        "create": {**who, "RequestMethod": "POST", "RequestUri": "/v1.45/containers/create",
+                   "RequestBody": base64.b64encode(json.dumps(body).encode()).decode()},
+        "kill": {**who, "RequestMethod": "POST", "RequestUri": f"/v1.45/containers/{ref}/kill"},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        stand_in = None
+        socket_path = args.docker_socket
+        if socket_path is None:
+            socket_path = Path(tmp) / "stand-in.sock"
+            stand_in = _StandIn(socket_path)
+        lookups = DockerLookups(socket_path)
+
+        class NoLookup:  # the decision alone: the container is found at once
+            def container(self, _: str) -> dict[str, Any]:
+                return {"Config": {"Labels": LABELS}, "HostConfig": {"Runtime": "runsc"}}
+
+            def exec(self, _: str) -> None:
+                return None
+
+            def volume(self, _: str) -> None:
+                return None
+
+        arms = {
+            "ping": (requests["ping"], None), "create": (requests["create"], None),
+            "kill, no lookup": (requests["kill"], NoLookup()), "kill, with lookup": (requests["kill"], lookups),
+        }
+        times: dict[str, list[float]] = {name: [] for name in arms}
+        for _ in range(args.rounds):  # interleaved, so a drift falls on every arm
+            for name, (request, source) in arms.items():
+                begin = time.perf_counter()
+                decision = decide(request, config, False, source)
+                times[name].append((time.perf_counter() - begin) * 1e6)
+                if not decision.allow:
+                    sys.exit(f"{name}: refused: {decision.msg}")
+        if stand_in is not None:
+            stand_in.server.close()
+    result: dict[str, Any] = {name: round(statistics.median(v), 1) for name, v in times.items()}
+    result = {"medianUs": result, "rounds": args.rounds,
+              "dockerd": "stand-in (not dockerd)" if args.docker_socket is None else str(args.docker_socket),
+              "lookupRatio": round(result["kill, with lookup"] / result["kill, no lookup"], 1),
+              "lookupAddsUs": round(result["kill, with lookup"] - result["kill, no lookup"], 1)}
+    for name, value in result["medianUs"].items():
+        log(f"{name:>18}: median {value} us")
+    print(json.dumps(result))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("outputs", help="`pulumi stack output --json --show-secrets` of the stack")
-    parser.add_argument("--ssh", required=True, help="the SSH command that reaches the host as root")
+    parser.add_argument("outputs", nargs="?", help="`pulumi stack output --json --show-secrets` of the stack")
+    parser.add_argument("--per-request", action="store_true", help="time the policy's decision per request")
+    parser.add_argument("--rounds", type=int, default=2000, help="--per-request: requests per arm")
+    parser.add_argument("--docker-socket", type=Path, help="--per-request: dockerd's socket (default: a stand-in)")
+    parser.add_argument("--container", help="--per-request: a container the lookup inspects (with --docker-socket)")
+    parser.add_argument("--ssh", help="the SSH command that reaches the host as root")
     parser.add_argument("--host", help="host name (default: the first verified host)")
     parser.add_argument("--base-url", help="override the Docker host URL (an SSH tunnel, the lab's forward)")
     parser.add_argument("--image", default="functions-runtime/verify:busybox")
     parser.add_argument("--blocks", type=int, default=4, help="blocks per arm (even: ABBA order)")
     parser.add_argument("--runs", type=int, default=5, help="container starts per block")
     args = parser.parse_args()
+    if args.per_request:
+        return per_request(args)
+    if not args.outputs or not args.ssh:
+        parser.error("the container-start benchmark needs the stack outputs and --ssh")
+    from components.endpoint import docker_client, read_stack_outputs
+
     endpoint, tls = read_stack_outputs(Path(args.outputs).read_text())
     ssh = shlex.split(args.ssh)
     times: dict[str, list[float]] = {"with": [], "without": []}
