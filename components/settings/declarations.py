@@ -207,7 +207,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("hosts[].addresses[].hostKey", "string", "dedicated: the machine's SSH host public key, so the "
       "program never talks to an impostor", default_text="required unless `trustOnFirstUse`"),
     S("hosts[].sshUser", "string", "dedicated: the account the program connects as (a user name)",
-      default="root", host_var="SSH_USER", attr="spec.ssh_user"),
+      default="root", host_var="SSH_USER", attr="spec.ssh_user",
+      host_doc="the account the program connects as (`root` on Cloud servers)"),
     S("hosts[].sshPort", "integer", "dedicated: the SSH port the program dials", default=22, low=1, high=65535),
     S("hosts[].sshdPort", "integer", "dedicated: the port sshd listens on inside the host, when a port "
       "forward differs; every port a host listens on (`sshdPort`, `endpoint.port`) is distinct",
@@ -296,7 +297,8 @@ SETTINGS: tuple[Setting, ...] = (
       "...), nor a home directory's root or a top-level directory", default=()),
     S("verify.image", "string", f"built on each host from Debian's `busybox-static` when it is "
       f"`{BUSYBOX_VERIFY_IMAGE}`; any other image must be a reference pinned `@sha256:` (or the image ID of "
-      "`verify.imageArchive`)", default=BUSYBOX_VERIFY_IMAGE, host_var="VERIFY_IMAGE", attr="verify.image"),
+      "`verify.imageArchive`)", default=BUSYBOX_VERIFY_IMAGE, host_var="VERIFY_IMAGE", attr="verify.image",
+      host_doc=f"an image reference; `{BUSYBOX_VERIFY_IMAGE}` means: build it from the host's busybox-static"),
     S("verify.imageArchive", "string", "a `docker save` tarball (at most 512 MiB, holding `verify.image` when "
       "that is an image ID) in the project or an `artifacts.localDirs` directory, pushed to each host before "
       "verify"),

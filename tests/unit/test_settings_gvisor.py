@@ -99,7 +99,7 @@ def test_without_gvisors_rows_debian_or_a_vm_stack_needs_none(tmp_path):
 
 
 def test_the_projects_catalog_pins_gvisor_as_published():
-    """The digests ARTIFACTS.md records (Google publishes sha512 files only)."""
+    """The digests gVisor publishes for its release files (Google publishes sha512 files only)."""
     catalog = parse_settings(config(), "test").artifacts.catalog
     runsc, shim = catalog["runsc"], catalog["containerd-shim-runsc-v1"]
     assert runsc.version == shim.version == "20260817.0"
