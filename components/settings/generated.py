@@ -14,7 +14,6 @@ import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from components.settings.declarations import SECTIONS, SETTINGS, TOP_LEVEL_KEYS, Setting
 from components.settings.model import NAMESPACE, PROJECT_ROOT
