@@ -1,6 +1,6 @@
 """dockerd's authorization plugin for the endpoint, and the operator command.
 
-    plugin.py serve --socket PATH --config PATH --drain-file PATH
+    plugin.py serve --socket PATH --config PATH --drain-file PATH [--docker-socket PATH]
     plugin.py drain|resume|status --drain-file PATH
     plugin.py check-config PATH
 
@@ -8,7 +8,9 @@
 (dockerd finds it as /run/docker/plugins/<name>.sock):
 `/Plugin.Activate` -> {"Implements": ["authz"]}; `/AuthZPlugin.AuthZReq` ->
 {"Allow": ..., "Msg": ...} from `rules.decide`; `/AuthZPlugin.AuthZRes` ->
-allowed (the policy decides on requests only). The configuration file is
+allowed (the policy decides on requests only). A request that names a
+container, exec or volume makes the plugin ask dockerd about it on
+`--docker-socket` (DockerLookups: one inspect). The configuration file is
 re-read when it changes; the drain file's existence is the draining state,
 read on every request, so `drain` and `resume` take effect at once and
 survive a restart. Anything it cannot read is refused, never allowed.

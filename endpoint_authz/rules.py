@@ -16,11 +16,21 @@ functions service needs (ROUTES) and nothing that weakens the sandbox:
 requires memory, PID and CPU limits within the stack's maxima (an AuthZ
 plugin can allow or deny, never change a request, so a missing limit is
 refused, not defaulted). The local socket (root on the host) is not
-restricted.
+restricted; anything that is not provably the local socket is a remote
+client and needs a readable certificate (identity fails closed).
+
+A client acts only on the containers and volumes it created: creates carry
+the label OWNER_LABEL with the certificate's common name, and a call that
+names a container, exec or volume is checked against dockerd's answer
+about it (`Lookups`, which the plugin answers on dockerd's socket; this
+module does no I/O itself). A pull takes no body and names a registry of
+the configuration's `registries`, never a local or private address.
 
 Bodies are read the way dockerd's Go decoder reads them: keys match struct
-fields case-insensitively (with Go's folding: `ſ` is `S`, `K` is `K`), null
-leaves a field unset, a number into a string field is an error. Where Go's
+fields exactly or case-insensitively on ASCII (a key outside ASCII is
+refused anywhere in a body: Go's folding there differs from Python's and
+between Go releases; see go_fold), null leaves a field unset, a number
+into a string field is an error. Where Go's
 answer depends on order (a field given twice: last wins, and two objects
 for one field merge), the body is refused instead: no client sends a
 field twice. An unknown field is refused unless its value is empty (newer

@@ -6,7 +6,9 @@ dockerd's plugin protocol (Plugin.Activate, AuthZPlugin.AuthZReq,
 AuthZPlugin.AuthZRes; sized and chunked requests); the socket is 0600;
 `drain`/`resume`/`status` switch creates off and on for a running plugin;
 an edited configuration (a revoked serial) applies without a restart; an
-unreadable configuration refuses restricted clients; SIGTERM stops it and
+unreadable configuration refuses restricted clients (and a TLS request
+without a user); ownership calls ask dockerd's socket (here a stand-in,
+FakeDockerSocket) and are refused when it cannot be asked; SIGTERM stops it and
 removes the socket; it notifies systemd (Type=notify) once it answers.
 Every process a test starts is stopped by its PID.
 Does not prove: that dockerd calls it (the hostlab does).

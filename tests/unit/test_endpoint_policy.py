@@ -3,7 +3,8 @@
 Proves, table-driven: every rule with an allowed and a refused variant; each
 refusal is one line that starts with the policy's prefix and names the
 rule; bodies are read as Go's decoder reads them (case-insensitive keys,
-Go's folding, null, types) and ambiguous ones are refused; malformed,
+null, types; test_endpoint_decoding.py: keys outside ASCII) and ambiguous
+ones are refused; malformed,
 empty and unforwarded (over 1 MiB) bodies of a create are refused; API
 version prefixes, query strings and percent-escapes are read as dockerd's
 router reads them; chunked bodies arrive as any other (dockerd forwards
