@@ -32,33 +32,20 @@ class Result:
     stderr: str
 
 
+def _run(argv: list[str], env: dict[str, str], stdin: str, timeout: int) -> Result:
+    """Run `argv` with only PATH, HOME (/nonexistent unless `env` sets it), LANG and `env`."""
+    full_env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "LANG": "C.UTF-8", **env}
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=full_env, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
 def run_bash(snippet: str, env: dict[str, str], stdin: str = "", script: str = "lib.sh") -> Result:
     """Source scripts/<script> (its main does not run) and run `snippet`."""
-    full_env = {"PATH": os.environ["PATH"], "HOME": env.get("HOME", "/nonexistent"), "LANG": "C.UTF-8"}
-    full_env.update(env)
-    proc = subprocess.run(
-        ["bash", "-c", f'source "$1"; {snippet}', "bash", str(SCRIPTS / script)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=120,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return _run(["bash", "-c", f'source "$1"; {snippet}', "bash", str(SCRIPTS / script)], env, stdin, 120)
 
 
 def run_script(script: str, env: dict[str, str], stdin: str = "") -> Result:
-    full_env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "LANG": "C.UTF-8"}
-    full_env.update(env)
-    proc = subprocess.run(
-        ["bash", str(SCRIPTS / script)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=180,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return _run(["bash", str(SCRIPTS / script)], env, stdin, 180)
 
 
 def sha256(data: bytes) -> str:

@@ -21,7 +21,6 @@ import copy
 import json
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.scripts.helpers import write_contract
+from tests.scripts.helpers import Result, run_bash, write_contract
 from tests.support.program import ProgramRun, config_from_stack_file, run_program
 from tools.lab.harness import is_secret, unwrap
 
@@ -199,20 +198,12 @@ def key_body_lines(pem: str) -> list[str]:
     return [line for line in pem.splitlines() if line and not line.startswith("-----")]
 
 
-def run_sourced(script: str, snippet: str, env: dict[str, str], stdin: str) -> subprocess.CompletedProcess[str]:
+def run_sourced(script: str, snippet: str, env: dict[str, str], stdin: str) -> Result:
     """Source scripts/<script> (its main does not run) and run `snippet` in bash."""
-    full = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "LANG": "C.UTF-8", "FR_HOST": "audit-host", **env}
-    return subprocess.run(
-        ["bash", "-c", f'source "$1"; {snippet}', "bash", str(SCRIPTS / script)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=full,
-        timeout=120,
-    )
+    return run_bash(snippet, {"FR_HOST": "audit-host", **env}, stdin, script=script)
 
 
-def assert_key_not_printed(proc: subprocess.CompletedProcess[str], key: str) -> None:
+def assert_key_not_printed(proc: Result, key: str) -> None:
     for line in key_body_lines(key):
         assert line not in proc.stdout and line not in proc.stderr, "the key text reached the output"
     assert "-----BEGIN PRIVATE KEY-----" not in proc.stdout + proc.stderr
@@ -237,7 +228,7 @@ def test_configure_installs_the_server_key_without_printing_it(dirs):
     stdin = throwaway_cert("C") + throwaway_cert("V") + throwaway_cert("S") + key
     env = {**dirs, "FR_DRY_RUN": "0" if os.geteuid() == 0 else "1"}
     proc = run_sourced("configure_runtime.sh", "install_tls_material", env, stdin)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.rc == 0, proc.stderr
     assert_key_not_printed(proc, key)
     assert os.listdir(dirs["FR_WORK_BASE"]) == [], "the parsed PEM blocks must not outlive the script"
     if env["FR_DRY_RUN"] == "0":
@@ -262,49 +253,40 @@ def test_configure_refusals_name_the_problem_not_the_key(dirs, order, words):
     stdin = order(throwaway_cert("C"), throwaway_cert("S"), key)
     proc = run_sourced("configure_runtime.sh", "install_tls_material", env, stdin)
     if words is not None:
-        assert proc.returncode != 0 and words in proc.stderr, proc.stderr
+        assert proc.rc != 0 and words in proc.stderr, proc.stderr
     assert_key_not_printed(proc, key)
     assert os.listdir(dirs["FR_WORK_BASE"]) == []
 
 
+# verify_host.sh's inputs for a gVisor host in a sandbox stack, besides the directories.
+VERIFY_ENV = {
+    "PRIVATE_ADDRESS": "10.0.1.9",
+    "ENDPOINT_PORT": "2376",
+    "VERIFY_IMAGE": "functions-runtime/verify:busybox",
+    "COLD_START_RUNS": "3",
+    "LIMIT_MAX_MILLICPUS": "2000",
+    "VERIFY_OUTSIDE": "192.0.2.10 8080",
+    "ISOLATION": "sandbox",
+    "GVISOR_RUNSC": "release",
+    "GVISOR_ALLOW_HOST_NETWORK": "false",
+}
+
+
 def test_verify_reads_its_client_key_without_printing_it_and_removes_it(dirs):
     key = throwaway_key()
-    env = {
-        **dirs,
-        "PRIVATE_ADDRESS": "10.0.1.9",
-        "ENDPOINT_PORT": "2376",
-        "VERIFY_IMAGE": "functions-runtime/verify:busybox",
-        "COLD_START_RUNS": "3",
-        "LIMIT_MAX_MILLICPUS": "2000",
-        "VERIFY_OUTSIDE": "192.0.2.10 8080",
-        "ISOLATION": "sandbox",
-        "KATA_HYPERVISOR": "qemu",
-        "GVISOR_RUNSC": "release",
-        "GVISOR_ALLOW_HOST_NETWORK": "false",
-    }
+    env = {**dirs, **VERIFY_ENV, "KATA_HYPERVISOR": "qemu"}
     snippet = 'read_inputs; test "$(cat "$CERTS/key.pem")" = "$(printf %s "$EXPECTED")" && echo parsed'
     proc = run_sourced("verify_host.sh", snippet, {**env, "EXPECTED": key.rstrip("\n")}, throwaway_cert("C") * 2 + key)
-    assert proc.returncode == 0 and proc.stdout.strip() == "parsed", proc.stderr
+    assert proc.rc == 0 and proc.stdout.strip() == "parsed", proc.stderr
     assert_key_not_printed(proc, key)
     assert os.listdir(dirs["FR_WORK_BASE"]) == [], "the verify client key must not outlive the script"
 
 
 def test_verify_refusal_does_not_print_the_key(dirs):
     key = throwaway_key()
-    env = {
-        **dirs,
-        "PRIVATE_ADDRESS": "10.0.1.9",
-        "ENDPOINT_PORT": "2376",
-        "VERIFY_IMAGE": "functions-runtime/verify:busybox",
-        "COLD_START_RUNS": "3",
-        "LIMIT_MAX_MILLICPUS": "2000",
-        "VERIFY_OUTSIDE": "192.0.2.10 8080",
-        "ISOLATION": "sandbox",
-        "GVISOR_RUNSC": "release",
-        "GVISOR_ALLOW_HOST_NETWORK": "false",
-    }
+    env = {**dirs, **VERIFY_ENV}
     proc = run_sourced("verify_host.sh", "read_inputs", env, key + throwaway_cert("C") * 2)
-    assert proc.returncode != 0
+    assert proc.rc != 0
     assert_key_not_printed(proc, key)
 
 
