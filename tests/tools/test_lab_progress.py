@@ -22,15 +22,24 @@ class Clock:
         return self.now
 
 
-def test_on_a_pipe_each_phase_has_a_start_heartbeats_and_an_end():
+def stand_in(live: bool) -> tuple[io.StringIO, Clock, Progress]:
+    """A Progress writing to a string, on the stand-in clock, whose heartbeats only `tick` calls."""
     out, clock = io.StringIO(), Clock()
-    progress = Progress(out, live=False, clock=clock, interval=3600)
-    with progress.phase("install"):
-        clock.now += 12
-        progress.tick()
-        clock.now += 10
-        progress.tick()
-        clock.now += 0.5
+    return out, clock, Progress(out, live=live, clock=clock, interval=3600)
+
+
+def timed_phase(progress: Progress, clock: Clock, name: str, *waits: float) -> None:
+    """Phase `name` on the stand-in clock: each of `waits` in turn, a heartbeat between two."""
+    with progress.phase(name):
+        for i, wait in enumerate(waits):
+            if i:
+                progress.tick()
+            clock.now += wait
+
+
+def test_on_a_pipe_each_phase_has_a_start_heartbeats_and_an_end():
+    out, clock, progress = stand_in(live=False)
+    timed_phase(progress, clock, "install", 12, 10, 0.5)
     assert out.getvalue().splitlines() == [
         "lab: install...",
         "lab: install: still running, 12 s",
@@ -41,12 +50,8 @@ def test_on_a_pipe_each_phase_has_a_start_heartbeats_and_an_end():
 
 
 def test_on_a_terminal_one_line_is_redrawn_and_left_with_the_time():
-    out, clock = io.StringIO(), Clock()
-    progress = Progress(out, live=True, clock=clock, interval=3600)
-    with progress.phase("boot"):
-        clock.now += 7
-        progress.tick()
-        clock.now += 30
+    out, clock, progress = stand_in(live=True)
+    timed_phase(progress, clock, "boot", 7, 30)
     text = out.getvalue()
     assert "\r\033[Klab: boot 7 s" in text
     assert text.endswith("\r\033[Klab: boot done in 37.0 s\n")
@@ -54,8 +59,7 @@ def test_on_a_terminal_one_line_is_redrawn_and_left_with_the_time():
 
 
 def test_a_failed_phase_says_so_and_the_error_keeps_its_reason_and_log(tmp_path):
-    out, clock = io.StringIO(), Clock()
-    progress = Progress(out, live=False, clock=clock, interval=3600)
+    out, clock, progress = stand_in(live=False)
     with pytest.raises(PhaseFailed) as err, progress.phase("verify"):
         clock.now += 3
         raise PhaseFailed("verify", "endpoint refused a client without a certificate? no", tmp_path / "up.log")
