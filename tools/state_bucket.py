@@ -86,6 +86,12 @@ class Report:
     pulumi_login: str = ""
     check_only: bool = False  # with --check, `changes` lists what would change
 
+    def not_supported(self, setting: str, message: str) -> None:
+        """The service does not support `setting`: say so (`message`) and record it."""
+        log(TOOL, message)
+        self.unsupported.append(setting)
+        self.settings[setting] = "unsupported"
+
     def as_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["ok"] = True
@@ -286,13 +292,11 @@ def ensure_public_access_block(bucket: Bucket, report: Report) -> None:
             report.changes.append("blocked public access")
         report.settings["publicAccessBlock"] = "all"
     except ClientError:
-        log(
-            TOOL,
+        report.not_supported(
+            "publicAccessBlock",
             "public access block: NOT SUPPORTED by this service; the bucket stays private only "
             "through its ACL and policy, which are checked below",
         )
-        report.unsupported.append("publicAccessBlock")
-        report.settings["publicAccessBlock"] = "unsupported"
 
 
 def ensure_private_acl(bucket: Bucket, report: Report) -> None:
@@ -329,13 +333,11 @@ def ensure_encryption(bucket: Bucket, report: Report) -> None:
             "get_bucket_encryption", doing, missing=("ServerSideEncryptionConfigurationNotFoundError",)
         )
     except ClientError:
-        log(
-            TOOL,
+        report.not_supported(
+            "encryption",
             "default encryption: NOT SUPPORTED by this service (no SSE-S3); state secrets are still "
             "encrypted by the stack's secrets provider",
         )
-        report.unsupported.append("encryption")
-        report.settings["encryption"] = "unsupported"
         return
     rules = (out or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
     algorithms = {r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules} - {None}
@@ -356,9 +358,9 @@ def ensure_encryption(bucket: Bucket, report: Report) -> None:
                 },
             )
         except ClientError:
-            log(TOOL, "default encryption: NOT SUPPORTED by this service (it refused SSE-S3)")
-            report.unsupported.append("encryption")
-            report.settings["encryption"] = "unsupported"
+            report.not_supported(
+                "encryption", "default encryption: NOT SUPPORTED by this service (it refused SSE-S3)"
+            )
             return
     report.changes.append(f"set default encryption {SSE_ALGORITHM}")
     report.settings["encryption"] = SSE_ALGORITHM
@@ -392,9 +394,9 @@ def ensure_lifecycle(bucket: Bucket, days: int, report: Report) -> None:
             "get_bucket_lifecycle_configuration", doing, missing=("NoSuchLifecycleConfiguration",)
         )
     except ClientError:
-        log(TOOL, "lifecycle: NOT SUPPORTED by this service; noncurrent versions are kept forever")
-        report.unsupported.append("lifecycle")
-        report.settings["lifecycle"] = "unsupported"
+        report.not_supported(
+            "lifecycle", "lifecycle: NOT SUPPORTED by this service; noncurrent versions are kept forever"
+        )
         return
     rules = list((out or {}).get("Rules", []))
     ours = [r for r in rules if r.get("ID") == LIFECYCLE_RULE_ID]
@@ -416,9 +418,9 @@ def ensure_lifecycle(bucket: Bucket, days: int, report: Report) -> None:
                     LifecycleConfiguration={"Rules": [*others, lifecycle_rule(days)]},
                 )
             except ClientError:
-                log(TOOL, "lifecycle: NOT SUPPORTED by this service (it refused the rule)")
-                report.unsupported.append("lifecycle")
-                report.settings["lifecycle"] = "unsupported"
+                report.not_supported(
+                    "lifecycle", "lifecycle: NOT SUPPORTED by this service (it refused the rule)"
+                )
                 return
         report.changes.append(f"noncurrent versions expire after {days} days")
     report.settings["lifecycle"] = f"noncurrent versions expire after {days} days"
