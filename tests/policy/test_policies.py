@@ -53,12 +53,12 @@ from tests.support.program import (
     STAND_IN_SSH_KEY,
     ProgramRun,
     Registration,
-    config_from_stack_file,
     run_program,
+    stack_config,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-DEV = config_from_stack_file(ROOT / "Pulumi.dev.yaml")
+DEV = stack_config("dev")
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKJrmllVu4fMVCnQiQh96iGQMhpTa/0BpPT/hQl0cgYS"
 FAKE_KEY = (
     "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIFakeFakeFakeFakeFakeFakeFakeFakeFakeFake\n"

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from tools.lab.harness import (
+    PROJECT_ROOT,
     SECRET_KEYS,
     CommandStdout,
     ProgramMocks,
@@ -250,10 +251,13 @@ def passing_report(host: str, runtime: str = "runsc") -> str:
                     "hypervisor": None if runtime == "runsc" else "qemu",
                     "guestKernel": "4.4.0" if runtime == "runsc" else "6.12.28",
                     "coldStartMs": {"median": 812, "runs": 5},
+                    "userNetworkDns": runtime != "runsc",
                 }
             ],
             "versions": {"docker": "26.1.5", "containerd": "1.7.24"},
             "checks": [],
+            # What the policy-limits check proved: the stack's default endpoint.limits.
+            "limits": {"maxMemoryMiB": 2048, "maxPids": 1024, "maxMilliCpus": 2000},
         }
     )
 
@@ -282,6 +286,11 @@ def config_from_stack_file(path: Path) -> dict[str, Any]:
             v = STAND_IN_SSH_KEY
         values[k] = v
     return values
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """The values of the project's own Pulumi.<stack>.yaml (a fresh copy each call)."""
+    return config_from_stack_file(PROJECT_ROOT / f"Pulumi.{stack}.yaml")
 
 
 def run_program(

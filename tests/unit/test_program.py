@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,14 +18,13 @@ from tests.support.program import (
     STAND_IN_SSH_KEY,
     ProgramRun,
     Registration,
-    config_from_stack_file,
     passing_report,
     run_program,
+    stack_config,
 )
 from tools.lab.harness import unwrap
 
-ROOT = Path(__file__).resolve().parents[2]
-DEV = config_from_stack_file(ROOT / "Pulumi.dev.yaml")
+DEV = stack_config("dev")
 COMMAND = "command:remote:Command"
 SERVER = "hcloud:index/server:Server"
 CHAIN = ["wait", "payload", "bootstrap", "install", "firewall", "configure", "verify", "keys"]
@@ -239,7 +237,7 @@ def test_verify_output_that_is_not_a_report_fails_naming_the_host():
 
 def test_a_vm_stack_never_exports_a_host_that_verified_only_gvisor():
     """The producer runs the consumer's reader: a document it would refuse stops the update."""
-    prod = config_from_stack_file(ROOT / "Pulumi.prod.yaml")
+    prod = stack_config("prod")
     gvisor_only = lambda name, inputs: (  # noqa: E731
         passing_report(name.removesuffix("-verify"), runtime="runsc") if name.endswith("-verify") else "{}"
     )
