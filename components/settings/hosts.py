@@ -104,29 +104,22 @@ def _check_dedicated_unique(p: Problems, hosts: Sequence[HostSpec]) -> None:
     A machine is its SSH address and port together: two lab guests behind
     one forwarding address differ by port.
     """
-    by_ssh: dict[tuple[str, int], str] = {}
-    by_private: dict[str, str] = {}
+    seen: dict[str, dict[object, HostSpec]] = {"address": {}, "privateAddress": {}}
     for h in hosts:
         if h.source != "dedicated":
             continue
+        claims = []
         if h.address is not None:
-            where = (normal_address(h.address), h.ssh_port)
-            if where in by_ssh:
-                p.add(
-                    h.config_key,
-                    f"machine {h.name!r} has the address {h.address} (SSH port {h.ssh_port}) of "
-                    f"{by_ssh[where]!r}: one machine is adopted once; remove the duplicate entry",
-                )
-            by_ssh.setdefault(where, h.name)
+            claims.append(("address", (normal_address(h.address), h.ssh_port),
+                           f"the address {h.address} (SSH port {h.ssh_port})",
+                           "one machine is adopted once; remove the duplicate entry"))
         if h.private_address is not None:
-            private = normal_address(h.private_address)
-            if private in by_private:
-                p.add(
-                    h.config_key,
-                    f"machine {h.name!r} has the privateAddress {h.private_address} of "
-                    f"{by_private[private]!r}: two endpoints cannot listen on one address",
-                )
-            by_private.setdefault(private, h.name)
+            claims.append(("privateAddress", normal_address(h.private_address),
+                           f"the privateAddress {h.private_address}", "two endpoints cannot listen on one address"))
+        for kind, where, what, why in claims:
+            owner = seen[kind].setdefault(where, h)
+            if owner is not h:
+                p.add(h.config_key, f"machine {h.name!r} has {what} of {owner.name!r}: {why}")
 
 
 def private_address_problem(private: str) -> str | None:

@@ -112,6 +112,16 @@ class Problems:
             self.add(config_key, f"{shown(value)} is not a valid CIDR: {err}{hint}")
             return None
 
+    def cidrs(self, name: str, texts: Sequence[str]) -> list[tuple[int, str, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+        """The valid entries of a CIDR list setting as (index, text, network);
+        each invalid one is a problem named `<name>[<index>]`."""
+        out = []
+        for i, text in enumerate(texts):
+            net = self.cidr(f"{name}[{i}]", text)
+            if net is not None:
+                out.append((i, text, net))
+        return out
+
     def read(self, decl: Setting, value: Any, config_key: str) -> Any:
         """A value by its declaration: type, bounds and default from one place.
 

@@ -179,12 +179,9 @@ def parse_admin(p: Problems, value: Any) -> AdminSettings:
             "required: the addresses that may reach SSH, including the machine that runs "
             "`pulumi up` (for example your office or CI egress address as x.y.z.w/32)",
         )
-    nets = []
-    for i, c in enumerate(cidrs):
-        net = p.cidr(key(f"admin.sshSourceCidrs[{i}]"), c)
-        if net is None:
-            continue
-        nets.append(net)
+    entries = p.cidrs(key("admin.sshSourceCidrs"), cidrs)
+    nets = [net for _, _, net in entries]
+    for i, c, net in entries:
         if is_anywhere([net]) and not anywhere_ok:
             p.add(
                 key(f"admin.sshSourceCidrs[{i}]"),
@@ -206,12 +203,9 @@ def parse_endpoint(p: Problems, value: Any, network: NetworkSettings) -> Endpoin
     port = _read(p, "endpoint.port", obj)
     cidrs = _read(p, "endpoint.allowedCidrs", obj) or [network.ip_range]
     public_ok = _read(p, "endpoint.allowPublicSources", obj)
-    nets = []
-    for i, c in enumerate(cidrs):
-        net = p.cidr(key(f"endpoint.allowedCidrs[{i}]"), c)
-        if net is None:
-            continue
-        nets.append(net)
+    entries = p.cidrs(key("endpoint.allowedCidrs"), cidrs)
+    nets = [net for _, _, net in entries]
+    for i, c, net in entries:
         if is_anywhere([net]):
             p.add(
                 key(f"endpoint.allowedCidrs[{i}]"),
@@ -271,10 +265,7 @@ def parse_egress(p: Problems, value: Any) -> EgressSettings:
     burst = _read(p, "egress.newConnectionsBurst", obj)
     cidrs = _read(p, "egress.allowedCidrs", obj)
     nets = []
-    for i, c in enumerate(cidrs):
-        net = p.cidr(key(f"egress.allowedCidrs[{i}]"), c)
-        if net is None:
-            continue
+    for i, c, net in p.cidrs(key("egress.allowedCidrs"), cidrs):
         if is_anywhere([net]):
             p.add(
                 key(f"egress.allowedCidrs[{i}]"),
