@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from endpoint_authz.rules import REFUSAL_PREFIX
+from endpoint_authz.rules import OWNER_LABEL, REFUSAL_PREFIX
 
 # Where the payload lands on every host.
 REMOTE_ROOT = "/opt/functions-runtime"
@@ -79,6 +79,14 @@ AUTHZ_DRAIN_FILE = "/var/lib/functions-runtime/draining"
 ENDPOINT_COMMAND = "/usr/local/sbin/functions-runtime-endpoint"
 # Every refusal starts with it (the plugin defines it; verify looks for it).
 AUTHZ_REFUSAL_PREFIX = REFUSAL_PREFIX
+# Every container and volume created through the endpoint carries this label
+# with its creator's certificate common name; the policy lets a client act
+# only on what carries its own (endpoint_authz/rules.py).
+AUTHZ_OWNER_LABEL = OWNER_LABEL
+# The common names the program gives its client certificates: the
+# consumers' one, and each host's verify client's (with the host's name).
+CONSUMER_COMMON_NAME = "functions-runtime consumer"
+VERIFY_CLIENT_NAME_PREFIX = "verify "
 # endpoint.limits: the largest limits a container may ask for. The minima
 # leave room for a gVisor sandbox (its Sentry's threads count as PIDs and
 # its memory against the limit) and for the verify step's own containers.
@@ -196,6 +204,8 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_AUTHZ_PLUGIN_NAME", AUTHZ_PLUGIN_NAME),
         SharedFact("FR_AUTHZ_UNIT", AUTHZ_UNIT),
         SharedFact("FR_AUTHZ_REFUSAL_PREFIX", AUTHZ_REFUSAL_PREFIX),
+        SharedFact("FR_AUTHZ_OWNER_LABEL", AUTHZ_OWNER_LABEL),
+        SharedFact("FR_VERIFY_CLIENT_NAME_PREFIX", VERIFY_CLIENT_NAME_PREFIX),
         SharedFact("FR_AUTHZ_SOCKET", AUTHZ_SOCKET, overridable=True),
         SharedFact("FR_AUTHZ_CONFIG", AUTHZ_CONFIG, overridable=True),
         SharedFact("FR_AUTHZ_DRAIN_FILE", AUTHZ_DRAIN_FILE, overridable=True),

@@ -23,7 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.contract import ENDPOINT_SCHEMA, ISOLATION_NETWORKS, ISOLATIONS, NETWORK_HOST, VERIFY_SCHEMA
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from components.contract import (
+    AUTHZ_OWNER_LABEL,
+    ENDPOINT_SCHEMA,
+    ISOLATION_NETWORKS,
+    ISOLATIONS,
+    NETWORK_HOST,
+    VERIFY_SCHEMA,
+)
+from host_verify.report import PolicyLimits, report_problems
 
 CLIENT_TLS_SCHEMA = "functions-runtime/client-tls@1"
 DOCKER_API_VERSION = "1.45"
@@ -93,6 +104,12 @@ def parse_verify_report(host: str, stdout: str, host_network_allowed: bool = Fal
             str(report.get("failedCheck") or "unknown"),
             str(report.get("reason") or "the report says it did not pass"),
         )
+    # The report's fields and types: host_verify/report.py, the one schema
+    # the host's verification builds its report from.
+    problems = report_problems(report, VERIFY_SCHEMA)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise VerificationFailed(host, "report", f"the report does not fit {VERIFY_SCHEMA}: {'; '.join(problems[:3])}{more}")
     runtimes = report.get("runtimes")
     if not isinstance(runtimes, list) or not runtimes:
         raise VerificationFailed(host, "runtimes", "the report lists no verified runtime")
@@ -177,9 +194,32 @@ def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], iso
 
 
 def limits_document(max_memory_mib: int, max_pids: int, max_millicpus: int) -> dict[str, Any]:
-    """The endpoint document's `limits` (endpoint.limits of the stack)."""
+    """The endpoint document's `limits`, in the consumers' units."""
     cpus = max_millicpus / 1000
     return {"maxMemoryMiB": max_memory_mib, "maxPids": max_pids, "maxCpus": int(cpus) if cpus.is_integer() else cpus}
+
+
+def verified_limits(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The endpoint document's `limits`: what every host's verification proved
+    its endpoint policy enforces (host_verify's `policy-limits` check), or
+    EndpointRefused naming the hosts when they disagree. None without hosts."""
+    by_limits: dict[PolicyLimits, list[str]] = {}
+    for report in reports:
+        raw = report.get("limits")
+        if not isinstance(raw, Mapping):
+            raise EndpointRefused(str(report.get("host")), "its verify report proves no endpoint policy limits")
+        by_limits.setdefault(PolicyLimits.from_json(raw), []).append(str(report.get("host")))
+    if len(by_limits) > 1:
+        sides = "; ".join(
+            f"{', '.join(sorted(hosts))}: {lim.max_memory_mib} MiB, {lim.max_pids} PIDs, {lim.max_millicpus} millicpus"
+            for lim, hosts in sorted(by_limits.items(), key=lambda kv: sorted(kv[1]))
+        )
+        raise EndpointRefused(None, f"the hosts' endpoint policies enforce different limits ({sides}); re-run "
+                              "configure on every host so they agree")
+    if not by_limits:
+        return None
+    (lim,) = by_limits
+    return limits_document(lim.max_memory_mib, lim.max_pids, lim.max_millicpus)
 
 
 def build_endpoint(
@@ -312,6 +352,17 @@ class ClientTls:
     ca_cert_pem: str
     cert_pem: str
     key_pem: str = field(repr=False)
+
+    @property
+    def owner_labels(self) -> dict[str, str]:
+        """The label every container and volume created with this certificate
+        carries: the endpoint policy lets it act only on what has its own
+        common name (docs/endpoint-policy.md)."""
+        cert = x509.load_pem_x509_certificate(self.cert_pem.encode())
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if not names:
+            raise EndpointError("runtimeClientTls.certPem: the client certificate has no common name")
+        return {AUTHZ_OWNER_LABEL: str(names[0].value)}
 
 
 def _require(doc: Mapping[str, Any], name: str, kind: type, where: str) -> Any:

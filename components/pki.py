@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_tls as tls
 
+from components.contract import CONSUMER_COMMON_NAME, VERIFY_CLIENT_NAME_PREFIX
+
 # ECDSA P-256: supported by Go's crypto/tls (dockerd) and by OpenSSL (docker-py).
 KEY_ALGORITHM = "ECDSA"
 KEY_CURVE = "P256"
@@ -70,7 +72,7 @@ class FleetPki(pulumi.ComponentResource):
         self._name = name
         self.ca = create_authority(f"{name}-ca", f"functions-runtime {stack} endpoint CA", self)
         self.ca_cert = self.ca.cert
-        self.client = self.issue_client("consumer", "functions-runtime consumer")
+        self.client = self.issue_client("consumer", CONSUMER_COMMON_NAME)
         self.register_outputs({"caCertPem": self.ca_cert.cert_pem})
 
     def _issue(
@@ -118,7 +120,7 @@ class FleetPki(pulumi.ComponentResource):
         authority = create_authority(f"{host}-verifier-ca", f"functions-runtime verifier for {host}", parent)
         client = self._issue(
             f"{host}-verifier",
-            f"verify {host}",
+            f"{VERIFY_CLIENT_NAME_PREFIX}{host}",
             ["digital_signature", "key_encipherment", "client_auth"],
             None,
             parent,

@@ -267,10 +267,14 @@ verify_cpus() {
 }
 
 # LIMIT_OPTS: every container through the endpoint carries limits (the
-# policy refuses one without), within the stack's maxima.
+# policy refuses one without), within the stack's maxima, and the owner
+# label with this verify client's common name (the policy lets a client
+# touch only what it created).
+owner_label() { printf '%s=%s%s' "$FR_AUTHZ_OWNER_LABEL" "$FR_VERIFY_CLIENT_NAME_PREFIX" "$FR_HOST"; }
 LIMIT_OPTS=()
 set_limit_opts() {
-  LIMIT_OPTS=(--memory "${FR_VERIFY_MEMORY_MIB}m" --pids-limit "$FR_VERIFY_PIDS" --cpus "$(verify_cpus)")
+  LIMIT_OPTS=(--memory "${FR_VERIFY_MEMORY_MIB}m" --pids-limit "$FR_VERIFY_PIDS" --cpus "$(verify_cpus)"
+    --label "$(owner_label)")
 }
 
 # run_in RUNTIME ARGS...: one container through the endpoint, bounded in
@@ -958,7 +962,7 @@ check_policy_refusals() {
     name="policy-refuses-$case" desc="the endpoint refuses $what"
     CURRENT_CHECK=$name
     limits=("${LIMIT_OPTS[@]}")
-    [[ "$case" != no-limits ]] || limits=()
+    [[ "$case" != no-limits ]] || limits=(--label "$(owner_label)")
     # shellcheck disable=SC2086 # opts are words of docker options
     if id=$(endpoint_docker create "${limits[@]}" $opts "$VERIFY_IMAGE" true 2>"$work/err"); then
       local_docker rm -f "$id" >/dev/null 2>&1 || true

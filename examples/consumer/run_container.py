@@ -5,7 +5,9 @@
 
 Prints the kernel the container sees (the sandbox's, not the host's).
 The endpoint's policy refuses a container without memory, PID and CPU
-limits (docs/endpoint-policy.md), so every create names them.
+limits (docs/endpoint-policy.md), so every create names them, and lets a
+certificate act only on containers labelled with its own common name
+(`tls.owner_labels`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def main() -> None:
     endpoint, tls = read_stack_outputs(Path(args.outputs).read_text())
     client = docker_client(endpoint, tls, host=args.host, base_url=args.base_url)
     out = client.containers.run(
-        args.image, ["uname", "-r"], remove=True, mem_limit="256m", pids_limit=128, nano_cpus=1_000_000_000
+        args.image, ["uname", "-r"], remove=True, labels=tls.owner_labels,
+        mem_limit="256m", pids_limit=128, nano_cpus=1_000_000_000,
     )
     print(out.decode().strip())
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import pytest
 
+from components.contract import AUTHZ_OWNER_LABEL, CONSUMER_COMMON_NAME
 from components.endpoint import docker_client, read_client_tls, read_endpoint
 from tests.hostlab import testbed
 from tests.hostlab.shared_guest import CLOUD_INIT_DONE, INSTALLED, VERIFIED, SharedGuest
@@ -57,7 +58,14 @@ SESSION_END_TIMEOUT_S = 60  # for the killed SSH session to end
 DOCKER_PY_TIMEOUT_S = 300  # one docker-py call through the endpoint (TCG)
 POLL_INTERVAL_S = 1
 # Every container the consumer creates carries limits: the endpoint policy refuses one without.
-FUNCTION_LIMITS = {"mem_limit": "256m", "pids_limit": 128, "nano_cpus": 1_000_000_000}
+# What every create through the endpoint carries: limits, and the owner
+# label with the consumer certificate's common name (the policy's rules).
+FUNCTION_LIMITS = {
+    "mem_limit": "256m",
+    "pids_limit": 128,
+    "nano_cpus": 1_000_000_000,
+    "labels": {AUTHZ_OWNER_LABEL: CONSUMER_COMMON_NAME},
+}
 
 # What install takes from Debian: gVisor comes from its pinned release (the
 # lab's stand-in), so Debian's runsc package is not among them.

@@ -172,8 +172,9 @@ def docker_py_snippet(state: Path, endpoint_port: int) -> str:
         "from components.endpoint import docker_client, read_stack_outputs\n"
         f'endpoint, tls = read_stack_outputs(open("{LabPaths(state).outputs}").read())\n'
         f'client = docker_client(endpoint, tls, base_url="tcp://127.0.0.1:{endpoint_port}")\n'
-        # The endpoint policy requires memory, PID and CPU limits on every container.
-        f'print(client.containers.run("{BUSYBOX_VERIFY_IMAGE}", ["uname", "-r"], remove=True,\n'
+        # The endpoint policy requires memory, PID and CPU limits on every
+        # container, and the owner label with the certificate's common name.
+        f'print(client.containers.run("{BUSYBOX_VERIFY_IMAGE}", ["uname", "-r"], remove=True, labels=tls.owner_labels,\n'
         '                             mem_limit="256m", pids_limit=128, nano_cpus=1_000_000_000).decode())\n'
     )
 
