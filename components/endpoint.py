@@ -358,7 +358,10 @@ class ClientTls:
         """The label every container and volume created with this certificate
         carries: the endpoint policy lets it act only on what has its own
         common name (docs/endpoint-policy.md)."""
-        cert = x509.load_pem_x509_certificate(self.cert_pem.encode())
+        try:
+            cert = x509.load_pem_x509_certificate(self.cert_pem.encode())
+        except ValueError as err:
+            raise EndpointError(f"runtimeClientTls.certPem: not a PEM certificate ({err})") from None
         names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if not names:
             raise EndpointError("runtimeClientTls.certPem: the client certificate has no common name")
