@@ -26,5 +26,5 @@ def test_the_exported_client_certificate_names_its_owner_label():
 
 def test_a_certificate_that_is_not_one_is_refused_by_the_reader():
     with pytest.raises(EndpointError, match="certPem"):
-        ClientTls(ca_cert_pem="", cert_pem="-----BEGIN CERTIFICATE-----\nnot\n-----END CERTIFICATE-----\n",
-                  key_pem="").owner_labels
+        _ = ClientTls(ca_cert_pem="", cert_pem="-----BEGIN CERTIFICATE-----\nnot\n-----END CERTIFICATE-----\n",
+                      key_pem="").owner_labels
