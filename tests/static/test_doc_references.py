@@ -55,11 +55,21 @@ PENDING = {
 }
 
 
+NOT_THE_PROJECTS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".benchmarks", ".hypothesis"}
+
+
 def project_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.splitlines()
+    """The files git tracks and the new ones it does not ignore (without git: the tree, less caches)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        listed = [
+            str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
+            if not NOT_THE_PROJECTS & set(p.relative_to(ROOT).parts)
+        ]
     return sorted(f for f in listed if (ROOT / f).is_file())
 
 
