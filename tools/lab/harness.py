@@ -123,8 +123,8 @@ def x509_name(subject: Mapping[str, Any] | None) -> x509.Name:
 
 def extended_key_usages(uses: set[str]) -> list[x509.ObjectIdentifier]:
     """The extended key usages among the tls provider's `allowedUses`."""
-    known = (("server_auth", ExtendedKeyUsageOID.SERVER_AUTH), ("client_auth", ExtendedKeyUsageOID.CLIENT_AUTH))
-    return [oid for use, oid in known if use in uses]
+    known = {"server_auth": ExtendedKeyUsageOID.SERVER_AUTH, "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH}
+    return [oid for use, oid in known.items() if use in uses]
 
 
 def alt_names(ip_addresses: list[str], dns_names: list[str]) -> x509.SubjectAlternativeName | None:

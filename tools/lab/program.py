@@ -127,7 +127,7 @@ def _still_valid(cert: x509.Certificate, renew_hours: int) -> bool:
 
 
 def _serial_and_validity(hours: int) -> tuple[int, dt.datetime, dt.datetime]:
-    """A fresh certificate's random serial and validity: from now (less the clock skew allowed) for `hours`."""
+    """A fresh certificate's random serial and validity: from now (less CLOCK_SKEW) for `hours`."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return x509.random_serial_number(), now - CLOCK_SKEW, now + dt.timedelta(hours=hours)
 
