@@ -25,9 +25,10 @@ and a container call by ID, the last with its ownership lookup (the
 plugin's DockerLookups, one inspect on dockerd's socket) and without it.
 On a host, as root, `--docker-socket /run/docker.sock --container ID` asks
 the real dockerd; otherwise it asks a stand-in on a temporary unix socket
-(a small HTTP server answering one canned inspect document: NOT dockerd, so
-its figure is the plugin's side of a lookup only). Medians in microseconds
-and the ratio of the lookup arm to the decision alone; no assertion.
+(tests/support/docker_socket.py: a small HTTP server answering one canned
+inspect document, NOT dockerd, so its figure is the plugin's side of a lookup
+only). Medians in microseconds and the ratio of the lookup arm to the decision
+alone; no assertion.
 
     python bench/endpoint_policy.py --per-request --rounds 2000
     sudo python3 bench/endpoint_policy.py --per-request --docker-socket /run/docker.sock --container fn-1
@@ -121,38 +122,6 @@ def _peer_certificate() -> str:
         return base64.b64encode(Path(f"{tmp}/c.pem").read_bytes()).decode()
 
 
-class _StandIn:
-    """NOT dockerd: a unix-socket HTTP server answering every GET with one
-    canned container inspect document, so a lookup's client side can be timed."""
-
-    def __init__(self, path: Path) -> None:
-        import socket
-        import threading
-
-        doc = json.dumps({"Id": "c" * 64, "Config": {"Labels": LABELS}, "HostConfig": {"Runtime": "runsc"}}).encode()
-        self.reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                      + str(len(doc)).encode() + b"\r\nConnection: close\r\n\r\n" + doc)
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
-        self.server.listen(64)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                conn.sendall(self.reply)
-
-
 def per_request(args: argparse.Namespace) -> int:
     import base64
     import tempfile
@@ -175,8 +144,11 @@ def per_request(args: argparse.Namespace) -> int:
         stand_in = None
         socket_path = args.docker_socket
         if socket_path is None:
+            from tests.support.docker_socket import FakeDockerSocket
+
             socket_path = Path(tmp) / "stand-in.sock"
-            stand_in = _StandIn(socket_path)
+            inspect = {"Id": "c" * 64, "Config": {"Labels": LABELS}, "HostConfig": {"Runtime": "runsc"}}
+            stand_in = FakeDockerSocket(socket_path, {}, default=inspect, backlog=64)
         lookups = DockerLookups(socket_path)
 
         class NoLookup:  # the decision alone: the container is found at once
@@ -202,7 +174,7 @@ def per_request(args: argparse.Namespace) -> int:
                 if not decision.allow:
                     sys.exit(f"{name}: refused: {decision.msg}")
         if stand_in is not None:
-            stand_in.server.close()
+            stand_in.close()
     result: dict[str, Any] = {name: round(statistics.median(v), 1) for name, v in times.items()}
     result = {"medianUs": result, "rounds": args.rounds,
               "dockerd": "stand-in (not dockerd)" if args.docker_socket is None else str(args.docker_socket),

@@ -24,7 +24,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from endpoint_authz.rules import DEFAULT_REGISTRIES, OWNER_LABEL
+from tests.support.docker_socket import FakeDockerSocket
 from tests.unit.test_endpoint_policy import peer_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,50 +91,12 @@ CREATE = {
     "Image": "busybox", "Labels": {OWNER_LABEL: "functions-runtime consumer"},
     "HostConfig": {"Memory": 64 << 20, "PidsLimit": 64, "NanoCpus": 500_000_000},
 }
-# What the stand-in for dockerd's socket answers (see FakeDockerSocket).
+# What the stand-in for dockerd's socket answers (tests/support/docker_socket.py).
 INSPECT = {
     "/containers/abc/json": {"Id": "abc" * 8, "Config": {"Labels": {OWNER_LABEL: "functions-runtime consumer"}},
                              "HostConfig": {"Runtime": "runsc"}},
     "/containers/rootbox/json": {"Id": "f00" * 8, "Config": {"Labels": {}}, "HostConfig": {"Runtime": "runc"}},
 }
-
-
-class FakeDockerSocket:
-    """A TEST DOUBLE, not dockerd: an HTTP server on a unix socket that
-    answers GET <path> from INSPECT (404 otherwise), so the plugin's own
-    lookups (plugin.DockerLookups) run over a real socket. The hostlab runs
-    them against trixie's dockerd."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
-        self.server.listen(16)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            with conn:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    request += chunk
-                path = request.split(b" ", 2)[1].decode() if request.count(b" ") >= 2 else ""
-                found = INSPECT.get(path)
-                body = json.dumps(found or {"message": "No such object"}).encode()
-                status = b"200 OK" if found else b"404 Not Found"
-                conn.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
-
-    def close(self) -> None:
-        self.server.close()
 
 
 class Plugin:
@@ -180,7 +142,7 @@ class Plugin:
 
 @pytest.fixture
 def plugin(tmp_path) -> Iterator[Plugin]:
-    dockerd = FakeDockerSocket(tmp_path / "docker.sock")
+    dockerd = FakeDockerSocket(tmp_path / "docker.sock", INSPECT)
     p = Plugin(tmp_path)
     p.start()
     try:
