@@ -156,6 +156,14 @@ def assert_refused(req: dict, words: str, config: PolicyConfig = CONFIG, drainin
     return d.msg
 
 
+def assert_decision(req: dict, refused: str | None) -> None:
+    """A table's case: allowed when `refused` is None, else refused with those words."""
+    if refused:
+        assert_refused(req, refused)
+    else:
+        assert_allowed(req)
+
+
 # ---------------------------------------------------------------- container create: each rule, both ways
 
 RULES = [
@@ -243,11 +251,8 @@ def test_the_privileged_refusal_reads_as_the_issue_asks():
     ],
 )
 def test_networking_config(networking, refused):
-    req = envelope("POST", "/containers/create", {**create_body(), "NetworkingConfig": networking})
-    if refused:
-        assert_refused(req, refused)
-    else:
-        assert_allowed(req)
+    body = {**create_body(), "NetworkingConfig": networking}
+    assert_decision(envelope("POST", "/containers/create", body), refused)
 
 
 # ---------------------------------------------------------------- limits: required, and within the stack's maxima
@@ -506,11 +511,7 @@ def test_start_with_a_host_config_body_is_refused():
     ],
 )
 def test_exec_runs_unprivileged_as_the_containers_user(body, refused):
-    req = envelope("POST", "/v1.45/containers/abc/exec", body)
-    if refused:
-        assert_refused(req, refused)
-    else:
-        assert_allowed(req)
+    assert_decision(envelope("POST", "/v1.45/containers/abc/exec", body), refused)
 
 
 # ---------------------------------------------------------------- networks and volumes
@@ -530,11 +531,7 @@ def test_exec_runs_unprivileged_as_the_containers_user(body, refused):
     ],
 )
 def test_network_create(body, refused):
-    req = envelope("POST", "/v1.45/networks/create", body)
-    if refused:
-        assert_refused(req, refused)
-    else:
-        assert_allowed(req)
+    assert_decision(envelope("POST", "/v1.45/networks/create", body), refused)
 
 
 def test_network_connect():
@@ -558,11 +555,7 @@ def test_network_connect():
     ],
 )
 def test_volume_create(body, refused):
-    req = envelope("POST", "/v1.45/volumes/create", body)
-    if refused:
-        assert_refused(req, refused)
-    else:
-        assert_allowed(req)
+    assert_decision(envelope("POST", "/v1.45/volumes/create", body), refused)
 
 
 # ---------------------------------------------------------------- who is restricted
