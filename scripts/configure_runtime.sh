@@ -50,6 +50,32 @@ POLICY_RESTARTED=false
 
 tls_dir() { printf '%s/tls\n' "$FR_DOCKER_DIR"; }
 
+# write_changed PATH MODE [COMMAND [ARG...]]: COMMAND's output (stdin without
+# one) at PATH by lib.sh's write_file_if_changed, and PATH in CHANGED when it
+# was written; status 1 when PATH was already current. A function, not the
+# end of a pipeline, so that CHANGED is this shell's.
+write_changed() {
+  local path=$1 mode=$2
+  shift 2
+  if (($#)); then
+    "$@" | write_file_if_changed "$path" "$mode" || return 1
+  else
+    write_file_if_changed "$path" "$mode" || return 1
+  fi
+  CHANGED+=("$path")
+}
+
+# wait_until_answers PROBE LIMIT STEP WHAT TODO: PROBE every STEP s until
+# it succeeds; fatal ("WHAT within LIMIT s", TODO) once LIMIT s have passed.
+wait_until_answers() {
+  local probe=$1 limit=$2 step=$3 what=$4 todo=$5 waited=0
+  until "$probe"; do
+    ((waited < limit)) || fatal "$what within $limit s" "no answer" "$todo"
+    sleep "$step"
+    waited=$((waited + step))
+  done
+}
+
 # The program checked every value (components/settings); the script fails
 # closed only when one is missing (no contract), and never re-judges them.
 check_inputs() {
@@ -69,9 +95,9 @@ install_tls_material() {
   dir=$(tls_dir)
   run mkdir -p "$dir"
   run chmod 0755 "$dir"
-  if write_file_if_changed "$dir/ca.pem" 0644 <"$work/pem/ca.pem"; then CHANGED+=("$dir/ca.pem"); DOCKER_NEEDS_RESTART=1; fi
-  if write_file_if_changed "$dir/server-cert.pem" 0644 <"$work/pem/server-cert.pem"; then CHANGED+=("$dir/server-cert.pem"); DOCKER_NEEDS_RESTART=1; fi
-  if write_file_if_changed "$dir/server-key.pem" 0600 <"$work/pem/server-key.pem"; then CHANGED+=("$dir/server-key.pem"); DOCKER_NEEDS_RESTART=1; fi
+  if write_changed "$dir/ca.pem" 0644 <"$work/pem/ca.pem"; then DOCKER_NEEDS_RESTART=1; fi
+  if write_changed "$dir/server-cert.pem" 0644 <"$work/pem/server-cert.pem"; then DOCKER_NEEDS_RESTART=1; fi
+  if write_changed "$dir/server-key.pem" 0600 <"$work/pem/server-key.pem"; then DOCKER_NEEDS_RESTART=1; fi
   run chown root:root "$dir/ca.pem" "$dir/server-cert.pem" "$dir/server-key.pem"
 }
 
@@ -283,23 +309,17 @@ configure_policy() {
   fi
   run mkdir -p "$(dirname "$FR_AUTHZ_CONFIG")" "$(dirname "$FR_AUTHZ_DRAIN_FILE")" "$FR_STATE_DIR"
   # The plugin re-reads this file when it changes: a revocation needs no restart.
-  if write_file_if_changed "$FR_AUTHZ_CONFIG" 0644 <"$work/policy.json"; then
-    CHANGED+=("$FR_AUTHZ_CONFIG")
-  else
+  if ! write_changed "$FR_AUTHZ_CONFIG" 0644 <"$work/policy.json"; then
     info "endpoint policy configuration already current, skipping"
   fi
-  if render_policy_unit | write_file_if_changed "$FR_SYSTEMD_DIR/$FR_AUTHZ_UNIT" 0644; then
-    CHANGED+=("$FR_SYSTEMD_DIR/$FR_AUTHZ_UNIT")
+  if write_changed "$FR_SYSTEMD_DIR/$FR_AUTHZ_UNIT" 0644 render_policy_unit; then
     UNITS_CHANGED=1
     POLICY_NEEDS_RESTART=1
   fi
-  if plugin_code_hash | write_file_if_changed "$FR_STATE_DIR/endpoint-policy.sha256" 0644; then
-    CHANGED+=("$FR_STATE_DIR/endpoint-policy.sha256")
+  if write_changed "$FR_STATE_DIR/endpoint-policy.sha256" 0644 plugin_code_hash; then
     POLICY_NEEDS_RESTART=1
   fi
-  if render_endpoint_command | write_file_if_changed "$FR_ENDPOINT_COMMAND" 0755; then
-    CHANGED+=("$FR_ENDPOINT_COMMAND")
-  fi
+  write_changed "$FR_ENDPOINT_COMMAND" 0755 render_endpoint_command || true
 }
 
 plugin_answers() {
@@ -310,7 +330,6 @@ plugin_answers() {
 # start_policy_if_changed: the plugin runs, and answers, before dockerd
 # (re)starts with it: dockerd refuses to start without its plugins.
 start_policy_if_changed() {
-  local waited=0
   if ((UNITS_CHANGED)); then run systemctl daemon-reload; fi
   run systemctl enable "$FR_AUTHZ_UNIT" >&2
   if ((POLICY_NEEDS_RESTART)); then
@@ -322,13 +341,8 @@ start_policy_if_changed() {
     run systemctl start "$FR_AUTHZ_UNIT"
   fi
   is_dry_run && return 0
-  until plugin_answers; do
-    ((waited < PLUGIN_READY_TIMEOUT)) ||
-      fatal "the policy plugin to answer on $FR_AUTHZ_SOCKET within $PLUGIN_READY_TIMEOUT s" "no answer" \
-        "run 'journalctl -u $FR_AUTHZ_UNIT -n 50' on the host"
-    sleep 1
-    waited=$((waited + 1))
-  done
+  wait_until_answers plugin_answers "$PLUGIN_READY_TIMEOUT" 1 "the policy plugin to answer on $FR_AUTHZ_SOCKET" \
+    "run 'journalctl -u $FR_AUTHZ_UNIT -n 50' on the host"
 }
 
 render_nerdctl_toml() {
@@ -389,19 +403,16 @@ configure_docker() {
     fatal "a daemon.json dockerd accepts" "dockerd --validate rejected it (see above); nothing was changed" \
       "report this: render_daemon_json in scripts/configure_runtime.sh"
   fi
-  if write_file_if_changed "$FR_DOCKER_DIR/daemon.json" 0644 <"$work/daemon.json"; then
-    CHANGED+=("$FR_DOCKER_DIR/daemon.json")
+  if write_changed "$FR_DOCKER_DIR/daemon.json" 0644 <"$work/daemon.json"; then
     DOCKER_NEEDS_RESTART=1
   else
     info "daemon.json already current (default runtime $default), skipping"
   fi
-  if render_docker_drop_in | write_file_if_changed "$FR_SYSTEMD_DIR/docker.service.d/functions-runtime.conf" 0644; then
-    CHANGED+=("$FR_SYSTEMD_DIR/docker.service.d/functions-runtime.conf")
+  if write_changed "$FR_SYSTEMD_DIR/docker.service.d/functions-runtime.conf" 0644 render_docker_drop_in; then
     UNITS_CHANGED=1
     DOCKER_NEEDS_RESTART=1
   fi
-  if render_socket_drop_in | write_file_if_changed "$FR_SYSTEMD_DIR/docker.socket.d/functions-runtime.conf" 0644; then
-    CHANGED+=("$FR_SYSTEMD_DIR/docker.socket.d/functions-runtime.conf")
+  if write_changed "$FR_SYSTEMD_DIR/docker.socket.d/functions-runtime.conf" 0644 render_socket_drop_in; then
     UNITS_CHANGED=1
     SOCKET_CHANGED=1
   fi
@@ -418,19 +429,14 @@ configure_kata() {
   [[ -r "$source" ]] ||
     fatal "Kata's $KATA_HYPERVISOR configuration at $source" "no such file" \
       "re-run install (rm $(marker_path kata)) or choose a hypervisor the Kata release ships"
-  if write_file_if_changed "$FR_KATA_CONFIG" 0644 <"$source"; then
+  if write_changed "$FR_KATA_CONFIG" 0644 <"$source"; then
     info "Kata configured for $KATA_HYPERVISOR"
-    CHANGED+=("$FR_KATA_CONFIG")
   else
     info "Kata configuration already current ($KATA_HYPERVISOR), skipping"
   fi
 }
 
-configure_nerdctl() {
-  if render_nerdctl_toml | write_file_if_changed "$FR_NERDCTL_CONFIG" 0644; then
-    CHANGED+=("$FR_NERDCTL_CONFIG")
-  fi
-}
+configure_nerdctl() { write_changed "$FR_NERDCTL_CONFIG" 0644 render_nerdctl_toml || true; }
 
 # render_cni_conflist: the host's CNI network for containers containerd runs
 # past Docker, shaped as nerdctl writes its own: the bridge plugin (gateway,
@@ -457,24 +463,14 @@ render_cni_conflist() {
 EOF
 }
 
-configure_cni_network() {
-  if render_cni_conflist | write_file_if_changed "$FR_CNI_CONFLIST" 0644; then
-    CHANGED+=("$FR_CNI_CONFLIST")
-  fi
-}
+configure_cni_network() { write_changed "$FR_CNI_CONFLIST" 0644 render_cni_conflist || true; }
 
 docker_answers() { curl -fsS --max-time 5 --unix-socket "$DOCKER_SOCKET" http://localhost/_ping >/dev/null 2>&1; }
 
 wait_for_docker() {
-  local waited=0
   is_dry_run && return 0
-  until docker_answers; do
-    ((waited < DOCKER_READY_TIMEOUT)) ||
-      fatal "dockerd to answer on $DOCKER_SOCKET within $DOCKER_READY_TIMEOUT s" "no answer" \
-        "run 'journalctl -u docker -n 50' on the host (a wrong PRIVATE_ADDRESS or certificate stops dockerd)"
-    sleep 2
-    waited=$((waited + 2))
-  done
+  wait_until_answers docker_answers "$DOCKER_READY_TIMEOUT" 2 "dockerd to answer on $DOCKER_SOCKET" \
+    "run 'journalctl -u docker -n 50' on the host (a wrong PRIVATE_ADDRESS or certificate stops dockerd)"
 }
 
 restart_docker_if_changed() {
