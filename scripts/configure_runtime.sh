@@ -65,6 +65,13 @@ write_changed() {
   CHANGED+=("$path")
 }
 
+# write_unit_changed PATH RENDER: write_changed for a systemd unit or drop-in
+# (0644); when it wrote, systemd must reload its units (UNITS_CHANGED).
+write_unit_changed() {
+  write_changed "$1" 0644 "$2" || return 1
+  UNITS_CHANGED=1
+}
+
 # wait_until_answers PROBE LIMIT STEP WHAT TODO: PROBE every STEP s until
 # it succeeds; fatal ("WHAT within LIMIT s", TODO) once LIMIT s have passed.
 wait_until_answers() {
@@ -312,8 +319,7 @@ configure_policy() {
   if ! write_changed "$FR_AUTHZ_CONFIG" 0644 <"$work/policy.json"; then
     info "endpoint policy configuration already current, skipping"
   fi
-  if write_changed "$FR_SYSTEMD_DIR/$FR_AUTHZ_UNIT" 0644 render_policy_unit; then
-    UNITS_CHANGED=1
+  if write_unit_changed "$FR_SYSTEMD_DIR/$FR_AUTHZ_UNIT" render_policy_unit; then
     POLICY_NEEDS_RESTART=1
   fi
   if write_changed "$FR_STATE_DIR/endpoint-policy.sha256" 0644 plugin_code_hash; then
@@ -408,12 +414,10 @@ configure_docker() {
   else
     info "daemon.json already current (default runtime $default), skipping"
   fi
-  if write_changed "$FR_SYSTEMD_DIR/docker.service.d/functions-runtime.conf" 0644 render_docker_drop_in; then
-    UNITS_CHANGED=1
+  if write_unit_changed "$FR_SYSTEMD_DIR/docker.service.d/functions-runtime.conf" render_docker_drop_in; then
     DOCKER_NEEDS_RESTART=1
   fi
-  if write_changed "$FR_SYSTEMD_DIR/docker.socket.d/functions-runtime.conf" 0644 render_socket_drop_in; then
-    UNITS_CHANGED=1
+  if write_unit_changed "$FR_SYSTEMD_DIR/docker.socket.d/functions-runtime.conf" render_socket_drop_in; then
     SOCKET_CHANGED=1
   fi
 }
