@@ -8,7 +8,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
-from components.endpoint import build_client_tls, build_endpoint, limits_document
+from components.endpoint import build_client_tls, build_endpoint, verified_limits
 from components.hcloud_lookup import check_hcloud_hosts
 from components.host import RuntimeHost, RuntimeHostArgs
 from components.machine import CloudServerArgs
@@ -89,11 +89,11 @@ class RuntimeFleet(pulumi.ComponentResource):
             )
 
         ca = pki.ca_cert.cert_pem
-        lim = settings.endpoint.limits
-        limits = limits_document(lim.max_memory_mib, lim.max_pids, lim.max_millicpus)
-        self.runtime_endpoint = pulumi.Output.all(ca, *[h.endpoint_entry for h in self.hosts]).apply(
-            lambda v: build_endpoint(v[0], settings.isolation, v[1:], limits)
-        )
+        n = len(self.hosts)
+        # The limits are what each host's verification proved its policy enforces (they must agree).
+        self.runtime_endpoint = pulumi.Output.all(
+            ca, *[h.endpoint_entry for h in self.hosts], *[h.verify_report for h in self.hosts]
+        ).apply(lambda v: build_endpoint(v[0], settings.isolation, v[1 : 1 + n], verified_limits(v[1 + n :])))
         self.runtime_client_tls = pulumi.Output.secret(
             pulumi.Output.all(ca, pki.client.cert_pem, pki.client.private_key_pem).apply(
                 lambda v: build_client_tls(v[0], v[1], v[2])

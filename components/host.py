@@ -44,6 +44,8 @@ class RuntimeHost(pulumi.ComponentResource):
     """One verified runtime host; exposes its entry for the endpoint."""
 
     endpoint_entry: pulumi.Output[dict[str, Any]]
+    # The parsed verify report (host_verify/report.py): the fleet reads its proven limits.
+    verify_report: pulumi.Output[dict[str, Any]]
 
     def __init__(self, name: str, args: RuntimeHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("functions-runtime:index:RuntimeHost", name, None, opts)
@@ -74,6 +76,7 @@ class RuntimeHost(pulumi.ComponentResource):
         report = steps["verify"].stdout.apply(  # type: ignore[attr-defined]
             lambda out: parse_verify_report(name, out, host_network_allowed)
         )
+        self.verify_report = report
         self.endpoint_entry = pulumi.Output.all(
             report, machine.private_address, machine.public_address, machine.host_key
         ).apply(

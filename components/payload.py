@@ -24,6 +24,12 @@ SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
 AUTHZ_DIR = Path(__file__).resolve().parent.parent / "endpoint_authz"
 # The endpoint's authorization plugin, as it lands under REMOTE_ROOT.
 AUTHZ_FILES = tuple(f"endpoint_authz/{name}" for name in ("__init__.py", "rules.py", "plugin.py"))
+VERIFY_DIR = Path(__file__).resolve().parent.parent / "host_verify"
+# The verification's check table (scripts/verify_host.sh runs it), as it lands under REMOTE_ROOT.
+VERIFY_FILES = tuple(
+    f"host_verify/{name}"
+    for name in ("__init__.py", "__main__.py", "checks.py", "clients.py", "engine.py", "failures.py", "inputs.py", "report.py")
+)
 # Directories under REMOTE_ROOT the scripts own: the payload step replaces
 # each payload directory whole, so the payload must never hold one of them.
 HOST_OWNED_DIRS = ("state", GVISOR_DIR.removeprefix(f"{REMOTE_ROOT}/"))
@@ -57,6 +63,8 @@ def collect_files(
         files[f"scripts/{script.name}"] = script.read_bytes()
     for name in AUTHZ_FILES:
         files[name] = (AUTHZ_DIR / name.split("/", 1)[1]).read_bytes()
+    for name in VERIFY_FILES:
+        files[name] = (VERIFY_DIR / name.split("/", 1)[1]).read_bytes()
     files["catalog/artifacts.tsv"] = catalog.text.encode()
     base = render_base_files(admin_sources)
     files["base/packages.txt"] = base.packages.encode()

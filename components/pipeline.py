@@ -28,7 +28,7 @@ import pulumi_command as command
 
 from components.contract import CONTRACT_ENV, REMOTE_ROOT
 from components.machine import Machine
-from components.payload import AUTHZ_FILES, Payload
+from components.payload import AUTHZ_FILES, VERIFY_FILES, Payload
 from components.settings import HostSpec, Settings
 from components.settings.declarations import Setting, host_variables
 
@@ -151,7 +151,7 @@ HOST_STEPS: tuple[Step, ...] = (
             "VERIFY_OUTSIDE",
             "VERIFY_NERDCTL",
         ),
-        reads=("catalog/artifacts.tsv",),
+        reads=("catalog/artifacts.tsv", *VERIFY_FILES),
         stdin="verify-tls",
     ),
     # Last, so a key change re-runs nothing else.

@@ -133,5 +133,8 @@ def test_a_document_without_user_network_dns_still_reads_and_a_bad_value_is_refu
     assert read_endpoint(build_endpoint(CA, "sandbox", [old])).host().runtimes[0].user_network_dns is None
     doc = json.loads(passing_report("cloud-1"))
     doc["runtimes"][0]["userNetworkDns"] = "yes"
+    # Refused as the report is read (host_verify/report.py), and by the endpoint's own reader.
+    with pytest.raises(VerificationFailed, match="userNetworkDns: expected bool"):
+        parse_verify_report("cloud-1", json.dumps(doc))
     with pytest.raises(EndpointRefused, match="userNetworkDns: expected true, false or null"):
-        build_endpoint_host(FACTS, parse_verify_report("cloud-1", json.dumps(doc)), "sandbox")
+        build_endpoint_host(FACTS, doc, "sandbox")

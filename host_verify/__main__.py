@@ -1,0 +1,204 @@
+"""`python3 -I <root>/host_verify/__main__.py [--only NAME,...] [--jobs N] [--list]`
+(or `python3 -m host_verify` with the root on the path)
+
+Verify this host through its real endpoint: one
+line per check on stderr, the report (host_verify/report.py) ALWAYS on
+stdout, and on the first failed check a one-line reason and that check's
+family's exit code (host_verify/failures.py). Input: the verify step's
+variables (docs/host-contract.md), the payload's contract/host.env, and on
+stdin the CA certificate, the verify client's certificate and key (PEM, in
+that order), kept in a private directory on tmpfs removed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+
+if __package__ in (None, ""):  # run as a file: python3 -I .../host_verify/__main__.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from host_verify.checks import (
+    BUSYBOX_APPLETS,
+    CHECKS,
+    Context,
+    kata_unusable_reason,
+    runsc_path,
+    wanted_runtimes,
+)
+from host_verify.clients import ContainerdNames, Ctr, Docker, Nerdctl, Runner, SystemRunner
+from host_verify.engine import DEFAULT_JOBS, Outcome, build_report, run_checks, select
+from host_verify.failures import Failure
+from host_verify.inputs import (
+    Contract,
+    Paths,
+    certificate_common_name,
+    check_pems,
+    parse_contract_env,
+    read_catalog,
+    read_inputs,
+)
+from host_verify.report import CheckResult, Report
+
+
+def make_logger(script: str, host: str) -> Callable[[str], None]:
+    lock = threading.Lock()
+
+    def log(message: str) -> None:
+        with lock:
+            print(f"{script} [{host}]: {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def verify_cpus(contract: Contract, max_millicpus: int) -> str:
+    """The CPUs each verify container asks for: the contract's figure, or the
+    stack's maximum when that is lower."""
+    milli = min(contract.number("VERIFY_MILLICPUS"), max_millicpus)
+    return f"{milli // 1000}.{milli % 1000:03d}"
+
+
+def prepare_ctr_rootfs(work: Path, busybox: Path) -> Path:
+    """busybox-static's applets in a directory ctr can run (never under /run:
+    it is noexec on Debian); the sandbox's file server reaches it through work."""
+    work.chmod(0o711)
+    rootfs = work / "rootfs"
+    for sub in ("bin", "proc", "dev", "sys", "etc", "tmp"):
+        (rootfs / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox, rootfs / "bin/busybox")
+    for applet in BUSYBOX_APPLETS:
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    return rootfs
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+         runner_factory: Callable[[Mapping[str, str]], Runner] = SystemRunner, stdin: str | None = None) -> int:
+    environ = dict(os.environ if environ is None else environ)
+    parser = argparse.ArgumentParser(prog="host_verify", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--only", help="comma-separated check names (and what they need); default: all")
+    parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="lanes run at once (1: one check at a time)")
+    parser.add_argument("--list", action="store_true", help="print the check table and exit")
+    parser.add_argument("--timings", action="store_true", help="log each check's wall time on stderr")
+    args = parser.parse_args(argv)
+    if args.list:
+        for c in CHECKS:
+            print(f"{c.name}\tfamily={c.family}\tclient={c.client}\tstage={c.stage}\tlane={c.lane}\t"
+                  f"needs={','.join(c.needs) or '-'}")
+        return 0
+    root = Path(environ.get("FR_ROOT") or Path(__file__).resolve().parent.parent)
+    host = environ.get("FR_HOST") or socket.gethostname() or "unknown-host"
+    script = environ.get("FR_SCRIPT_NAME") or "host_verify"
+    log = make_logger(script, host)
+    contract_path = Path(environ.get("FR_CONTRACT") or root / "contract/host.env")
+    try:
+        contract = Contract(parse_contract_env(contract_path.read_text(), environ))
+    except (OSError, ValueError) as err:
+        print(f"{script} [{host}]: FAILED: expected the contract at {contract_path}; found {err}; to fix: re-run the "
+              "payload step (pulumi up)", file=sys.stderr)
+        return 1
+    try:
+        names = [n for n in (args.only or "").split(",") if n] or None
+        checks = select(names)
+    except KeyError as err:
+        print(f"{script} [{host}]: unknown check {err}; known: {', '.join(c.name for c in CHECKS)}", file=sys.stderr)
+        return 2
+    host_kernel = os.uname().release
+    paths = Paths.from_env(root, environ)
+    cleanup: list[Path] = []
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    report: Report | None = None
+    try:
+        try:
+            inputs = read_inputs(environ, contract, host)
+            ca, cert, key = check_pems(sys.stdin.read() if stdin is None else stdin)
+            try:
+                owner = certificate_common_name(cert)
+            except (ValueError, IndexError, UnicodeDecodeError) as err:
+                raise Failure("inputs", 2, "the verify client certificate with a common name (the policy's owner label)",
+                              f"{type(err).__name__}: {err}", "check the program sends the verify certificate") from None
+        except Failure as failure:
+            report = Report(contract["VERIFY_SCHEMA"], host, False, host_kernel, failure.check, failure.message,
+                            checks=(), versions={})
+            log(f"FAILED on host {host}: {failure.message}")
+            return failure.code
+        paths.secret_base.mkdir(parents=True, exist_ok=True)
+        paths.secret_base.chmod(0o700)
+        certs = Path(tempfile.mkdtemp(prefix="pem.", dir=paths.secret_base))
+        cleanup.append(certs)
+        for name, pem in (("ca.pem", ca), ("cert.pem", cert), ("key.pem", key)):
+            fd = os.open(certs / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(pem)
+        paths.work_base.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="functions-runtime.", dir=paths.work_base))
+        cleanup.append(work)
+        # The docker CLI must not read or write root's ~/.docker.
+        (work / "docker-config").mkdir()
+        runner = runner_factory({**environ, "DOCKER_CONFIG": str(work / "docker-config")})
+        catalog = read_catalog(paths.catalog) if paths.catalog.is_file() else {}
+        # vm wants Kata whatever (its preflight then says why it cannot run); sandbox asks whether it can.
+        kata_usable = inputs.isolation == "sandbox" and not kata_unusable_reason(runner, paths, catalog,
+                                                                                 inputs.kata_hypervisor)
+        wanted = wanted_runtimes(inputs.isolation, kata_usable)
+        try:
+            runsc = runsc_path(contract, catalog, inputs.gvisor_runsc) if "runsc" in wanted else ""
+        except Failure as failure:
+            report = Report(contract["VERIFY_SCHEMA"], host, False, host_kernel, failure.check, failure.message)
+            log(f"FAILED on host {host}: {failure.message}")
+            return failure.code
+        endpoint_args = ["--tlsverify", "--tlscacert", str(certs / "ca.pem"), "--tlscert", str(certs / "cert.pem"),
+                         "--tlskey", str(certs / "key.pem"), "-H", f"tcp://{inputs.endpoint_host}:{inputs.endpoint_port}"]
+        limit_opts = ["--memory", f"{contract['VERIFY_MEMORY_MIB']}m", "--pids-limit", contract["VERIFY_PIDS"],
+                      "--cpus", verify_cpus(contract, inputs.max_millicpus)]
+        names_ = ContainerdNames(contract["CONTAINERD_VERIFY_NAMESPACE"], contract["RUNC_SHIM_RUNTIME"],
+                                 contract["RUNSC_SHIM_RUNTIME"], contract["KATA_SHIM_RUNTIME"], contract["CNI_NETWORK"])
+        rootfs = work / "ctr" / "rootfs"
+        if any(c.name == "ctr" for c in checks) and paths.busybox.is_file():
+            (work / "ctr").mkdir()
+            rootfs = prepare_ctr_rootfs(work / "ctr", paths.busybox)
+        ctx = Context(
+            inputs=inputs, contract=contract, paths=paths, runner=runner,
+            docker=Docker(runner, endpoint_args, paths.docker_socket, inputs.image, limit_opts,
+                          ["--label", f"{contract['AUTHZ_OWNER_LABEL']}={owner}"]),
+            ctr=Ctr(runner, names_, runsc, rootfs, paths.cni_networks),
+            nerdctl=Nerdctl(runner, names_, runsc, inputs.gvisor_runsc == "release", inputs.image),
+            certs=certs, work=work, host_kernel=host_kernel, wanted=wanted, runsc=runsc, catalog=catalog,
+        )
+        outcome = Outcome((), None)
+        try:
+            outcome = run_checks(ctx, checks, log, args.jobs, args.timings)
+        finally:
+            if outcome.failure is None and not outcome.results:
+                outcome = Outcome((), Failure("run", 1, "the run to finish", "it was stopped", "re-run verify"))
+            report = build_report(ctx, outcome)
+        if outcome.failure:
+            log(f"FAILED on host {host}: {outcome.failure.message}")
+            return outcome.failure.code
+        log(f"host {host} verified: default runtime {report.default_runtime}")
+        return 0
+    finally:
+        if report is None:
+            report = Report(contract["VERIFY_SCHEMA"], host, False, host_kernel, "run",
+                            "the verification stopped before its first check; see stderr",
+                            checks=(CheckResult("run", "failed", "stopped"),))
+        print(report.dumps(), flush=True)
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

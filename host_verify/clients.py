@@ -1,0 +1,368 @@
+"""Commands and container clients: docker (through the mutual-TLS endpoint,
+or root on the local socket), ctr and nerdctl behind one interface.
+
+Everything that touches the host goes through a `Runner`, so the checks run
+in tests against a fake one. Names are derived from the client and runtime,
+so clients and runtimes can run side by side without meeting.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+# Bounds: a sandbox that hangs must not hang `pulumi up`.
+RUN_TIMEOUT = 300  # seconds for one container run (TCG guests are slow)
+PROBE_TIMEOUT = 5  # seconds for one TCP connect probe
+CNI_PEER_WAIT = 120  # seconds for a containerd peer's address and server to appear
+NAME_PREFIX = "functions-runtime-verify"
+PEER_PORT = 8080
+
+# The peer answers every connection on PEER_PORT and closes it.
+PEER_SERVER = 'while true; do nc -l -p "$0" -e true; done'
+# What every probe container runs: its kernel, then every target at once
+# ($0 is the timeout, each argument "ADDR PORT"): one line per target,
+# "ADDR PORT reachable|unreachable". Anything else is an error to report.
+PROBE = (
+    'echo "kernel $(uname -r)"; w=$0; for t in "$@"; do\n'
+    '  (if nc -w "$w" "${t% *}" "${t#* }" -e true; then echo "$t reachable"; else echo "$t unreachable"; fi) &\n'
+    "done; wait"
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    stdout: str
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Process(Protocol):
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def kill(self) -> None: ...
+
+
+class Runner(Protocol):
+    """How checks touch the host: commands, background commands, TCP connects, time."""
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None, stdin: bytes | None = None) -> Result: ...
+    def start(self, argv: Sequence[str]) -> Process: ...
+    def reaches(self, address: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool: ...
+    def sleep(self, seconds: float) -> None: ...
+    def now_ms(self) -> int: ...
+
+
+class SystemRunner:
+    """The real host. `env` is the whole environment the commands get."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = None, stdin: bytes | None = None) -> Result:
+        try:
+            proc = subprocess.run(list(argv), input=stdin if stdin is not None else b"", capture_output=True,
+                                  timeout=timeout, env=self.env, check=False)
+        except subprocess.TimeoutExpired as err:
+            out = (err.stdout or b"").decode(errors="replace")
+            return Result(124, out, f"timed out after {timeout} s: {argv[0]}\n")
+        except OSError as err:
+            return Result(127, "", f"{argv[0]}: {err.strerror}\n")
+        return Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+
+    def start(self, argv: Sequence[str]) -> Process:
+        return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=self.env)
+
+    def reaches(self, address: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
+        try:
+            with socket.create_connection((address, port), timeout=timeout):
+                return True
+        except OSError:
+            return False
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def now_ms(self) -> int:
+        return time.monotonic_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    address: str
+    network: str | None = None
+    process: Process | None = None
+
+
+class PeerFailed(Exception):
+    """A peer did not come up: what was expected, what was found, what to do."""
+
+    def __init__(self, expected: str, found: str, todo: str, runtime_failed: bool = False) -> None:
+        super().__init__(found)
+        self.expected, self.found, self.todo = expected, found, todo
+        # The runtime could not run a container at all (not a network problem).
+        self.runtime_failed = runtime_failed
+
+
+class ContainerClient(Protocol):
+    """What the kernel and isolation checks need of docker, ctr or nerdctl."""
+
+    name: str
+
+    def label(self, runtime: str) -> str: ...
+    def start_peer(self, runtime: str) -> Peer: ...
+    def probe(self, runtime: str, peer: Peer, targets: Sequence[str]) -> Result: ...
+    def stop_peer(self, peer: Peer) -> None: ...
+    def rerun_hint(self, runtime: str) -> str: ...
+
+
+class Docker:
+    """Docker through the endpoint (the consumers' path, under the policy) and
+    as root on the local socket (image loads, clean-up)."""
+
+    name = "docker"
+
+    def __init__(self, runner: Runner, endpoint_args: Sequence[str], socket_path: Path, image: str,
+                 limit_opts: Sequence[str], owner_opts: Sequence[str] = ()) -> None:
+        self.runner, self.endpoint_args, self.socket_path = runner, tuple(endpoint_args), socket_path
+        # Every create through the endpoint carries limits and the owner label
+        # the policy asks for (the verify client's common name).
+        self.image, self.limit_opts, self.owner_opts = image, tuple(limit_opts), tuple(owner_opts)
+
+    def endpoint(self, *args: str, timeout: float | None = RUN_TIMEOUT) -> Result:
+        return self.runner.run(["docker", *self.endpoint_args, *args], timeout=timeout)
+
+    def local(self, *args: str, timeout: float | None = RUN_TIMEOUT, stdin: bytes | None = None) -> Result:
+        return self.runner.run(["docker", "-H", f"unix://{self.socket_path}", *args], timeout=timeout, stdin=stdin)
+
+    def run(self, runtime: str, command: Sequence[str], opts: Sequence[str] = ()) -> Result:
+        """One container through the endpoint, with limits, bounded in time."""
+        return self.endpoint("run", "--rm", "--runtime", runtime, *self.owner_opts, *self.limit_opts, *opts, self.image,
+                             *command)
+
+    def label(self, runtime: str) -> str:
+        return runtime
+
+    def start_peer(self, runtime: str) -> Peer:
+        network, name = f"{NAME_PREFIX}-{runtime}", f"{NAME_PREFIX}-peer-{runtime}"
+        self._remove(name, network)  # a run that was killed may have left them
+        out = self.endpoint("network", "create", network)
+        if not out.ok:
+            self._remove(name, network)
+            raise PeerFailed("docker network create through the endpoint", _last(out.output), "read journalctl -u docker")
+        out = self.run(runtime, ["sh", "-c", PEER_SERVER, str(PEER_PORT)], ["-d", "--name", name, "--network", network])
+        if not out.ok:
+            self._remove(name, network)
+            raise PeerFailed(f"docker run --runtime {runtime} to succeed (a peer container on {network})",
+                             _last(out.output), f"run 'docker run --rm --runtime {runtime} {self.image} uname -r' on the "
+                             "host and read journalctl -u docker", runtime_failed=True)
+        addr = self.local("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name)
+        if not addr.ok or not addr.stdout.strip():
+            self._remove(name, network)
+            raise PeerFailed(f"the peer to have an address on {network}", "none", "read journalctl -u docker")
+        return Peer(name, addr.stdout.strip(), network)
+
+    def probe(self, runtime: str, peer: Peer, targets: Sequence[str]) -> Result:
+        opts = ["--network", peer.network] if peer.network else []
+        return self.run(runtime, ["sh", "-c", PROBE, str(PROBE_TIMEOUT), *targets], opts)
+
+    def stop_peer(self, peer: Peer) -> None:
+        self._remove(peer.name, peer.network)
+
+    def _remove(self, name: str, network: str | None) -> None:
+        self.local("rm", "-f", name, timeout=60)
+        if network:
+            self.local("network", "rm", network, timeout=60)
+
+    def rerun_hint(self, runtime: str) -> str:
+        return f"run 'docker run --rm --runtime {runtime} {self.image} nc' on the host"
+
+
+@dataclass(frozen=True)
+class ContainerdNames:
+    """The contract's containerd facts (components/contract.py)."""
+
+    namespace: str
+    runc_shim: str
+    runsc_shim: str
+    kata_shim: str
+    cni_network: str
+
+
+class Ctr:
+    """Debian's `ctr run --cni` in verify's own containerd namespace, on a
+    busybox-static rootfs (ctr cannot see Docker's images)."""
+
+    name = "ctr"
+
+    def __init__(self, runner: Runner, names: ContainerdNames, runsc: str, rootfs: Path, cni_networks: Path) -> None:
+        self.runner, self.names, self.runsc, self.rootfs, self.cni_networks = runner, names, runsc, rootfs, cni_networks
+        self._lock = threading.Lock()
+
+    def runtime_args(self, runtime: str) -> list[str]:
+        if runtime == "kata":
+            return ["--runtime", self.names.kata_shim]
+        if runtime == "runsc":  # the runc shim running runsc: every host has it
+            return ["--runtime", self.names.runc_shim, "--runc-binary", self.runsc]
+        return ["--runtime", self.names.runc_shim]
+
+    def run_argv(self, runtime: str, container_id: str, command: Sequence[str]) -> list[str]:
+        return ["ctr", "--namespace", self.names.namespace, "run", "--rm", "--cni", *self.runtime_args(runtime),
+                "--rootfs", str(self.rootfs), container_id, *command]
+
+    def label(self, runtime: str) -> str:
+        return f"ctr-{runtime}"
+
+    def address_of(self, container_id: str) -> str | None:
+        """The address host-local IPAM gave the container: its file holds
+        "<namespace>-<ID>\\r\\n<ifname>" (ctr joins the first CNI network)."""
+        owner = f"{self.names.namespace}-{container_id}"
+        for path in sorted(self.cni_networks.glob("*/*")):
+            try:
+                first = path.read_text(errors="replace").split("\n", 1)[0].strip("\r")
+            except OSError:
+                continue
+            if first == owner:
+                return path.name
+        return None
+
+    def start_peer(self, runtime: str) -> Peer:
+        # ctr's peer runs in the foreground of a background process, so `ctr
+        # run --rm` tears its CNI attachment down when it ends (a detached
+        # ctr container would leak its address).
+        name = f"{NAME_PREFIX}-peer-{self.label(runtime)}"
+        self.remove(name)
+        proc = self.runner.start(self.run_argv(runtime, name, ["/bin/sh", "-c", PEER_SERVER, str(PEER_PORT)]))
+        waited, addr = 0, None
+        while (addr := self.address_of(name)) is None:
+            if waited >= CNI_PEER_WAIT or proc.poll() is not None:
+                self.remove(name, proc)
+                raise PeerFailed("a peer container through ctr run --cni", f"no address after {waited} s",
+                                 "run 'ctr run --rm --cni --rootfs DIR id sh' on the host and read journalctl -u containerd")
+            self.runner.sleep(1)
+            waited += 1
+        peer = Peer(name, addr, None, proc)
+        _wait_for_server(self.runner, peer, waited, lambda: self.remove(name, proc))
+        return peer
+
+    def probe(self, runtime: str, peer: Peer, targets: Sequence[str]) -> Result:
+        name = f"{NAME_PREFIX}-probe-{self.label(runtime)}"
+        self.remove(name)  # a run that was killed may have left it
+        return self.runner.run(self.run_argv(runtime, name, ["/bin/sh", "-c", PROBE, str(PROBE_TIMEOUT), *targets]),
+                               timeout=RUN_TIMEOUT)
+
+    def stop_peer(self, peer: Peer) -> None:
+        self.remove(peer.name, peer.process)
+
+    def remove(self, container_id: str, process: Process | None = None) -> None:
+        """Kill the container's task from the host (Debian's ctr 1.7 `task
+        kill` looks for CNI plugins in /opt/cni/bin and fails before it kills
+        a --cni container), wait for its `ctr run --rm`, then remove what a
+        killed run would have left."""
+        ns = ["ctr", "--namespace", self.names.namespace]
+        tasks = self.runner.run([*ns, "task", "ls"], timeout=60)
+        for line in tasks.stdout.splitlines():
+            cells = line.split()
+            if len(cells) >= 2 and cells[0] == container_id and cells[1].isdigit() and int(cells[1]) > 0:
+                self.runner.run(["kill", "-KILL", cells[1]], timeout=10)
+        if process is not None:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        # What a killed run left (`ctr run --rm` removes its own otherwise): each ctr call costs a second under TCG.
+        if container_id in self.runner.run([*ns, "container", "ls", "-q"], timeout=60).stdout.split():
+            self.runner.run([*ns, "task", "delete", container_id], timeout=60)
+            self.runner.run([*ns, "container", "rm", container_id], timeout=60)
+
+    def rerun_hint(self, runtime: str) -> str:
+        return "run 'ctr run --rm --cni --rootfs DIR id nc' on the host (DIR: a busybox-static rootfs) and read journalctl -u containerd"
+
+
+class Nerdctl:
+    """nerdctl in verify's containerd namespace, on the contract's CNI network."""
+
+    name = "nerdctl"
+
+    def __init__(self, runner: Runner, names: ContainerdNames, runsc: str, runsc_from_release: bool, image: str) -> None:
+        self.runner, self.names, self.runsc, self.image = runner, names, runsc, image
+        self.runsc_from_release = runsc_from_release
+
+    def runtime(self, runtime: str) -> str:
+        if runtime == "kata":
+            return self.names.kata_shim
+        if runtime == "runsc":
+            # The release's shim; Debian's package ships none, so nerdctl runs its runsc binary.
+            return self.names.runsc_shim if self.runsc_from_release else self.runsc
+        return self.names.runc_shim
+
+    def cmd(self, *args: str, timeout: float | None = RUN_TIMEOUT, stdin: bytes | None = None) -> Result:
+        return self.runner.run(["nerdctl", "--namespace", self.names.namespace, *args], timeout=timeout, stdin=stdin)
+
+    def run(self, runtime: str, command: Sequence[str], opts: Sequence[str] = ()) -> Result:
+        return self.cmd("run", "--rm", "--runtime", self.runtime(runtime), "--network", self.names.cni_network,
+                        *opts, self.image, *command)
+
+    def label(self, runtime: str) -> str:
+        return f"nerdctl-{runtime}"
+
+    def start_peer(self, runtime: str) -> Peer:
+        name = f"{NAME_PREFIX}-peer-{self.label(runtime)}"
+        self.cmd("rm", "-f", name, timeout=60)
+        out = self.run(runtime, ["/bin/sh", "-c", PEER_SERVER, str(PEER_PORT)], ["-d", "--name", name])
+        if not out.ok:
+            self.cmd("rm", "-f", name, timeout=60)
+            raise PeerFailed("a peer container through nerdctl run", _last(out.output), "read journalctl -u containerd")
+        addr = self.cmd("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name, timeout=60)
+        if not addr.stdout.strip():
+            self.cmd("rm", "-f", name, timeout=60)
+            raise PeerFailed(f"the peer to have an address on {self.names.cni_network}", "none",
+                             "read journalctl -u containerd")
+        peer = Peer(name, addr.stdout.strip())
+        _wait_for_server(self.runner, peer, 0, lambda: self.cmd("rm", "-f", name, timeout=60))
+        return peer
+
+    def probe(self, runtime: str, peer: Peer, targets: Sequence[str]) -> Result:
+        return self.run(runtime, ["/bin/sh", "-c", PROBE, str(PROBE_TIMEOUT), *targets])
+
+    def stop_peer(self, peer: Peer) -> None:
+        self.cmd("rm", "-f", peer.name, timeout=60)
+
+    def rerun_hint(self, runtime: str) -> str:
+        return f"run 'nerdctl run --rm --network {self.names.cni_network} {self.image} nc' on the host"
+
+
+def _wait_for_server(runner: Runner, peer: Peer, waited: int, cleanup: object) -> None:
+    """Until the peer's server answers the host (an address is given before
+    the sandbox has booted), so a slow start is not taken for a broken
+    network by the positive control."""
+    while not runner.reaches(peer.address, PEER_PORT):
+        if waited >= CNI_PEER_WAIT:
+            if callable(cleanup):
+                cleanup()
+            raise PeerFailed(f"the peer at {peer.address}:{PEER_PORT} to answer the host",
+                             f"no answer after {waited} s", "read journalctl -u containerd; check the CNI network")
+        runner.sleep(1)
+        waited += 1
+
+
+def _last(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
