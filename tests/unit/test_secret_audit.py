@@ -10,9 +10,10 @@ CrossGuard validation policies receive secrets already unwrapped and cannot
 tell (policy/rules.py, docs/security.md).
 
 Script side: no xtrace anywhere in scripts/, and the real stdin-parsing
-functions of configure_runtime.sh and verify_host.sh, sourced and run in
-bash with a throwaway key, never let the key text reach stdout or stderr
-(on success and on the refusal paths) and leave no key file behind.
+functions of configure_runtime.sh, sourced and run in bash, and verify_host.sh
+(the Python verification it runs), with a throwaway key, never let the key
+text reach stdout or stderr (on success and on the refusal paths) and leave
+no key file behind.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.scripts.helpers import Result, run_bash, write_contract
+from host_verify.inputs import pem_blocks
+from tests.scripts.helpers import Result, _run, run_bash, write_contract
+from tests.support.host_verify_fake import throwaway_pems
 from tests.support.program import ProgramRun, config_from_stack_file, run_program
 from tools.lab.harness import is_secret, unwrap
 
@@ -267,26 +270,45 @@ VERIFY_ENV = {
     "LIMIT_MAX_MILLICPUS": "2000",
     "VERIFY_OUTSIDE": "192.0.2.10 8080",
     "ISOLATION": "sandbox",
-    "GVISOR_RUNSC": "release",
+    "KATA_HYPERVISOR": "qemu",
+    "GVISOR_RUNSC": "debian",
     "GVISOR_ALLOW_HOST_NETWORK": "false",
 }
+# A curl that records the key file verify hands it (mode and content), then
+# answers as dockerd's /version would.
+RECORDING_CURL = """#!/bin/sh
+while [ $# -gt 0 ]; do
+  if [ "$1" = --key ]; then stat -c %a "$2" >"$AUDIT_OUT.mode"; cat "$2" >"$AUDIT_OUT.key"; fi
+  shift
+done
+echo '{"Version": "26.1.5"}'
+"""
 
 
-def test_verify_reads_its_client_key_without_printing_it_and_removes_it(dirs):
+def run_verify(env: dict[str, str], stdin: str, *args: str) -> Result:
+    return _run(["bash", str(SCRIPTS / "verify_host.sh"), *args], {"FR_HOST": "audit-host", **env}, stdin, 120)
+
+
+def test_verify_reads_its_client_key_without_printing_it_and_removes_it(dirs, tmp_path):
     key = throwaway_key()
-    env = {**dirs, **VERIFY_ENV, "KATA_HYPERVISOR": "qemu"}
-    snippet = 'read_inputs; test "$(cat "$CERTS/key.pem")" = "$(printf %s "$EXPECTED")" && echo parsed'
-    proc = run_sourced("verify_host.sh", snippet, {**env, "EXPECTED": key.rstrip("\n")}, throwaway_cert("C") * 2 + key)
-    assert proc.rc == 0 and proc.stdout.strip() == "parsed", proc.stderr
+    curl = tmp_path / "bin" / "curl"
+    curl.parent.mkdir()
+    curl.write_text(RECORDING_CURL)
+    curl.chmod(0o755)
+    ca_and_cert = "".join(pem_blocks(throwaway_pems())[:2])
+    env = {**dirs, **VERIFY_ENV, "PATH": f"{curl.parent}:{os.environ['PATH']}", "AUDIT_OUT": str(tmp_path / "seen")}
+    proc = run_verify(env, ca_and_cert + key, "--only", "endpoint-accepts-client-cert")
+    assert proc.rc == 0, proc.stderr
+    assert (tmp_path / "seen.key").read_text() == key and (tmp_path / "seen.mode").read_text().strip() == "600"
     assert_key_not_printed(proc, key)
-    assert os.listdir(dirs["FR_WORK_BASE"]) == [], "the verify client key must not outlive the script"
+    assert os.listdir(dirs["FR_WORK_BASE"]) == [], "the verify client key must not outlive the run"
 
 
 def test_verify_refusal_does_not_print_the_key(dirs):
     key = throwaway_key()
     env = {**dirs, **VERIFY_ENV}
-    proc = run_sourced("verify_host.sh", "read_inputs", env, key + throwaway_cert("C") * 2)
-    assert proc.rc != 0
+    proc = run_verify(env, key + throwaway_cert("C") * 2, "--only", "endpoint-accepts-client-cert")
+    assert proc.rc == 2 and "stdin block 'ca.pem' to be a certificate" in proc.stderr
     assert_key_not_printed(proc, key)
 
 
