@@ -16,6 +16,7 @@ import re
 import tarfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,15 +213,16 @@ def version_of(runner: Runner, argv: Sequence[str]) -> str | None:
 
 
 def collect_versions(ctx: Context) -> dict[str, str | None]:
+    """Each component's version, the commands side by side."""
     kata = ctx.catalog["kata"].version if "kata" in ctx.catalog and kata_installed(ctx.paths, ctx.catalog) else None
-    return {
-        "docker": ctx.facts.get("docker_version") or None,
-        "containerd": version_of(ctx.runner, ["containerd", "--version"]),
-        "runc": version_of(ctx.runner, ["runc", "--version"]),
-        "runsc": version_of(ctx.runner, [ctx.runsc, "--version"]) if "runsc" in ctx.wanted else None,
-        "kata": kata,
-        "nerdctl": version_of(ctx.runner, [str(ctx.paths.bin_dir / "nerdctl"), "--version"]),
-    }
+    commands = {"containerd": ["containerd", "--version"], "runc": ["runc", "--version"],
+                "nerdctl": [str(ctx.paths.bin_dir / "nerdctl"), "--version"]}
+    if "runsc" in ctx.wanted:
+        commands["runsc"] = [ctx.runsc, "--version"]
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        found = dict(zip(commands, pool.map(lambda argv: version_of(ctx.runner, argv), commands.values()), strict=True))
+    return {"docker": ctx.facts.get("docker_version") or None, "containerd": found["containerd"], "runc": found["runc"],
+            "runsc": found.get("runsc"), "kata": kata, "nerdctl": found["nerdctl"]}
 
 
 def last_count(output: str, word: str) -> int:
@@ -344,16 +346,31 @@ def check_endpoint_refuses(ctx: Context, _rt: str, rec: Recorder) -> None:
     rec.passed(name, desc, f"refused: {out.output.strip()}")
 
 
-def _docker_info(ctx: Context, rec: Recorder, name: str, desc: str, template: str) -> str:
-    out = ctx.docker.endpoint("info", "--format", template, timeout=60)
-    if not out.ok:
-        raise rec.fail(name, desc, "docker info through the endpoint", out.output, "check dockerd (journalctl -u docker)")
-    return out.stdout.rstrip("\n")
+# What the daemon checks read from `docker info` through the endpoint, one line
+# each, asked once per run (each docker CLI start costs a second under emulation).
+INFO_TEMPLATES = {
+    "runtimes": "{{.DefaultRuntime}} {{range $k, $v := .Runtimes}}{{$k}} {{end}}",
+    "runsc": '{{range $k, $v := .Runtimes}}{{if eq $k "runsc"}}{{$v.Path}}|{{range $v.Args}}{{.}} {{end}}{{end}}{{end}}',
+    "daemon": "{{.LiveRestoreEnabled}} {{.LoggingDriver}}",
+    "authz": "{{range .Plugins.Authorization}}{{.}} {{end}}",
+}
+
+
+def _docker_info(ctx: Context, rec: Recorder, name: str, desc: str, what: str) -> str:
+    lines = ctx.facts.get("docker_info")
+    if lines is None:
+        out = ctx.docker.endpoint("info", "--format", "\n".join(INFO_TEMPLATES.values()), timeout=60)
+        lines = out.stdout.split("\n")
+        if not out.ok or len(lines) < len(INFO_TEMPLATES):
+            raise rec.fail(name, desc, "docker info through the endpoint", out.output,
+                           "check dockerd (journalctl -u docker)")
+        ctx.facts.set("docker_info", lines)
+    return lines[list(INFO_TEMPLATES).index(what)]
 
 
 def check_registered_runtimes(ctx: Context, _rt: str, rec: Recorder) -> None:
     name, desc = "default-runtime", "Docker's default runtime and registered runtimes"
-    out = _docker_info(ctx, rec, name, desc, "{{.DefaultRuntime}} {{range $k, $v := .Runtimes}}{{$k}} {{end}}")
+    out = _docker_info(ctx, rec, name, desc, "runtimes")
     default, _, registered = out.partition(" ")
     ctx.facts.set("default_runtime", default)
     if default != ctx.wanted[0]:
@@ -371,8 +388,7 @@ def check_runsc_network(ctx: Context, _rt: str, rec: Recorder) -> None:
     --network=host) the host kernel's, accepted only with the opt-in."""
     name, desc = "runtime-runsc-network", "Docker runs the chosen runsc on gVisor's own network stack"
     inp, c = ctx.inputs, ctx.contract
-    out = _docker_info(ctx, rec, name, desc, '{{range $k, $v := .Runtimes}}{{if eq $k "runsc"}}{{$v.Path}}|'
-                       "{{range $v.Args}}{{.}} {{end}}{{end}}{{end}}")
+    out = _docker_info(ctx, rec, name, desc, "runsc")
     path, bar, args = out.partition("|")
     if not bar or path != ctx.runsc:
         raise rec.fail(name, desc, f"Docker's runsc runtime at {ctx.runsc} (functions-runtime:gvisor.runsc is "
@@ -401,7 +417,7 @@ def check_runsc_network(ctx: Context, _rt: str, rec: Recorder) -> None:
 def check_daemon_hardening(ctx: Context, _rt: str, rec: Recorder) -> None:
     name, desc = "daemon-hardening", "dockerd: live-restore, log rotation, root-only socket, TLS-only TCP"
     inp, sock = ctx.inputs, ctx.paths.docker_socket
-    out = _docker_info(ctx, rec, name, desc, "{{.LiveRestoreEnabled}} {{.LoggingDriver}}")
+    out = _docker_info(ctx, rec, name, desc, "daemon")
     if out != "true json-file":
         raise rec.fail(name, desc, "live-restore on and the json-file log driver (rotated by log-opts)",
                        f"LiveRestoreEnabled and LoggingDriver: {out}",
@@ -423,7 +439,7 @@ def check_daemon_hardening(ctx: Context, _rt: str, rec: Recorder) -> None:
 def check_policy_plugin(ctx: Context, _rt: str, rec: Recorder) -> None:
     name, desc = "endpoint-policy", "dockerd asks the endpoint policy plugin before every request"
     plugin = ctx.contract["AUTHZ_PLUGIN_NAME"]
-    out = _docker_info(ctx, rec, name, desc, "{{range .Plugins.Authorization}}{{.}} {{end}}").strip()
+    out = _docker_info(ctx, rec, name, desc, "authz").strip()
     if plugin not in out.split():
         raise rec.fail(name, desc, f"authorization plugin {plugin} in dockerd's running configuration",
                        f"authorization plugins: '{out}'", "re-run the configure step (daemon.json authorization-plugins)")
@@ -534,7 +550,7 @@ def _create(ctx: Context, opts: Sequence[str]) -> tuple[bool, str]:
     container is removed as root."""
     out = ctx.docker.endpoint("create", *ctx.docker.owner_opts, *opts, ctx.inputs.image, "true", timeout=60)
     if out.ok:
-        ctx.docker.local("rm", "-f", out.stdout.strip(), timeout=60)
+        ctx.docker.remove_container(out.stdout.strip())
         return True, ""
     return False, out.stderr.strip() or out.stdout.strip()
 
@@ -721,9 +737,8 @@ def check_pid_limit(ctx: Context, rt: str, rec: Recorder) -> None:
 
 
 def _host_answers(ctx: Context, rec: Recorder, name: str, desc: str, what: str) -> None:
-    out = ctx.runner.run(["curl", "-fsS", "--max-time", "15", "--unix-socket", str(ctx.paths.docker_socket),
-                          "http://localhost/_ping"], timeout=30)
-    if not out.ok:
+    out = ctx.docker.api("GET", "/_ping")
+    if out.code != 200:
         raise rec.fail(name, desc, f"the host's dockerd to answer after the {what}", "no answer", "read journalctl -u docker")
 
 

@@ -110,6 +110,19 @@ class FakeHost:
     def reaches(self, address: str, port: int, timeout: float = 5) -> bool:
         return (address, port) in self.host_reaches
 
+    def docker_api(self, socket_path: Path, method: str, path: str) -> Result:
+        argv = ["docker-api", method, path]
+        self.calls.append(argv)
+        if self.override:
+            out = self.override(argv)
+            if out is not None:
+                return out
+        if path == "/_ping":
+            return Result(200, "OK")
+        if method == "GET" and path.endswith("/json"):
+            return Result(200, json.dumps({"NetworkSettings": {"Networks": {"net": {"IPAddress": DOCKER_PEER}}}}))
+        return Result(204, "")
+
     def sleep(self, seconds: float) -> None:
         self.clock += int(seconds * 1000)
 
@@ -171,15 +184,17 @@ class FakeHost:
         args = argv[argv.index("-H") + 2:]
         verb = args[0]
         if verb == "info":
-            template = args[2]
-            if "DefaultRuntime" in template:
-                return Result(0, f"{self.default_runtime} {self.runtimes}\n")
-            if "$v.Path" in template:
-                return Result(0, self.runsc_entry + "\n")
-            if "LiveRestoreEnabled" in template:
-                return Result(0, self.daemon + "\n")
-            if "Authorization" in template:
-                return Result(0, self.authz + "\n")
+            lines = []
+            for template in args[2].split("\n"):
+                if "DefaultRuntime" in template:
+                    lines.append(f"{self.default_runtime} {self.runtimes}")
+                elif "$v.Path" in template:
+                    lines.append(self.runsc_entry)
+                elif "LiveRestoreEnabled" in template:
+                    lines.append(self.daemon)
+                elif "Authorization" in template:
+                    lines.append(self.authz)
+            return Result(0, "\n".join(lines) + "\n")
         if verb == "image" and args[1] == "inspect":
             return Result(0 if args[2] in self.images else 1, "[]", "" if args[2] in self.images else "No such image\n")
         if verb in ("import", "load"):

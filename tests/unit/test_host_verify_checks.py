@@ -289,14 +289,23 @@ def test_daemon_hardening(tmp_path, change, words):
     ctx, fake = make_ctx(tmp_path)
     assert run_check(ctx, "daemon-hardening")[1] is None
     setattr(fake, *change)
+    ctx.facts.set("docker_info", None)  # asked once per run: a new run asks again
     _, failure, _ = run_check(ctx, "daemon-hardening")
     assert failure and failure.code == 12 and words in failure.message
+
+
+def test_docker_info_is_asked_once_for_every_daemon_check(tmp_path):
+    ctx, fake = make_ctx(tmp_path)
+    for name in ("default-runtime", "runtime-runsc-network", "daemon-hardening", "endpoint-policy"):
+        assert run_check(ctx, name)[1] is None, name
+    assert len(commands(fake, "docker", "info")) == 1
 
 
 def test_the_policy_plugin_must_be_in_dockers_running_configuration(tmp_path):
     ctx, fake = make_ctx(tmp_path)
     assert run_check(ctx, "endpoint-policy")[1] is None
     fake.authz = ""
+    ctx.facts.set("docker_info", None)
     _, failure, _ = run_check(ctx, "endpoint-policy")
     assert failure and failure.code == 17 and "authorization plugin functions-runtime-authz" in failure.message
 
@@ -376,7 +385,7 @@ def test_policy_refusal_checks(tmp_path, policy, words):
     else:
         assert failure and failure.code == 17 and words in failure.message
     if policy is not None and policy([])[0]:
-        assert commands(fake, "docker", "rm")[0][2].startswith("unix://")  # removed as root
+        assert ["docker-api", "DELETE", "/containers/c0ffee?force=1"] in fake.calls  # removed as root
 
 
 def test_every_verify_container_carries_limits_within_the_stacks_maximum(tmp_path):
@@ -481,8 +490,9 @@ def test_one_probe_container_on_the_peers_network_for_every_target(tmp_path):
     assert status(results) == {"runtime-runsc-kernel": "passed", "reach-runsc-peer": "passed", "reach-runsc-outside": "passed",
                                "isolation-runsc-metadata": "passed", "isolation-runsc-host-endpoint": "passed",
                                "isolation-runsc-host-ssh": "passed"}
-    # The peer and its network are removed as root.
-    assert ["network", "rm", "functions-runtime-verify-runsc"] in [c[3:] for c in commands(fake, "docker", "network")]
+    # The peer and its network are removed as root (on the local socket).
+    assert ["docker-api", "DELETE", "/networks/functions-runtime-verify-runsc"] in fake.calls[-2:]
+    assert ["docker-api", "DELETE", "/containers/functions-runtime-verify-peer-runsc?force=1"] in fake.calls[-2:]
 
 
 @pytest.mark.parametrize(
@@ -556,7 +566,7 @@ def _lines(word: str, upto: int, tail: str = "") -> str:
 def test_pid_limit_check_reads_the_effect(tmp_path, started, answers, code, words):
     fake = FakeHost(cni=tmp_path / "cni", pids_started=started)
     if not answers:
-        fake.override = lambda argv: Result(7, "") if "--unix-socket" in argv else None
+        fake.override = lambda argv: Result(0, "", "connection refused") if argv[-1] == "/_ping" else None
     ctx, _ = make_ctx(tmp_path, fake)
     results, failure, _ = run_check(ctx, "limits-pids", "runsc")
     assert (failure.code if failure else None) == code

@@ -330,3 +330,32 @@ def test_the_owner_label_is_the_client_certificates_common_name():
 def test_a_client_certificate_without_a_common_name_is_an_input_error(tmp_path, capsys):
     code, report, _, _ = run_main(tmp_path, capsys, stdin=throwaway_pems(with_cn=False))
     assert code == 2 and "common name" in report["reason"]
+
+
+def test_the_system_runner_speaks_http_on_a_unix_socket(tmp_path):
+    import http.server
+    import socketserver
+
+    from host_verify.clients import SystemRunner
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_DELETE(self) -> None:
+            self.send_response(204 if self.path == "/containers/a%20b?force=1" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        def get_request(self):  # BaseHTTPRequestHandler wants a client address
+            request, _ = super().get_request()
+            return request, ("local", 0)
+
+    path = tmp_path / "docker.sock"
+    with Server(str(path), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        runner = SystemRunner({})
+        assert runner.docker_api(path, "DELETE", "/containers/a%20b?force=1").code == 204
+        assert runner.docker_api(path, "DELETE", "/other").code == 404
+        server.shutdown()
+    assert runner.docker_api(tmp_path / "none.sock", "GET", "/_ping").code == 0
