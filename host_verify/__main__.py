@@ -177,12 +177,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             nerdctl=Nerdctl(runner, names_, runsc, inputs.gvisor_runsc == "release", inputs.image),
             certs=certs, work=work, host_kernel=host_kernel, wanted=wanted, runsc=runsc, catalog=catalog,
         )
-        outcome = Outcome((), None)
+        outcome = Outcome((), Failure("run", 1, "the run to finish", "it was stopped", "re-run verify"))
         try:
             outcome = run_checks(ctx, checks, log, args.jobs, args.timings)
         finally:
-            if outcome.failure is None and not outcome.results:
-                outcome = Outcome((), Failure("run", 1, "the run to finish", "it was stopped", "re-run verify"))
             report = build_report(ctx, outcome)
         if outcome.failure:
             log(f"FAILED on host {host}: {outcome.failure.message}")

@@ -101,8 +101,12 @@ def run_checks(ctx: Context, checks: Sequence[Check], log: Callable[[str], None]
                 run_lane(units)
         else:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                for future in [pool.submit(run_lane, units) for units in lanes.values()]:
-                    future.result()
+                try:
+                    for future in [pool.submit(run_lane, units) for units in lanes.values()]:
+                        future.result()
+                except BaseException:  # stopped (SIGTERM): no lane starts another check
+                    stop.set()
+                    raise
     results = tuple(r for key in sorted(done) for r in done[key])
     return Outcome(results, failures[0] if failures else None)
 

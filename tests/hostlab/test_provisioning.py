@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 
 from components.contract import AUTHZ_OWNER_LABEL, CONSUMER_COMMON_NAME
-from components.endpoint import docker_client, read_client_tls, read_endpoint
+from components.endpoint import docker_client, limits_document, read_client_tls, read_endpoint
 from tests.hostlab import testbed
 from tests.hostlab.shared_guest import CLOUD_INIT_DONE, INSTALLED, VERIFIED, SharedGuest
 from tests.support.program import ProgramRun
@@ -175,7 +175,7 @@ def test_verify_report_goes_through_the_programs_endpoint_code(lab):
     assert checks["isolation-runsc-host-ssh"]["status"] == "passed"
     # The endpoint policy (issue 13): dockerd asks the plugin; refusals; limits hold under gVisor.
     for name in ("endpoint-policy", "policy-refuses-privileged-runc", "policy-refuses-host-network",
-                 "policy-refuses-host-mount", "policy-refuses-no-limits", "limits-runsc-pids",
+                 "policy-refuses-host-mount", "policy-refuses-no-limits", "policy-limits", "limits-runsc-pids",
                  "limits-runsc-memory"):
         assert checks[name]["status"] == "passed", checks.get(name)
         print(f"{name}: {checks[name]['detail']}")
@@ -195,6 +195,11 @@ def test_verify_report_goes_through_the_programs_endpoint_code(lab):
     assert runsc["name"] == "runsc" and runsc["guestKernel"] != report["hostKernel"]
     assert raw["hostKernel"] == lab.sh("uname -r").strip()
     assert host is not None
+    # The endpoint's limits are what the host's verify proved its policy enforces.
+    proven = report["limits"]
+    assert run.outputs["runtimeEndpoint"]["limits"] == limits_document(
+        proven["maxMemoryMiB"], proven["maxPids"], proven["maxMilliCpus"]
+    )
 
 
 def endpoint_run(lab: SharedGuest) -> ProgramRun:

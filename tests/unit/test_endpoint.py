@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gc
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from docker.errors import DockerException
@@ -181,3 +183,51 @@ def test_the_document_carries_the_policys_limits_for_consumers():
     for bad in ({"maxMemoryMiB": "2g", "maxPids": 1, "maxCpus": 1}, {"maxMemoryMiB": 1, "maxPids": 0, "maxCpus": 1}, []):
         with pytest.raises(EndpointError, match="runtimeEndpoint.limits"):
             read_endpoint(json.dumps({**doc, "limits": bad}))
+
+
+def test_the_endpoints_limits_are_what_every_hosts_verify_proved():
+    from components.endpoint import EndpointRefused, verified_limits
+
+    a, b, c = (json.loads(passing_report(name)) for name in ("a", "b", "c"))
+    assert verified_limits([a, b]) == {"maxMemoryMiB": 2048, "maxPids": 1024, "maxCpus": 2}
+    b["limits"]["maxPids"] = 512
+    c["limits"]["maxPids"] = 512
+    with pytest.raises(EndpointRefused, match=r"a: 2048 MiB, 1024 PIDs, 2000 millicpus; b, c: 2048 MiB, 512 PIDs"):
+        verified_limits([a, b, c])
+    del c["limits"]
+    with pytest.raises(EndpointRefused, match="host c: .*proves no endpoint policy limits"):
+        verified_limits([c])
+    assert verified_limits([]) is None
+
+
+def test_a_passed_report_without_proven_limits_is_refused_naming_the_field():
+    with pytest.raises(VerificationFailed, match="report.limits: a passed report says which limits"):
+        parse_verify_report("cloud-1", json.dumps(report(limits=None)))
+    with pytest.raises(VerificationFailed, match=r"report.limits.maxPids: expected int"):
+        parse_verify_report("cloud-1", json.dumps(report(limits={"maxMemoryMiB": 1, "maxPids": "2", "maxMilliCpus": 3})))
+
+
+def proven_limits(per_host: dict[str, dict]) -> Any:
+    """Verify reports whose policy-limits proved `per_host[host]` (the default elsewhere)."""
+    def stdout(name: str, _inputs: Mapping[str, Any]) -> str:
+        if not name.endswith("-verify"):
+            return '{"ok": true}'
+        host = name.removesuffix("-verify")
+        doc = json.loads(passing_report(host))
+        doc["limits"] = per_host.get(host, doc["limits"])
+        return json.dumps(doc)
+
+    return stdout
+
+
+def test_the_fleet_exports_the_limits_its_hosts_proved_not_the_settings():
+    from components.endpoint import EndpointRefused
+    from tests.support.program import run_program, stack_config
+
+    dev = stack_config("dev")
+    dev["functions-runtime:hosts"] = [{**dev["functions-runtime:hosts"][0], "count": 2}]
+    lower = {"maxMemoryMiB": 1024, "maxPids": 256, "maxMilliCpus": 1500}
+    run = run_program(dev, stack="dev", command_stdout=proven_limits({"cloud-1": lower, "cloud-2": lower}))
+    assert run.outputs["runtimeEndpoint"]["limits"] == {"maxMemoryMiB": 1024, "maxPids": 256, "maxCpus": 1.5}
+    with pytest.raises(EndpointRefused, match="cloud-1: 1024 MiB.*cloud-2: 2048 MiB"):
+        run_program(dev, stack="dev", command_stdout=proven_limits({"cloud-1": lower}))
