@@ -24,14 +24,15 @@ import json
 
 import pytest
 
-from endpoint_authz.rules import OWNER_LABEL
+from components.contract import AUTHZ_OWNER_LABEL, CONSUMER_COMMON_NAME
 from tests.hostlab.shared_guest import VERIFIED
 from tests.hostlab.test_provisioning import DOCKER_PY_TIMEOUT_S, FUNCTION_LIMITS, consumer_client, refused
 
 pytestmark = [pytest.mark.hostlab, pytest.mark.timeout(3600)]
 
-CONSUMER = "functions-runtime consumer"  # components/pki.py
-OWNED = {OWNER_LABEL: CONSUMER}
+OWNED = {AUTHZ_OWNER_LABEL: CONSUMER_COMMON_NAME}
+# The limits alone, without FUNCTION_LIMITS' owner label.
+LIMITS = {k: v for k, v in FUNCTION_LIMITS.items() if k != "labels"}
 ROOT_SANDBOXED = "fr-bypass-root-runsc"
 ROOT_RUNC = "fr-bypass-root-runc"
 
@@ -107,7 +108,7 @@ def test_a_consumer_created_container_works_end_to_end(lab):
         volume = client.volumes.create("fr-bypass-data", labels=OWNED)
         container = client.containers.run(
             image, ["sh", "-c", "echo ready > /data/mark; echo started; sleep 600"], detach=True, labels=OWNED,
-            volumes={volume.name: {"bind": "/data", "mode": "rw"}}, **FUNCTION_LIMITS,
+            volumes={volume.name: {"bind": "/data", "mode": "rw"}}, **LIMITS,
         )
         result = container.exec_run(["cat", "/data/mark"])
         assert result.exit_code == 0 and result.output.decode().strip() == "ready", result
@@ -118,7 +119,7 @@ def test_a_consumer_created_container_works_end_to_end(lab):
         volume.remove()
         volume = None
         # Unlabelled, it is refused: the label is how the policy knows it is the consumer's.
-        assert "needs the label" in refused(lambda: client.containers.create(image, ["true"], **FUNCTION_LIMITS))
+        assert "needs the label" in refused(lambda: client.containers.create(image, ["true"], **LIMITS))
     finally:
         client.close()
         if container is not None:
