@@ -205,7 +205,6 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_AUTHZ_UNIT", AUTHZ_UNIT),
         SharedFact("FR_AUTHZ_REFUSAL_PREFIX", AUTHZ_REFUSAL_PREFIX),
         SharedFact("FR_AUTHZ_OWNER_LABEL", AUTHZ_OWNER_LABEL),
-        SharedFact("FR_VERIFY_CLIENT_NAME_PREFIX", VERIFY_CLIENT_NAME_PREFIX),
         SharedFact("FR_AUTHZ_SOCKET", AUTHZ_SOCKET, overridable=True),
         SharedFact("FR_AUTHZ_CONFIG", AUTHZ_CONFIG, overridable=True),
         SharedFact("FR_AUTHZ_DRAIN_FILE", AUTHZ_DRAIN_FILE, overridable=True),
