@@ -176,18 +176,6 @@ one_of() {
   return 1
 }
 
-require_isolation() {
-  one_of "${ISOLATION:-}" "$FR_ISOLATIONS" ||
-    fatal "ISOLATION to be one of: $FR_ISOLATIONS" "'${ISOLATION:-}'" \
-      "set functions-runtime:isolation to one of: $FR_ISOLATIONS"
-}
-
-require_kata_hypervisor() {
-  one_of "${KATA_HYPERVISOR:-}" "$FR_KATA_HYPERVISORS" ||
-    fatal "KATA_HYPERVISOR to be one of: $FR_KATA_HYPERVISORS" "'${KATA_HYPERVISOR:-}'" \
-      "set functions-runtime:kata.hypervisor to one of: $FR_KATA_HYPERVISORS"
-}
-
 # ---------------------------------------------------------------- catalog
 
 # catalog_field NAME FIELD: one field (by header name) of the catalog row NAME.
@@ -566,24 +554,6 @@ kata_usable() {
 
 # ---------------------------------------------------------------- gVisor
 
-# gvisor.runsc: "release" runs the pinned release installed under
-# FR_GVISOR_DIR/<version>/ (the contract's path); "debian" runs Debian's
-# package at FR_DEBIAN_RUNSC, an explicit fallback.
-require_gvisor_runsc() {
-  one_of "${GVISOR_RUNSC:-}" "$FR_GVISOR_RUNSC_SOURCES" ||
-    fatal "GVISOR_RUNSC to be one of: $FR_GVISOR_RUNSC_SOURCES" "'${GVISOR_RUNSC:-}'" \
-      "set functions-runtime:gvisor.runsc to one of: $FR_GVISOR_RUNSC_SOURCES"
-}
-
-# gvisor.allowHostNetworkStack: whether gVisor may run with runsc
-# --network=host where its own network stack cannot work (configure falls
-# back to it; verify accepts it). "true" or "false".
-require_gvisor_allow_host_network() {
-  one_of "${GVISOR_ALLOW_HOST_NETWORK:-}" "true false" ||
-    fatal "GVISOR_ALLOW_HOST_NETWORK to be true or false" "'${GVISOR_ALLOW_HOST_NETWORK:-}'" \
-      "set functions-runtime:gvisor.allowHostNetworkStack to true or false"
-}
-
 # gvisor_release_path NAME: where the release's file NAME (a catalog row) is
 # installed: one directory per version.
 gvisor_release_path() {
@@ -595,7 +565,9 @@ gvisor_release_path() {
   printf '%s/%s/%s\n' "$FR_GVISOR_DIR" "$version" "$1"
 }
 
-# runsc_path: the runsc this host runs, by gvisor.runsc.
+# runsc_path: the runsc this host runs, by gvisor.runsc: "release" runs the
+# pinned release installed under FR_GVISOR_DIR/<version>/ (the contract's
+# path); "debian" runs Debian's package at FR_DEBIAN_RUNSC, an explicit fallback.
 runsc_path() {
   require_var GVISOR_RUNSC
   if [[ "$GVISOR_RUNSC" == debian ]]; then

@@ -87,6 +87,8 @@ def base_env(fr_env, tmp_path):
         "COLD_START_RUNS": "3",
         "LIMIT_MAX_MILLICPUS": "2000",
         "VERIFY_OUTSIDE": "192.0.2.10 8080",
+        "SSH_PORT": "22",
+        "VERIFY_NERDCTL": "true",
     }
 
 
@@ -195,7 +197,7 @@ def test_kata_preflight_names_the_configuration_when_its_check_fails(base_env, t
 
 @pytest.mark.parametrize(
     ("env_change", "stdin", "rc"),
-    [({}, "", 2), ({"COLD_START_RUNS": "4"}, None, 2), ({"PRIVATE_ADDRESS": ""}, None, 2)],
+    [({}, "", 2), ({"COLD_START_RUNS": "three"}, None, 2), ({"PRIVATE_ADDRESS": ""}, None, 2)],
 )
 def test_input_errors_still_print_report(base_env, pki, env_change, stdin, rc):
     stdin = pki.ca + pki.client_cert + pki.client_key if stdin is None else stdin

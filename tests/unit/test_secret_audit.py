@@ -273,6 +273,8 @@ VERIFY_ENV = {
     "KATA_HYPERVISOR": "qemu",
     "GVISOR_RUNSC": "debian",
     "GVISOR_ALLOW_HOST_NETWORK": "false",
+    "SSH_PORT": "22",
+    "VERIFY_NERDCTL": "true",
 }
 # A curl that records the key file verify hands it (mode and content), then
 # answers as dockerd's /version would.
