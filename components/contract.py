@@ -179,6 +179,24 @@ class SharedFact:
     overridable: bool = False
 
 
+# Host paths and kernel interfaces the scripts and verify read; a test
+# points each elsewhere through the environment (overridable facts).
+HOST_PATHS = {
+    "FR_WORK_BASE": "/var/tmp",  # downloads land here first (disk, not tmpfs: Kata is ~1.5 GB)
+    "FR_SECRET_BASE": "/run/functions-runtime",  # PEM blocks from stdin (tmpfs)
+    "FR_DEV_KVM": "/dev/kvm",
+    "FR_CPUINFO": "/proc/cpuinfo",
+    "FR_MEMINFO": "/proc/meminfo",
+    "FR_SYS_MODULE": "/sys/module",
+    "FR_KATA_DIR": "/opt/kata",
+    "FR_BIN_DIR": "/usr/local/bin",
+    "FR_KATA_CONFIG": "/etc/kata-containers/configuration.toml",
+    "FR_BUSYBOX": "/usr/bin/busybox",
+    "FR_DOCKER_SOCKET": "/run/docker.sock",
+    "FR_CNI_NETWORKS": "/var/lib/cni/networks",
+}
+
+
 def shared_facts() -> tuple[SharedFact, ...]:
     return (
         SharedFact("FR_ISOLATIONS", " ".join(ISOLATIONS)),
@@ -196,6 +214,7 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_BUSYBOX_VERIFY_IMAGE", BUSYBOX_VERIFY_IMAGE),
         SharedFact("FR_COLD_START_RUNS_MIN", str(COLD_START_RUNS_MIN)),
         SharedFact("FR_COLD_START_RUNS_MAX", str(COLD_START_RUNS_MAX)),
+        *(SharedFact(name, path, overridable=True) for name, path in HOST_PATHS.items()),
         SharedFact("FR_SSHD_DROP_IN", SSHD_DROP_IN, overridable=True),
         SharedFact("FR_MODULES_LOAD", MODULES_LOAD, overridable=True),
         SharedFact("FR_APT_HOOK", APT_HOOK, overridable=True),

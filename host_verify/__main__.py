@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"{script} [{host}]: unknown check {err}; known: {', '.join(c.name for c in CHECKS)}", file=sys.stderr)
         return 2
     host_kernel = os.uname().release
-    paths = Paths.from_env(root, environ)
+    paths = Paths.from_contract(root, environ, contract)
     cleanup: list[Path] = []
 
     def on_term(signum: int, _frame: FrameType | None) -> None:

@@ -80,26 +80,29 @@ class Paths:
     sys_module: Path
 
     @classmethod
-    def from_env(cls, root: Path, environ: Mapping[str, str]) -> Paths:
-        def get(name: str, default: str) -> Path:
-            return Path(environ.get(name) or default)
+    def from_contract(cls, root: Path, environ: Mapping[str, str], contract: Contract) -> Paths:
+        """The contract's host paths (each already overridden by the
+        environment when set there); the catalog and state under the payload."""
+
+        def fact(name: str) -> Path:
+            return Path(contract[name])
 
         return cls(
             root=root,
-            catalog=get("FR_CATALOG", f"{root}/catalog/artifacts.tsv"),
-            state_dir=get("FR_STATE_DIR", f"{root}/state"),
-            work_base=get("FR_WORK_BASE", "/var/tmp"),
-            secret_base=get("FR_SECRET_BASE", "/run/functions-runtime"),
-            dev_kvm=get("FR_DEV_KVM", "/dev/kvm"),
-            cpuinfo=get("FR_CPUINFO", "/proc/cpuinfo"),
-            kata_dir=get("FR_KATA_DIR", "/opt/kata"),
-            bin_dir=get("FR_BIN_DIR", "/usr/local/bin"),
-            kata_config=get("FR_KATA_CONFIG", "/etc/kata-containers/configuration.toml"),
-            busybox=get("FR_BUSYBOX", "/usr/bin/busybox"),
-            docker_socket=get("FR_DOCKER_SOCKET", "/run/docker.sock"),
-            cni_networks=get("FR_CNI_NETWORKS", "/var/lib/cni/networks"),
-            meminfo=get("FR_MEMINFO", "/proc/meminfo"),
-            sys_module=get("FR_SYS_MODULE", "/sys/module"),
+            catalog=Path(environ.get("FR_CATALOG") or f"{root}/catalog/artifacts.tsv"),
+            state_dir=Path(environ.get("FR_STATE_DIR") or f"{root}/state"),
+            work_base=fact("WORK_BASE"),
+            secret_base=fact("SECRET_BASE"),
+            dev_kvm=fact("DEV_KVM"),
+            cpuinfo=fact("CPUINFO"),
+            kata_dir=fact("KATA_DIR"),
+            bin_dir=fact("BIN_DIR"),
+            kata_config=fact("KATA_CONFIG"),
+            busybox=fact("BUSYBOX"),
+            docker_socket=fact("DOCKER_SOCKET"),
+            cni_networks=fact("CNI_NETWORKS"),
+            meminfo=fact("MEMINFO"),
+            sys_module=fact("SYS_MODULE"),
         )
 
 

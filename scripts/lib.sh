@@ -21,16 +21,11 @@ fi
 source "$FR_CONTRACT"
 FR_STATE_DIR=${FR_STATE_DIR:-$FR_ROOT/state}
 FR_CATALOG=${FR_CATALOG:-$FR_ROOT/catalog/artifacts.tsv}
-# Downloads land here first (disk, not tmpfs: the Kata archive is ~1.5 GB).
-FR_WORK_BASE=${FR_WORK_BASE:-/var/tmp}
-# PEM blocks read from stdin go to tmpfs, so a key never touches a disk,
-# even if a hard kill skips the exit hook.
-FR_SECRET_BASE=${FR_SECRET_BASE:-/run/functions-runtime}
+# Host paths (downloads in FR_WORK_BASE, PEM blocks from stdin in the tmpfs
+# FR_SECRET_BASE, /dev/kvm, Kata's directory, ...) come from the contract
+# (components/contract.py HOST_PATHS), overridable for tests.
 # FR_DRY_RUN=1: log the commands that would change the host, run none of them.
 FR_DRY_RUN=${FR_DRY_RUN:-0}
-# Overridable for tests; the defaults are the real kernel interfaces.
-FR_DEV_KVM=${FR_DEV_KVM:-/dev/kvm}
-FR_CPUINFO=${FR_CPUINFO:-/proc/cpuinfo}
 FR_SCRIPT_NAME=${FR_SCRIPT_NAME:-$(basename "${0:-lib.sh}")}
 
 # curl bounds: a mirror or GitHub that stalls must not hang `pulumi up`.
@@ -493,12 +488,9 @@ fatal_isolation_unmet() {
   fatal "KVM for Kata Containers (functions-runtime:isolation is vm)" "$(no_kvm_found)" "$FR_NO_KVM_TODO" "${1:-1}"
 }
 
-FR_KATA_DIR=${FR_KATA_DIR:-/opt/kata}
-FR_BIN_DIR=${FR_BIN_DIR:-/usr/local/bin}
-# The Kata configuration in force: Kata's shim and kata-runtime read this
-# file before the release's own default (configure writes it, verify reads it).
-FR_KATA_CONFIG=${FR_KATA_CONFIG:-/etc/kata-containers/configuration.toml}
-
+# The Kata configuration in force (FR_KATA_CONFIG): Kata's shim and
+# kata-runtime read it before the release's own default (configure writes it,
+# verify reads it).
 kata_installed() { marker_matches kata && [[ -x "$FR_KATA_DIR/bin/containerd-shim-kata-v2" ]]; }
 
 # kata_shipped_config: the configuration the Kata release ships for the

@@ -280,14 +280,15 @@ def make_ctx(tmp_path: Path, fake: FakeHost | None = None, wanted: tuple[str, ..
         policy.write_text(json.dumps({"sandboxRuntimes": ["runsc"],
                                       "limits": {"maxMemoryMiB": 1024, "maxPids": 256, "maxMilliCpus": 2000}}))
     env = {"FR_AUTHZ_CONFIG": str(policy), "FR_DEBIAN_RUNSC": RUNSC, **(environ or {})}
-    c = contract(env)
-    paths = Paths.from_env(tmp_path, {"FR_CATALOG": str(tmp_path / "catalog.tsv"), "FR_STATE_DIR": str(tmp_path / "state"),
-                                      "FR_DEV_KVM": str(tmp_path / "kvm"), "FR_CPUINFO": str(tmp_path / "cpuinfo"),
-                                      "FR_KATA_DIR": str(tmp_path / "kata"), "FR_BIN_DIR": str(tmp_path / "bin"),
-                                      "FR_KATA_CONFIG": str(tmp_path / "kata-config.toml"),
-                                      "FR_BUSYBOX": str(tmp_path / "busybox"), "FR_DOCKER_SOCKET": str(tmp_path / "docker.sock"),
-                                      "FR_CNI_NETWORKS": str(tmp_path / "cni"), "FR_MEMINFO": str(tmp_path / "meminfo"),
-                                      "FR_SYS_MODULE": str(tmp_path / "sys-module"), **(environ or {})})
+    paths_env = {"FR_CATALOG": str(tmp_path / "catalog.tsv"), "FR_STATE_DIR": str(tmp_path / "state"),
+                 "FR_DEV_KVM": str(tmp_path / "kvm"), "FR_CPUINFO": str(tmp_path / "cpuinfo"),
+                 "FR_KATA_DIR": str(tmp_path / "kata"), "FR_BIN_DIR": str(tmp_path / "bin"),
+                 "FR_KATA_CONFIG": str(tmp_path / "kata-config.toml"),
+                 "FR_BUSYBOX": str(tmp_path / "busybox"), "FR_DOCKER_SOCKET": str(tmp_path / "docker.sock"),
+                 "FR_CNI_NETWORKS": str(tmp_path / "cni"), "FR_MEMINFO": str(tmp_path / "meminfo"),
+                 "FR_SYS_MODULE": str(tmp_path / "sys-module"), **(environ or {})}
+    c = contract({**env, **paths_env})
+    paths = Paths.from_contract(tmp_path, paths_env, c)
     inputs = make_inputs(**input_changes)
     names = ContainerdNames(c["CONTAINERD_VERIFY_NAMESPACE"], c["RUNC_SHIM_RUNTIME"], c["RUNSC_SHIM_RUNTIME"],
                             c["KATA_SHIM_RUNTIME"], c["CNI_NETWORK"])
