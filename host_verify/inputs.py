@@ -84,26 +84,20 @@ class Paths:
         """The contract's host paths (each already overridden by the
         environment when set there); the catalog and state under the payload."""
 
-        def fact(name: str) -> Path:
-            return Path(contract[name])
-
         return cls(
             root=root,
             catalog=Path(environ.get("FR_CATALOG") or f"{root}/catalog/artifacts.tsv"),
             state_dir=Path(environ.get("FR_STATE_DIR") or f"{root}/state"),
-            work_base=fact("WORK_BASE"),
-            secret_base=fact("SECRET_BASE"),
-            dev_kvm=fact("DEV_KVM"),
-            cpuinfo=fact("CPUINFO"),
-            kata_dir=fact("KATA_DIR"),
-            bin_dir=fact("BIN_DIR"),
-            kata_config=fact("KATA_CONFIG"),
-            busybox=fact("BUSYBOX"),
-            docker_socket=fact("DOCKER_SOCKET"),
-            cni_networks=fact("CNI_NETWORKS"),
-            meminfo=fact("MEMINFO"),
-            sys_module=fact("SYS_MODULE"),
+            **{field: Path(contract[fact]) for field, fact in _PATH_FACTS.items()},
         )
+
+
+# Paths' fields that are the contract's host paths (components/contract.py HOST_PATHS).
+_PATH_FACTS = {
+    "work_base": "WORK_BASE", "secret_base": "SECRET_BASE", "dev_kvm": "DEV_KVM", "cpuinfo": "CPUINFO",
+    "kata_dir": "KATA_DIR", "bin_dir": "BIN_DIR", "kata_config": "KATA_CONFIG", "busybox": "BUSYBOX",
+    "docker_socket": "DOCKER_SOCKET", "cni_networks": "CNI_NETWORKS", "meminfo": "MEMINFO", "sys_module": "SYS_MODULE",
+}
 
 
 @dataclass(frozen=True)

@@ -13,24 +13,7 @@ pass. No other module reads `pulumi.Config`.
 from components.settings.addresses import internet_share, is_anywhere
 from components.settings.declarations import SECRET_KEYS, SETTINGS, TOP_LEVEL_KEYS, Setting
 from components.settings.hosts import PLACEMENT_GROUP_SIZE, arm_refusal, listening_ports, stack_slug
-from components.settings.model import (
-    NAMESPACE,
-    PROJECT_ROOT,
-    AdminSettings,
-    ArtifactSettings,
-    EgressSettings,
-    EndpointLimits,
-    EndpointRevocations,
-    EndpointSettings,
-    GvisorSettings,
-    HostSpec,
-    KataSettings,
-    NetworkSettings,
-    Settings,
-    SettingsError,
-    VerifySettings,
-    key,
-)
+from components.settings.model import NAMESPACE, PROJECT_ROOT, HostSpec, Settings, SettingsError, key
 from components.settings.parse import checked_private_key as _checked_private_key
 from components.settings.parse import parse_settings
 from components.settings.stack_config import configured_keys, read_settings
@@ -42,20 +25,10 @@ __all__ = [
     "SECRET_KEYS",
     "SETTINGS",
     "TOP_LEVEL_KEYS",
-    "AdminSettings",
-    "ArtifactSettings",
-    "EgressSettings",
-    "EndpointLimits",
-    "EndpointRevocations",
-    "EndpointSettings",
-    "GvisorSettings",
     "HostSpec",
-    "KataSettings",
-    "NetworkSettings",
     "Setting",
     "Settings",
     "SettingsError",
-    "VerifySettings",
     "_checked_private_key",
     "arm_refusal",
     "configured_keys",

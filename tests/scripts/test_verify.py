@@ -207,14 +207,19 @@ def test_input_errors_still_print_report(base_env, pki, env_change, stdin, rc):
     assert rep["passed"] is False and rep["failedCheck"] == "inputs" and rep["reason"].startswith("expected ")
 
 
-def test_endpoint_checks_against_real_mtls_server(base_env, pki):
-    server = tls_server(pki, int(base_env["ENDPOINT_PORT"]), require_client_cert=True)
+def verify_against_tls_server(base_env, pki, require_client_cert: bool):
+    """Verify, one check at a time (the endpoint's both halves before Docker's
+    first check), against a real mTLS server on the endpoint's port."""
+    server = tls_server(pki, int(base_env["ENDPOINT_PORT"]), require_client_cert=require_client_cert)
     try:
-        # One check at a time: the endpoint's both halves before Docker's first check.
-        r = run_verify(base_env, pki.ca + pki.client_cert + pki.client_key, "--jobs", "1")
+        return run_verify(base_env, pki.ca + pki.client_cert + pki.client_key, "--jobs", "1")
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_endpoint_checks_against_real_mtls_server(base_env, pki):
+    r = verify_against_tls_server(base_env, pki, require_client_cert=True)
     rep = report(r)
     status = {c["name"]: c["status"] for c in rep["checks"]}
     assert status["preflight-runsc"] == "passed"
@@ -232,12 +237,7 @@ def test_endpoint_checks_against_real_mtls_server(base_env, pki):
 
 
 def test_endpoint_without_client_cert_requirement_fails(base_env, pki):
-    server = tls_server(pki, int(base_env["ENDPOINT_PORT"]), require_client_cert=False)
-    try:
-        r = run_verify(base_env, pki.ca + pki.client_cert + pki.client_key, "--jobs", "1")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    r = verify_against_tls_server(base_env, pki, require_client_cert=False)
     rep = report(r)
     assert r.rc == 11 and rep["failedCheck"] == "endpoint-refuses-no-cert"
 
