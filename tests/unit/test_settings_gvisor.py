@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from components.settings import PROJECT_ROOT, SettingsError, parse_settings
-from tests.unit.test_settings import GOOD, HOST_KEY
+from components.settings import PROJECT_ROOT, parse_settings
+from tests.unit.test_settings import GOOD, HOST_KEY, problems_of
 
 
 def config(**gvisor: Any) -> dict[str, Any]:
@@ -23,12 +23,6 @@ def config(**gvisor: Any) -> dict[str, Any]:
     if gvisor:
         cfg["gvisor"] = gvisor
     return cfg
-
-
-def problems_of(cfg: dict[str, Any]) -> list[str]:
-    with pytest.raises(SettingsError) as err:
-        parse_settings(cfg, "test")
-    return err.value.problems
 
 
 def test_the_pinned_release_on_gvisors_own_network_stack_is_the_default():
