@@ -12,9 +12,10 @@ import http.client
 import json
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +24,11 @@ from urllib.parse import quote
 # Bounds: a sandbox that hangs must not hang `pulumi up`.
 RUN_TIMEOUT = 300  # seconds for one container run (TCG guests are slow)
 PROBE_TIMEOUT = 5  # seconds for one TCP connect probe
-CNI_PEER_WAIT = 120  # seconds for a containerd peer's address and server to appear
+# Seconds for a containerd peer's address and server to appear: a guard
+# against a hang, as long as one run's, not a speed limit. Beside the other
+# lanes on two emulated vCPUs a healthy peer took 105 s, and a busier machine
+# passed 120 s; a run that ended is reported at once.
+CNI_PEER_WAIT = RUN_TIMEOUT
 NAME_PREFIX = "functions-runtime-verify"
 PEER_PORT = 8080
 
@@ -58,6 +63,9 @@ class Process(Protocol):
     def poll(self) -> int | None: ...
     def wait(self, timeout: float | None = None) -> int: ...
     def kill(self) -> None: ...
+    def last_line(self) -> str:
+        """The last line it printed (stdout and stderr), for a failure's message."""
+        ...
 
 
 class Runner(Protocol):
@@ -91,8 +99,7 @@ class SystemRunner:
         return Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
 
     def start(self, argv: Sequence[str]) -> Process:
-        return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=self.env)
+        return Background(argv, self.env)
 
     def reaches(self, address: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
         try:
@@ -117,6 +124,33 @@ class SystemRunner:
             return Result(0, "", f"{socket_path}: {err}\n")
         finally:
             conn.close()
+
+
+class Background:
+    """A command in the background whose output goes to a temporary file (a
+    pipe nobody reads could fill and stall it), so a failure can say what it
+    printed."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self._out = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+                                      env=dict(env))
+
+    def poll(self) -> int | None:
+        return self._proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    def last_line(self) -> str:
+        self._out.seek(0)
+        return _last(self._out.read()[-4096:].decode(errors="replace"))
+
+    def __del__(self) -> None:
+        self._out.close()
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -303,7 +337,7 @@ class Ctr:
             self.runner.sleep(1)
             waited += 1
         peer = Peer(name, addr, None, proc)
-        _wait_for_server(self.runner, peer, waited, lambda: self.remove(name, proc))
+        _wait_for_server(self.runner, peer, waited, lambda: self.remove(name, proc), proc)
         return peer
 
     def probe(self, runtime: str, peer: Peer, targets: Sequence[str]) -> Result:
@@ -396,18 +430,27 @@ class Nerdctl:
         return f"run 'nerdctl run --rm --network {self.names.cni_network} {self.image} nc' on the host"
 
 
-def _wait_for_server(runner: Runner, peer: Peer, waited: int, cleanup: object) -> None:
+def _wait_for_server(runner: Runner, peer: Peer, waited: int, cleanup: Callable[[], object],
+                     process: Process | None = None) -> None:
     """Until the peer's server answers the host (an address is given before
     the sandbox has booted), so a slow start is not taken for a broken
-    network by the positive control."""
+    network by the positive control. `waited`: seconds already spent on the
+    address; the bound is wall time, since a refused connect returns at once
+    and one that is dropped takes PROBE_TIMEOUT."""
+    deadline = runner.now_ms() + max(0, CNI_PEER_WAIT - waited) * 1000
+    expected = f"the peer at {peer.address}:{PEER_PORT} to answer the host"
+    todo = "read journalctl -u containerd; check the CNI network"
     while not runner.reaches(peer.address, PEER_PORT):
-        if waited >= CNI_PEER_WAIT:
-            if callable(cleanup):
-                cleanup()
-            raise PeerFailed(f"the peer at {peer.address}:{PEER_PORT} to answer the host",
-                             f"no answer after {waited} s", "read journalctl -u containerd; check the CNI network")
+        if process is not None and (code := process.poll()) is not None:
+            said = process.last_line()
+            cleanup()
+            raise PeerFailed(expected, f"its run ended (exit {code}){': ' + said if said else ''}", todo)
+        if runner.now_ms() >= deadline:
+            said = process.last_line() if process is not None else ""
+            cleanup()
+            raise PeerFailed(expected, f"no answer after {CNI_PEER_WAIT} s{'; its run printed: ' + said if said else ''}",
+                             todo)
         runner.sleep(1)
-        waited += 1
 
 
 def _last(text: str) -> str:

@@ -38,6 +38,12 @@ INSTALLED = "installed"
 VERIFIED = "verified"
 SNAPSHOTS = (CLOUD_INIT_DONE, INSTALLED, VERIFIED)
 GUEST_COMMAND_TIMEOUT_S = 120
+# What the guest says about a step that failed, for the assertion message: a
+# failure on a busy CI machine is seen once, so its evidence travels with it.
+FAILURE_EVIDENCE = (
+    "uptime; journalctl -u containerd -u docker -n 40 --no-pager -o short-monotonic; ip -br link; "
+    "ls -l /var/lib/cni/networks/*/ 2>&1; ctr --namespace functions-runtime-verify task ls 2>&1"
+)
 
 
 @dataclass
@@ -59,6 +65,8 @@ class SharedGuest:
     notes: dict[str, Any] = field(default_factory=dict)
     # How many of the guest's kernel crashes `at()` has already answered.
     crashes_seen: int = 0
+    # The first replay's log and the guest's evidence, when it failed.
+    first_failure: str = ""
 
     # ---- states
 
@@ -92,7 +100,7 @@ class SharedGuest:
     def _provision_to(self, name: str) -> None:
         """Take the `installed` and `verified` snapshots during the first replay."""
         assert name in (INSTALLED, VERIFIED), f"{name} is saved at boot"
-        assert self.first is None, f"the first replay ran but did not reach {name}:\n{log_replay(self.first)}"
+        assert self.first is None, f"the first replay ran but did not reach {name}:\n{self.first_failure}"
         self.at(CLOUD_INIT_DONE)
 
         def save_after(result: StepResult) -> None:
@@ -109,10 +117,18 @@ class SharedGuest:
         if all(r.returncode == 0 for r in self.first.results) and len(self.first.results) == len(self.steps):
             self.save(VERIFIED)
         lost = any(r.returncode == SSH_CLIENT_ERROR for r in self.first.results)
-        assert name in self.vm.snapshots, (
-            f"the first replay did not reach {name}:\n{log_replay(self.first)}"
-            + (f"\n{self.vm.diagnostics(60)}" if lost else "")
-        )
+        if VERIFIED not in self.vm.snapshots:  # a step failed: read the evidence while the guest is as it left it
+            evidence = self.vm.diagnostics(60) if lost else self.evidence()
+            self.first_failure = f"{log_replay(self.first)}\n{evidence}"
+        assert name in self.vm.snapshots, f"the first replay did not reach {name}:\n{self.first_failure}"
+
+    def evidence(self) -> str:
+        """The guest's own account after a failed step (never raises)."""
+        try:
+            result = self.vm.ssh(FAILURE_EVIDENCE, timeout=GUEST_COMMAND_TIMEOUT_S, check=False)
+        except Exception as err:  # the evidence must not hide the failure
+            return f"--- guest evidence: not read ({type(err).__name__}: {err})"
+        return f"--- guest evidence\n{result.stdout}{result.stderr}"
 
     # ---- helpers
 

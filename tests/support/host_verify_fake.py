@@ -34,6 +34,7 @@ class FakeProcess:
     def __init__(self) -> None:
         self.killed = False
         self.code: int | None = None
+        self.printed = ""
 
     def poll(self) -> int | None:
         return self.code
@@ -44,6 +45,9 @@ class FakeProcess:
 
     def kill(self) -> None:
         self.killed = True
+
+    def last_line(self) -> str:
+        return self.printed.strip().splitlines()[-1] if self.printed.strip() else ""
 
 
 @dataclass

@@ -34,7 +34,7 @@ from host_verify.checks import (
     version_of,
     wanted_runtimes,
 )
-from host_verify.clients import PROBE, Result
+from host_verify.clients import CNI_PEER_WAIT, PROBE, Result
 from host_verify.failures import FAMILIES, Failure
 from host_verify.inputs import CatalogRow
 from host_verify.report import CheckResult
@@ -700,10 +700,49 @@ def test_a_containerd_container_that_does_not_start_fails_naming_the_client(tmp_
 def test_a_ctr_peer_without_an_address_fails_the_peer_check(tmp_path):
     ctx, fake = make_ctx(tmp_path)
     fake.start = lambda argv: type("P", (), {"poll": lambda self: 1, "wait": lambda self, timeout=None: 1,
-                                             "kill": lambda self: None})()  # type: ignore[method-assign]
+                                             "kill": lambda self: None, "last_line": lambda self: ""})()  # type: ignore[method-assign]
     _, failure, _ = run_check(ctx, "ctr", "runsc")
     assert failure and failure.code == 19 and failure.check == "reach-ctr-runsc-peer"
     assert "no address after 0 s" in failure.message
+
+
+def test_a_ctr_peer_whose_run_ends_before_it_answers_fails_at_once_with_what_it_printed(tmp_path):
+    """A dead peer is not waited on for the whole bound, and the message
+    carries its last line (before, its output went nowhere)."""
+    ctx, fake = make_ctx(tmp_path)
+    fake.host_reaches.discard((CTR_PEER, 8080))
+    start = fake.start
+
+    def ended(argv):
+        proc = start(argv)
+        proc.code, proc.printed = 1, "ctr: failed to start shim: runsc: exit status 128\n"
+        return proc
+
+    fake.start = ended  # type: ignore[method-assign]
+    clock = fake.clock
+    _, failure, _ = run_check(ctx, "ctr", "runsc")
+    assert failure and failure.check == "reach-ctr-runsc-peer" and failure.code == 19
+    assert "its run ended (exit 1): ctr: failed to start shim: runsc: exit status 128" in failure.message
+    assert fake.clock - clock < 30_000
+
+
+def test_a_ctr_peer_that_never_answers_is_bounded_by_wall_time_and_says_what_it_printed(tmp_path):
+    ctx, fake = make_ctx(tmp_path)
+    fake.host_reaches.discard((CTR_PEER, 8080))
+    start = fake.start
+
+    def silent(argv):
+        proc = start(argv)
+        proc.printed = "time=... level=warning msg=\"cni setup slow\"\n"
+        return proc
+
+    fake.start = silent  # type: ignore[method-assign]
+    clock = fake.clock
+    _, failure, _ = run_check(ctx, "ctr", "runsc")
+    assert failure and failure.check == "reach-ctr-runsc-peer"
+    assert f"no answer after {CNI_PEER_WAIT} s; its run printed: time=... level=warning" in failure.message
+    waited_ms = fake.clock - clock
+    assert CNI_PEER_WAIT * 1000 <= waited_ms < (CNI_PEER_WAIT + 60) * 1000
 
 
 def test_nerdctl_is_skipped_and_reported_when_the_stack_says_so(tmp_path):

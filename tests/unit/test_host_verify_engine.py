@@ -359,3 +359,14 @@ def test_the_system_runner_speaks_http_on_a_unix_socket(tmp_path):
         assert runner.docker_api(path, "DELETE", "/other").code == 404
         server.shutdown()
     assert runner.docker_api(tmp_path / "none.sock", "GET", "/_ping").code == 0
+
+
+def test_a_background_command_keeps_what_it_printed_for_the_failure_message():
+    """The real runner's background process (a ctr peer's `ctr run`): its
+    output goes to a file, and its last line, stdout or stderr, is there
+    after it ends."""
+    from host_verify.clients import SystemRunner
+
+    proc = SystemRunner({"PATH": "/usr/bin:/bin"}).start(["sh", "-c", "echo first; echo 'ctr: shim failed' >&2; exit 3"])
+    assert proc.wait(timeout=30) == 3 and proc.poll() == 3
+    assert proc.last_line() == "ctr: shim failed"
