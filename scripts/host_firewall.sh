@@ -17,6 +17,10 @@
 #            - SMTP (FR_SMTP_PORTS) when EGRESS_BLOCK_SMTP=true: reset;
 #            - new connections over EGRESS_NEW_PER_SECOND (burst
 #              EGRESS_NEW_BURST) per container address: drop (no scans).
+#            Containers' packets are judged before connection tracking's
+#            "established": a flow set up across a bridge is marked and
+#            never routed, and a source address the bridge does not route
+#            (forged) is dropped.
 #            A drop is final across tables; Docker's own accepts and
 #            isolation rules still apply to everything this chain lets by.
 #
@@ -195,6 +199,9 @@ EOF
   chain input {
     type filter hook input priority filter; policy drop;
     iif "lo" accept
+    # A flow set up across a container bridge is never the host's, whatever
+    # connection tracking says of it (see from_container).
+    $FROM_CONTAINER ct mark & $BRIDGED_MARK == $BRIDGED_MARK drop
     ct state established,related accept
     ct state invalid drop
     # Containers never talk to the host itself (sshd, the endpoint, anything listening).
@@ -219,18 +226,26 @@ EOF
 
   chain forward {
     type filter hook forward priority filter - 10; policy accept;
-    ct state established,related accept
-    # Only traffic from containers is this chain's concern.
+    # Only traffic from containers is this chain's concern, and it is judged
+    # before connection tracking's "established": bridged and routed packets
+    # share one table, so a flow is not proof that its destination was allowed.
     $FROM_CONTAINER jump from_container
   }
 
   chain from_container {
-    # Inside one container network: the bridge switched it (a sidecar, a compose service).
-    meta mark & $BRIDGED_MARK == $BRIDGED_MARK accept
+    # Inside one container network: the bridge switched it (a sidecar, a
+    # compose service). Its flow is marked, so no later packet of it that is
+    # routed (a container with NET_RAW, a peer answering in a blocked
+    # address's name) passes as established.
+    meta mark & $BRIDGED_MARK == $BRIDGED_MARK ct mark set ct mark | $BRIDGED_MARK accept
+    ct mark & $BRIDGED_MARK == $BRIDGED_MARK drop
+    # A source address the bridge it came in on does not route: forged.
+    fib saddr . iif oif missing drop
     # Into another container network: never.
     meta oifkind "bridge" drop
     ip daddr @blocked_from_containers_v4 drop
     ip6 daddr @blocked_from_containers_v6 drop
+    ct state established,related accept
 EOF
   render_egress_rules
   cat <<EOF

@@ -13,7 +13,10 @@ to the internet is reset and 587 is not; new connections are limited per
 container; a CNI bridge of a random name, as nerdctl and `ctr run --cni`
 make, is filtered like Docker's; the verify step ran `ctr run --cni` with
 runc and runsc past Docker, passed, and left no container and no CNI
-address behind. Does not prove: Kata's or gVisor's own
+address behind; a flow a runc container set up across its bridge with raw
+frames (a peer answering in a blocked address's name) carries nothing to
+that address when its later packets are routed, where the old rule order let
+them by. Does not prove: Kata's or gVisor's own
 netstack beyond what verify measured (the stand-in, test_sandbox_gvisor.py).
 """
 
@@ -27,6 +30,7 @@ import pytest
 
 from tests.hostlab import testbed
 from tests.hostlab.shared_guest import VERIFIED, SharedGuest
+from tests.support.packets import FRAME, RECEIVE, SEND
 from tools.lab.replay import host_steps, run_step
 from tools.lab.surroundings import INTERNET_ADDRESS, INTERNET_PORT
 
@@ -136,6 +140,65 @@ def test_new_connections_are_limited_per_container(lab, networks):
     firewall_with(lab, {"newConnectionsPerSecond": 0})
     out = docker(lab, f"run --rm --runtime runc --network {NET_A} {lab.image.image_id} sh -c '{burst}'")
     assert out.split().count("ok") == 40, out
+
+
+# A private address (10.0.0.0/8 is blocked from containers) served by the
+# lab's internet namespace, so a datagram that got past the filter is seen.
+BLOCKED = "10.99.0.10"
+
+
+def received_while(lab: SharedGuest, steps: str) -> str:
+    """What the internet namespace's UDP port 8080 got while `steps` ran
+    ("-" for nothing): the guest itself sends "end" after them, through no filter."""
+    script = f"""set -e
+ip netns exec fr-internet python3 /tmp/frt-receive.py 8080 60 > /tmp/frt-received &
+for _ in $(seq 100); do grep -q ready /tmp/frt-received && break; sleep 0.2; done
+{steps}
+sleep 1; python3 /tmp/frt-send.py 0.0.0.0 0 {INTERNET_ADDRESS} 8080 end
+wait
+tail -n1 /tmp/frt-received
+"""
+    return lab.sh(script, timeout=180).strip()
+
+
+def test_a_flow_set_up_across_a_docker_bridge_carries_nothing_to_a_blocked_address(lab):
+    """Issue 20's NET_RAW path, with Docker's own chains and Debian 13's
+    kernel: two runc containers on one user network (runc keeps NET_RAW by
+    default). The frames are crafted in the attacker's network namespace by
+    the guest's python3 (nsenter), which the filter cannot tell from the
+    container itself sending them (the busybox image has no way to)."""
+    lab.fresh(VERIFIED)
+    for name, script in (("frame", FRAME), ("receive", RECEIVE), ("send", SEND)):
+        lab.vm.ssh(f"cat > /tmp/frt-{name}.py", stdin=script, check=True)
+    lab.sh(f"ip netns exec fr-internet ip addr add {BLOCKED}/32 dev fr-in1; ip route add {BLOCKED}/32 dev fr-in0")
+    docker(lab, f"network create {NET_A} >/dev/null")
+    box: dict[str, tuple[str, str, str]] = {}
+    for name in ("frt-attacker", "frt-peer"):
+        docker(lab, f"run -d --runtime runc --network {NET_A} --name {name} {lab.image.image_id} sleep 600 >/dev/null")
+        info = json.loads(docker(lab, f"inspect {name}"))[0]
+        net = info["NetworkSettings"]["Networks"][NET_A]
+        box[name] = (str(info["State"]["Pid"]), net["MacAddress"], net["IPAddress"])
+    (a_pid, a_mac, a_ip), (p_pid, p_mac, _) = box["frt-attacker"], box["frt-peer"]
+
+    def smuggle(target: str, sport: int, payload: str) -> str:
+        steps = "\n".join((
+            f"nsenter -t {a_pid} -n python3 /tmp/frt-frame.py {p_mac} {a_ip} {target} {sport} 8080 setup",
+            f"nsenter -t {p_pid} -n python3 /tmp/frt-frame.py {a_mac} {target} {a_ip} 8080 {sport} answer",
+            f"nsenter -t {a_pid} -n python3 /tmp/frt-send.py {a_ip} {sport} {target} 8080 {payload}",
+        ))
+        return received_while(lab, steps)
+
+    def plain(target: str, payload: str) -> str:
+        step = f"nsenter -t {a_pid} -n python3 /tmp/frt-send.py {a_ip} 40100 {target} 8080 {payload}"
+        return received_while(lab, step)
+
+    assert "routed" in plain(INTERNET_ADDRESS, "routed").split()  # the control: the receiver and the route work
+    assert plain(BLOCKED, "direct") == "-"  # the filter as it always was
+    # The old order (established accepted first): the smuggled packets arrive.
+    lab.sh("nft insert rule inet functions_runtime forward ct state established,related accept")
+    assert "smuggled" in smuggle(BLOCKED, 40001, "smuggled").split()
+    lab.sh("nft -f /etc/nftables.d/functions-runtime.nft")
+    assert smuggle(BLOCKED, 40002, "again") == "-"
 
 
 def test_a_cni_bridge_of_any_name_is_filtered(lab):

@@ -97,10 +97,19 @@ def test_ruleset_shape(fr_env):
     assert "type filter hook forward priority -200; policy accept;" in lines
     assert "meta mark set meta mark | 0x01000000" in lines
     chain = [line for line in lines[lines.index("chain from_container {") :] if not line.startswith("#")]
-    assert chain[1] == "meta mark & 0x01000000 == 0x01000000 accept"
-    assert chain[2] == 'meta oifkind "bridge" drop'
-    assert chain.index("ip daddr @blocked_from_containers_v4 drop") < chain.index(
-        "ip daddr @egress_allowed_v4 accept"
+    # ... and its flow is marked in connection tracking; a routed packet of a marked flow is dropped.
+    assert chain[1] == "meta mark & 0x01000000 == 0x01000000 ct mark set ct mark | 0x01000000 accept"
+    assert chain[2] == "ct mark & 0x01000000 == 0x01000000 drop"
+    assert chain[3] == "fib saddr . iif oif missing drop"
+    assert chain[4] == 'meta oifkind "bridge" drop'
+    # A container's packets meet the blocked ranges before "established" (not after, as before).
+    inet_forward = len(lines) - 1 - lines[::-1].index("chain forward {")
+    forward = lines[inet_forward : lines.index("chain from_container {")]
+    assert "ct state established,related accept" not in forward
+    assert (
+        chain.index("ip daddr @blocked_from_containers_v4 drop")
+        < chain.index("ct state established,related accept")
+        < chain.index("ip daddr @egress_allowed_v4 accept")
     )
     assert set_elements(out, "blocked_from_containers_v4") == (
         "169.254.0.0/16, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10"
@@ -111,8 +120,13 @@ def test_ruleset_shape(fr_env):
     # Only root on the host may read the metadata service (user-data holds the host key).
     assert "type filter hook output priority filter; policy accept;" in lines
     assert "ip daddr 169.254.169.254 meta skuid != 0 drop" in lines
-    # established/related before the bridge drop (replies to the host's own connections).
-    assert lines.index("ct state established,related accept") < lines.index('meta iifkind "bridge" drop')
+    # established/related before the bridge drop (replies to the host's own connections),
+    # but never for a flow set up across a bridge.
+    assert (
+        lines.index('meta iifkind "bridge" ct mark & 0x01000000 == 0x01000000 drop')
+        < lines.index("ct state established,related accept")
+        < lines.index('meta iifkind "bridge" drop')
+    )
 
 
 def test_egress_defaults_block_smtp_and_limit_new_connections(fr_env):
