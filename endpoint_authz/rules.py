@@ -870,6 +870,11 @@ def check_network_create(call: ApiCall, config: PolicyConfig) -> None:
             raise Refused(f"network {name} is not allowed on this endpoint (swarm networks)")
     if body.get("Options"):
         raise Refused("network driver options (-o) are not allowed on this endpoint (they configure the host's bridge)")
+    if not is_zero(body.get("EnableIPv6")):
+        raise Refused(
+            "IPv6 container networks (--ipv6) are not allowed on this endpoint (the host filter gives containers "
+            "IPv4 egress only; docs/security.md, \"IPv6\")"
+        )
     ipam = body.get("IPAM", {})
     if ipam.get("Driver", "") not in ("", "default") or ipam.get("Options") or not is_zero(ipam.get("Config")):
         raise Refused(

@@ -380,6 +380,7 @@ def test_the_policy_refuses_each_denial_class_through_the_consumer_credential(la
         "swarm": (lambda: client.swarm.init(), "swarm is not allowed"),
         "plugins": (lambda: client.plugins.list(), "plugins are not allowed"),
         "image load": (lambda: client.images.load(b""), "image load"),
+        "IPv6 network": (lambda: client.networks.create("frt-v6", enable_ipv6=True), "IPv6 container networks"),
     }
     messages = {}
     try:

@@ -528,6 +528,9 @@ def test_exec_runs_unprivileged_as_the_containers_user(body, refused):
         ({"Name": "n", "Attachable": True}, "swarm networks"),
         ({"Name": "n", "Ingress": True}, "swarm networks"),
         ({"Name": "n", "ConfigFrom": {"Network": "x"}}, "swarm networks"),
+        ({"Name": "n", "EnableIPv6": True}, "IPv6 container networks (--ipv6) are not allowed"),
+        ({"Name": "n", "enableipv6": True}, "IPv6 container networks"),
+        ({"Name": "n", "EnableIPv6": False}, None),
     ],
 )
 def test_network_create(body, refused):
