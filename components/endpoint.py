@@ -14,6 +14,7 @@ docker-py client to a host.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import tempfile
@@ -153,6 +154,26 @@ class EndpointHostFacts:
     public_address: str
     ssh_host_key: str | None
     port: int
+    # The endpoint's server certificate (public): its expiry goes in the entry.
+    server_cert_pem: str | None = None
+
+
+def certificate_not_after(pem: str) -> str:
+    """A PEM certificate's last valid moment, RFC 3339 in UTC (what the
+    endpoint document says, so a consumer or an alert needs no X.509 parser)."""
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    return cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _read_not_after(raw: Any, where: str) -> dt.datetime | None:
+    if raw is None:
+        return None
+    try:
+        if not isinstance(raw, str) or not raw.endswith("Z"):
+            raise ValueError
+        return dt.datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise EndpointError(f"{where}: expected a UTC time like 2028-12-04T10:00:00Z, got {raw!r}") from None
 
 
 def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], isolation: str) -> dict[str, Any]:
@@ -188,7 +209,15 @@ def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], iso
         ],
         "versions": dict(report.get("versions") or {}),
         "hostKernel": report.get("hostKernel"),
+        # Additive in endpoint@1: when this host's server certificate expires
+        # (a `pulumi up` in its last 30 days re-issues it; docs/certificates.md).
+        "serverCertificateNotAfter": None,
     }
+    if facts.server_cert_pem is not None:
+        try:
+            entry["serverCertificateNotAfter"] = _not_after_of(facts.server_cert_pem, "the endpoint's server certificate")
+        except EndpointError as err:
+            raise EndpointRefused(facts.name, str(err)) from None
     _refuse_unreadable_host(entry, isolation, facts.name, f"runtimeEndpoint.hosts[{facts.name!r}]")
     return entry
 
@@ -227,6 +256,7 @@ def build_endpoint(
     isolation: str,
     hosts: Sequence[Mapping[str, Any]],
     limits: Mapping[str, Any] | None = None,
+    client_cert_pem: str | None = None,
 ) -> dict[str, Any]:
     """The `runtimeEndpoint` document from verified hosts only.
 
@@ -255,9 +285,22 @@ def build_endpoint(
         doc["limits"] = dict(limits)
     try:
         read_endpoint(doc)
+        # Additive in endpoint@1: when the stack CA and the consumers' client
+        # certificate expire (docs/certificates.md); each host says its own.
+        doc["caNotAfter"] = _not_after_of(ca_cert_pem, "runtimeEndpoint.caCertPem")
+        if client_cert_pem is not None:
+            doc["clientCertificateNotAfter"] = _not_after_of(client_cert_pem, "runtimeClientTls.certPem")
+        read_endpoint(doc)
     except EndpointError as err:
         raise EndpointRefused(None, str(err)) from None
     return doc
+
+
+def _not_after_of(pem: str, where: str) -> str:
+    try:
+        return certificate_not_after(pem)
+    except ValueError:
+        raise EndpointError(f"{where}: not a certificate X.509 can read") from None
 
 
 def _refuse_unreadable_host(entry: Any, isolation: str, host: str, where: str) -> None:
@@ -309,6 +352,8 @@ class EndpointHost:
     runtimes: tuple[RuntimeInfo, ...]
     versions: Mapping[str, Any] = field(default_factory=dict)
     host_kernel: str | None = None
+    # None in documents from before it.
+    server_certificate_not_after: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +382,9 @@ class RuntimeEndpoint:
     hosts: tuple[EndpointHost, ...]
     # Absent in documents from before the endpoint policy (an additive field).
     limits: FunctionLimits | None = None
+    # Absent in documents from before them.
+    ca_not_after: dt.datetime | None = None
+    client_certificate_not_after: dt.datetime | None = None
 
     def host(self, name: str | None = None) -> EndpointHost:
         if name is None:
@@ -411,6 +459,10 @@ def read_endpoint(doc: Any) -> RuntimeEndpoint:
         default_runtime=doc.get("defaultRuntime"),
         hosts=hosts,
         limits=_read_limits(doc.get("limits")),
+        ca_not_after=_read_not_after(doc.get("caNotAfter"), "runtimeEndpoint.caNotAfter"),
+        client_certificate_not_after=_read_not_after(
+            doc.get("clientCertificateNotAfter"), "runtimeEndpoint.clientCertificateNotAfter"
+        ),
     )
 
 
@@ -489,6 +541,9 @@ def read_endpoint_host(h: Any, isolation: str, where: str) -> EndpointHost:
         runtimes=tuple(runtimes),
         versions=dict(h.get("versions") or {}),
         host_kernel=h.get("hostKernel"),
+        server_certificate_not_after=_read_not_after(
+            h.get("serverCertificateNotAfter"), f"{where}.serverCertificateNotAfter"
+        ),
     )
 
 

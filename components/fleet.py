@@ -92,8 +92,12 @@ class RuntimeFleet(pulumi.ComponentResource):
         n = len(self.hosts)
         # The limits are what each host's verification proved its policy enforces (they must agree).
         self.runtime_endpoint = pulumi.Output.all(
-            ca, *[h.endpoint_entry for h in self.hosts], *[h.verify_report for h in self.hosts]
-        ).apply(lambda v: build_endpoint(v[0], settings.isolation, v[1 : 1 + n], verified_limits(v[1 + n :])))
+            ca, pki.client.cert_pem, *[h.endpoint_entry for h in self.hosts], *[h.verify_report for h in self.hosts]
+        ).apply(
+            lambda v: build_endpoint(
+                v[0], settings.isolation, v[2 : 2 + n], verified_limits(v[2 + n :]), client_cert_pem=v[1]
+            )
+        )
         self.runtime_client_tls = pulumi.Output.secret(
             pulumi.Output.all(ca, pki.client.cert_pem, pki.client.private_key_pem).apply(
                 lambda v: build_client_tls(v[0], v[1], v[2])

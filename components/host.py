@@ -78,7 +78,7 @@ class RuntimeHost(pulumi.ComponentResource):
         )
         self.verify_report = report
         self.endpoint_entry = pulumi.Output.all(
-            report, machine.private_address, machine.public_address, machine.host_key
+            report, machine.private_address, machine.public_address, machine.host_key, server_cert.cert_pem
         ).apply(
             lambda vals: build_endpoint_host(
                 EndpointHostFacts(
@@ -88,6 +88,7 @@ class RuntimeHost(pulumi.ComponentResource):
                     public_address=vals[2],
                     ssh_host_key=vals[3],
                     port=settings.endpoint.port,
+                    server_cert_pem=vals[4],
                 ),
                 vals[0],
                 settings.isolation,

@@ -24,7 +24,30 @@ from typing import Any
 from components.endpoint import ENDPOINT_SCHEMA, EndpointHostFacts, build_endpoint, build_endpoint_host
 from tests.support.program import passing_report
 
-CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+def _test_ca_pem() -> str:
+    """A real self-signed CA certificate (the builders read its expiry), valid 2026-2036."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "functions-runtime test endpoint CA")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2036, 1, 1, tzinfo=dt.UTC))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+CA_PEM = _test_ca_pem()
+CA_NOT_AFTER = "2036-01-01T00:00:00Z"
 KEY_PEM = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"
 HOST = "cloud-1"
 FACTS = EndpointHostFacts(
@@ -135,6 +158,17 @@ RULES: tuple[Rule, ...] = (
         builder_writes=lambda doc: isinstance(doc["hosts"], list),
     ),
     Rule("no-hosts", _set(hosts=[]), "hosts: no verified host"),
+    Rule(
+        "ca-expiry-not-a-time", _set(caNotAfter="2036-01-01"), "caNotAfter: expected a UTC time",
+        fixed_by_build_endpoint="build_endpoint reads it from the CA certificate",
+        builder_writes=lambda doc: doc["caNotAfter"] == CA_NOT_AFTER,
+    ),
+    Rule(
+        "client-expiry-not-a-time", _set(clientCertificateNotAfter=1767225600),
+        "clientCertificateNotAfter: expected a UTC time",
+        fixed_by_build_endpoint="build_endpoint reads it from the client certificate",
+        builder_writes=lambda doc: doc.get("clientCertificateNotAfter") is None,
+    ),
     # ---- a host's entry
     Rule(
         "host-not-an-object", lambda doc: _set(hosts=[HOST])(doc), "hosts[0]: expected an object",
@@ -155,6 +189,12 @@ RULES: tuple[Rule, ...] = (
         builder_writes=lambda doc: doc["hosts"][0]["dockerHost"].startswith("tcp://"),
     ),
     Rule("source-not-text", _set_host(source=None), "source: expected str", host_level=True),
+    Rule(
+        "server-expiry-not-a-time", _set_host(serverCertificateNotAfter="next year"),
+        "serverCertificateNotAfter: expected a UTC time", host_level=True,
+        fixed_by_build_endpoint_host="build_endpoint_host reads it from the server certificate",
+        builder_writes=lambda doc: doc["hosts"][0]["serverCertificateNotAfter"] is None,
+    ),
     Rule("source-unknown", _set_host(source="aws"), "'aws' is not one of", host_level=True),
     Rule(
         "runtimes-not-a-list", lambda doc: _set_host(runtimes={"runsc": doc["hosts"][0]["runtimes"][0]})(doc),

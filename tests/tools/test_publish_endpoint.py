@@ -23,14 +23,13 @@ from typing import Any
 import pytest
 
 from components import endpoint as contract
-from tests.support.endpoint_rules import RULES
+from tests.support.endpoint_rules import CA_PEM, RULES
 from tests.tools.helpers import REGION, run_cli
 from tools import publish_endpoint
 from tools.s3 import ToolError
 
 BUCKET = "acme-runtime-endpoints"
 KEY = "dev/runtime-endpoint.json"
-CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 KEY_PEM = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAtest\n-----END PRIVATE KEY-----\n"
 
 

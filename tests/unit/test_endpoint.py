@@ -32,9 +32,10 @@ from components.endpoint import (
     read_endpoint,
     read_stack_outputs,
 )
+from tests.support.endpoint_rules import CA_PEM
 from tests.support.program import passing_report
 
-CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+CA = CA_PEM
 CERT = "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"
 

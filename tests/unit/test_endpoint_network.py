@@ -30,11 +30,12 @@ from components.endpoint import (
     parse_verify_report,
     read_endpoint,
 )
+from tests.support.endpoint_rules import CA_PEM
 from tests.support.program import config_from_stack_file, passing_report, run_program
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = config_from_stack_file(ROOT / "Pulumi.dev.yaml")
-CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+CA = CA_PEM
 FACTS = EndpointHostFacts(
     name="cloud-1", source="hcloud", private_address="10.0.1.5", public_address="203.0.113.5",
     ssh_host_key="ssh-ed25519 AAAA", port=2376,

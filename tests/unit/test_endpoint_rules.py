@@ -37,7 +37,7 @@ from tests.support.endpoint_rules import RULES, Rule, host_inputs, valid_documen
 
 READER = ("read_endpoint", "read_endpoint_host")
 # Helpers the reader calls that raise EndpointError: each call is a rule.
-CHECKS = ("_require", "_refuse_private_keys")
+CHECKS = ("_require", "_refuse_private_keys", "_read_not_after")
 
 IDS = [rule.id for rule in RULES]
 BUILD_ENDPOINT = [r for r in RULES if not r.fixed_by_build_endpoint]

@@ -5,6 +5,7 @@ verify, and deterministic inputs."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -195,6 +196,26 @@ def test_endpoint_contract_round_trips_through_the_consumer_reader(multi_run):
     cloud = endpoint.host("cloud-1")
     assert cloud.docker_host.startswith("tcp://10.0.1.")
     assert cloud.runtimes[0].name == "runsc"
+
+
+def test_the_endpoint_says_when_each_certificate_expires_and_leaves_renew_a_month_ahead(multi_run):
+    """The mocks issue from 2026-01-01 for the hours the program asks: the CA
+    for ten years, the leaves (server, client, verifier) for two, each
+    re-issued by a `pulumi up` in its last 30 days (early_renewal_hours)."""
+    doc = multi_run.outputs["runtimeEndpoint"]
+    assert doc["caNotAfter"] == "2035-12-30T00:00:00Z"
+    assert doc["clientCertificateNotAfter"] == "2028-01-01T00:00:00Z"
+    assert {h["name"]: h["serverCertificateNotAfter"] for h in doc["hosts"]} == {
+        "cloud-1": "2028-01-01T00:00:00Z", "cloud-2": "2028-01-01T00:00:00Z", "metal-1": "2028-01-01T00:00:00Z",
+    }
+    endpoint = read_endpoint(doc)
+    assert endpoint.ca_not_after == dt.datetime(2035, 12, 30, tzinfo=dt.UTC)
+    assert endpoint.host("metal-1").server_certificate_not_after == dt.datetime(2028, 1, 1, tzinfo=dt.UTC)
+    leaves = multi_run.of_type("tls:index/locallySignedCert:LocallySignedCert")
+    assert leaves and {(r.plain["validityPeriodHours"], r.plain["earlyRenewalHours"]) for r in leaves} == {(2 * 365 * 24, 30 * 24)}
+    assert {r.plain["validityPeriodHours"] for r in multi_run.of_type("tls:index/selfSignedCert:SelfSignedCert")} == {
+        10 * 365 * 24
+    }
 
 
 def test_remote_commands_receive_settings_inline_and_shell_quoted(dev_run):
