@@ -28,7 +28,10 @@ VERIFY_DIR = Path(__file__).resolve().parent.parent / "host_verify"
 # The verification's check table (scripts/verify_host.sh runs it), as it lands under REMOTE_ROOT.
 VERIFY_FILES = tuple(
     f"host_verify/{name}"
-    for name in ("__init__.py", "__main__.py", "checks.py", "clients.py", "engine.py", "failures.py", "inputs.py", "report.py")
+    for name in (
+        "__init__.py", "__main__.py", "checks.py", "clients.py", "dns.py", "engine.py", "failures.py", "inputs.py",
+        "report.py",
+    )
 )
 # Directories under REMOTE_ROOT the scripts own: the payload step replaces
 # each payload directory whole, so the payload must never hold one of them.

@@ -150,6 +150,7 @@ HOST_STEPS: tuple[Step, ...] = (
             "LIMIT_MAX_MILLICPUS",
             "VERIFY_OUTSIDE",
             "VERIFY_NERDCTL",
+            "VERIFY_NAME_PROBE",
         ),
         reads=("catalog/artifacts.tsv", *VERIFY_FILES),
         stdin="verify-tls",

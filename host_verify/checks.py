@@ -10,6 +10,7 @@ results ("checking ... passed (detail)") or raises a Failure.
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import os
 import re
@@ -736,6 +737,72 @@ def check_pid_limit(ctx: Context, rt: str, rec: Recorder) -> None:
                "the host answers")
 
 
+# The name lookup inside a container: its first nameserver, then busybox's
+# nslookup for A records ($0 is the name), then its exit status.
+NAME_LOOKUP = (
+    'while read -r k v _; do if [ "$k" = nameserver ]; then echo "nameserver $v"; break; fi; done < /etc/resolv.conf; '
+    'if command -v nslookup >/dev/null 2>&1; then nslookup -type=a "$0" 2>&1; else busybox nslookup -type=a "$0" 2>&1; fi; '
+    'echo "exit $?"'
+)
+_ADDRESS_LINE = re.compile(r"^Address(?:\s+\d+)?:\s*([0-9]{1,3}(?:\.[0-9]{1,3}){3})\s*$")
+
+
+def lookup_result(out: str) -> tuple[str | None, list[str]]:
+    """(the container's first nameserver, the addresses its lookup printed after "Name:")."""
+    server, found, named = None, [], False
+    for line in out.splitlines():
+        if line.startswith("nameserver ") and server is None:
+            server = line.split(" ", 1)[1].strip()
+        elif line.startswith("Name:"):
+            named = True
+        elif named and (m := _ADDRESS_LINE.match(line.strip())):
+            found.append(m.group(1))
+    return server, found
+
+
+def check_name_lookup(ctx: Context, rt: str, rec: Recorder) -> None:
+    """A container on the default bridge (a function started with no network,
+    as the consumer side starts it) resolves verify.nameProbe through its own
+    nameserver. The positive control: the host asks that nameserver the same
+    question and gets an answer, so a failure is the sandbox's network."""
+    name_probe = ctx.inputs.name_probe
+    name = f"dns-{rt}"
+    desc = f"a {rt} container on the default bridge resolves {name_probe or 'a name'}"
+    if name_probe is None:
+        rec.skipped(name, desc, "verify.nameProbe is none: name lookups are not checked on this stack")
+        return
+    out = ctx.docker.run(rt, ["sh", "-c", NAME_LOOKUP, name_probe]).output
+    server, found = lookup_result(out)
+    if server is None:
+        raise rec.fail(name, desc, "the container to have a nameserver in /etc/resolv.conf", tail(out, 2),
+                       "check dockerd's dns settings and the host's /etc/resolv.conf", "isolation")
+    control = ctx.runner.resolve(server, name_probe)
+    if not control:
+        rec.skipped(name, desc, f"the container's nameserver {server} gives the host no address for {name_probe} "
+                    "either, so the lookup proves nothing; check verify.nameProbe and the host's resolvers")
+        return
+    if not found:
+        private = not _is_internet(server)
+        raise rec.fail(
+            name, desc,
+            f"a {rt} container to resolve {name_probe} through its nameserver {server} (the host gets "
+            f"{', '.join(control)} from it)", tail(out, 2),
+            f"{server} is not an internet address and containers never reach private or link-local ones: point the "
+            "host's /etc/resolv.conf at resolvers on the internet" if private else
+            f"run 'docker run --rm --runtime {rt} {ctx.inputs.image} nslookup {name_probe}' on the host",
+            "isolation",
+        )
+    rec.passed(name, desc, f"{name_probe} is {', '.join(found)} through {server}, as the host is told")
+
+
+def _is_internet(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_global and not ip.is_multicast
+
+
 def _host_answers(ctx: Context, rec: Recorder, name: str, desc: str, what: str) -> None:
     out = ctx.docker.api("GET", "/_ping")
     if out.code != 200:
@@ -912,6 +979,8 @@ CHECKS: tuple[Check, ...] = (
     # The kernel check and the isolation probes share one container (runtime-<rt>-kernel, reach-*, isolation-*).
     Check("isolation", "isolation", "docker", check_isolation, _wanted, ("verify-image",), 1, "docker-{runtime}"),
     Check("limits-pids", "limits", "docker", check_pid_limit, _wanted, ("verify-image",), 1, "docker-{runtime}-pids"),
+    Check("name-lookup", "isolation", "docker", check_name_lookup, _wanted, ("verify-image",), 1,
+          "docker-{runtime}-dns"),
     Check("limits-memory", "limits", "docker", check_memory_limit, _wanted, ("verify-image",), 1,
           "docker-{runtime}-memory"),
     Check("containerd-skips", "containerd", "host", check_containerd_skips, _if_runsc, ("runtime-runsc-network",), 1,

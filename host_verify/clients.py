@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
+from host_verify import dns
+
 # Bounds: a sandbox that hangs must not hang `pulumi up`.
 RUN_TIMEOUT = 300  # seconds for one container run (TCG guests are slow)
 PROBE_TIMEOUT = 5  # seconds for one TCP connect probe
@@ -76,6 +78,9 @@ class Runner(Protocol):
     def reaches(self, address: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool: ...
     def sleep(self, seconds: float) -> None: ...
     def now_ms(self) -> int: ...
+    def resolve(self, server: str, name: str) -> list[str] | None:
+        """`name`'s A records as the host gets them from `server`; None: no answer."""
+        ...
     def docker_api(self, socket_path: Path, method: str, path: str) -> Result:
         """Docker's API as root on the local socket: the status as `code`, the body as `stdout`."""
         ...
@@ -110,6 +115,9 @@ class SystemRunner:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def resolve(self, server: str, name: str) -> list[str] | None:
+        return dns.ask(server, name)
 
     def now_ms(self) -> int:
         return time.monotonic_ns() // 1_000_000

@@ -118,6 +118,8 @@ class Inputs:
     max_millicpus: int
     outside: tuple[str, int] | None
     nerdctl: bool
+    # The name a container on the default bridge resolves; None: not checked.
+    name_probe: str | None = None
 
     @property
     def endpoint_host(self) -> str:
@@ -132,7 +134,7 @@ def _bad(expected: str, found: str, todo: str) -> Failure:
 REQUIRED = (
     "ISOLATION", "KATA_HYPERVISOR", "GVISOR_RUNSC", "GVISOR_ALLOW_HOST_NETWORK", "PRIVATE_ADDRESS",
     "ENDPOINT_PORT", "SSH_PORT", "VERIFY_IMAGE", "COLD_START_RUNS", "LIMIT_MAX_MILLICPUS", "VERIFY_OUTSIDE",
-    "VERIFY_NERDCTL",
+    "VERIFY_NERDCTL", "VERIFY_NAME_PROBE",
 )
 
 
@@ -169,6 +171,7 @@ def read_inputs(environ: Mapping[str, str], contract: Contract, host: str) -> In
             max_millicpus=int(environ["LIMIT_MAX_MILLICPUS"]),
             outside=outside,
             nerdctl=environ["VERIFY_NERDCTL"] == "true",
+            name_probe=None if environ["VERIFY_NAME_PROBE"] == "none" else environ["VERIFY_NAME_PROBE"],
         )
     except ValueError as err:
         raise _bad("the variables as the program spells them (docs/host-contract.md, Variables)",

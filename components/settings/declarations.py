@@ -79,6 +79,8 @@ ENDPOINT_MAX_MILLICPUS_MAX = 1024 * 1000
 # verify.outsideProbe: what every Hetzner server reaches (Cloudflare's
 # resolver answers HTTPS on its anycast address).
 VERIFY_OUTSIDE_PROBE_DEFAULT = ("1.1.1.1", 443)
+# verify.nameProbe: a name every Debian host resolves (its own package mirror).
+VERIFY_NAME_PROBE_DEFAULT = "deb.debian.org"
 
 
 def _flag(value: bool) -> str:
@@ -92,6 +94,10 @@ def _words(values: Any) -> str:
 
 def _outside(probe: tuple[str, int] | None) -> str:
     return "none" if probe is None else f"{probe[0]} {probe[1]}"
+
+
+def _name(probe: str | None) -> str:
+    return "none" if probe is None else probe
 
 
 @dataclass(frozen=True)
@@ -310,6 +316,11 @@ SETTINGS: tuple[Setting, ...] = (
       default=VERIFY_OUTSIDE_PROBE_DEFAULT, default_text="`{}:{}`".format(*VERIFY_OUTSIDE_PROBE_DEFAULT),
       host_var="VERIFY_OUTSIDE", attr="verify.outside_probe", encode=_outside,
       host_doc="`ADDR PORT`, or `none`"),
+    S("verify.nameProbe", "string", "a DNS name every host resolves: a container of each runtime on Docker's "
+      "default bridge must resolve it through its own nameserver, which the host asks too (the positive "
+      "control); `none` skips it, and the report says so", default=VERIFY_NAME_PROBE_DEFAULT,
+      default_text=f"`{VERIFY_NAME_PROBE_DEFAULT}`", host_var="VERIFY_NAME_PROBE", attr="verify.name_probe",
+      encode=_name, host_doc="a DNS name, or `none`"),
     S("verify.nerdctl", "boolean", "verify also runs each runtime through nerdctl (and always through "
       "`ctr run --cni`); `false` only where nerdctl cannot run, as in the lab, and the report shows the skip",
       default=True, host_var="VERIFY_NERDCTL", attr="verify.nerdctl"),

@@ -129,6 +129,8 @@ class VerifySettings:
     # Whether verify also runs each runtime through nerdctl (false only where
     # nerdctl is a stand-in, as in the lab; the report says it was skipped).
     nerdctl: bool = default_of("verify.nerdctl")
+    # The name a container on the default bridge must resolve; None when the stack says "none".
+    name_probe: str | None = default_of("verify.nameProbe")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from components.settings.addresses import (
     within,
 )
 from components.settings.declarations import (
+    VERIFY_NAME_PROBE_DEFAULT,
     VERIFY_OUTSIDE_PROBE_DEFAULT,
     ZONE_LOCATIONS,
     fields_of,
@@ -493,9 +494,35 @@ def parse_verify(p: Problems, value: Any, local_dirs: Sequence[Path]) -> VerifyS
         p.add(key("verify.coldStartRuns"), f"must be odd so the median is a real run, got {runs}")
     outside = parse_outside_probe(p, obj.get("outsideProbe"))
     nerdctl = _read(p, "verify.nerdctl", obj)
+    name = parse_name_probe(p, obj.get("nameProbe"))
     return VerifySettings(
-        image=image, image_archive=archive, cold_start_runs=runs, outside_probe=outside, nerdctl=nerdctl
+        image=image, image_archive=archive, cold_start_runs=runs, outside_probe=outside, nerdctl=nerdctl,
+        name_probe=name,
     )
+
+
+DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def parse_name_probe(p: Problems, value: Any) -> str | None:
+    config_key = key("verify.nameProbe")
+    text = p.string(config_key, value)
+    if text is None:
+        return VERIFY_NAME_PROBE_DEFAULT
+    if text == "none":
+        return None
+    name = text.removesuffix(".")
+    labels = name.split(".")
+    hint = "a DNS name every host resolves, e.g. deb.debian.org, or none"
+    if len(name) > 253 or len(labels) < 2 or not all(DNS_LABEL.fullmatch(label) for label in labels):
+        p.add(config_key, f"{shown(text)} is not a DNS name; expected {hint}")
+        return None
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name.lower()
+    p.add(config_key, f"{shown(text)} is an address, not a name: nothing is looked up; expected {hint}")
+    return None
 
 
 def parse_outside_probe(p: Problems, value: Any) -> tuple[str, int] | None:

@@ -48,7 +48,7 @@ from components.catalog import load_catalog
 from components.contract import GVISOR_ARTIFACTS
 from components.settings import PROJECT_ROOT
 from tools.lab.image import default_cache_dir
-from tools.lab.surroundings import OUTSIDE_PROBE
+from tools.lab.surroundings import NAME_PROBE, OUTSIDE_PROBE
 
 # The versions, file names and URLs the test archives stand in for are the
 # project's own pins (catalog/artifacts.tsv), never retyped here: the lab's
@@ -478,6 +478,8 @@ def _common(mirror_url: str, catalog: Path, image: VerifyImage, isolation: str) 
             "coldStartRuns": 3,
             # The lab's internet (tools/lab/surroundings.py): the positive control for egress.
             "outsideProbe": OUTSIDE_PROBE,
+            # The lab's name server (the guest's resolver): the name lookup's positive control answers.
+            "nameProbe": NAME_PROBE,
             # nerdctl is a test archive here (nerdctl_script): verify runs ctr only.
             "nerdctl": False,
         },

@@ -89,6 +89,7 @@ def base_env(fr_env, tmp_path):
         "VERIFY_OUTSIDE": "192.0.2.10 8080",
         "SSH_PORT": "22",
         "VERIFY_NERDCTL": "true",
+        "VERIFY_NAME_PROBE": "probe.functions-runtime.test",
     }
 
 

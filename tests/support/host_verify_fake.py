@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.contract import render_contract_env
-from host_verify.checks import Context
+from host_verify.checks import NAME_LOOKUP, Context
 from host_verify.clients import PROBE, ContainerdNames, Ctr, Docker, Nerdctl, Result
 from host_verify.inputs import Contract, Inputs, Paths, parse_contract_env
 
@@ -28,6 +28,7 @@ OUTSIDE = ("192.0.2.10", 8080)
 DOCKER_PEER = "172.18.0.2"
 NERDCTL_PEER = "10.4.250.3"
 CTR_PEER = "10.4.250.5"
+NAME_PROBE = "probe.functions-runtime.test"
 
 
 class FakeProcess:
@@ -66,6 +67,14 @@ class FakeHost:
         ("169.254.169.254", 80), (PRIVATE, 2376), (PRIVATE, 22), (DOCKER_PEER, 8080), (NERDCTL_PEER, 8080),
         (CTR_PEER, 8080),
     })
+    # The nameserver a default-bridge container sees, what the host gets from
+    # it, and what the container's own lookup gets.
+    nameserver: str = "192.0.2.53"
+    host_resolves: dict[tuple[str, str], list[str] | None] = field(
+        default_factory=lambda: {("192.0.2.53", NAME_PROBE): ["192.0.2.10"]})
+    container_resolves: dict[str, list[str]] = field(default_factory=lambda: {"runsc": ["192.0.2.10"],
+                                                                               "kata": ["192.0.2.10"],
+                                                                               "runc": ["192.0.2.10"]})
     default_runtime: str = "runsc"
     runtimes: str = "io.containerd.runc.v2 runc runsc "
     runsc_entry: str = f"{RUNSC}|--network=sandbox "
@@ -134,6 +143,10 @@ class FakeHost:
         self.clock += 700
         return self.clock
 
+    def resolve(self, server: str, name: str) -> list[str] | None:
+        self.calls.append(["resolve", server, name])
+        return self.host_resolves.get((server, name))
+
     # ------------------------------------------------------------ answers
 
     def answer(self, argv: list[str]) -> Result:
@@ -161,6 +174,13 @@ class FakeHost:
         return Result(0, "")
 
     def container(self, runtime: str, command: list[str], peer_address: str) -> Result:
+        if command[:2] == ["sh", "-c"] and command[2] == NAME_LOOKUP:
+            found = self.container_resolves.get(runtime, [])
+            lines = [f"nameserver {self.nameserver}", f"Server:\t\t{self.nameserver}",
+                     f"Address:\t{self.nameserver}:53", ""]
+            lines += [f"Name:\t{command[3]}", *[f"Address: {a}" for a in found]] if found else [
+                f"** server can't find {command[3]}: NXDOMAIN"]
+            return Result(0, "\n".join([*lines, f"exit {0 if found else 1}"]) + "\n")
         if command[:2] in (["sh", "-c"], ["/bin/sh", "-c"]) and command[2] == PROBE:
             lines = [f"kernel {self.kernels[runtime]}"]
             lines += [f"{t} {'reachable' if t in self.container_reaches else 'unreachable'}" for t in command[4:]]
@@ -270,6 +290,7 @@ def make_inputs(**changes: object) -> Inputs:
         host="lab-1", isolation="sandbox", kata_hypervisor="qemu", gvisor_runsc="debian", allow_host_network=False,
         private_address=PRIVATE, endpoint_port=2376, ssh_port=22, image="functions-runtime/verify:busybox",
         image_archive="", cold_start_runs=3, max_millicpus=2000, outside=OUTSIDE, nerdctl=True,
+        name_probe=NAME_PROBE,
     )
     base.update(changes)
     return Inputs(**base)  # type: ignore[arg-type]

@@ -133,8 +133,10 @@ def test_hetzner_hosts_are_refused_by_name(tmp_path):
 
 def test_the_lab_stack_probes_the_internet_the_lab_serves():
     """Pulumi.lab.yaml's egress control is the address `lab up` serves in the guest."""
-    from tools.lab.surroundings import INTERNET_PORTS, OUTSIDE_PROBE
+    from tools.lab.surroundings import INTERNET_PORTS, NAME_PROBE, OUTSIDE_PROBE
 
     config = yaml.safe_load((ROOT / "Pulumi.lab.yaml").read_text())["config"]
     assert config["functions-runtime:verify"]["outsideProbe"] == OUTSIDE_PROBE
     assert OUTSIDE_PROBE.endswith(f":{INTERNET_PORTS[0]}")
+    # The name the lab's name server answers for.
+    assert config["functions-runtime:verify"]["nameProbe"] == NAME_PROBE

@@ -27,6 +27,7 @@ from host_verify.checks import (
     containerd_runtimes,
     kata_unusable_reason,
     last_count,
+    lookup_result,
     median,
     probe_result,
     runsc_path,
@@ -43,6 +44,7 @@ from tests.support.host_verify_fake import (
     DOCKER_PEER,
     GUEST_KERNEL,
     HOST_KERNEL,
+    NAME_PROBE,
     OUTSIDE,
     PRIVATE,
     RUNSC,
@@ -789,3 +791,68 @@ def test_version_of(tmp_path, line, version):
 
 def test_upstream_version_drops_epoch_and_debian_suffix():
     assert upstream_version("5:26.1.5+dfsg1-9") == "26.1.5"
+
+
+# ---------------------------------------------------------------- name lookup
+
+
+def test_a_container_on_the_default_bridge_resolves_the_name_its_nameserver_gives_the_host(tmp_path):
+    ctx, fake = make_ctx(tmp_path)
+    results, failure, _ = run_check(ctx, "name-lookup", "runsc")
+    assert failure is None, failure
+    assert results["dns-runsc"].detail == f"{NAME_PROBE} is 192.0.2.10 through 192.0.2.53, as the host is told"
+    (run,) = commands(fake, "docker", "run")
+    assert "--network" not in run  # the default bridge, as the consumer side starts a function
+    assert ["resolve", "192.0.2.53", NAME_PROBE] in fake.calls
+
+
+def test_a_sandbox_that_cannot_resolve_what_the_host_resolves_fails_naming_both(tmp_path):
+    ctx, fake = make_ctx(tmp_path)
+    fake.container_resolves["runsc"] = []
+    _, failure, _ = run_check(ctx, "name-lookup", "runsc")
+    assert failure and failure.check == "dns-runsc" and failure.code == 15
+    assert f"a runsc container to resolve {NAME_PROBE} through its nameserver 192.0.2.53 (the host gets 192.0.2.10" in (
+        failure.message)
+    assert "NXDOMAIN" in failure.message
+
+
+def test_a_private_nameserver_is_named_as_the_reason(tmp_path):
+    ctx, fake = make_ctx(tmp_path)
+    fake.nameserver = "10.0.2.3"
+    fake.host_resolves[("10.0.2.3", NAME_PROBE)] = ["192.0.2.10"]
+    fake.container_resolves["runsc"] = []
+    _, failure, _ = run_check(ctx, "name-lookup", "runsc")
+    assert failure and "10.0.2.3 is not an internet address" in failure.message
+    assert "point the host's /etc/resolv.conf at resolvers on the internet" in failure.message
+
+
+def test_a_name_the_nameserver_does_not_answer_for_the_host_either_is_skipped_with_the_reason(tmp_path):
+    ctx, fake = make_ctx(tmp_path)
+    fake.host_resolves.clear()
+    fake.container_resolves["runsc"] = []
+    results, failure, _ = run_check(ctx, "name-lookup", "runsc")
+    assert failure is None and results["dns-runsc"].status == "skipped"
+    assert "gives the host no address" in results["dns-runsc"].detail
+
+
+def test_name_lookups_are_skipped_when_the_stack_says_none(tmp_path):
+    ctx, fake = make_ctx(tmp_path, name_probe=None)
+    results, failure, _ = run_check(ctx, "name-lookup", "runsc")
+    assert failure is None and results["dns-runsc"].status == "skipped" and not commands(fake, "docker", "run")
+
+
+@pytest.mark.parametrize(
+    "out, expected",
+    [
+        ("nameserver 192.0.2.53\nServer:\t\t192.0.2.53\nAddress:\t192.0.2.53:53\n\nName:\tx.test\nAddress: 192.0.2.10\n"
+         "exit 0\n", ("192.0.2.53", ["192.0.2.10"])),
+        # busybox before 1.29 numbers its addresses
+        ("nameserver 1.1.1.1\nServer: 1.1.1.1\nAddress 1: 1.1.1.1\n\nName: x.test\nAddress 1: 192.0.2.10\n"
+         "Address 2: 192.0.2.11\n", ("1.1.1.1", ["192.0.2.10", "192.0.2.11"])),
+        # gVisor on a user network: Docker's embedded DNS is not reachable
+        ("nameserver 127.0.0.11\nnslookup: write to '127.0.0.11': Connection refused\nexit 1\n", ("127.0.0.11", [])),
+        ("Server:\t\t8.8.8.8\n** server can't find x.test: NXDOMAIN\nexit 1\n", (None, [])),
+    ],
+)
+def test_lookup_result_reads_busybox_nslookup(out, expected):
+    assert lookup_result(out) == expected

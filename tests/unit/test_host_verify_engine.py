@@ -118,6 +118,7 @@ def environ(tmp_path: Path, **changes: str) -> dict[str, str]:
         "PRIVATE_ADDRESS": PRIVATE, "ENDPOINT_PORT": "2376", "SSH_PORT": "22",
         "VERIFY_IMAGE": "functions-runtime/verify:busybox", "VERIFY_IMAGE_ARCHIVE": "", "COLD_START_RUNS": "3",
         "LIMIT_MAX_MILLICPUS": "2000", "VERIFY_OUTSIDE": "192.0.2.10 8080", "VERIFY_NERDCTL": "true",
+        "VERIFY_NAME_PROBE": "probe.functions-runtime.test",
     }
     env.update(changes)
     return env

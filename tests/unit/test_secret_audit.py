@@ -275,6 +275,7 @@ VERIFY_ENV = {
     "GVISOR_ALLOW_HOST_NETWORK": "false",
     "SSH_PORT": "22",
     "VERIFY_NERDCTL": "true",
+    "VERIFY_NAME_PROBE": "deb.debian.org",
 }
 # A curl that records the key file verify hands it (mode and content), then
 # answers as dockerd's /version would.

@@ -2,8 +2,9 @@
 the guest beside what the program manages (never in it).
 
 The internet: the guest reaches nothing outside this machine, so a network
-namespace answers for it on a documentation address (TEST-NET-1, RFC 5737),
-routed through the guest like any internet address. Container traffic to it
+namespace answers for it on documentation addresses (TEST-NET-1, RFC 5737),
+routed through the guest like any internet address: a TCP service and a
+name server, which the guest's /etc/resolv.conf names. Container traffic to it
 is forwarded through the host's filter, as on a real server: it is the
 verify step's positive control for egress (`verify.outsideProbe`) and the
 target of the SMTP and rate-limit proofs.
@@ -39,6 +40,36 @@ while True:
             pass
 """
 
+# The internet's name server, on a documentation address as a Hetzner
+# server's resolvers are on public ones: the guest's /etc/resolv.conf names
+# it, so Docker hands it to containers on the default bridge (QEMU's own
+# resolver, 10.0.2.3, is private and the host filter keeps containers from
+# it). Names under NAME_PROBE_ZONE get INTERNET_ADDRESS; every other name
+# is NXDOMAIN (nothing leaves this machine). Single quotes only, as above.
+NAME_SERVER_ADDRESS = "192.0.2.53"
+NAME_PROBE_ZONE = "functions-runtime.test"
+# As the stack spells it (functions-runtime:verify.nameProbe).
+NAME_PROBE = f"probe.{NAME_PROBE_ZONE}"
+NAME_SERVER = f"""
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{NAME_SERVER_ADDRESS}', 53))
+while True:
+    q, peer = s.recvfrom(512)
+    at, labels = 12, []
+    while 12 <= at < len(q) and q[at]:
+        labels.append(q[at + 1:at + 1 + q[at]].decode('ascii', 'replace').lower()); at += 1 + q[at]
+    if len(q) < 12 or at + 5 > len(q):
+        continue
+    name, qtype = '.'.join(labels), struct.unpack('!H', q[at + 1:at + 3])[0]
+    ours = name == '{NAME_PROBE_ZONE}' or name.endswith('.{NAME_PROBE_ZONE}')
+    records = 1 if ours and qtype == 1 else 0
+    head = q[:2] + struct.pack('!HHHHH', 0x8180 | (0 if ours else 3), 1, records, 0, 0)
+    body = q[12:at + 5]
+    if records:
+        body += bytes([0xC0, 0x0C]) + struct.pack('!HHIH', 1, 1, 60, 4) + socket.inet_aton('{INTERNET_ADDRESS}')
+    s.sendto(head + body, peer)
+"""
+
 # Idempotent; prints "ready" once the service answers from the guest.
 INTERNET_RESPONDER = rf"""set -eu
 if ! ip netns list | grep -qw fr-internet; then
@@ -54,6 +85,18 @@ if ! ip netns list | grep -qw fr-internet; then
   ip netns exec fr-internet ip route add 192.0.2.1/32 dev fr-in1
   ip netns exec fr-internet ip route add default via 192.0.2.1
 fi
+if ! ip netns exec fr-internet ip -o addr show dev fr-in1 | grep -q ' {NAME_SERVER_ADDRESS}/32 '; then
+  ip netns exec fr-internet ip addr add {NAME_SERVER_ADDRESS}/32 dev fr-in1
+  ip route add {NAME_SERVER_ADDRESS}/32 dev fr-in0
+fi
+if ! ip netns exec fr-internet ss -lun | grep -q '{NAME_SERVER_ADDRESS}:53 '; then
+  ip netns exec fr-internet setsid python3 -c "{NAME_SERVER}" </dev/null >/dev/null 2>&1 &
+fi
+# The guest's resolver is the internet's (a file, never a link to a resolver daemon's).
+if [ -L /etc/resolv.conf ] || ! grep -qx 'nameserver {NAME_SERVER_ADDRESS}' /etc/resolv.conf; then
+  rm -f /etc/resolv.conf
+  printf 'nameserver %s\n' {NAME_SERVER_ADDRESS} > /etc/resolv.conf
+fi
 if ! ip netns exec fr-internet ss -ltn | grep -q ':{INTERNET_PORT} '; then
   ip netns exec fr-internet setsid python3 -c "{ACCEPT_AND_CLOSE}" {" ".join(map(str, INTERNET_PORTS))} \
     </dev/null >/dev/null 2>&1 &
@@ -61,6 +104,11 @@ fi
 i=0
 until timeout 3 bash -c 'exec 3<>/dev/tcp/{INTERNET_ADDRESS}/{INTERNET_PORT}' 2>/dev/null; do
   i=$((i+1)); [ "$i" -lt 60 ] || {{ echo "the lab's internet did not answer" >&2; exit 1; }}
+  sleep 1
+done
+i=0
+until ip netns exec fr-internet ss -lun | grep -q '{NAME_SERVER_ADDRESS}:53 '; do
+  i=$((i+1)); [ "$i" -lt 60 ] || {{ echo "the lab's name server did not start" >&2; exit 1; }}
   sleep 1
 done
 echo ready
