@@ -283,6 +283,34 @@ def test_bad_verify_outside_probe_is_named(text, words):
     assert words in problems[0], problems
 
 
+def test_verify_name_probe_defaults_parses_and_can_be_none():
+    assert parse_settings(GOOD, "test").verify.name_probe == "deb.debian.org"
+    for text, expected in (
+        ("probe.functions-runtime.test", "probe.functions-runtime.test"),
+        ("API.Example.COM.", "api.example.com"),
+        ("none", None),
+    ):
+        assert parse_settings(with_change("verify", {"nameProbe": text}), "test").verify.name_probe == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("localhost", "not a DNS name"),
+        ("-bad.example.com", "not a DNS name"),
+        ("a..example.com", "not a DNS name"),
+        ("exa mple.com", "not a DNS name"),
+        ("x" * 64 + ".example.com", "not a DNS name"),
+        ("1.1.1.1", "an address, not a name"),
+        (42, "expected a non-empty string"),
+    ],
+)
+def test_bad_verify_name_probe_is_named(text, words):
+    problems = problems_of(with_change("verify", {"nameProbe": text}))
+    assert len(problems) == 1 and problems[0].startswith("functions-runtime:verify.nameProbe"), problems
+    assert words in problems[0], problems
+
+
 def test_verify_runs_nerdctl_unless_the_stack_says_false():
     assert parse_settings(GOOD, "test").verify.nerdctl is True
     assert parse_settings(with_change("verify", {"nerdctl": False}), "test").verify.nerdctl is False
