@@ -176,7 +176,7 @@ def test_verify_report_goes_through_the_programs_endpoint_code(lab):
     # The endpoint policy (issue 13): dockerd asks the plugin; refusals; limits hold under gVisor.
     for name in ("endpoint-policy", "policy-refuses-privileged-runc", "policy-refuses-host-network",
                  "policy-refuses-host-mount", "policy-refuses-no-limits", "policy-limits", "limits-runsc-pids",
-                 "limits-runsc-memory"):
+                 "limits-runsc-memory", "dns-runsc"):
         assert checks[name]["status"] == "passed", checks.get(name)
         print(f"{name}: {checks[name]['detail']}")
     # Kata's absence is reported with its reason, never passed.

@@ -7,9 +7,13 @@ Proves: the stand-in's premise on the guest's kernel; that the verified
 guest's containers run on gVisor's own network stack (the effect: a
 listener inside the sandbox is not a socket of the container's namespace in
 the host kernel), that the report and the program's endpoint say
-`sandbox`; that a `sandbox` stack on Debian's runsc stops at configure with
-nothing changed unless it opts in, and with the opt-in runs
-`--network=host`. Does not prove: the release's own binary.
+`sandbox`; that a gVisor container on the default bridge resolves a name
+through the lab's name server (verify's `dns-runsc`, and its failure when
+the sandbox cannot reach the server), while on a user-defined network it
+resolves nothing and runc on the same network does; that a `sandbox` stack
+on Debian's runsc stops at configure with nothing changed unless it opts
+in, and with the opt-in runs `--network=host`. Does not prove: the
+release's own binary.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from components.contract import GVISOR_DIR, NETWORK_HOST, NETWORK_SANDBOX
 from tests.hostlab import testbed
 from tests.hostlab.shared_guest import VERIFIED, SharedGuest
 from tools.lab.replay import host_steps, replay
+from tools.lab.surroundings import INTERNET_ADDRESS, NAME_PROBE, NAME_SERVER_ADDRESS
 
 SERVER = "frt-gvisor-listener"
 
@@ -74,6 +79,51 @@ def test_the_verified_guest_runs_gvisors_own_network_stack(lab):
     endpoint = run.outputs["runtimeEndpoint"]
     host = endpoint["hosts"][0]
     assert {rt["name"]: rt["network"] for rt in host["runtimes"]}["runsc"] == NETWORK_SANDBOX
+
+
+def test_a_gvisor_container_on_the_default_bridge_resolves_names_and_verify_says_so(lab):
+    report = verify_report(lab)
+    dns = {c["name"]: c for c in report["checks"]}["dns-runsc"]
+    assert dns["status"] == "passed", dns
+    assert dns["detail"] == f"{NAME_PROBE} is {INTERNET_ADDRESS} through {NAME_SERVER_ADDRESS}, as the host is told"
+
+
+def test_a_sandbox_that_cannot_reach_its_nameserver_fails_the_name_lookup(lab):
+    """The check's own negative: the same verify, with the host filter
+    dropping containers' DNS, fails dns-runsc (isolation, exit 15) while the
+    host still gets its answer."""
+    lab.fresh(VERIFIED)
+    verify = next(s for s in lab.steps if s.name.endswith("-verify"))
+    assert verify.create
+    lab.sh("nft insert rule inet functions_runtime from_container udp dport 53 drop")
+    result = lab.vm.ssh(f"{verify.create} --only name-lookup", stdin=verify.stdin, timeout=600)
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 15, result.stderr[-2000:]
+    assert checks["dns-runsc"]["status"] == "failed"
+    assert f"through its nameserver {NAME_SERVER_ADDRESS} (the host gets {INTERNET_ADDRESS}" in checks["dns-runsc"]["detail"]
+
+
+def test_on_a_user_network_gvisor_resolves_nothing_and_runc_resolves(lab):
+    """What docs/security.md says of user-defined networks (google/gvisor#7469):
+    Docker's embedded DNS at 127.0.0.11 is not reachable from gVisor's
+    netstack; runc on the same network gets the answer through it."""
+    lab.at(VERIFIED)
+    lookup = f"while read -r l; do echo \"$l\"; done < /etc/resolv.conf; busybox nslookup -type=a {NAME_PROBE} 2>&1; echo exit $?"
+    try:
+        lab.sh("docker network create frt-names >/dev/null")
+        out = {
+            runtime: lab.sh(f"docker run --rm --runtime {runtime} --network frt-names {lab.image.image_id} "
+                            f"sh -c '{lookup}'", check=False)
+            for runtime in ("runsc", "runc")
+        }
+    finally:
+        lab.sh("docker network rm frt-names >/dev/null 2>&1 || true")
+    for runtime in ("runsc", "runc"):  # Docker's embedded DNS, and only it, for both
+        assert "nameserver 127.0.0.11" in out[runtime] and f"nameserver {NAME_SERVER_ADDRESS}" not in out[runtime], (
+            out[runtime]
+        )
+    assert INTERNET_ADDRESS not in out["runsc"] and "exit 1" in out["runsc"], out["runsc"]
+    assert f"Address: {INTERNET_ADDRESS}" in out["runc"] and "exit 0" in out["runc"], out["runc"]
 
 
 def debian_config(lab: SharedGuest, allow_host_network: bool) -> dict:

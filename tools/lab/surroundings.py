@@ -45,7 +45,8 @@ while True:
 # it, so Docker hands it to containers on the default bridge (QEMU's own
 # resolver, 10.0.2.3, is private and the host filter keeps containers from
 # it). Names under NAME_PROBE_ZONE get INTERNET_ADDRESS; every other name
-# is NXDOMAIN (nothing leaves this machine). Single quotes only, as above.
+# is refused (REFUSED: the asker tries its next resolver; nothing leaves
+# this machine from here). Single quotes only, as above.
 NAME_SERVER_ADDRESS = "192.0.2.53"
 NAME_PROBE_ZONE = "functions-runtime.test"
 # As the stack spells it (functions-runtime:verify.nameProbe).
@@ -63,7 +64,7 @@ while True:
     name, qtype = '.'.join(labels), struct.unpack('!H', q[at + 1:at + 3])[0]
     ours = name == '{NAME_PROBE_ZONE}' or name.endswith('.{NAME_PROBE_ZONE}')
     records = 1 if ours and qtype == 1 else 0
-    head = q[:2] + struct.pack('!HHHHH', 0x8180 | (0 if ours else 3), 1, records, 0, 0)
+    head = q[:2] + struct.pack('!HHHHH', 0x8180 | (0 if ours else 5), 1, records, 0, 0)
     body = q[12:at + 5]
     if records:
         body += bytes([0xC0, 0x0C]) + struct.pack('!HHIH', 1, 1, 60, 4) + socket.inet_aton('{INTERNET_ADDRESS}')
@@ -92,10 +93,13 @@ fi
 if ! ip netns exec fr-internet ss -lun | grep -q '{NAME_SERVER_ADDRESS}:53 '; then
   ip netns exec fr-internet setsid python3 -c "{NAME_SERVER}" </dev/null >/dev/null 2>&1 &
 fi
-# The guest's resolver is the internet's (a file, never a link to a resolver daemon's).
-if [ -L /etc/resolv.conf ] || ! grep -qx 'nameserver {NAME_SERVER_ADDRESS}' /etc/resolv.conf; then
+# The internet's name server first in the guest's resolv.conf, the guest's
+# own after it: it refuses names outside its zone, so the guest's apt goes on
+# to QEMU's resolver (a refusal, unlike NXDOMAIN, sends glibc to the next).
+if ! grep -qx 'nameserver {NAME_SERVER_ADDRESS}' /etc/resolv.conf 2>/dev/null; then
+  others=$(grep '^nameserver' /etc/resolv.conf 2>/dev/null || true)
   rm -f /etc/resolv.conf
-  printf 'nameserver %s\n' {NAME_SERVER_ADDRESS} > /etc/resolv.conf
+  printf 'nameserver %s\n%s\n' {NAME_SERVER_ADDRESS} "$others" > /etc/resolv.conf
 fi
 if ! ip netns exec fr-internet ss -ltn | grep -q ':{INTERNET_PORT} '; then
   ip netns exec fr-internet setsid python3 -c "{ACCEPT_AND_CLOSE}" {" ".join(map(str, INTERNET_PORTS))} \
