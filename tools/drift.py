@@ -73,10 +73,10 @@ def urn_parts(urn: str) -> tuple[str, str]:
     return parts[2].rsplit("$", 1)[-1], "::".join(parts[3:])
 
 
-def read_preview(text: str) -> tuple[list[Finding], list[str]]:
-    """The planned steps that change something, and the preview's error
-    diagnostics (none: a preview with errors raises). Raises NotAPreview
-    for anything that is not a preview that ran."""
+def read_preview(text: str) -> list[Finding]:
+    """The planned steps that change something. Raises NotAPreview for
+    anything that is not a preview that ran (one with error diagnostics
+    included)."""
     try:
         doc = json.loads(text)
     except ValueError as err:
@@ -102,7 +102,7 @@ def read_preview(text: str) -> tuple[list[Finding], list[str]]:
         findings.append(Finding(step["op"], step["urn"], typ, name, tuple(str(r) for r in reasons)))
     if errors:  # a preview that failed cannot say there is no drift
         raise NotAPreview("the preview failed: " + "; ".join(e.splitlines()[0] for e in errors if e))
-    return findings, errors
+    return findings
 
 
 def judge(findings: Sequence[Finding], servers_only: bool, servers_allowed: bool) -> list[Finding]:
@@ -152,14 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m tools.drift: {args.preview}: {err.strerror}", file=sys.stderr)
         return 2
     try:
-        findings, errors = read_preview(text)
+        findings = read_preview(text)
     except NotAPreview as err:
         print(f"python -m tools.drift: stack {args.stack}: {err}", file=sys.stderr)
         return 2
     failing = judge(findings, args.servers, args.servers_allowed)
     if args.json:
         out: dict[str, Any] = {"stack": args.stack, "drift": bool(failing),
-                               "findings": [asdict(f) for f in findings], "errors": errors}
+                               "findings": [asdict(f) for f in findings]}
         print(json.dumps(out, indent=2, sort_keys=True))
     else:
         print(report(args.stack, findings, failing, args.servers), end="")

@@ -108,9 +108,9 @@ def test_the_json_report_lists_every_finding_and_the_verdict(capsys):
 
 
 def test_judge_keeps_only_lost_machines_in_pull_request_mode():
-    findings, _ = read_preview(preview("provider-upgrade-replaces-a-server.json"))
+    findings = read_preview(preview("provider-upgrade-replaces-a-server.json"))
     assert judge(findings, servers_only=True, servers_allowed=False) == findings
-    updates, _ = read_preview(preview("server-resized-in-console.json"))
+    updates = read_preview(preview("server-resized-in-console.json"))
     assert judge(updates, servers_only=True, servers_allowed=False) == []
     assert judge(updates, servers_only=False, servers_allowed=False) == updates
 
