@@ -158,10 +158,16 @@ class EndpointHostFacts:
     server_cert_pem: str | None = None
 
 
-def certificate_not_after(pem: str) -> str:
+def certificate_not_after(pem: str, where: str) -> str:
     """A PEM certificate's last valid moment, RFC 3339 in UTC (what the
-    endpoint document says, so a consumer or an alert needs no X.509 parser)."""
-    cert = x509.load_pem_x509_certificate(pem.encode())
+    endpoint document says, so a consumer or an alert needs no X.509 parser),
+    or EndpointError naming `where` when X.509 cannot read it."""
+    try:
+        if not isinstance(pem, str):
+            raise ValueError
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError:
+        raise EndpointError(f"{where}: not a certificate X.509 can read") from None
     return cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -215,7 +221,7 @@ def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], iso
     }
     if facts.server_cert_pem is not None:
         try:
-            entry["serverCertificateNotAfter"] = _not_after_of(facts.server_cert_pem, "the endpoint's server certificate")
+            entry["serverCertificateNotAfter"] = certificate_not_after(facts.server_cert_pem, "the endpoint's server certificate")
         except EndpointError as err:
             raise EndpointRefused(facts.name, str(err)) from None
     _refuse_unreadable_host(entry, isolation, facts.name, f"runtimeEndpoint.hosts[{facts.name!r}]")
@@ -283,24 +289,27 @@ def build_endpoint(
     if limits is not None:
         # What the endpoint policy lets one container ask for (docs/endpoint-policy.md).
         doc["limits"] = dict(limits)
+    # Additive in endpoint@1: when the stack CA and the consumers' client
+    # certificate expire (docs/certificates.md); each host says its own.
+    # Written before the reader's one pass, so it checks them as well. A
+    # certificate X.509 cannot read is refused only once the reader has
+    # passed: a CA that is not text, or not PEM, gets the reader's message.
+    unreadable: list[EndpointError] = []
+    expiries = [("caNotAfter", ca_cert_pem, "runtimeEndpoint.caCertPem")]
+    if client_cert_pem is not None:
+        expiries.append(("clientCertificateNotAfter", client_cert_pem, "runtimeClientTls.certPem"))
+    for key, pem, where in expiries:
+        try:
+            doc[key] = certificate_not_after(pem, where)
+        except EndpointError as err:
+            unreadable.append(err)
     try:
         read_endpoint(doc)
-        # Additive in endpoint@1: when the stack CA and the consumers' client
-        # certificate expire (docs/certificates.md); each host says its own.
-        doc["caNotAfter"] = _not_after_of(ca_cert_pem, "runtimeEndpoint.caCertPem")
-        if client_cert_pem is not None:
-            doc["clientCertificateNotAfter"] = _not_after_of(client_cert_pem, "runtimeClientTls.certPem")
-        read_endpoint(doc)
+        if unreadable:
+            raise unreadable[0]
     except EndpointError as err:
         raise EndpointRefused(None, str(err)) from None
     return doc
-
-
-def _not_after_of(pem: str, where: str) -> str:
-    try:
-        return certificate_not_after(pem)
-    except ValueError:
-        raise EndpointError(f"{where}: not a certificate X.509 can read") from None
 
 
 def _refuse_unreadable_host(entry: Any, isolation: str, host: str, where: str) -> None:
