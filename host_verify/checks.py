@@ -795,12 +795,26 @@ def check_name_lookup(ctx: Context, rt: str, rec: Recorder) -> None:
     rec.passed(name, desc, f"{name_probe} is {', '.join(found)} through {server}, as the host is told")
 
 
+# The program's rule (is_internet_address in components/settings/addresses.py),
+# carried here because the host side is the standard library alone; a unit
+# test holds the two to one answer. The documentation ranges count (the lab
+# serves its internet on one); IPv6 is its global unicast 2000::/3 only.
+_DOCUMENTATION_NETS = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+_IPV6_UNICAST = ipaddress.ip_network("2000::/3")
+
+
 def _is_internet(address: str) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return ip.is_global and not ip.is_multicast
+    if any(ip in n for n in _DOCUMENTATION_NETS if n.version == ip.version):
+        return True
+    if ip.version == 6 and ip not in _IPV6_UNICAST:
+        return False
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
 def _host_answers(ctx: Context, rec: Recorder, name: str, desc: str, what: str) -> None:
