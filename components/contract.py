@@ -167,6 +167,17 @@ CNI_CONFLIST = "/etc/cni/net.d/10-functions-runtime.conflist"
 # verify's own containerd namespace: Docker's containers are in `moby`,
 # nerdctl's and ctr's in `default`; verify's never mix with either.
 CONTAINERD_VERIFY_NAMESPACE = "functions-runtime-verify"
+# The host filter's table (scripts/host_firewall.sh owns it whole). dockerd's
+# own connections (its pulls, as root in the host's namespace) are judged
+# there too: its sockets are matched by docker.service's cgroup, which
+# systemd puts in DOCKERD_CGROUP_SET when dockerd starts (NFTSet= in
+# configure's drop-in) and the firewall step puts there when it reloads the
+# table under a running dockerd.
+HOST_FILTER_TABLE = "functions_runtime"
+DOCKERD_CGROUP_SET = "dockerd"
+DOCKERD_CGROUP = "system.slice/docker.service"
+# What dockerd may still reach on loopback: a resolver the host runs there.
+DOCKERD_LOOPBACK_PORTS = (53,)
 
 
 @dataclass(frozen=True)
@@ -194,6 +205,7 @@ HOST_PATHS = {
     "FR_BUSYBOX": "/usr/bin/busybox",
     "FR_DOCKER_SOCKET": "/run/docker.sock",
     "FR_CNI_NETWORKS": "/var/lib/cni/networks",
+    "FR_CGROUP_ROOT": "/sys/fs/cgroup",
 }
 
 
@@ -247,6 +259,10 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_CNI_SUBNET", CNI_SUBNET),
         SharedFact("FR_CNI_CONFLIST", CNI_CONFLIST, overridable=True),
         SharedFact("FR_CONTAINERD_VERIFY_NAMESPACE", CONTAINERD_VERIFY_NAMESPACE),
+        SharedFact("FR_HOST_FILTER_TABLE", HOST_FILTER_TABLE),
+        SharedFact("FR_DOCKERD_CGROUP_SET", DOCKERD_CGROUP_SET),
+        SharedFact("FR_DOCKERD_CGROUP", DOCKERD_CGROUP),
+        SharedFact("FR_DOCKERD_LOOPBACK_PORTS", ", ".join(str(port) for port in DOCKERD_LOOPBACK_PORTS)),
     )
 
 

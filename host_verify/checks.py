@@ -30,6 +30,7 @@ from host_verify.clients import (
     Docker,
     Nerdctl,
     PeerFailed,
+    Result,
     Runner,
 )
 from host_verify.failures import FAMILIES, Failure, one_line, tail
@@ -445,6 +446,50 @@ def check_policy_plugin(ctx: Context, _rt: str, rec: Recorder) -> None:
         raise rec.fail(name, desc, f"authorization plugin {plugin} in dockerd's running configuration",
                        f"authorization plugins: '{out}'", "re-run the configure step (daemon.json authorization-plugins)")
     rec.passed(name, desc, f"authorization plugins: {out}")
+
+
+# dockerd's own connections: a pull names the registry, and dockerd dials it
+# as root in the host's namespace, where only the output chain judges it.
+# The host filter rejects a refused dial at once (admin-prohibited).
+PULL_PROBE_IMAGE = "functions-runtime-egress-probe:none"
+PULL_REFUSED = "connect: no route to host"
+
+
+def pull_result(out: Result) -> str:
+    """"refused" (the host filter), "connected" (dockerd reached the address:
+    whatever it said next, the dial succeeded), or the failure's own words."""
+    text = one_line(out.output).strip()
+    if PULL_REFUSED in text:
+        return "refused"
+    if out.ok or ("Error response from daemon" in text and "dial tcp" not in text):
+        return "connected"
+    return text or f"docker pull exited {out.code} without a word"
+
+
+def check_dockerd_egress(ctx: Context, _rt: str, rec: Recorder) -> None:
+    name = "dockerd-egress"
+    desc = "dockerd's own connections (pulls) reach the internet and no private, local or metadata address"
+    inp, table, members = ctx.inputs, ctx.contract["HOST_FILTER_TABLE"], ctx.contract["DOCKERD_CGROUP_SET"]
+    todo = (f"re-run the firewall and configure steps; 'nft list set inet {table} {members}' must list "
+            f"{ctx.contract['DOCKERD_CGROUP']} (docker.service's drop-in has NFTSet=)")
+
+    def pull(address: str, port: int) -> str:
+        host = f"[{address}]" if ":" in address else address
+        return pull_result(ctx.docker.local("pull", "-q", f"{host}:{port}/{PULL_PROBE_IMAGE}", timeout=120))
+
+    if inp.outside:
+        found = pull(*inp.outside)
+        if found != "connected":
+            raise rec.fail(name, desc, f"dockerd to reach {inp.outside[0]}:{inp.outside[1]} (verify.outsideProbe, "
+                           "a positive control)", found, todo)
+    own = pull(inp.private_address, inp.endpoint_port)
+    if own != "refused":
+        raise rec.fail(name, desc, f"dockerd's dial of {inp.private_address}:{inp.endpoint_port} (this host's "
+                       f"private address) refused by the host filter ('{PULL_REFUSED}')",
+                       "it connected" if own == "connected" else own, todo)
+    control = (f"reached {inp.outside[0]}:{inp.outside[1]}" if inp.outside
+               else "no positive control: verify.outsideProbe is none")
+    rec.passed(name, desc, f"{control}; refused {inp.private_address}:{inp.endpoint_port}")
 
 
 # ---------------------------------------------------------------- the verify image
@@ -986,6 +1031,7 @@ CHECKS: tuple[Check, ...] = (
     Check("runtime-runsc-network", "runtimes", "docker", check_runsc_network, _if_runsc, lane="daemon"),
     Check("daemon-hardening", "runtimes", "docker", check_daemon_hardening, lane="daemon"),
     Check("endpoint-policy", "policy", "docker", check_policy_plugin, lane="daemon"),
+    Check("dockerd-egress", "isolation", "docker", check_dockerd_egress, lane="dockerd-egress"),
     Check("verify-image", "image", "docker", check_verify_image, lane="image"),
     Check("nerdctl-image", "containerd", "nerdctl", check_nerdctl_image, needs=("verify-image",), lane="image"),
     Check("policy-refuses", "policy", "docker", check_policy_refusals, needs=("verify-image",), stage=1, lane="policy"),

@@ -206,6 +206,9 @@ EOF
 # start only once the private address exists (Docker binds to it) and the
 # policy plugin answers (dockerd refuses to start without its authorization
 # plugins). Wants, not Requires: restarting the plugin must not restart dockerd.
+# Each start puts dockerd's cgroup in the host filter's set, whose rules keep
+# dockerd's own connections (pulls) off loopback, the metadata service and
+# private networks (scripts/host_firewall.sh, chain from_dockerd).
 render_docker_drop_in() {
   cat <<EOF
 # Managed by functions-runtime (scripts/configure_runtime.sh).
@@ -214,6 +217,7 @@ Wants=network-online.target $FR_AUTHZ_UNIT
 After=network-online.target containerd.service $FR_AUTHZ_UNIT
 
 [Service]
+NFTSet=cgroup:inet:$FR_HOST_FILTER_TABLE:$FR_DOCKERD_CGROUP_SET
 ExecStartPre=/bin/sh -c 'i=0; until ip -o address show to $PRIVATE_ADDRESS | grep -q .; do i=\$\$((i+1)); if [ \$\$i -ge $ADDRESS_WAIT_SECONDS ]; then echo "address $PRIVATE_ADDRESS not configured after $ADDRESS_WAIT_SECONDS s" >&2; exit 1; fi; sleep 1; done'
 ExecStart=
 ExecStart=/usr/sbin/dockerd

@@ -23,6 +23,17 @@
 #            (forged) is dropped.
 #            A drop is final across tables; Docker's own accepts and
 #            isolation rules still apply to everything this chain lets by.
+#   output:  the metadata service for root only; dockerd's own new
+#            connections (pulls, as root in the host's namespace, where the
+#            forward chain does not apply) to loopback (except a local
+#            resolver on FR_DOCKERD_LOOPBACK_PORTS), link-local (metadata
+#            service), RFC 1918, CGNAT, IPv6 ULA and link-local: rejected
+#            (admin-prohibited: the pull fails at once with "no route to
+#            host") and logged, rate-limited. dockerd's sockets are known by
+#            docker.service's cgroup: systemd adds it to the set
+#            FR_DOCKERD_CGROUP_SET whenever dockerd starts (NFTSet= in
+#            configure's drop-in), and this script adds it when it reloads
+#            the table under a running dockerd.
 #
 # "A container bridge" is any Linux bridge (meta iifkind "bridge"): Docker's
 # docker0 and br-*, the CNI bridges nerdctl and `ctr run --cni` make
@@ -48,7 +59,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FR_NFT_FILE=${FR_NFT_FILE:-/etc/nftables.d/functions-runtime.nft}
 FR_FIREWALL_UNIT=${FR_FIREWALL_UNIT:-/etc/systemd/system/functions-runtime-firewall.service}
-readonly NFT_TABLE="functions_runtime"
+# Puts a running dockerd's cgroup in the table's dockerd set (enroll_dockerd).
+FR_NFT_DOCKERD_FILE=${FR_NFT_DOCKERD_FILE:-/etc/nftables.d/functions-runtime-dockerd.nft}
+readonly NFT_TABLE=$FR_HOST_FILTER_TABLE
 # Every container network is a Linux bridge (see above): matched by kind.
 readonly FROM_CONTAINER='meta iifkind "bridge"'
 # Set on frames a bridge forwards between its own ports. veth and tap scrub
@@ -193,6 +206,7 @@ EOF
   render_set blocked_from_containers_v6 ipv6_addr "$BLOCKED_FROM_CONTAINERS_V6"
   render_set egress_allowed_v4 ipv4_addr "$allowed_v4"
   render_set egress_allowed_v6 ipv6_addr "$allowed_v6"
+  printf '  set %s {\n    type cgroupsv2\n  }\n\n' "$FR_DOCKERD_CGROUP_SET"
   render_meter new_connections_v4 ipv4_addr
   render_meter new_connections_v6 ipv6_addr
   cat <<EOF
@@ -222,6 +236,24 @@ EOF
     # The metadata service serves the user-data, which holds the host's own
     # SSH host key: only root on the host may ask it.
     ip daddr $METADATA_ADDRESS meta skuid != 0 drop
+    # dockerd connects out for a client (a pull names the registry): never
+    # to the host itself, the metadata service or a private network, even
+    # when a registry's name resolves there.
+    socket cgroupv2 level 2 @$FR_DOCKERD_CGROUP_SET ct state new jump from_dockerd
+  }
+
+  chain from_dockerd {
+    ip daddr 127.0.0.0/8 meta l4proto { tcp, udp } th dport { $FR_DOCKERD_LOOPBACK_PORTS } return
+    ip6 daddr ::1 meta l4proto { tcp, udp } th dport { $FR_DOCKERD_LOOPBACK_PORTS } return
+    ip daddr 127.0.0.0/8 goto refuse_dockerd
+    ip6 daddr ::1 goto refuse_dockerd
+    ip daddr @blocked_from_containers_v4 goto refuse_dockerd
+    ip6 daddr @blocked_from_containers_v6 goto refuse_dockerd
+  }
+
+  chain refuse_dockerd {
+    limit rate 6/minute burst 5 packets log prefix "functions-runtime dockerd refused: " level warn
+    counter reject with icmpx admin-prohibited
   }
 
   chain forward {
@@ -269,6 +301,9 @@ Conflicts=shutdown.target
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/sbin/nft -f $FR_NFT_FILE
+# Reloaded under a running dockerd: its cgroup back into the set (at boot
+# dockerd starts later, and systemd adds it then).
+ExecStartPost=/bin/sh -c 'if [ -d $FR_CGROUP_ROOT/$FR_DOCKERD_CGROUP ]; then exec /usr/sbin/nft -f $FR_NFT_DOCKERD_FILE; fi'
 
 [Install]
 WantedBy=sysinit.target
@@ -296,6 +331,34 @@ apply_ruleset() {
   CHANGED+=("table inet $NFT_TABLE")
 }
 
+# enroll_dockerd: docker.service's cgroup in the filter's dockerd set, so a
+# reloaded table judges a dockerd that is already running (systemd adds it
+# only when dockerd starts). Adding an element that is there changes nothing.
+render_dockerd_enrolment() {
+  cat <<EOF
+# Managed by functions-runtime (scripts/host_firewall.sh).
+# nft reads a cgroupsv2 element as a path under the cgroup root; the cgroup
+# must exist (dockerd running).
+add element inet $NFT_TABLE $FR_DOCKERD_CGROUP_SET { "$FR_DOCKERD_CGROUP" }
+EOF
+}
+
+enroll_dockerd() {
+  if render_dockerd_enrolment | write_file_if_changed "$FR_NFT_DOCKERD_FILE" 0600; then
+    CHANGED+=("$FR_NFT_DOCKERD_FILE")
+  fi
+  if [[ ! -d "$FR_CGROUP_ROOT/$FR_DOCKERD_CGROUP" ]]; then
+    info "dockerd is not running: systemd puts its cgroup in the set when it starts"
+    return 0
+  fi
+  if nft list set inet "$NFT_TABLE" "$FR_DOCKERD_CGROUP_SET" 2>/dev/null | grep -qF "\"$FR_DOCKERD_CGROUP\""; then
+    info "dockerd's cgroup already in set $FR_DOCKERD_CGROUP_SET, skipping"
+    return 0
+  fi
+  run nft -f "$FR_NFT_DOCKERD_FILE"
+  CHANGED+=("dockerd in set $FR_DOCKERD_CGROUP_SET")
+}
+
 enable_at_boot() {
   if render_unit | write_file_if_changed "$FR_FIREWALL_UNIT" 0644; then
     run systemctl daemon-reload
@@ -318,6 +381,7 @@ main() {
   check_inputs
   guard_against_lockout
   apply_ruleset
+  enroll_dockerd
   enable_at_boot
   print_result
 }

@@ -12,7 +12,14 @@ endpoint, as tests/hostlab/test_provisioning.py's policy tests do:
 - an exec into a container root started on the local socket (sandboxed or
   runc) is refused, and so is stopping or removing it;
 - a container the consumer created (labelled, with a volume it created)
-  works end to end: run, exec, logs, stop, remove.
+  works end to end: run, exec, logs, stop, remove;
+- dockerd's own connections (a pull dials the registry as root in the host's
+  namespace) reach the lab's internet, by address and by name, and never a
+  private address (one the host itself reaches), a name that resolves to
+  one, or loopback; still so after the host filter is reloaded and after
+  dockerd restarts. These pulls go through root's local socket, which the
+  endpoint policy does not restrict: what is proven is the host filter's
+  part, which holds whatever `endpoint.registries` lists.
 
 Nothing here asserts a duration (TCG is slow); every container and volume a
 test makes is removed by root on the local socket at the end.
@@ -21,12 +28,20 @@ test makes is removed by root on the local socket at the end.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import pytest
 
 from components.contract import AUTHZ_OWNER_LABEL, CONSUMER_COMMON_NAME
 from tests.hostlab.shared_guest import VERIFIED
 from tests.hostlab.test_provisioning import DOCKER_PY_TIMEOUT_S, FUNCTION_LIMITS, consumer_client, refused
+from tools.lab.surroundings import (
+    INTERNET_ADDRESS,
+    INTERNET_PORT,
+    NAME_PROBE,
+    PRIVATE_NAME,
+    PRIVATE_NAME_ADDRESS,
+)
 
 pytestmark = [pytest.mark.hostlab, pytest.mark.timeout(3600)]
 
@@ -127,3 +142,57 @@ def test_a_consumer_created_container_works_end_to_end(lab):
             lab.sh(f"docker rm -f {container.id}", timeout=DOCKER_PY_TIMEOUT_S, check=False)
         if volume is not None:
             lab.sh(f"docker volume rm -f {volume.name}", timeout=DOCKER_PY_TIMEOUT_S, check=False)
+
+
+# What a dial the host filter refused looks like in dockerd's error (reject
+# with admin-prohibited), as verify's dockerd-egress check reads it.
+DIAL_REFUSED = "connect: no route to host"
+
+
+def dockerd_dial(lab, registry: str) -> str:
+    """dockerd's error for a pull from `registry` (root, local socket): every
+    such pull fails, so the words say how far the dial got."""
+    return lab.sh(f"docker pull -q {registry}/functions-runtime-egress-probe:none 2>&1 || true",
+                  timeout=DOCKER_PY_TIMEOUT_S)
+
+
+def dockerd_targets(lab) -> tuple[list[str], list[str]]:
+    """(reached, refused) registries: the lab's internet by address and by
+    name; the mirror's private address, a name resolving to it, loopback."""
+    mirror = urlsplit(lab.mirror.url_from_guest)
+    assert mirror.hostname == PRIVATE_NAME_ADDRESS, mirror
+    # The host itself reaches the private address: only dockerd is kept from it.
+    assert lab.sh(f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 30 {lab.mirror.url_from_guest}/") == "200"
+    reached = [f"{INTERNET_ADDRESS}:{INTERNET_PORT}", f"{NAME_PROBE}:{INTERNET_PORT}"]
+    refused = [f"{PRIVATE_NAME_ADDRESS}:{mirror.port}", f"{PRIVATE_NAME}:{mirror.port}", "127.0.0.1:22"]
+    return reached, refused
+
+
+def assert_dockerd_filtered(lab, reached: list[str], refused: list[str]) -> None:
+    for registry in reached:
+        out = dockerd_dial(lab, registry)
+        assert DIAL_REFUSED not in out and "dial tcp" not in out and "Error response from daemon" in out, (registry, out)
+    for registry in refused:
+        out = dockerd_dial(lab, registry)
+        assert DIAL_REFUSED in out, (registry, out)
+
+
+def test_dockerd_reaches_the_internet_and_no_private_or_local_address(lab):
+    lab.at(VERIFIED)
+    reached, refused = dockerd_targets(lab)
+    assert_dockerd_filtered(lab, reached, refused)
+    # Each refusal is counted and logged where an operator looks.
+    assert "functions-runtime dockerd refused: " in lab.sh("journalctl -k --no-pager | tail -n 50")
+
+
+def test_dockerd_stays_filtered_after_a_reload_of_the_filter_and_a_restart(lab):
+    lab.fresh(VERIFIED)
+    reached, refused = dockerd_targets(lab)
+    lab.sh("systemctl restart functions-runtime-firewall.service")
+    assert_dockerd_filtered(lab, reached, refused)
+    before = lab.sh("stat -c %i /sys/fs/cgroup/system.slice/docker.service").strip()
+    lab.sh("systemctl restart docker.service", timeout=DOCKER_PY_TIMEOUT_S)
+    lab.sh("timeout 120 sh -c 'until docker info >/dev/null 2>&1; do sleep 1; done'", timeout=DOCKER_PY_TIMEOUT_S)
+    # A new cgroup (another ID), in the set again by systemd's NFTSet=.
+    assert lab.sh("stat -c %i /sys/fs/cgroup/system.slice/docker.service").strip() != before
+    assert_dockerd_filtered(lab, reached, refused)

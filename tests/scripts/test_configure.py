@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from components.contract import CNI_BRIDGE, CNI_NETWORK, CNI_SUBNET
+from components.contract import CNI_BRIDGE, CNI_NETWORK, CNI_SUBNET, DOCKERD_CGROUP_SET, HOST_FILTER_TABLE
 from endpoint_authz.rules import load_config
 from tests.scripts.helpers import (
     catalog_rows,
@@ -153,6 +153,14 @@ def test_docker_drop_in_replaces_exec_start_without_h(fr_env):
     assert "ip -o address show to 10.0.0.2" in pre
     # systemd expands $$ to $; a single $ would be a systemd variable.
     assert "$$((i+1))" in pre and "$i" not in pre.replace("$$i", "")
+
+
+def test_docker_drop_in_puts_dockerd_in_the_host_filters_set(fr_env):
+    """Each dockerd start lands its cgroup in the set the host filter's
+    from_dockerd rules match (the rules themselves: tests/hostlab)."""
+    r = run_bash("render_docker_drop_in", {**fr_env, **NET}, script="configure_runtime.sh")
+    table, members = HOST_FILTER_TABLE, DOCKERD_CGROUP_SET
+    assert f"NFTSet=cgroup:inet:{table}:{members}" in r.stdout.splitlines()
 
 
 def test_socket_drop_in_is_root_only(fr_env):

@@ -120,6 +120,23 @@ def test_ruleset_shape(fr_env):
     # Only root on the host may read the metadata service (user-data holds the host key).
     assert "type filter hook output priority filter; policy accept;" in lines
     assert "ip daddr 169.254.169.254 meta skuid != 0 drop" in lines
+    # dockerd's own new connections (its pulls) go through from_dockerd, by its cgroup.
+    assert "socket cgroupv2 level 2 @dockerd ct state new jump from_dockerd" in lines
+    dockerd = lines[lines.index("chain from_dockerd {") : lines.index("chain refuse_dockerd {")]
+    # A resolver on loopback first, then loopback, the metadata service and private ranges refused.
+    assert dockerd[1:] == [
+        "ip daddr 127.0.0.0/8 meta l4proto { tcp, udp } th dport { 53 } return",
+        "ip6 daddr ::1 meta l4proto { tcp, udp } th dport { 53 } return",
+        "ip daddr 127.0.0.0/8 goto refuse_dockerd",
+        "ip6 daddr ::1 goto refuse_dockerd",
+        "ip daddr @blocked_from_containers_v4 goto refuse_dockerd",
+        "ip6 daddr @blocked_from_containers_v6 goto refuse_dockerd",
+        "}",
+        "",
+    ]
+    refuse = lines[lines.index("chain refuse_dockerd {") :]
+    assert refuse[2] == "counter reject with icmpx admin-prohibited"
+    assert refuse[1].startswith("limit rate 6/minute") and "log prefix" in refuse[1]
     # established/related before the bridge drop (replies to the host's own connections),
     # but never for a flow set up across a bridge.
     assert (
@@ -150,7 +167,7 @@ def test_egress_settings_turn_smtp_block_and_rate_limit_off(fr_env):
     env = {**fr_env, **BASE, "ADMIN_CIDRS": "203.0.113.0/24", "ENDPOINT_CIDRS": ""}
     env.update({"EGRESS_BLOCK_SMTP": "false", "EGRESS_NEW_PER_SECOND": "0", "EGRESS_ALLOWED_CIDRS": "198.51.100.7/32 2001:db8::/48"})
     out = run_bash("render_ruleset", env, script="host_firewall.sh").stdout
-    assert "dport { 25, 465 }" not in out and "limit rate" not in out
+    assert "dport { 25, 465 }" not in out and "limit rate over" not in out
     assert set_elements(out, "egress_allowed_v4") == "198.51.100.7/32"
     assert set_elements(out, "egress_allowed_v6") == "2001:db8::/48"
 
@@ -230,3 +247,48 @@ def test_lockout_guard_runs_before_any_change(fr_env, tmp_path):
         script="host_firewall.sh",
     )
     assert r.rc != 0 and not nft_file.exists() and r.stdout == ""
+
+
+def _enroll(fr_env, tmp_path, listed: str):
+    """enroll_dockerd with a stand-in `nft` that records its arguments and
+    lists the set as `listed`. Proves what the step writes and asks nft to
+    do; not that the kernel matches dockerd's sockets (tests/hostlab)."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir(exist_ok=True)
+    calls = tmp_path / "nft-calls"
+    (fake / "nft").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        f'if [ "$1" = list ]; then printf "%s\\n" \'{listed}\'; fi\n'
+    )
+    (fake / "nft").chmod(0o755)
+    env = {
+        **fr_env, **BASE, "ADMIN_CIDRS": "203.0.113.0/24", "ENDPOINT_CIDRS": "",
+        "FR_CGROUP_ROOT": str(tmp_path / "cgroup"), "FR_NFT_DOCKERD_FILE": str(tmp_path / "dockerd.nft"),
+        "PATH": f"{fake}:/usr/bin:/bin",
+    }
+    r = run_bash('enroll_dockerd && printf "%s\\n" "${CHANGED[@]}"', env, script="host_firewall.sh")
+    assert r.rc == 0, r.stderr
+    return r, (calls.read_text().splitlines() if calls.exists() else []), tmp_path / "dockerd.nft"
+
+
+def test_without_a_running_dockerd_the_enrolment_waits_for_systemd(fr_env, tmp_path):
+    r, calls, file = _enroll(fr_env, tmp_path, "")
+    assert calls == [] and "systemd puts its cgroup in the set when it starts" in r.stderr
+    assert 'add element inet functions_runtime dockerd { "system.slice/docker.service" }' in file.read_text()
+
+
+def test_a_running_dockerd_is_put_in_the_set_once(fr_env, tmp_path):
+    (tmp_path / "cgroup" / "system.slice" / "docker.service").mkdir(parents=True)
+    r, calls, file = _enroll(fr_env, tmp_path, "")
+    assert calls[-1] == f"-f {file}" and str(file) in r.stdout
+    # Listed already: nothing applied, nothing reported changed.
+    (tmp_path / "nft-calls").unlink()
+    r, calls, _ = _enroll(fr_env, tmp_path, 'elements = { "system.slice/docker.service" }')
+    assert [c for c in calls if c.startswith("-f")] == [] and r.stdout.strip() == ""
+
+
+def test_the_unit_puts_a_running_dockerd_back_after_a_reload(fr_env):
+    unit = run_bash("render_unit", {**fr_env, **BASE}, script="host_firewall.sh").stdout.splitlines()
+    post = next(line for line in unit if line.startswith("ExecStartPost="))
+    assert "/sys/fs/cgroup/system.slice/docker.service" in post and "nft -f" in post

@@ -75,6 +75,9 @@ class FakeHost:
     container_resolves: dict[str, list[str]] = field(default_factory=lambda: {"runsc": ["192.0.2.10"],
                                                                                "kata": ["192.0.2.10"],
                                                                                "runc": ["192.0.2.10"]})
+    # "ADDR:PORT" registries whose dial the host filter refuses dockerd (a pull
+    # from any other address connects, and fails after: there is no registry).
+    dockerd_refused: set[str] = field(default_factory=lambda: {f"{PRIVATE}:2376"})
     default_runtime: str = "runsc"
     runtimes: str = "io.containerd.runc.v2 runc runsc "
     runsc_entry: str = f"{RUNSC}|--network=sandbox "
@@ -221,6 +224,12 @@ class FakeHost:
             return Result(0, "\n".join(lines) + "\n")
         if verb == "image" and args[1] == "inspect":
             return Result(0 if args[2] in self.images else 1, "[]", "" if args[2] in self.images else "No such image\n")
+        if verb == "pull":
+            registry = args[-1].split("/")[0]
+            get = f'Error response from daemon: Get "https://{registry}/v2/": '
+            if registry in self.dockerd_refused:
+                return Result(1, "", f"{get}dial tcp {registry}: connect: no route to host\n")
+            return Result(1, "", f"{get}EOF\n")
         if verb in ("import", "load"):
             self.images.add(args[-1] if verb == "import" else "loaded")
             return Result(0, "sha256:abc\n")

@@ -30,6 +30,7 @@ from host_verify.checks import (
     lookup_result,
     median,
     probe_result,
+    pull_result,
     runsc_path,
     upstream_version,
     version_of,
@@ -856,3 +857,60 @@ def test_name_lookups_are_skipped_when_the_stack_says_none(tmp_path):
 )
 def test_lookup_result_reads_busybox_nslookup(out, expected):
     assert lookup_result(out) == expected
+
+
+# ---------------------------------------------------------------- dockerd's own connections
+
+
+def test_dockerd_egress_passes_when_the_filter_refuses_the_private_address_and_the_internet_connects(tmp_path):
+    ctx, fake = make_ctx(tmp_path)
+    results, failure, _ = run_check(ctx, "dockerd-egress")
+    assert failure is None
+    assert results["dockerd-egress"].detail == "reached 192.0.2.10:8080; refused 10.0.2.15:2376"
+    # Both pulls as root on the local socket, never through the endpoint (the policy would refuse them).
+    pulls = commands(fake, "docker", "pull")
+    assert [p[-1] for p in pulls] == ["192.0.2.10:8080/functions-runtime-egress-probe:none",
+                                      "10.0.2.15:2376/functions-runtime-egress-probe:none"]
+    assert all(p[1:3] == ["-H", f"unix://{ctx.paths.docker_socket}"] for p in pulls)
+
+
+def test_dockerd_egress_fails_when_dockerd_connects_to_the_hosts_private_address(tmp_path):
+    ctx, fake = make_ctx(tmp_path)
+    fake.dockerd_refused = set()
+    _, failure, _ = run_check(ctx, "dockerd-egress")
+    assert failure and failure.code == 15
+    assert "found it connected" in failure.message and "nft list set inet functions_runtime dockerd" in failure.message
+
+
+def test_dockerd_egress_fails_when_the_filter_refuses_the_internet_too(tmp_path):
+    ctx, fake = make_ctx(tmp_path)
+    fake.dockerd_refused.add("192.0.2.10:8080")
+    _, failure, _ = run_check(ctx, "dockerd-egress")
+    assert failure and failure.code == 15 and "positive control" in failure.message
+
+
+def test_dockerd_egress_without_an_outside_probe_says_it_has_no_positive_control(tmp_path):
+    ctx, fake = make_ctx(tmp_path, outside=None)
+    results, failure, _ = run_check(ctx, "dockerd-egress")
+    assert failure is None and "no positive control" in results["dockerd-egress"].detail
+    assert len(commands(fake, "docker", "pull")) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "output", "result"),
+    [
+        (1, 'Error response from daemon: Get "https://10.0.0.2:443/v2/": dial tcp 10.0.0.2:443: connect: no route to host',
+         "refused"),
+        (1, 'Error response from daemon: Get "https://1.1.1.1:443/v2/": EOF', "connected"),
+        (1, "Error response from daemon: Get \"https://1.1.1.1:443/v2/\": remote error: tls: certificate required",
+         "connected"),
+        (0, "1.1.1.1:443/functions-runtime-egress-probe:none", "connected"),
+        # A dial that failed some other way proves nothing either way: its own words.
+        (1, 'Error response from daemon: Get "https://1.1.1.1:443/v2/": dial tcp 1.1.1.1:443: i/o timeout',
+         'Error response from daemon: Get "https://1.1.1.1:443/v2/": dial tcp 1.1.1.1:443: i/o timeout'),
+        (1, "Cannot connect to the Docker daemon at unix:///run/docker.sock",
+         "Cannot connect to the Docker daemon at unix:///run/docker.sock"),
+    ],
+)
+def test_pull_result_reads_how_far_dockerds_dial_got(code, output, result):
+    assert pull_result(Result(code, "", output)) == result

@@ -44,13 +44,17 @@ while True:
 # server's resolvers are on public ones: the guest's /etc/resolv.conf names
 # it, so Docker hands it to containers on the default bridge (QEMU's own
 # resolver, 10.0.2.3, is private and the host filter keeps containers from
-# it). Names under NAME_PROBE_ZONE get INTERNET_ADDRESS; every other name
-# is refused (REFUSED: the asker tries its next resolver; nothing leaves
-# this machine from here). Single quotes only, as above.
+# it). Names under NAME_PROBE_ZONE get INTERNET_ADDRESS, but PRIVATE_NAME
+# gets a private address the guest reaches (QEMU's gateway, where the
+# hostlab's mirror listens): a registry name that resolves into a private
+# network. Every other name is refused (REFUSED: the asker tries its next
+# resolver; nothing leaves this machine from here). Single quotes only, as above.
 NAME_SERVER_ADDRESS = "192.0.2.53"
 NAME_PROBE_ZONE = "functions-runtime.test"
 # As the stack spells it (functions-runtime:verify.nameProbe).
 NAME_PROBE = f"probe.{NAME_PROBE_ZONE}"
+PRIVATE_NAME = f"private.{NAME_PROBE_ZONE}"
+PRIVATE_NAME_ADDRESS = "10.0.2.2"
 NAME_SERVER = f"""
 import socket, struct
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{NAME_SERVER_ADDRESS}', 53))
@@ -67,7 +71,8 @@ while True:
     head = q[:2] + struct.pack('!HHHHH', 0x8180 | (0 if ours else 5), 1, records, 0, 0)
     body = q[12:at + 5]
     if records:
-        body += bytes([0xC0, 0x0C]) + struct.pack('!HHIH', 1, 1, 60, 4) + socket.inet_aton('{INTERNET_ADDRESS}')
+        address = '{PRIVATE_NAME_ADDRESS}' if name == '{PRIVATE_NAME}' else '{INTERNET_ADDRESS}'
+        body += bytes([0xC0, 0x0C]) + struct.pack('!HHIH', 1, 1, 60, 4) + socket.inet_aton(address)
     s.sendto(head + body, peer)
 """
 
