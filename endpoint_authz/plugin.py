@@ -293,6 +293,9 @@ def serve(socket_path: Path, config_path: Path, drain_file: Path, docker_socket:
     if state.config() is None:
         log(f"cannot start: the configuration {config_path} is unreadable")
         return 1
+    # A stop that arrives while the socket is being bound waits for the
+    # handler (held, not lost): the socket is always removed on the way out.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     server = PluginServer(socket_path, state)
 
     def stop(signum: int, frame: Any) -> None:
@@ -300,6 +303,7 @@ def serve(socket_path: Path, config_path: Path, drain_file: Path, docker_socket:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     log(f"serving on {socket_path} (draining: {state.draining()})")
     notify_ready()
     try:
