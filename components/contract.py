@@ -122,15 +122,27 @@ APT_UPDATE_STAMP = "/var/lib/apt/periodic/functions-runtime-update-success"
 DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 
 # gVisor. gvisor.runsc chooses the runsc a host runs: `release`, the pinned
-# upstream release (catalog rows GVISOR_ARTIFACTS: runsc and the containerd
-# shim nerdctl and containerd use), or `debian`, Debian 13's runsc package
-# (a 2024-07-29 build; no shim), kept as an explicit fallback.
+# upstream release, or `debian`, Debian 13's runsc package (a 2024-07-29
+# build; no shim, no sidecars), kept as an explicit fallback.
 GVISOR_RUNSC_SOURCES = ("release", "debian")
+# The release is one archive (catalog row GVISOR_ARCHIVE) holding
+# GVISOR_ARTIFACTS at its top (runsc and the containerd shim nerdctl and
+# containerd use) and the sidecars in GVISOR_SIDECAR_DIR beside them, which
+# runsc finds next to itself: from release 20260831 on it runs its sandbox
+# from them, and without them falls back to running itself, slowly and
+# deprecated (google/gvisor#13718). A release may add sidecars; these must
+# be there.
+GVISOR_ARCHIVE = "gvisor"
 GVISOR_ARTIFACTS = ("runsc", "containerd-shim-runsc-v1")
-# The release's files land in <GVISOR_DIR>/<version>/<name>, one directory
-# per version, so a container keeps the runsc it started with when an
-# upgrade points daemon.json at the next version. Never a payload directory
-# (the payload step replaces those whole; components/payload.py refuses it).
+GVISOR_SIDECAR_DIR = "gvisor-bin"
+GVISOR_SIDECARS = ("gvisor_sentry", "gvisor-sentry-prewarmer", "checkpointgofer", "runsc-metric-server")
+# The first release that runs its sandbox from the sidecars (`runsc
+# --version` says release-<date>.<n>): verify looks for the sentry from it on.
+GVISOR_SIDECARS_SINCE = "20260831"
+# The archive unpacks whole into <GVISOR_DIR>/<version>/, one directory per
+# version, so a container keeps the runsc it started with when an upgrade
+# points daemon.json at the next version. Never a payload directory (the
+# payload step replaces those whole; components/payload.py refuses it).
 GVISOR_DIR = f"{REMOTE_ROOT}/gvisor"
 # Debian's package (gvisor.runsc: debian).
 DEBIAN_RUNSC = "/usr/bin/runsc"
@@ -245,7 +257,11 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_VERIFY_MILLICPUS", str(VERIFY_MILLICPUS)),
         SharedFact("FR_DIGEST_ALGORITHMS", " ".join(f"{a}:{n}" for a, n in DIGEST_HEX_LENGTHS.items())),
         SharedFact("FR_GVISOR_RUNSC_SOURCES", " ".join(GVISOR_RUNSC_SOURCES)),
+        SharedFact("FR_GVISOR_ARCHIVE", GVISOR_ARCHIVE),
         SharedFact("FR_GVISOR_ARTIFACTS", " ".join(GVISOR_ARTIFACTS)),
+        SharedFact("FR_GVISOR_SIDECAR_DIR", GVISOR_SIDECAR_DIR),
+        SharedFact("FR_GVISOR_SIDECARS", " ".join(GVISOR_SIDECARS)),
+        SharedFact("FR_GVISOR_SIDECARS_SINCE", GVISOR_SIDECARS_SINCE),
         SharedFact("FR_GVISOR_DIR", GVISOR_DIR, overridable=True),
         SharedFact("FR_DEBIAN_RUNSC", DEBIAN_RUNSC, overridable=True),
         SharedFact("FR_NETWORK_VM", NETWORK_VM),

@@ -187,13 +187,26 @@ def wanted_runtimes(isolation: str, kata_usable: bool) -> tuple[str, ...]:
 def runsc_path(contract: Contract, catalog: Mapping[str, CatalogRow], source: str) -> str:
     if source == "debian":
         return contract["DEBIAN_RUNSC"]
-    row = catalog.get("runsc")
+    archive = contract["GVISOR_ARCHIVE"]
+    row = catalog.get(archive)
     version = row.version if row else ""
     if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z.+~_-]*", version) or ".." in version:
         raise Failure("preflight-runsc", FAMILIES["preflight"],
-                      "a version usable as a directory name in catalog row 'runsc'", f"'{version}'",
-                      "fix the row's version")
+                      f"a version usable as a directory name in catalog row '{archive}'", f"'{version}'",
+                      "fix the row's version (gVisor's release archive)")
     return f"{contract['GVISOR_DIR']}/{version}/runsc"
+
+
+def sidecar_dir(ctx: Context) -> Path:
+    """Where the release's runsc finds its sidecars: beside itself."""
+    return Path(ctx.runsc).parent / ctx.contract["GVISOR_SIDECAR_DIR"]
+
+
+def runsc_release_date(version_line: str) -> str | None:
+    """`runsc version release-20260907.0` (or Debian's `0.0~20240729.0`) ->
+    the release's date; None for a build that does not say it."""
+    found = re.search(r"(?:release-|0\.0~)(\d{8})\.\d+", version_line)
+    return found.group(1) if found else None
 
 
 def upstream_version(version: str) -> str:
@@ -301,12 +314,20 @@ def check_preflight_runsc(ctx: Context, _rt: str, rec: Recorder) -> None:
         raise rec.fail(name, desc,
                        f"an executable {ctx.runsc} (functions-runtime:gvisor.runsc is {ctx.inputs.gvisor_runsc})",
                        "none", "re-run the install step (scripts/install_runtime.sh)")
+    archive = ctx.contract["GVISOR_ARCHIVE"]
     if ctx.inputs.gvisor_runsc == "debian":
         origin = "Debian's runsc package, the fallback gvisor.runsc: debian chose"
     else:
-        origin = f"gVisor's pinned release {ctx.catalog['runsc'].version if 'runsc' in ctx.catalog else '?'}"
+        origin = f"gVisor's pinned release {ctx.catalog[archive].version if archive in ctx.catalog else '?'}"
+        missing = [n for n in ctx.contract.words("GVISOR_SIDECARS") if not os.access(sidecar_dir(ctx) / n, os.X_OK)]
+        if missing:
+            raise rec.fail(name, desc, f"the release's sidecars beside runsc in {sidecar_dir(ctx)}",
+                           f"missing: {', '.join(missing)}", "re-run the install step (it unpacks the release "
+                           "archive whole; scripts/install_runtime.sh)")
+        origin += f", with its sidecars in {sidecar_dir(ctx)}"
     out = ctx.runner.run([ctx.runsc, "--version"], timeout=30)
     version = (out.output.splitlines() or ["(no version)"])[0] or "(no version)"
+    ctx.facts.set("runsc_version", version)
     rec.passed(name, desc, f"{ctx.runsc}: {version}; {origin}")
 
 
@@ -761,6 +782,44 @@ def probe_isolation(ctx: Context, client: ContainerClient, rt: str, rec: Recorde
     return out
 
 
+SIDECAR_HOLD = ["sleep", "120"]
+
+
+def check_runsc_sidecars(ctx: Context, _rt: str, rec: Recorder) -> None:
+    """From release 20260831 on, runsc runs its sandbox from the sentry
+    sidecar; without it, from itself (slow, deprecated). While a gVisor
+    container runs, some process's image is the release's sentry."""
+    name, desc = "runtime-runsc-sidecars", "gVisor runs its sandbox from the release's sentry sidecar"
+    since, version = ctx.contract["GVISOR_SIDECARS_SINCE"], ctx.facts.get("runsc_version", default="")
+    released = runsc_release_date(version)
+    if ctx.inputs.gvisor_runsc == "debian":
+        rec.skipped(name, desc, "Debian's runsc package (gvisor.runsc: debian) is a build without sidecars")
+        return
+    if released is None or released < since:
+        rec.skipped(name, desc, f"{ctx.runsc} says '{version}': releases before {since} run their sandbox "
+                    "themselves, with no sidecar to look for")
+        return
+    sentry = sidecar_dir(ctx) / "gvisor_sentry"
+    started = ctx.docker.endpoint("run", "-d", "--runtime", "runsc", *ctx.docker.owner_opts, *ctx.docker.limit_opts,
+                                  "--network", "none", ctx.docker.image, *SIDECAR_HOLD)
+    container = started.stdout.strip()
+    try:
+        if not started.ok or not container:
+            raise rec.fail(name, desc, "a gVisor container to start through the endpoint", tail(started.output, 2),
+                           "check dockerd and runsc (journalctl -u docker)")
+        found = ctx.runner.run(["find", "/proc", "-mindepth", "2", "-maxdepth", "2", "-name", "exe",
+                                "-lname", str(sentry)], timeout=60).stdout.split()
+    finally:
+        if container:
+            ctx.docker.local("rm", "-f", container, timeout=120)
+    if not found:
+        raise rec.fail(name, desc, f"a process whose image is {sentry} while a gVisor container runs",
+                       "none: runsc runs its sandbox without the sidecar (its slow, deprecated fallback)",
+                       "re-run the install step, and check that Docker's runsc entry is the release's "
+                       f"versioned path ({ctx.runsc})")
+    rec.passed(name, desc, f"{len(found)} sandbox process(es) run {sentry}")
+
+
 def check_isolation(ctx: Context, rt: str, rec: Recorder) -> None:
     probe_isolation(ctx, ctx.docker, rt, rec)
 
@@ -1038,6 +1097,8 @@ CHECKS: tuple[Check, ...] = (
     Check("policy-limits", "policy", "docker", check_policy_limits, needs=("verify-image",), stage=1, lane="policy"),
     # The kernel check and the isolation probes share one container (runtime-<rt>-kernel, reach-*, isolation-*).
     Check("isolation", "isolation", "docker", check_isolation, _wanted, ("verify-image",), 1, "docker-{runtime}"),
+    Check("runtime-runsc-sidecars", "runtimes", "docker", check_runsc_sidecars, _if_runsc,
+          ("verify-image", "preflight-runsc"), 1, "docker-runsc-sidecars"),
     Check("limits-pids", "limits", "docker", check_pid_limit, _wanted, ("verify-image",), 1, "docker-{runtime}-pids"),
     Check("name-lookup", "isolation", "docker", check_name_lookup, _wanted, ("verify-image",), 1,
           "docker-{runtime}-dns"),

@@ -2,7 +2,8 @@
 # Install the container runtimes: Debian packages (Docker Engine, containerd,
 # runc, CNI plugins; Debian's runsc only with gvisor.runsc: debian), Kata
 # Containers from the pinned release archive when this host can run it,
-# gVisor's pinned release (runsc and containerd-shim-runsc-v1) when it runs
+# gVisor's pinned release archive (runsc, containerd-shim-runsc-v1 and the
+# gvisor-bin/ sidecars, unpacked whole into a versioned directory) when it runs
 # gVisor, and nerdctl from its pinned release archive.
 # Input: ISOLATION, GVISOR_RUNSC, ARTIFACT_MIRROR (docs/host-contract.md).
 # Output (stdout): one JSON line
@@ -173,9 +174,71 @@ install_kata() {
   link_kata_binaries
 }
 
-# gvisor_installed NAME: the marker of the release file NAME matches the
-# catalog and the file is in its version's directory.
-gvisor_installed() { marker_matches "$1" && [[ -x "$(gvisor_release_path "$1")" ]]; }
+# gvisor_missing_files: the release files the installed directory lacks
+# (runsc, the shim, each sidecar), one a line; nothing when it is whole.
+gvisor_missing_files() {
+  local dir name
+  dir=$(gvisor_release_dir)
+  for name in $FR_GVISOR_ARTIFACTS; do
+    [[ -x "$dir/$name" ]] || printf '%s\n' "$name"
+  done
+  for name in $FR_GVISOR_SIDECARS; do
+    [[ -x "$dir/$FR_GVISOR_SIDECAR_DIR/$name" ]] || printf '%s\n' "$FR_GVISOR_SIDECAR_DIR/$name"
+  done
+}
+
+# gvisor_installed: the archive's marker matches the catalog and its
+# directory holds every file.
+gvisor_installed() { marker_matches "$FR_GVISOR_ARCHIVE" && [[ -z "$(gvisor_missing_files)" ]]; }
+
+# unpack_gvisor ARCHIVE DIR: the release archive into DIR, refusing before
+# anything is written an entry outside its layout (runsc and the shim at the
+# top, regular files under gvisor-bin/; no links, devices, absolute paths or
+# dot-dot), then each file it must hold. The layout is judged by Python's
+# tarfile, not by tar's own path handling.
+unpack_gvisor() {
+  local archive=$1 dir=$2 out missing
+  mkdir -p "$dir"
+  # shellcheck disable=SC2086 # the contract's file names, one word each
+  if ! out=$(python3 - "$archive" "$dir" "$FR_GVISOR_SIDECAR_DIR" $FR_GVISOR_ARTIFACTS <<'PY' 2>&1
+import sys, tarfile
+from pathlib import PurePosixPath
+archive, dest, sidecars, tops = sys.argv[1], sys.argv[2], sys.argv[3], set(sys.argv[4:])
+try:
+    tar = tarfile.open(archive)
+except (tarfile.TarError, OSError) as err:
+    sys.exit(f"not a tar archive tar can read ({err})")
+with tar:
+    for m in tar.getmembers():
+        parts = PurePosixPath(m.name).parts
+        inside = len(parts) >= 1 and not m.name.startswith("/") and ".." not in parts
+        ok = inside and (
+            (m.isfile() and len(parts) == 1 and parts[0] in tops)
+            or (m.isdir() and parts == (sidecars,))
+            or (m.isfile() and len(parts) == 2 and parts[0] == sidecars)
+        )
+        if not ok:
+            kind = "link" if m.issym() or m.islnk() else "directory" if m.isdir() else "file" if m.isfile() else "special file"
+            sys.exit(f"an entry outside the release's layout: {kind} {m.name!r}")
+    tar.extractall(dest, filter="data")
+PY
+  ); then
+    fatal "gVisor's release archive $(basename "$archive"): runsc and containerd-shim-runsc-v1 at its top, the sidecars in $FR_GVISOR_SIDECAR_DIR/" \
+      "$(one_line "$out"); nothing was installed" \
+      "pin gVisor's own gvisor-x86_64.tar.bz2 in the catalog (its digest from upstream's SHA256SUMS)"
+  fi
+  missing=$(
+    cd "$dir" || exit 1
+    for name in $FR_GVISOR_ARTIFACTS; do [[ -f "$name" ]] || printf '%s ' "$name"; done
+    for name in $FR_GVISOR_SIDECARS; do [[ -f "$FR_GVISOR_SIDECAR_DIR/$name" ]] || printf '%s ' "$FR_GVISOR_SIDECAR_DIR/$name"; done
+  )
+  [[ -z "$missing" ]] ||
+    fatal "gVisor's release archive $(basename "$archive") to hold $FR_GVISOR_ARTIFACTS and the sidecars $FR_GVISOR_SIDECARS in $FR_GVISOR_SIDECAR_DIR/" \
+      "it lacks ${missing% }; nothing was installed" \
+      "pin a gVisor release from 20260831 on, whose archive ships its sidecars"
+  chmod -R a+rX,go-w "$dir"
+  find "$dir" -type f -exec chmod 0755 {} +
+}
 
 # unlink_gvisor_release: with gvisor.runsc: debian, the links to a release
 # installed before go (so nothing finds that runsc on PATH); its files stay,
@@ -192,16 +255,17 @@ unlink_gvisor_release() {
   done
 }
 
-# install_gvisor: gVisor's pinned release where this host runs gVisor and
-# the stack chose it (gvisor.runsc: release). Every file missing is
-# downloaded and its digest checked before any is installed; each is
-# installed to a temporary name in its version's directory, then renamed,
-# then its marker written. FR_BIN_DIR links put runsc and the shim on
-# containerd's PATH (nerdctl's --runtime io.containerd.runsc.v1; the shim
-# runs the runsc it finds there). Docker runs runsc by its versioned path
-# (configure_runtime.sh).
+# install_gvisor: gVisor's pinned release archive where this host runs
+# gVisor and the stack chose it (gvisor.runsc: release). The archive is
+# downloaded and its digest checked, unpacked whole (sidecars included) into
+# the work directory and checked there, then moved into its version's
+# directory, then its marker written. An earlier version's directory stays: containers
+# started with it keep running it. FR_BIN_DIR links put runsc and the shim
+# on containerd's PATH (nerdctl's --runtime io.containerd.runsc.v1; the shim
+# runs the runsc it finds there, which finds its sidecars beside itself).
+# Docker runs runsc by its versioned path (configure_runtime.sh).
 install_gvisor() {
-  local name work file dest version missing=() fetched=() i
+  local name work archive dir version
   wanted_runtimes_before_install
   if ! runtime_wanted runsc; then
     info "gVisor not installed: ISOLATION=$ISOLATION registers no runsc"
@@ -214,34 +278,23 @@ install_gvisor() {
     GVISOR_STATUS=debian-package
     return 0
   fi
-  version=$(catalog_field runsc version)
-  for name in $FR_GVISOR_ARTIFACTS; do
-    gvisor_installed "$name" || missing+=("$name")
-  done
-  if ((${#missing[@]} == 0)); then
+  version=$(catalog_field "$FR_GVISOR_ARCHIVE" version)
+  dir=$(gvisor_release_dir)
+  if gvisor_installed; then
     info "gVisor already at $version, skipping"
     GVISOR_STATUS=present
   else
     make_work_dir work
-    for name in "${missing[@]}"; do
-      mkdir -p "$work/$name"
-      file=$(fetch_artifact "$name" "$work/$name")
-      fetched+=("$file")
-    done
-    for i in "${!missing[@]}"; do
-      name=${missing[i]}
-      dest=$(gvisor_release_path "$name")
-      run mkdir -p "$(dirname "$dest")"
-      run install -m 0755 "${fetched[i]}" "$(dirname "$dest")/.$name.new"
-      run mv -f "$(dirname "$dest")/.$name.new" "$dest"
-      write_marker "$name"
-      CHANGED+=("$name")
-    done
-    info "gVisor $version installed in $(dirname "$(gvisor_release_path runsc)")"
+    archive=$(fetch_artifact "$FR_GVISOR_ARCHIVE" "$work")
+    unpack_gvisor "$archive" "$work/unpacked"
+    replace_dir "$work/unpacked" "$dir"
+    write_marker "$FR_GVISOR_ARCHIVE"
+    info "gVisor $version installed in $dir (with its sidecars: $FR_GVISOR_SIDECARS)"
     GVISOR_STATUS=installed
+    CHANGED+=("$FR_GVISOR_ARCHIVE")
   fi
   for name in $FR_GVISOR_ARTIFACTS; do
-    link_binary "$(gvisor_release_path "$name")" "$FR_BIN_DIR/$name"
+    link_binary "$dir/$name" "$FR_BIN_DIR/$name"
   done
 }
 

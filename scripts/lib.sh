@@ -546,15 +546,23 @@ kata_usable() {
 
 # ---------------------------------------------------------------- gVisor
 
-# gvisor_release_path NAME: where the release's file NAME (a catalog row) is
-# installed: one directory per version.
-gvisor_release_path() {
+# gvisor_release_dir: where the pinned release archive (catalog row
+# FR_GVISOR_ARCHIVE) is unpacked: one directory per version.
+gvisor_release_dir() {
   local version
-  version=$(catalog_field "$1" version)
+  version=$(catalog_field "$FR_GVISOR_ARCHIVE" version)
   [[ "$version" =~ ^[0-9A-Za-z][0-9A-Za-z.+~_-]*$ && "$version" != *..* ]] ||
-    fatal "a version usable as a directory name in catalog row '$1' of $FR_CATALOG" "'$(one_line "$version")'" \
-      "fix the row's version"
-  printf '%s/%s/%s\n' "$FR_GVISOR_DIR" "$version" "$1"
+    fatal "a version usable as a directory name in catalog row '$FR_GVISOR_ARCHIVE' of $FR_CATALOG" \
+      "'$(one_line "$version")'" "fix the row's version"
+  printf '%s/%s\n' "$FR_GVISOR_DIR" "$version"
+}
+
+# gvisor_release_path NAME: the release's file NAME (runsc, the shim, or
+# gvisor-bin/<sidecar>) as installed.
+gvisor_release_path() {
+  local dir
+  dir=$(gvisor_release_dir)
+  printf '%s/%s\n' "$dir" "$1"
 }
 
 # runsc_path: the runsc this host runs, by gvisor.runsc: "release" runs the

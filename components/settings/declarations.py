@@ -233,7 +233,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("kata.allowUntestedHypervisor", "boolean", "accept a hypervisor Kata does not test with Docker "
       "(`clh`) as an experiment; reaches no host, only the preview's check", default=False),
     S("gvisor.runsc", "choice", "which runsc a gVisor host runs: `release` (gVisor's release pinned in the "
-      "catalog, sha512-checked, under `/opt/functions-runtime/gvisor/<version>/`) or `debian` (Debian 13's "
+      "catalog, one archive with its sidecars, sha256-checked, unpacked under `/opt/functions-runtime/gvisor/<version>/`) or `debian` (Debian 13's "
       "`runsc` package, a 2024-07-29 build: an explicit fallback)", default="release",
       choices=GVISOR_RUNSC_SOURCES, host_var="GVISOR_RUNSC", attr="gvisor.runsc"),
     S("gvisor.allowHostNetworkStack", "boolean", "accept `runsc --network=host` (socket calls reach the "

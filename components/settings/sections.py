@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from components.catalog import CatalogError, load_catalog
 from components.contract import (
     BUSYBOX_VERIFY_IMAGE,
+    GVISOR_ARCHIVE,
     GVISOR_ARTIFACTS,
     KATA_DOCKER_TESTED_HYPERVISORS,
     KATA_UNTESTED_WITH_DOCKER,
@@ -447,13 +448,16 @@ def parse_gvisor(p: Problems, value: Any, isolation: str | None, artifacts: Arti
         )
         runsc = decl.default
     if runsc == "release" and isolation == "sandbox" and artifacts is not None:
-        missing = [name for name in GVISOR_ARTIFACTS if name not in artifacts.catalog]
-        if missing:
+        if GVISOR_ARCHIVE not in artifacts.catalog:
+            loose = [name for name in GVISOR_ARTIFACTS if name in artifacts.catalog]
             p.add(
                 key("artifacts.catalog"),
-                f"{artifacts.catalog.path} has no row for {', '.join(missing)}, which gvisor.runsc: release "
-                "installs on every gVisor host; add gVisor's release rows (as catalog/artifacts.tsv pins "
-                "them), or set gvisor.runsc: debian to run Debian's package instead",
+                f"{artifacts.catalog.path} has no row '{GVISOR_ARCHIVE}' (gVisor's release archive, "
+                "gvisor-x86_64.tar.bz2), which gvisor.runsc: release installs on every gVisor host"
+                + (f"; its rows {', '.join(loose)} are the loose files of releases before 20260831, which "
+                   "run without their sidecars (docs/upgrading.md)" if loose else "")
+                + "; add the archive's row as catalog/artifacts.tsv pins it, or set gvisor.runsc: debian "
+                "to run Debian's package instead",
             )
     return GvisorSettings(runsc=runsc, allow_host_network_stack=allow_host_network)
 

@@ -42,7 +42,13 @@ from typing import Any
 
 import pytest
 
-from components.contract import AUTHZ_OWNER_LABEL, CONSUMER_COMMON_NAME
+from components.contract import (
+    AUTHZ_OWNER_LABEL,
+    CONSUMER_COMMON_NAME,
+    GVISOR_DIR,
+    GVISOR_SIDECAR_DIR,
+    GVISOR_SIDECARS,
+)
 from components.endpoint import docker_client, limits_document, read_client_tls, read_endpoint
 from tests.hostlab import testbed
 from tests.hostlab.shared_guest import CLOUD_INIT_DONE, INSTALLED, VERIFIED, SharedGuest
@@ -137,9 +143,15 @@ def test_first_replay_installs_from_debian_and_the_mirror(lab):
     assert "2.3.5 (hostlab test archive)" in lab.sh("nerdctl --version")
     versions = lab.sh("dpkg-query -W -f='${Package} ${Version}\\n' docker.io containerd runc")
     assert "docker.io 26.1" in versions and "containerd 1.7" in versions, versions
-    # gVisor from the mirror, by the catalog's sha512, in its versioned directory.
+    # gVisor's release archive from the mirror, by the catalog's sha256, unpacked whole in its
+    # versioned directory: runsc, the shim and the sidecars (stand-ins: see testbed).
     assert install["gvisor"] == "installed", install
-    assert lab.mirror.downloads(testbed.GVISOR_FILES["runsc"]) == 1
+    assert lab.mirror.downloads(testbed.GVISOR_FILE) == 1
+    release = f"{GVISOR_DIR}/{testbed.GVISOR_VERSION}"
+    listed = lab.sh(f"cd {release} && find . -type f -perm -u+x | sort").split()
+    assert listed == sorted(["./runsc", "./containerd-shim-runsc-v1",
+                             *(f"./{GVISOR_SIDECAR_DIR}/{name}" for name in GVISOR_SIDECARS)]), listed
+    assert lab.sh("readlink /usr/local/bin/runsc").strip() == f"{release}/runsc"
     assert "no packages found" in lab.sh("dpkg-query -W runsc 2>&1 || true")
 
     # bootstrap found cloud-init's work done: byte-identical files, packages present.

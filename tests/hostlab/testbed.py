@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.catalog import load_catalog
-from components.contract import GVISOR_ARTIFACTS
+from components.contract import GVISOR_ARCHIVE, GVISOR_SIDECAR_DIR, GVISOR_SIDECARS
 from components.settings import PROJECT_ROOT
 from tools.lab.image import default_cache_dir
 from tools.lab.surroundings import NAME_PROBE, OUTSIDE_PROBE
@@ -58,10 +58,10 @@ KATA_VERSION = PINNED["kata"].version
 NERDCTL_VERSION = PINNED["nerdctl"].version
 KATA_FILE = PINNED["kata"].file_name
 KATA_URL = PINNED["kata"].url
-# gVisor's release: the mirror serves files by name, and gVisor's names
-# (runsc, containerd-shim-runsc-v1) carry no version.
-GVISOR_VERSION = PINNED["runsc"].version
-GVISOR_FILES = {name: PINNED[name].file_name for name in GVISOR_ARTIFACTS}
+# gVisor's release archive: the mirror serves files by name, and the
+# archive's name (gvisor-x86_64.tar.bz2) carries no version.
+GVISOR_VERSION = PINNED[GVISOR_ARCHIVE].version
+GVISOR_FILE = PINNED[GVISOR_ARCHIVE].file_name
 
 
 def _next_patch(version: str) -> str:
@@ -175,13 +175,12 @@ def catalog_text(rows: list[tuple[str, str, str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gvisor_row(name: str, data: bytes) -> tuple[str, str, str, str]:
-    """A catalog row pinning `data` as gVisor's `name` (runsc or the shim):
-    the release's version and URL, a sha512 digest as Google publishes. A
-    stand-in served under GVISOR_FILES[name] in the mirror's directory is
-    then what the install step fetches; none is served yet (the hostlab's
-    stacks run Debian's runsc, see _common)."""
-    return (name, PINNED[name].version, catalog_digest(data, "sha512"), PINNED[name].url)
+def gvisor_row(data: bytes) -> tuple[str, str, str, str]:
+    """A catalog row pinning `data` as gVisor's release archive: the
+    release's version and URL, a sha256 digest as its SHA256SUMS gives. The
+    stand-in served under GVISOR_FILE in the mirror's directory is then
+    what the install step fetches."""
+    return (GVISOR_ARCHIVE, GVISOR_VERSION, catalog_digest(data, "sha256"), PINNED[GVISOR_ARCHIVE].url)
 
 
 @dataclass
@@ -211,9 +210,33 @@ class TestArtifacts:
 # which configure, verify and the endpoint report. What it does not prove:
 # the release's own code. The shim stand-in is no shim: Docker runs runsc
 # through containerd's runc shim; only containerd-direct clients use it.
+# They are served as the release is, one archive (runsc and the shim at its
+# top, the sidecars in gvisor-bin/), so install unpacks it whole into its
+# versioned directory and verify finds the sidecars there. The sidecars are
+# stand-ins too, and Debian's 2024 runsc never runs them: verify's check
+# that sandboxes run the sentry is skipped on it, saying so; what the lab
+# proves of the sidecars is their install, not their use.
 RUNSC_PROBED_PATH = "/proc/sys/net/core/rmem_default"
 RUNSC_STAND_IN_PATH = "/proc/sys/net/core/message_cost"
 RUNSC_SHIM_STAND_IN = b"#!/bin/sh\necho 'the hostlab stand-in for containerd-shim-runsc-v1: not a shim' >&2\nexit 1\n"
+
+
+def sidecar_stand_in(name: str) -> bytes:
+    return f"#!/bin/sh\necho 'the hostlab stand-in for gVisor's {name}: not gVisor' >&2\nexit 1\n".encode()
+
+
+def gvisor_test_archive(cache_dir: Path) -> bytes:
+    """The stand-in release archive, in the release's layout (bzip2, as
+    gvisor-x86_64.tar.bz2 is)."""
+    members = {"runsc": runsc_stand_in(cache_dir), "containerd-shim-runsc-v1": RUNSC_SHIM_STAND_IN}
+    members |= {f"{GVISOR_SIDECAR_DIR}/{name}": sidecar_stand_in(name) for name in GVISOR_SIDECARS}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:bz2") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o755, 0
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
 DEBIAN_ARCHIVE = "http://deb.debian.org/debian"
 
 
@@ -282,9 +305,9 @@ def make_test_artifacts(root: Path, cache_dir: Path | None = None) -> TestArtifa
     }
     gvisor_rows = []
     if cache_dir is not None:
-        for name, data in (("runsc", runsc_stand_in(cache_dir)), ("containerd-shim-runsc-v1", RUNSC_SHIM_STAND_IN)):
-            files[GVISOR_FILES[name]] = data
-            gvisor_rows.append(gvisor_row(name, data))
+        archive = gvisor_test_archive(cache_dir)
+        files[GVISOR_FILE] = archive
+        gvisor_rows.append(gvisor_row(archive))
     for name, data in files.items():
         (www / name).write_bytes(data)
     kata_row = ("kata", KATA_VERSION, catalog_digest(kata), KATA_URL)

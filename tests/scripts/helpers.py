@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from components.contract import CONTRACT_ENV, render_contract_env
+from components.contract import CONTRACT_ENV, GVISOR_SIDECAR_DIR, GVISOR_SIDECARS, render_contract_env
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -62,7 +62,7 @@ def digest(algorithm: str, data: bytes) -> str:
 
 
 def tar_bytes(members: dict[str, bytes], compress: str) -> bytes:
-    """A tar archive of executable files; compress is 'gz' or 'zst'."""
+    """A tar archive of executable files; compress is 'gz', 'bz2' or 'zst'."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for name, data in members.items():
@@ -74,6 +74,10 @@ def tar_bytes(members: dict[str, bytes], compress: str) -> bytes:
         import gzip
 
         return gzip.compress(raw.getvalue())
+    if compress == "bz2":
+        import bz2
+
+        return bz2.compress(raw.getvalue())
     return subprocess.run(["zstd", "-q", "-c"], input=raw.getvalue(), capture_output=True, check=True).stdout
 
 
@@ -86,7 +90,7 @@ def write_catalog(root: Path, rows: list[tuple[str, str, str, str]]) -> Path:
     return path
 
 
-GVISOR_VERSION = "20260817.0"
+GVISOR_VERSION = "20260907.0"
 KATA_VERSION = "3.32.0"
 # The string Debian's 2024-07-29 runsc decides "root network namespace?" by
 # (google/gvisor#10704); configure looks for it in the runsc binary.
@@ -96,12 +100,11 @@ ROOT_NS_CHECK = "proc/sys/net/core/rmem_default"
 def catalog_rows(gvisor_version: str = GVISOR_VERSION) -> list[tuple[str, str, str, str]]:
     """A catalog as the project's, with made-up (well-formed) digests: for
     tests that read versions and paths, never download."""
-    base = f"https://storage.googleapis.com/gvisor/releases/release/{gvisor_version}/x86_64"
     return [
         ("kata", KATA_VERSION, "sha256:" + "ab" * 32, "https://github.invalid/kata-static-3.32.0-amd64.tar.zst"),
         ("nerdctl", "2.3.5", "sha256:" + "cd" * 32, "https://github.invalid/nerdctl-2.3.5-linux-amd64.tar.gz"),
-        ("runsc", gvisor_version, "sha512:" + "ef" * 64, f"{base}/runsc"),
-        ("containerd-shim-runsc-v1", gvisor_version, "sha512:" + "01" * 64, f"{base}/containerd-shim-runsc-v1"),
+        ("gvisor", gvisor_version, "sha256:" + "ef" * 32,
+         f"https://github.invalid/gvisor/releases/download/release-{gvisor_version}/gvisor-x86_64.tar.bz2"),
     ]
 
 
@@ -115,6 +118,15 @@ def write_runsc(path: Path, version: str = f"release-{GVISOR_VERSION}", root_ns_
     path.write_text(f"#!/bin/sh\n{comment}echo 'runsc version {version}'\necho 'spec: 1.1.0'\n")
     path.chmod(0o755)
     return path
+
+
+def write_sidecars(runsc: Path) -> None:
+    """Stand-in sidecars beside a stand-in runsc, as the release archive puts them."""
+    for name in GVISOR_SIDECARS:
+        path = runsc.parent / GVISOR_SIDECAR_DIR / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"#!/bin/sh\necho '{name} (test file, not gVisor)'\n")
+        path.chmod(0o755)
 
 
 def release_runsc_path(env: dict[str, str], version: str = GVISOR_VERSION) -> Path:

@@ -5,11 +5,13 @@ GitHub, Google's storage and the mirror.
 Proves: the download -> digest check -> move into place order (a tampered
 file installs nothing, leaves no marker, and the one-line message names the
 artifact, the algorithm, the expected and the found digest; for gVisor a
-tampered shim keeps runsc out too); the Kata layout (./opt/kata/...) lands in
-the Kata dir with the shim and kata-runtime linked into the bin dir; gVisor's
-runsc and containerd-shim-runsc-v1 land in <gvisor dir>/<version>/, checked
-by sha512, linked into the bin dir (containerd's PATH), a new version beside
-the old one; markers record the digest's algorithm and make a second run
+for gVisor the archive is refused whole); the Kata layout (./opt/kata/...)
+lands in the Kata dir with the shim and kata-runtime linked into the bin dir;
+gVisor's release archive (runsc, containerd-shim-runsc-v1, gvisor-bin/
+sidecars) lands whole in <gvisor dir>/<version>/, runsc and the shim linked
+into the bin dir (containerd's PATH), a new version beside the old one, an
+archive without a sidecar or with an entry outside its layout (dot-dot,
+absolute, links) refused with nothing written; markers record the digest's algorithm and make a second run
 skip without any HTTP request; ARTIFACT_MIRROR is used by file name; Kata is
 skipped without KVM under ISOLATION=sandbox and refused before any download
 under ISOLATION=vm; gVisor's release is installed only where gVisor runs and
@@ -22,41 +24,34 @@ layout. The hostlab runs the real packages.
 
 from __future__ import annotations
 
+import bz2
+import io
 import json
 import os
 import re
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
+from components.contract import GVISOR_ARTIFACTS, GVISOR_SIDECAR_DIR, GVISOR_SIDECARS
 from tests.scripts.helpers import (
     GVISOR_VERSION,
     digest,
     kvm_env,
     run_bash,
     sha256,
-    sha512,
     tar_bytes,
     write_catalog,
 )
 
 KATA_FILE = "kata-static-3.32.0-amd64.tar.zst"
 NERDCTL_FILE = "nerdctl-2.3.5-linux-amd64.tar.gz"
-GVISOR_FILES = ("runsc", "containerd-shim-runsc-v1")
 
 
 def gvisor_file(name: str, version: str = GVISOR_VERSION) -> bytes:
     return f"#!/bin/sh\necho '{name} version release-{version} (test file, not gVisor)'\n".encode()
-
-
-def gvisor_rows(version: str = GVISOR_VERSION) -> list[tuple[str, str, str, str]]:
-    """The catalog's gVisor rows; the URLs' origin is unreachable, so only the mirror serves them."""
-    return [
-        (name, version, digest("sha512", gvisor_file(name, version)),
-         f"https://storage.invalid/gvisor/releases/release/{version}/x86_64/{name}")
-        for name in GVISOR_FILES
-    ]
 
 
 @pytest.fixture
@@ -74,15 +69,15 @@ def world(fr_env, tmp_path, http_server):
     )
     (http_server.directory / KATA_FILE).write_bytes(kata)
     (http_server.directory / NERDCTL_FILE).write_bytes(nerdctl)
-    for name in GVISOR_FILES:
-        (http_server.directory / name).write_bytes(gvisor_file(name))
+    gvisor = gvisor_archive()
+    (http_server.directory / GVISOR_ARCHIVE_FILE).write_bytes(gvisor)
     # Catalog URLs point at an unreachable origin: only the mirror can serve them.
     write_catalog(
         tmp_path / "fr",
         [
             ("kata", "3.32.0", digest("sha256", kata), f"https://github.invalid/kata/3.32.0/{KATA_FILE}"),
             ("nerdctl", "2.3.5", digest("sha256", nerdctl), f"https://github.invalid/nerdctl/v2.3.5/{NERDCTL_FILE}"),
-            *gvisor_rows(),
+            gvisor_row(gvisor),
         ],
     )
     env = {**fr_env, **kvm_env(tmp_path, True), "ARTIFACT_MIRROR": http_server.url}
@@ -107,7 +102,7 @@ def test_first_run_installs_then_second_run_skips_without_download(world):
     kata_digest = (tmp / "fr" / "catalog" / "artifacts.tsv").read_text().split("kata\t3.32.0\t")[1].split("\t")[0]
     assert (tmp / "fr" / "state" / "kata.version").read_text() == f"3.32.0 {kata_digest}\n"
     assert kata_digest.startswith("sha256:"), "the marker records the digest's algorithm"
-    assert len(server.requests()) == 4
+    assert len(server.requests()) == 3
     assert [p for p in (tmp / "work").iterdir()] == []  # work dirs removed on exit
 
     second = run_bash(STEPS, env, script="install_runtime.sh")
@@ -122,7 +117,7 @@ def test_first_run_installs_then_second_run_skips_without_download(world):
     assert "Kata already at 3.32.0, skipping" in second.stderr
     assert f"gVisor already at {GVISOR_VERSION}, skipping" in second.stderr
     assert "nerdctl already at 2.3.5, skipping" in second.stderr
-    assert len(server.requests()) == 4, "the second run must not download"
+    assert len(server.requests()) == 3, "the second run must not download"
 
 
 def test_tampered_archive_installs_nothing(world):
@@ -159,7 +154,7 @@ def test_a_legacy_marker_without_the_algorithm_counts_and_is_rewritten_without_d
     assert r.rc == 0, r.stderr
     assert json.loads(r.stdout)["kata"] == "present"
     assert marker.read_text() == current
-    assert len(server.requests()) == 4, "a legacy marker must not cost a download"
+    assert len(server.requests()) == 3, "a legacy marker must not cost a download"
 
 
 def test_changed_catalog_version_reinstalls(world):
@@ -169,7 +164,7 @@ def test_changed_catalog_version_reinstalls(world):
     r = run_bash("install_nerdctl; print_result", env, script="install_runtime.sh")
     assert r.rc == 0, r.stderr
     assert json.loads(r.stdout)["nerdctl"] == "installed"
-    assert len(server.requests()) == 5
+    assert len(server.requests()) == 4
 
 
 def test_sandbox_without_kvm_skips_kata_without_download(world):
@@ -207,63 +202,177 @@ def test_download_failure_is_one_clear_line(world):
 # ---------------------------------------------------------------- gVisor's release
 
 
+GVISOR_ARCHIVE_FILE = "gvisor-x86_64.tar.bz2"
+
+
 def gvisor_dir(env) -> Path:
     return Path(env["FR_GVISOR_DIR"])
 
 
-def test_gvisor_release_lands_in_its_version_directory_checked_by_sha512_and_on_path(world):
-    env, server, tmp = world
-    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
-    assert r.rc == 0, r.stderr
-    assert json.loads(r.stdout)["gvisor"] == "installed"
-    assert json.loads(r.stdout)["changed"][:2] == list(GVISOR_FILES)
-    for name in GVISOR_FILES:
-        installed = gvisor_dir(env) / GVISOR_VERSION / name
-        assert installed.read_bytes() == gvisor_file(name) and os.access(installed, os.X_OK)
-        # containerd (and so nerdctl's io.containerd.runsc.v1) finds both on its PATH.
-        assert os.readlink(tmp / "bin" / name) == str(installed)
-        marker = (tmp / "fr" / "state" / f"{name}.version").read_text()
-        assert marker == f"{GVISOR_VERSION} sha512:{sha512(gvisor_file(name))}\n"
-        assert f"{name}: sha512 {sha512(gvisor_file(name))} verified" in r.stderr
-    fetched = sorted(line.split('"GET ')[1].split()[0] for line in server.requests())
-    assert fetched == ["/containerd-shim-runsc-v1", "/runsc"], "fetched through the mirror by file name"
-    assert not list((gvisor_dir(env) / GVISOR_VERSION).glob(".*.new")), "no temporary file left"
+def gvisor_members(version: str = GVISOR_VERSION) -> dict[str, bytes]:
+    """The release archive's layout (runsc and the shim at the top, the
+    sidecars in gvisor-bin/), with test files for contents."""
+    names = [*GVISOR_ARTIFACTS, *(f"{GVISOR_SIDECAR_DIR}/{s}" for s in GVISOR_SIDECARS)]
+    return {name: gvisor_file(name, version) for name in names}
 
 
-def test_a_tampered_shim_installs_no_gvisor_file_and_changes_nothing(world):
-    """Both files are checked before either is installed."""
-    env, server, tmp = world
-    tampered = gvisor_file("containerd-shim-runsc-v1") + b"evil"
-    (server.directory / "containerd-shim-runsc-v1").write_bytes(tampered)
-    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
-    assert r.rc != 0 and r.stdout == ""
-    failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
-    assert len(failure) == 1
-    assert "test-host-1" in failure[0] and "artifact containerd-shim-runsc-v1" in failure[0]
-    assert f"with sha512 {sha512(gvisor_file('containerd-shim-runsc-v1'))}" in failure[0]
-    assert f"found sha512 {sha512(tampered)}" in failure[0] and "nothing was installed" in failure[0]
+def gvisor_archive(version: str = GVISOR_VERSION, members: dict[str, bytes] | None = None) -> bytes:
+    return tar_bytes(gvisor_members(version) if members is None else members, "bz2")
+
+
+def gvisor_row(archive: bytes, version: str = GVISOR_VERSION) -> tuple[str, str, str, str]:
+    """The catalog's gVisor row; the URL's origin is unreachable, so only the mirror serves it."""
+    return ("gvisor", version, digest("sha256", archive),
+            f"https://github.invalid/google/gvisor/releases/download/release-{version}/{GVISOR_ARCHIVE_FILE}")
+
+
+def serve_gvisor(server, tmp, archive: bytes, version: str = GVISOR_VERSION) -> None:
+    """The mirror serves `archive`, and the catalog pins `archive`'s digest."""
+    (server.directory / GVISOR_ARCHIVE_FILE).write_bytes(archive)
+    catalog = tmp / "fr" / "catalog" / "artifacts.tsv"
+    kept = [line for line in catalog.read_text().splitlines()[2:] if not line.startswith("gvisor\t")]
+    write_catalog(tmp / "fr", [tuple(line.split("\t")) for line in kept] + [gvisor_row(archive, version)])
+
+
+def assert_no_gvisor_installed(env, tmp) -> None:
     assert not gvisor_dir(env).exists()
-    assert not any((tmp / "bin" / name).exists() or (tmp / "bin" / name).is_symlink() for name in GVISOR_FILES)
-    assert not any((tmp / "fr" / "state" / f"{name}.version").exists() for name in GVISOR_FILES)
+    assert not any((tmp / "bin" / name).exists() or (tmp / "bin" / name).is_symlink() for name in GVISOR_ARTIFACTS)
+    assert not (tmp / "fr" / "state" / "gvisor.version").exists()
     assert [p for p in (tmp / "work").iterdir()] == []
 
 
+def test_gvisor_release_archive_lands_whole_in_its_version_directory_and_on_path(world):
+    env, server, tmp = world
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["gvisor"] == "installed" and "gvisor" in json.loads(r.stdout)["changed"]
+    release = gvisor_dir(env) / GVISOR_VERSION
+    for name, data in gvisor_members().items():
+        installed = release / name
+        assert installed.read_bytes() == data and os.access(installed, os.X_OK), name
+    # runsc finds its sidecars beside itself; containerd (nerdctl's io.containerd.runsc.v1) finds both on PATH.
+    for name in GVISOR_ARTIFACTS:
+        assert os.readlink(tmp / "bin" / name) == str(release / name)
+    archive = (server.directory / GVISOR_ARCHIVE_FILE).read_bytes()
+    assert (tmp / "fr" / "state" / "gvisor.version").read_text() == f"{GVISOR_VERSION} sha256:{sha256(archive)}\n"
+    assert f"gvisor: sha256 {sha256(archive)} verified" in r.stderr
+    fetched = [line.split('"GET ')[1].split()[0] for line in server.requests()]
+    assert fetched == [f"/{GVISOR_ARCHIVE_FILE}"], "one archive, fetched through the mirror by file name"
+    assert sorted(p.name for p in gvisor_dir(env).iterdir()) == [GVISOR_VERSION], "no temporary directory left"
+
+
+def test_a_tampered_gvisor_archive_installs_nothing(world):
+    env, server, tmp = world
+    good = (server.directory / GVISOR_ARCHIVE_FILE).read_bytes()
+    (server.directory / GVISOR_ARCHIVE_FILE).write_bytes(good + b"evil")
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc != 0 and r.stdout == ""
+    failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
+    assert len(failure) == 1 and "test-host-1" in failure[0] and "artifact gvisor" in failure[0]
+    assert f"with sha256 {sha256(good)}" in failure[0] and f"found sha256 {sha256(good + b'evil')}" in failure[0]
+    assert "nothing was installed" in failure[0]
+    assert_no_gvisor_installed(env, tmp)
+
+
+@pytest.mark.parametrize("missing", ["gvisor-bin/gvisor_sentry", "gvisor-bin/runsc-metric-server",
+                                     "containerd-shim-runsc-v1"])
+def test_a_gvisor_archive_without_a_sidecar_or_the_shim_installs_nothing(world, missing):
+    """Pinned by its own digest (the digest is right): the layout is what is wrong."""
+    env, server, tmp = world
+    members = gvisor_members()
+    del members[missing]
+    serve_gvisor(server, tmp, gvisor_archive(members=members))
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc != 0 and r.stdout == ""
+    failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
+    assert len(failure) == 1 and f"it lacks {missing}; nothing was installed" in failure[0]
+    assert "pin a gVisor release from 20260831 on" in failure[0]
+    assert_no_gvisor_installed(env, tmp)
+
+
+def _archive_with(entry: tarfile.TarInfo, data: bytes = b"") -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, body in gvisor_members().items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(body), 0o755
+            tar.addfile(info, io.BytesIO(body))
+        entry.size = len(data)
+        tar.addfile(entry, io.BytesIO(data) if entry.isfile() else None)
+    return bz2.compress(raw.getvalue())
+
+
+def _link(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        (tarfile.TarInfo("../../etc/cron.d/evil"), "file '../../etc/cron.d/evil'"),
+        (tarfile.TarInfo("/etc/cron.d/evil"), "file '/etc/cron.d/evil'"),
+        (_link("gvisor-bin/checkpointgofer2", "/etc/shadow"), "link 'gvisor-bin/checkpointgofer2'"),
+        (tarfile.TarInfo("extra-tool"), "file 'extra-tool'"),
+        (tarfile.TarInfo("gvisor-bin/nested/tool"), "file 'gvisor-bin/nested/tool'"),
+    ],
+    ids=["dot-dot", "absolute", "symlink", "unknown-top-file", "nested"],
+)
+def test_a_gvisor_archive_with_an_entry_outside_its_layout_installs_nothing(world, entry, words):
+    env, server, tmp = world
+    serve_gvisor(server, tmp, _archive_with(entry, b"#!/bin/sh\n" if entry.isfile() else b""))
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc != 0 and r.stdout == ""
+    failure = [line for line in r.stderr.splitlines() if "FAILED" in line]
+    assert len(failure) == 1 and f"an entry outside the release's layout: {words}" in failure[0], r.stderr
+    assert_no_gvisor_installed(env, tmp)
+    assert not (tmp / "etc").exists()
+
+
 def test_a_new_gvisor_version_installs_beside_the_old_and_moves_the_links(world):
-    """A container started with the old runsc keeps its binary."""
+    """A container started with the old runsc keeps its binary and its sidecars."""
     env, server, tmp = world
     assert run_bash("install_gvisor", env, script="install_runtime.sh").rc == 0
-    bumped = "20260901.0"
-    for name in GVISOR_FILES:
-        (server.directory / name).write_bytes(gvisor_file(name, bumped))
-    catalog = tmp / "fr" / "catalog" / "artifacts.tsv"
-    kept = [line for line in catalog.read_text().splitlines()[2:] if not line.startswith(GVISOR_FILES)]
-    write_catalog(tmp / "fr", [tuple(line.split("\t")) for line in kept] + gvisor_rows(bumped))
+    bumped = "20260914.0"
+    serve_gvisor(server, tmp, gvisor_archive(bumped), bumped)
     r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
     assert r.rc == 0, r.stderr
     assert json.loads(r.stdout)["gvisor"] == "installed"
-    for name in GVISOR_FILES:
-        assert (gvisor_dir(env) / GVISOR_VERSION / name).exists(), "the old version stays"
+    for name in gvisor_members():
+        assert (gvisor_dir(env) / GVISOR_VERSION / name).exists(), "the old version stays whole"
+        assert (gvisor_dir(env) / bumped / name).read_bytes() == gvisor_file(name, bumped)
+    for name in GVISOR_ARTIFACTS:
         assert os.readlink(tmp / "bin" / name) == str(gvisor_dir(env) / bumped / name)
+
+
+def test_an_installed_release_missing_a_sidecar_is_installed_again(world):
+    env, server, tmp = world
+    assert run_bash("install_gvisor", env, script="install_runtime.sh").rc == 0
+    (gvisor_dir(env) / GVISOR_VERSION / GVISOR_SIDECAR_DIR / "gvisor_sentry").unlink()
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc == 0 and json.loads(r.stdout)["gvisor"] == "installed", r.stderr
+    assert (gvisor_dir(env) / GVISOR_VERSION / GVISOR_SIDECAR_DIR / "gvisor_sentry").exists()
+
+
+def test_upgrading_from_the_loose_files_installs_the_archive_beside_them(world):
+    """A host of 20260817.0 (loose runsc and shim, their markers) gets the
+    archive's directory and links; the old files and markers stay for the
+    sandboxes that run them."""
+    env, server, tmp = world
+    old = gvisor_dir(env) / "20260817.0"
+    old.mkdir(parents=True)
+    for name in GVISOR_ARTIFACTS:
+        (old / name).write_bytes(gvisor_file(name, "20260817.0"))
+        (old / name).chmod(0o755)
+        (tmp / "bin").mkdir(exist_ok=True)
+        (tmp / "bin" / name).symlink_to(old / name)
+        (tmp / "fr" / "state" / f"{name}.version").write_text("20260817.0 sha512:" + "0" * 128 + "\n")
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc == 0 and json.loads(r.stdout)["gvisor"] == "installed", r.stderr
+    for name in GVISOR_ARTIFACTS:
+        assert os.readlink(tmp / "bin" / name) == str(gvisor_dir(env) / GVISOR_VERSION / name)
+        assert (old / name).exists()
 
 
 def test_with_gvisor_runsc_debian_no_release_is_fetched_and_our_links_go(world):
@@ -275,7 +384,7 @@ def test_with_gvisor_runsc_debian_no_release_is_fetched_and_our_links_go(world):
     assert json.loads(r.stdout)["gvisor"] == "debian-package"
     assert "WARNING: gVisor from Debian's runsc package (functions-runtime:gvisor.runsc is debian)" in r.stderr
     assert len(server.requests()) == requests
-    assert not any((tmp / "bin" / name).is_symlink() for name in GVISOR_FILES)
+    assert not any((tmp / "bin" / name).is_symlink() for name in GVISOR_ARTIFACTS)
     assert (gvisor_dir(env) / GVISOR_VERSION / "runsc").exists(), "files stay for running containers"
 
 

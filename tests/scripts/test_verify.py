@@ -44,6 +44,7 @@ from tests.scripts.helpers import (
     run_script,
     write_catalog,
     write_runsc,
+    write_sidecars,
 )
 
 SERVER = r"""
@@ -73,9 +74,9 @@ def pki(tmp_path):
 @pytest.fixture
 def base_env(fr_env, tmp_path):
     """gVisor's release installed as the install step leaves it (a stand-in
-    runsc at its versioned path, the catalog naming that version)."""
+    runsc and sidecars at its versioned path, the catalog naming that version)."""
     write_catalog(tmp_path / "fr", catalog_rows())
-    write_runsc(release_runsc_path(fr_env))
+    write_sidecars(write_runsc(release_runsc_path(fr_env)))
     # PATH without any docker CLI, so the first Docker-using check fails here.
     return {
         **fr_env,
@@ -227,7 +228,7 @@ def test_endpoint_checks_against_real_mtls_server(base_env, pki):
     preflight = next(c for c in rep["checks"] if c["name"] == "preflight-runsc")
     assert preflight["detail"] == (
         f"{release_runsc_path(base_env)}: runsc version release-{GVISOR_VERSION}; "
-        f"gVisor's pinned release {GVISOR_VERSION}"
+        f"gVisor's pinned release {GVISOR_VERSION}, with its sidecars in {release_runsc_path(base_env).parent}/gvisor-bin"
     )
     assert status["endpoint-accepts-client-cert"] == "passed"
     assert status["endpoint-refuses-no-cert"] == "passed", rep

@@ -78,6 +78,8 @@ class FakeHost:
     # "ADDR:PORT" registries whose dial the host filter refuses dockerd (a pull
     # from any other address connects, and fails after: there is no registry).
     dockerd_refused: set[str] = field(default_factory=lambda: {f"{PRIVATE}:2376"})
+    # PID -> the image (/proc/PID/exe) of the processes a gVisor container brings.
+    process_images: dict[int, str] = field(default_factory=dict)
     default_runtime: str = "runsc"
     runtimes: str = "io.containerd.runc.v2 runc runsc "
     runsc_entry: str = f"{RUNSC}|--network=sandbox "
@@ -170,6 +172,9 @@ class FakeHost:
                               "nerdctl": "nerdctl version 2.0.3", "kata-runtime": "3.32.0"}[tool] + "\n")
         if tool == "docker":
             return self.docker(argv)
+        if tool == "find" and "-lname" in argv:
+            image = argv[argv.index("-lname") + 1]
+            return Result(0, "".join(f"/proc/{pid}/exe\n" for pid, exe in self.process_images.items() if exe == image))
         if tool == "ctr":
             return self.ctr(argv)
         if tool == "nerdctl":

@@ -76,6 +76,8 @@ def test_a_digest_is_never_echoed_whole():
         ("https://example.invalid/kata-static-3.32.0-amd64.tar.zst", {"amd64"}),
         ("https://storage.googleapis.com/gvisor/releases/release/20260817.0/x86_64/runsc", {"amd64"}),
         ("https://storage.googleapis.com/gvisor/releases/release/20260817.0/aarch64/runsc", {"arm64"}),
+        ("https://github.com/google/gvisor/releases/download/release-20260907.0/gvisor-x86_64.tar.bz2", {"amd64"}),
+        ("https://github.com/google/gvisor/releases/download/release-20260907.0/gvisor-aarch64.tar.bz2", {"arm64"}),
         ("https://example.invalid/tool-linux-arm64.tar.gz", {"arm64"}),
         ("https://example.invalid/tool.tar.gz", set()),
         ("https://example.invalid/x86_640/tool", set()),

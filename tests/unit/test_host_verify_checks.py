@@ -32,6 +32,7 @@ from host_verify.checks import (
     probe_result,
     pull_result,
     runsc_path,
+    runsc_release_date,
     upstream_version,
     version_of,
     wanted_runtimes,
@@ -54,6 +55,7 @@ from tests.support.host_verify_fake import (
     contract,
     joined,
     make_ctx,
+    make_inputs,
 )
 
 BY_NAME = {c.name: c for c in CHECKS}
@@ -195,12 +197,93 @@ def test_a_missing_runsc_fails_the_preflight_naming_the_setting(tmp_path):
     assert "(functions-runtime:gvisor.runsc is release)" in failure.message and "re-run the install step" in failure.message
 
 
+def release_ctx(tmp_path, sidecars=("gvisor_sentry", "gvisor-sentry-prewarmer", "checkpointgofer",
+                                     "runsc-metric-server"), version="runsc version release-20260907.0"):
+    """A host running gVisor's release from its versioned directory, the
+    sidecars beside runsc (stand-in files), runsc's --version as given."""
+    runsc = tmp_path / "gvisor" / "20260907.0" / "runsc"
+    for name in ("runsc", *(f"gvisor-bin/{s}" for s in sidecars)):
+        (runsc.parent / name).parent.mkdir(parents=True, exist_ok=True)
+        (runsc.parent / name).write_text("#!/bin/sh\n")
+        (runsc.parent / name).chmod(0o755)
+    ctx, fake = make_ctx(tmp_path, gvisor_runsc="release")
+    ctx = Context(**{**ctx.__dict__, "runsc": str(runsc)})
+    fake.override = lambda argv: Result(0, version + "\n") if argv == [str(runsc), "--version"] else None
+    return ctx, fake, runsc
+
+
+def test_a_release_without_a_sidecar_fails_the_preflight_naming_it(tmp_path):
+    ctx, _, runsc = release_ctx(tmp_path, sidecars=("gvisor_sentry", "checkpointgofer", "runsc-metric-server"))
+    _, failure, _ = run_check(ctx, "preflight-runsc")
+    assert failure and failure.code == 10 and "missing: gvisor-sentry-prewarmer" in failure.message
+    assert f"{runsc.parent}/gvisor-bin" in failure.message and "re-run the install step" in failure.message
+
+
+def test_the_release_preflight_reports_its_sidecars_and_runscs_version(tmp_path):
+    ctx, _, runsc = release_ctx(tmp_path)
+    results, failure, _ = run_check(ctx, "preflight-runsc")
+    assert failure is None and f"with its sidecars in {runsc.parent}/gvisor-bin" in results["preflight-runsc"].detail
+    assert ctx.facts.get("runsc_version") == "runsc version release-20260907.0"
+
+
+def test_sandboxes_run_from_the_sentry_sidecar(tmp_path):
+    ctx, fake, runsc = release_ctx(tmp_path)
+    fake.process_images = {4242: f"{runsc.parent}/gvisor-bin/gvisor_sentry", 4243: str(runsc)}
+    run_check(ctx, "preflight-runsc")
+    results, failure, _ = run_check(ctx, "runtime-runsc-sidecars")
+    assert failure is None
+    assert results["runtime-runsc-sidecars"].detail == f"1 sandbox process(es) run {runsc.parent}/gvisor-bin/gvisor_sentry"
+    # Its container went through the endpoint, under the policy, and root removed it.
+    (started,) = [c for c in commands(fake, "docker", "run") if "-d" in c]
+    assert "--tlsverify" in started and started[started.index("--runtime") + 1] == "runsc"
+    assert [c[-1] for c in commands(fake, "docker", "rm")] == ["peerid"]
+
+
+def test_a_release_whose_sandboxes_do_not_run_the_sentry_fails(tmp_path):
+    """The deprecated fallback: runsc runs its sandbox itself."""
+    ctx, fake, runsc = release_ctx(tmp_path)
+    fake.process_images = {4243: str(runsc)}
+    run_check(ctx, "preflight-runsc")
+    _, failure, _ = run_check(ctx, "runtime-runsc-sidecars")
+    assert failure and failure.code == 12 and "runs its sandbox without the sidecar" in failure.message
+    assert [c[-1] for c in commands(fake, "docker", "rm")] == ["peerid"], "removed on failure too"
+
+
+@pytest.mark.parametrize(
+    ("runsc_source", "version", "reason"),
+    [
+        ("release", "runsc version release-20260817.0", "releases before 20260831 run their sandbox themselves"),
+        ("debian", "runsc version 0.0~20240729.0", "Debian's runsc package (gvisor.runsc: debian)"),
+    ],
+)
+def test_runscs_without_sidecars_skip_the_sidecar_check_saying_why(tmp_path, runsc_source, version, reason):
+    ctx, fake, _ = release_ctx(tmp_path, version=version)
+    ctx = Context(**{**ctx.__dict__, "inputs": make_inputs(gvisor_runsc=runsc_source)})
+    ctx.facts.set("runsc_version", version)
+    results, failure, _ = run_check(ctx, "runtime-runsc-sidecars")
+    assert failure is None and results["runtime-runsc-sidecars"].status == "skipped"
+    assert reason in results["runtime-runsc-sidecars"].detail
+    assert commands(fake, "docker", "run") == []
+
+
+@pytest.mark.parametrize(
+    ("line", "date"),
+    [("runsc version release-20260907.0", "20260907"), ("runsc version release-20240729.0", "20240729"),
+     ("runsc version 0.0~20240729.0", "20240729"), ("runsc version 0.0~git", None), ("(no version)", None)],
+)
+def test_runsc_release_date(line, date):
+    assert runsc_release_date(line) == date
+
+
 def test_the_release_runsc_is_under_the_catalogs_version_and_a_bad_version_is_refused():
     c = contract({"FR_GVISOR_DIR": "/opt/g"})
-    assert runsc_path(c, {"runsc": CatalogRow("runsc", "20260831.0", "sha512:x")}, "release") == "/opt/g/20260831.0/runsc"
+    assert runsc_path(c, {"gvisor": CatalogRow("gvisor", "20260907.0", "sha256:x")}, "release") == "/opt/g/20260907.0/runsc"
     assert runsc_path(c, {}, "debian") == c["DEBIAN_RUNSC"]
+    with pytest.raises(Failure, match="usable as a directory name in catalog row 'gvisor'"):
+        runsc_path(c, {"gvisor": CatalogRow("gvisor", "../x", "sha256:x")}, "release")
+    # The loose runsc row of a release before 20260831 is not the release any more.
     with pytest.raises(Failure, match="usable as a directory name"):
-        runsc_path(c, {"runsc": CatalogRow("runsc", "../x", "sha512:x")}, "release")
+        runsc_path(c, {"runsc": CatalogRow("runsc", "20260817.0", "sha512:x")}, "release")
 
 
 # ---------------------------------------------------------------- endpoint and daemon

@@ -58,7 +58,7 @@ def test_a_bad_gvisor_value_is_refused_naming_its_key(gvisor, config_key, words)
 
 def catalog_without_gvisor(tmp_path: Path) -> Path:
     text = (PROJECT_ROOT / "catalog" / "artifacts.tsv").read_text()
-    kept = [line for line in text.splitlines() if not line.startswith(("runsc\t", "containerd-shim-runsc-v1\t"))]
+    kept = [line for line in text.splitlines() if not line.startswith("gvisor\t")]
     path = tmp_path / "artifacts.tsv"
     path.write_text("\n".join(kept) + "\n")
     return path
@@ -73,8 +73,21 @@ def test_the_release_needs_gvisors_rows_in_the_catalog(tmp_path):
     catalog = catalog_without_gvisor(tmp_path)
     problems = problems_of(with_catalog(config(), catalog))
     (problem,) = [p for p in problems if p.startswith("functions-runtime:artifacts.catalog:")]
-    assert "no row for runsc, containerd-shim-runsc-v1" in problem
+    assert "has no row 'gvisor' (gVisor's release archive, gvisor-x86_64.tar.bz2)" in problem
     assert "gvisor.runsc: release" in problem and "gvisor.runsc: debian" in problem
+    assert "loose files" not in problem
+
+
+def test_a_catalog_with_the_loose_files_of_an_old_release_is_told_about_the_archive(tmp_path):
+    """A stack's own catalog copied before 20260831: its runsc and shim rows name the old layout."""
+    catalog = catalog_without_gvisor(tmp_path)
+    old = ("runsc\t20260817.0\tsha512:" + "8" * 128 + "\thttps://storage.googleapis.com/gvisor/releases/release/"
+           "20260817.0/x86_64/runsc\n")
+    catalog.write_text(catalog.read_text() + old)
+    problems = problems_of(with_catalog(config(), catalog))
+    (problem,) = [p for p in problems if p.startswith("functions-runtime:artifacts.catalog:")]
+    assert "its rows runsc are the loose files of releases before 20260831" in problem
+    assert "docs/upgrading.md" in problem
 
 
 def test_without_gvisors_rows_debian_or_a_vm_stack_needs_none(tmp_path):
@@ -93,19 +106,16 @@ def test_without_gvisors_rows_debian_or_a_vm_stack_needs_none(tmp_path):
 
 
 def test_the_projects_catalog_pins_gvisor_as_published():
-    """The digests gVisor publishes for its release files (Google publishes sha512 files only)."""
+    """The release archive's sha256 as upstream's SHA256SUMS gives it (taken from two
+    independent public pins, named in the catalog's comment); the loose files are gone."""
     catalog = parse_settings(config(), "test").artifacts.catalog
-    runsc, shim = catalog["runsc"], catalog["containerd-shim-runsc-v1"]
-    assert runsc.version == shim.version == "20260817.0"
-    assert runsc.digest == (
-        "sha512:84936438d583ec976800f464e75a83e1515f0890b451b9b4db219c4472b54ca9"
-        "b106a6772ee683f1e64cce2128871d7637b14d800591f8451b8137f6c39fb2ef"
+    archive = catalog["gvisor"]
+    assert archive.version == "20260907.0"
+    assert archive.digest == "sha256:81416511897ab8abd4e723d66823c5b0461a2ee3311cfa70d152404ef9b860cf"
+    assert archive.url == (
+        "https://github.com/google/gvisor/releases/download/release-20260907.0/gvisor-x86_64.tar.bz2"
     )
-    assert shim.digest == (
-        "sha512:b60d1c418b841ab046951cc7a91f490a221198fbe81ec55dc364432578fddd44"
-        "e97063793ce6651be397af2f64ec47170dff77a45db277819c3fb08fec9f3ced"
-    )
-    assert runsc.url == "https://storage.googleapis.com/gvisor/releases/release/20260817.0/x86_64/runsc"
-    assert shim.url.endswith("/20260817.0/x86_64/containerd-shim-runsc-v1")
+    assert "runsc" not in catalog and "containerd-shim-runsc-v1" not in catalog
+    assert "azumag/docich" in catalog.text and "hakopod/hakopod" in catalog.text
     # x86_64 in gVisor's path counts as amd64: Cloud types stay allowed.
     assert catalog.architectures == {"amd64"}
