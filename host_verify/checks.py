@@ -785,10 +785,20 @@ def probe_isolation(ctx: Context, client: ContainerClient, rt: str, rec: Recorde
 SIDECAR_HOLD = ["sleep", "120"]
 
 
+def sentry_processes(ctx: Context) -> list[str]:
+    """The processes whose image is a gVisor sentry sidecar. Matched by the
+    name's end: seen from the host, a sandbox's image path may be rendered
+    from its own mount namespace."""
+    sentry = f"*/{ctx.contract['GVISOR_SIDECAR_DIR']}/gvisor_sentry"
+    out = ctx.runner.run(["find", "/proc", "-mindepth", "2", "-maxdepth", "2", "-name", "exe", "-lname", sentry],
+                         timeout=60)
+    return out.stdout.split()
+
+
 def check_runsc_sidecars(ctx: Context, _rt: str, rec: Recorder) -> None:
     """From release 20260831 on, runsc runs its sandbox from the sentry
-    sidecar; without it, from itself (slow, deprecated). While a gVisor
-    container runs, some process's image is the release's sentry."""
+    sidecar; without it, from itself (slow, deprecated). Starting a gVisor
+    container must add a process whose image is a sentry."""
     name, desc = "runtime-runsc-sidecars", "gVisor runs its sandbox from the release's sentry sidecar"
     since, version = ctx.contract["GVISOR_SIDECARS_SINCE"], ctx.facts.get("runsc_version", default="")
     released = runsc_release_date(version)
@@ -799,7 +809,7 @@ def check_runsc_sidecars(ctx: Context, _rt: str, rec: Recorder) -> None:
         rec.skipped(name, desc, f"{ctx.runsc} says '{version}': releases before {since} run their sandbox "
                     "themselves, with no sidecar to look for")
         return
-    sentry = sidecar_dir(ctx) / "gvisor_sentry"
+    before = len(sentry_processes(ctx))
     started = ctx.docker.endpoint("run", "-d", "--runtime", "runsc", *ctx.docker.owner_opts, *ctx.docker.limit_opts,
                                   "--network", "none", ctx.docker.image, *SIDECAR_HOLD)
     container = started.stdout.strip()
@@ -807,17 +817,18 @@ def check_runsc_sidecars(ctx: Context, _rt: str, rec: Recorder) -> None:
         if not started.ok or not container:
             raise rec.fail(name, desc, "a gVisor container to start through the endpoint", tail(started.output, 2),
                            "check dockerd and runsc (journalctl -u docker)")
-        found = ctx.runner.run(["find", "/proc", "-mindepth", "2", "-maxdepth", "2", "-name", "exe",
-                                "-lname", str(sentry)], timeout=60).stdout.split()
+        during = len(sentry_processes(ctx))
     finally:
         if container:
             ctx.docker.local("rm", "-f", container, timeout=120)
-    if not found:
-        raise rec.fail(name, desc, f"a process whose image is {sentry} while a gVisor container runs",
-                       "none: runsc runs its sandbox without the sidecar (its slow, deprecated fallback)",
+    sentry = sidecar_dir(ctx) / "gvisor_sentry"
+    if during <= before:
+        raise rec.fail(name, desc, f"one more process whose image is a sentry ({sentry}) while a gVisor "
+                       "container runs", f"{before} before it started, {during} while it ran: runsc runs its "
+                       "sandbox without the sidecar (its slow, deprecated fallback)",
                        "re-run the install step, and check that Docker's runsc entry is the release's "
                        f"versioned path ({ctx.runsc})")
-    rec.passed(name, desc, f"{len(found)} sandbox process(es) run {sentry}")
+    rec.passed(name, desc, f"sentry processes: {before} before a gVisor container started, {during} while it ran")
 
 
 def check_isolation(ctx: Context, rt: str, rec: Recorder) -> None:

@@ -7,6 +7,7 @@ files for everything the checks read.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -78,8 +79,10 @@ class FakeHost:
     # "ADDR:PORT" registries whose dial the host filter refuses dockerd (a pull
     # from any other address connects, and fails after: there is no registry).
     dockerd_refused: set[str] = field(default_factory=lambda: {f"{PRIVATE}:2376"})
-    # PID -> the image (/proc/PID/exe) of the processes a gVisor container brings.
+    # PID -> the image (/proc/PID/exe) of the host's processes; a detached
+    # gVisor container adds `runsc_sandbox_image` (when set) while it runs.
     process_images: dict[int, str] = field(default_factory=dict)
+    runsc_sandbox_image: str | None = None
     default_runtime: str = "runsc"
     runtimes: str = "io.containerd.runc.v2 runc runsc "
     runsc_entry: str = f"{RUNSC}|--network=sandbox "
@@ -173,8 +176,9 @@ class FakeHost:
         if tool == "docker":
             return self.docker(argv)
         if tool == "find" and "-lname" in argv:
-            image = argv[argv.index("-lname") + 1]
-            return Result(0, "".join(f"/proc/{pid}/exe\n" for pid, exe in self.process_images.items() if exe == image))
+            pattern = argv[argv.index("-lname") + 1]
+            return Result(0, "".join(f"/proc/{pid}/exe\n" for pid, exe in self.process_images.items()
+                                     if fnmatch.fnmatchcase(exe, pattern)))
         if tool == "ctr":
             return self.ctr(argv)
         if tool == "nerdctl":
@@ -247,6 +251,8 @@ class FakeHost:
             rt = args[args.index("--runtime") + 1]
             image_at = next(i for i, a in enumerate(args) if a in self.images or a.endswith("@sha256:" + "0" * 64))
             if "-d" in args[:image_at]:
+                if rt == "runsc" and self.runsc_sandbox_image:
+                    self.process_images[9000 + len(self.process_images)] = self.runsc_sandbox_image
                 return Result(0, "peerid\n")
             return self.container(rt, args[image_at + 1:], DOCKER_PEER)
         return Result(0, "")

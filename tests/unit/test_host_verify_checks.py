@@ -228,11 +228,14 @@ def test_the_release_preflight_reports_its_sidecars_and_runscs_version(tmp_path)
 
 def test_sandboxes_run_from_the_sentry_sidecar(tmp_path):
     ctx, fake, runsc = release_ctx(tmp_path)
-    fake.process_images = {4242: f"{runsc.parent}/gvisor-bin/gvisor_sentry", 4243: str(runsc)}
+    # An older release's sandbox already runs (its sentry counts before), and runsc itself.
+    fake.process_images = {4242: "/opt/functions-runtime/gvisor/20260831.0/gvisor-bin/gvisor_sentry", 4243: str(runsc)}
+    fake.runsc_sandbox_image = f"{runsc.parent}/gvisor-bin/gvisor_sentry"
     run_check(ctx, "preflight-runsc")
     results, failure, _ = run_check(ctx, "runtime-runsc-sidecars")
     assert failure is None
-    assert results["runtime-runsc-sidecars"].detail == f"1 sandbox process(es) run {runsc.parent}/gvisor-bin/gvisor_sentry"
+    assert results["runtime-runsc-sidecars"].detail == (
+        "sentry processes: 1 before a gVisor container started, 2 while it ran")
     # Its container went through the endpoint, under the policy, and root removed it.
     (started,) = [c for c in commands(fake, "docker", "run") if "-d" in c]
     assert "--tlsverify" in started and started[started.index("--runtime") + 1] == "runsc"
@@ -240,12 +243,14 @@ def test_sandboxes_run_from_the_sentry_sidecar(tmp_path):
 
 
 def test_a_release_whose_sandboxes_do_not_run_the_sentry_fails(tmp_path):
-    """The deprecated fallback: runsc runs its sandbox itself."""
+    """The deprecated fallback: runsc runs its sandbox itself (another release's sentry runs meanwhile)."""
     ctx, fake, runsc = release_ctx(tmp_path)
-    fake.process_images = {4243: str(runsc)}
+    fake.process_images = {4242: "/opt/functions-runtime/gvisor/20260831.0/gvisor-bin/gvisor_sentry"}
+    fake.runsc_sandbox_image = str(runsc)
     run_check(ctx, "preflight-runsc")
     _, failure, _ = run_check(ctx, "runtime-runsc-sidecars")
     assert failure and failure.code == 12 and "runs its sandbox without the sidecar" in failure.message
+    assert "1 before it started, 1 while it ran" in failure.message
     assert [c[-1] for c in commands(fake, "docker", "rm")] == ["peerid"], "removed on failure too"
 
 
