@@ -193,8 +193,8 @@ gvisor_installed() { marker_matches "$FR_GVISOR_ARCHIVE" && [[ -z "$(gvisor_miss
 
 # unpack_gvisor ARCHIVE DIR: the release archive into DIR, refusing before
 # anything is written an entry outside its layout (runsc and the shim at the
-# top, regular files under gvisor-bin/; no links, devices, absolute paths or
-# dot-dot), then each file it must hold. The layout is judged by Python's
+# top, regular files and directories under gvisor-bin/, a "./" entry; no
+# links, devices, absolute paths or dot-dot), then each file it must hold. The layout is judged by Python's
 # tarfile, not by tar's own path handling.
 unpack_gvisor() {
   local archive=$1 dir=$2 out missing
@@ -211,11 +211,12 @@ except (tarfile.TarError, OSError) as err:
 with tar:
     for m in tar.getmembers():
         parts = PurePosixPath(m.name).parts
-        inside = len(parts) >= 1 and not m.name.startswith("/") and ".." not in parts
+        inside = not m.name.startswith("/") and ".." not in parts
+        in_sidecars = len(parts) >= 1 and parts[0] == sidecars
         ok = inside and (
             (m.isfile() and len(parts) == 1 and parts[0] in tops)
-            or (m.isdir() and parts == (sidecars,))
-            or (m.isfile() and len(parts) == 2 and parts[0] == sidecars)
+            or (m.isfile() and len(parts) >= 2 and in_sidecars)
+            or (m.isdir() and (parts == () or in_sidecars))
         )
         if not ok:
             kind = "link" if m.issym() or m.islnk() else "directory" if m.isdir() else "file" if m.isfile() else "special file"

@@ -315,9 +315,9 @@ def _link(name: str, target: str) -> tarfile.TarInfo:
         (tarfile.TarInfo("/etc/cron.d/evil"), "file '/etc/cron.d/evil'"),
         (_link("gvisor-bin/checkpointgofer2", "/etc/shadow"), "link 'gvisor-bin/checkpointgofer2'"),
         (tarfile.TarInfo("extra-tool"), "file 'extra-tool'"),
-        (tarfile.TarInfo("gvisor-bin/nested/tool"), "file 'gvisor-bin/nested/tool'"),
+        (tarfile.TarInfo("gvisor-bin/../../escape"), "file 'gvisor-bin/../../escape'"),
     ],
-    ids=["dot-dot", "absolute", "symlink", "unknown-top-file", "nested"],
+    ids=["dot-dot", "absolute", "symlink", "unknown-top-file", "dot-dot-inside"],
 )
 def test_a_gvisor_archive_with_an_entry_outside_its_layout_installs_nothing(world, entry, words):
     env, server, tmp = world
@@ -328,6 +328,26 @@ def test_a_gvisor_archive_with_an_entry_outside_its_layout_installs_nothing(worl
     assert len(failure) == 1 and f"an entry outside the release's layout: {words}" in failure[0], r.stderr
     assert_no_gvisor_installed(env, tmp)
     assert not (tmp / "etc").exists()
+
+
+def test_a_gvisor_archive_with_a_dot_entry_and_a_nested_sidecar_directory_installs(world):
+    """What a later release may add inside its layout: a "./" entry, a directory in gvisor-bin/."""
+    env, server, tmp = world
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name in (".", "gvisor-bin", "gvisor-bin/helpers"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name, body in {**gvisor_members(), "gvisor-bin/helpers/tool": b"#!/bin/sh\n"}.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size, info.mode = len(body), 0o755
+            tar.addfile(info, io.BytesIO(body))
+    serve_gvisor(server, tmp, bz2.compress(raw.getvalue()))
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc == 0 and json.loads(r.stdout)["gvisor"] == "installed", r.stderr
+    assert (gvisor_dir(env) / GVISOR_VERSION / "gvisor-bin" / "helpers" / "tool").exists()
+    assert (gvisor_dir(env) / GVISOR_VERSION / "gvisor-bin" / "gvisor_sentry").exists()
 
 
 def test_a_new_gvisor_version_installs_beside_the_old_and_moves_the_links(world):
