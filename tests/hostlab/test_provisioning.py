@@ -148,7 +148,8 @@ def test_first_replay_installs_from_debian_and_the_mirror(lab):
     assert install["gvisor"] == "installed", install
     assert lab.mirror.downloads(testbed.GVISOR_FILE) == 1
     release = f"{GVISOR_DIR}/{testbed.GVISOR_VERSION}"
-    listed = lab.sh(f"cd {release} && find . -type f -perm -u+x | sort").split()
+    # Sorted here: the guest's sort(1) collates by its locale (en_US), not by code point.
+    listed = sorted(lab.sh(f"cd {release} && find . -type f -perm -u+x").split())
     assert listed == sorted(["./runsc", "./containerd-shim-runsc-v1",
                              *(f"./{GVISOR_SIDECAR_DIR}/{name}" for name in GVISOR_SIDECARS)]), listed
     assert lab.sh("readlink /usr/local/bin/runsc").strip() == f"{release}/runsc"
