@@ -174,22 +174,23 @@ install_kata() {
   link_kata_binaries
 }
 
-# gvisor_missing_files: the release files the installed directory lacks
-# (runsc, the shim, each sidecar), one a line; nothing when it is whole.
+# gvisor_missing_files DIR: the release files DIR lacks as executable
+# regular files (runsc, the shim, each sidecar), one a line; nothing when it
+# is whole. Install asks it of the unpacked archive and of the installed one.
 gvisor_missing_files() {
-  local dir name
-  dir=$(gvisor_release_dir)
+  local dir=$1 name
   for name in $FR_GVISOR_ARTIFACTS; do
-    [[ -x "$dir/$name" ]] || printf '%s\n' "$name"
+    [[ -f "$dir/$name" && -x "$dir/$name" ]] || printf '%s\n' "$name"
   done
   for name in $FR_GVISOR_SIDECARS; do
-    [[ -x "$dir/$FR_GVISOR_SIDECAR_DIR/$name" ]] || printf '%s\n' "$FR_GVISOR_SIDECAR_DIR/$name"
+    name=$FR_GVISOR_SIDECAR_DIR/$name
+    [[ -f "$dir/$name" && -x "$dir/$name" ]] || printf '%s\n' "$name"
   done
 }
 
 # gvisor_installed: the archive's marker matches the catalog and its
 # directory holds every file.
-gvisor_installed() { marker_matches "$FR_GVISOR_ARCHIVE" && [[ -z "$(gvisor_missing_files)" ]]; }
+gvisor_installed() { marker_matches "$FR_GVISOR_ARCHIVE" && [[ -z "$(gvisor_missing_files "$(gvisor_release_dir)")" ]]; }
 
 # unpack_gvisor ARCHIVE DIR: the release archive into DIR, refusing before
 # anything is written an entry outside its layout (runsc and the shim at the
@@ -228,17 +229,13 @@ PY
       "$(one_line "$out"); nothing was installed" \
       "pin gVisor's own gvisor-x86_64.tar.bz2 in the catalog (its digest from upstream's SHA256SUMS)"
   fi
-  missing=$(
-    cd "$dir" || exit 1
-    for name in $FR_GVISOR_ARTIFACTS; do [[ -f "$name" ]] || printf '%s ' "$name"; done
-    for name in $FR_GVISOR_SIDECARS; do [[ -f "$FR_GVISOR_SIDECAR_DIR/$name" ]] || printf '%s ' "$FR_GVISOR_SIDECAR_DIR/$name"; done
-  )
-  [[ -z "$missing" ]] ||
-    fatal "gVisor's release archive $(basename "$archive") to hold $FR_GVISOR_ARTIFACTS and the sidecars $FR_GVISOR_SIDECARS in $FR_GVISOR_SIDECAR_DIR/" \
-      "it lacks ${missing% }; nothing was installed" \
-      "pin a gVisor release from 20260831 on, whose archive ships its sidecars"
   chmod -R a+rX,go-w "$dir"
   find "$dir" -type f -exec chmod 0755 {} +
+  missing=$(gvisor_missing_files "$dir" | paste -sd' ' -)
+  [[ -z "$missing" ]] ||
+    fatal "gVisor's release archive $(basename "$archive") to hold $FR_GVISOR_ARTIFACTS and the sidecars $FR_GVISOR_SIDECARS in $FR_GVISOR_SIDECAR_DIR/" \
+      "it lacks $missing; nothing was installed" \
+      "pin a gVisor release from 20260831 on, whose archive ships its sidecars"
 }
 
 # unlink_gvisor_release: with gvisor.runsc: debian, the links to a release

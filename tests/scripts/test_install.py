@@ -290,6 +290,17 @@ def test_a_gvisor_archive_without_a_sidecar_or_the_shim_installs_nothing(world, 
     assert_no_gvisor_installed(env, tmp)
 
 
+def test_a_gvisor_archive_whose_sidecar_is_a_directory_installs_nothing(world):
+    env, server, tmp = world
+    members = gvisor_members()
+    del members["gvisor-bin/gvisor_sentry"]
+    members["gvisor-bin/gvisor_sentry/inside"] = b"#!/bin/sh\n"
+    serve_gvisor(server, tmp, gvisor_archive(members=members))
+    r = run_bash("install_gvisor; print_result", env, script="install_runtime.sh")
+    assert r.rc != 0 and "it lacks gvisor-bin/gvisor_sentry; nothing was installed" in r.stderr
+    assert_no_gvisor_installed(env, tmp)
+
+
 def _archive_with(entry: tarfile.TarInfo, data: bytes = b"") -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
