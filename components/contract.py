@@ -191,6 +191,54 @@ DOCKERD_CGROUP = "system.slice/docker.service"
 # What dockerd may still reach on loopback: a resolver the host runs there.
 DOCKERD_LOOPBACK_PORTS = (53,)
 
+# Day two (scripts/configure_upkeep.sh): the canary re-runs a named subset of
+# verify's check table on a timer, with a credential that never leaves the
+# host; GC and the node exporter's textfile collector run beside it.
+UPKEEP_STATE_DIR = "/var/lib/functions-runtime"
+CANARY_DIR = "/etc/functions-runtime/canary"
+# The canary's credential: the stack CA, the canary client certificate and
+# its key (PEM, verify's stdin order), root-only.
+CANARY_CREDENTIALS = f"{CANARY_DIR}/credentials.pem"
+# The verify step's variables, as the canary's unit reads them.
+CANARY_ENV = f"{CANARY_DIR}/verify.env"
+# The canary's latest result (the verify report of its subset), for consumers and operators.
+CANARY_RESULT = f"{UPKEEP_STATE_DIR}/canary.json"
+CANARY_UNIT = "functions-runtime-canary"
+CANARY_CLIENT_NAME_PREFIX = "canary "
+GC_UNIT = "functions-runtime-gc"
+# GC runs this often; its thresholds are settings (gc.*).
+GC_INTERVAL_SECONDS = 300
+# Debian's node exporter: its textfile collector reads *.prom from here.
+NODE_EXPORTER_UNIT = "prometheus-node-exporter"
+NODE_EXPORTER_DEFAULTS = "/etc/default/prometheus-node-exporter"
+NODE_EXPORTER_PORT = 9100
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+# unattended-upgrades: Debian security updates, never a reboot, never the
+# runtime packages underneath running functions (docs/operations.md).
+UPGRADES_CONFIG = "/etc/apt/apt.conf.d/52functions-runtime-upgrades"
+# Read after the package's own 20auto-upgrades, so ours wins and theirs stays untouched.
+UPGRADES_PERIODIC = "/etc/apt/apt.conf.d/21functions-runtime-auto-upgrades"
+UPGRADES_HELD = ("docker.io", "docker-cli", "containerd", "runc", "runsc", "containernetworking-plugins")
+REBOOT_REQUIRED = "/run/reboot-required"
+# What the verify step reads, and so what the canary's unit carries (one list
+# for the pipeline's verify step and the canary).
+VERIFY_ENV = (
+    "ISOLATION",
+    "KATA_HYPERVISOR",
+    "GVISOR_RUNSC",
+    "GVISOR_ALLOW_HOST_NETWORK",
+    "PRIVATE_ADDRESS",
+    "ENDPOINT_PORT",
+    "SSH_PORT",
+    "VERIFY_IMAGE",
+    "VERIFY_IMAGE_ARCHIVE",
+    "COLD_START_RUNS",
+    "LIMIT_MAX_MILLICPUS",
+    "VERIFY_OUTSIDE",
+    "VERIFY_NERDCTL",
+    "VERIFY_NAME_PROBE",
+)
+
 
 @dataclass(frozen=True)
 class SharedFact:
@@ -279,6 +327,24 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_DOCKERD_CGROUP_SET", DOCKERD_CGROUP_SET),
         SharedFact("FR_DOCKERD_CGROUP", DOCKERD_CGROUP),
         SharedFact("FR_DOCKERD_LOOPBACK_PORTS", ", ".join(str(port) for port in DOCKERD_LOOPBACK_PORTS)),
+        SharedFact("FR_UPKEEP_STATE_DIR", UPKEEP_STATE_DIR, overridable=True),
+        SharedFact("FR_CANARY_DIR", CANARY_DIR, overridable=True),
+        SharedFact("FR_CANARY_CREDENTIALS", CANARY_CREDENTIALS, overridable=True),
+        SharedFact("FR_CANARY_ENV", CANARY_ENV, overridable=True),
+        SharedFact("FR_CANARY_RESULT", CANARY_RESULT, overridable=True),
+        SharedFact("FR_CANARY_UNIT", CANARY_UNIT),
+        SharedFact("FR_CANARY_CLIENT_NAME_PREFIX", CANARY_CLIENT_NAME_PREFIX),
+        SharedFact("FR_GC_UNIT", GC_UNIT),
+        SharedFact("FR_GC_INTERVAL_SECONDS", str(GC_INTERVAL_SECONDS)),
+        SharedFact("FR_NODE_EXPORTER_UNIT", NODE_EXPORTER_UNIT),
+        SharedFact("FR_NODE_EXPORTER_DEFAULTS", NODE_EXPORTER_DEFAULTS, overridable=True),
+        SharedFact("FR_NODE_EXPORTER_PORT", str(NODE_EXPORTER_PORT)),
+        SharedFact("FR_TEXTFILE_DIR", TEXTFILE_DIR, overridable=True),
+        SharedFact("FR_UPGRADES_CONFIG", UPGRADES_CONFIG, overridable=True),
+        SharedFact("FR_UPGRADES_PERIODIC", UPGRADES_PERIODIC, overridable=True),
+        SharedFact("FR_UPGRADES_HELD", " ".join(UPGRADES_HELD)),
+        SharedFact("FR_REBOOT_REQUIRED", REBOOT_REQUIRED, overridable=True),
+        SharedFact("FR_VERIFY_ENV", " ".join(VERIFY_ENV)),
     )
 
 

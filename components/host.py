@@ -65,6 +65,10 @@ class RuntimeHost(pulumi.ComponentResource):
                 pem_stdin(ca, verifier.client.cert_pem, verifier.client.private_key_pem),
                 public=(verifier.client.cert_pem,),
             ),
+            "canary-tls": StdinMaterial(
+                pem_stdin(ca, verifier.canary.cert_pem, verifier.canary.private_key_pem),
+                public=(verifier.canary.cert_pem,),
+            ),
             "ssh-keys": StdinMaterial(granted_keys_file, public=(granted_keys_file,)),
         }
         inputs = PipelineInputs(

@@ -29,10 +29,12 @@ VERIFY_DIR = Path(__file__).resolve().parent.parent / "host_verify"
 VERIFY_FILES = tuple(
     f"host_verify/{name}"
     for name in (
-        "__init__.py", "__main__.py", "checks.py", "clients.py", "dns.py", "engine.py", "failures.py", "inputs.py",
-        "report.py",
+        "__init__.py", "__main__.py", "canary.py", "checks.py", "clients.py", "dns.py", "engine.py", "failures.py",
+        "inputs.py", "report.py",
     )
 )
+GC_DIR = Path(__file__).resolve().parent.parent / "host_gc"
+# The host's garbage collector (scripts/configure_upkeep.sh's timer runs it): every module of host_gc/.
 # Directories under REMOTE_ROOT the scripts own: the payload step replaces
 # each payload directory whole, so the payload must never hold one of them.
 HOST_OWNED_DIRS = ("state", GVISOR_DIR.removeprefix(f"{REMOTE_ROOT}/"))
@@ -68,6 +70,8 @@ def collect_files(
         files[name] = (AUTHZ_DIR / name.split("/", 1)[1]).read_bytes()
     for name in VERIFY_FILES:
         files[name] = (VERIFY_DIR / name.split("/", 1)[1]).read_bytes()
+    for module in sorted(GC_DIR.glob("*.py")):
+        files[f"host_gc/{module.name}"] = module.read_bytes()
     files["catalog/artifacts.tsv"] = catalog.text.encode()
     base = render_base_files(admin_sources)
     files["base/packages.txt"] = base.packages.encode()

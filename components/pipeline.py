@@ -26,7 +26,7 @@ from typing import Any, Literal
 import pulumi
 import pulumi_command as command
 
-from components.contract import CONTRACT_ENV, REMOTE_ROOT
+from components.contract import CONTRACT_ENV, REMOTE_ROOT, VERIFY_ENV
 from components.machine import Machine
 from components.payload import AUTHZ_FILES, VERIFY_FILES, Payload
 from components.settings import HostSpec, Settings
@@ -103,6 +103,7 @@ HOST_STEPS: tuple[Step, ...] = (
             "EGRESS_NEW_PER_SECOND",
             "EGRESS_NEW_BURST",
             "EGRESS_ALLOWED_CIDRS",
+            "METRICS_CIDRS",
         ),
     ),
     Step(
@@ -136,24 +137,24 @@ HOST_STEPS: tuple[Step, ...] = (
         "verify",
         "script",
         "verify_host.sh",
-        env=(
-            "ISOLATION",
-            "KATA_HYPERVISOR",
-            "GVISOR_RUNSC",
-            "GVISOR_ALLOW_HOST_NETWORK",
-            "PRIVATE_ADDRESS",
-            "ENDPOINT_PORT",
-            "SSH_PORT",
-            "VERIFY_IMAGE",
-            "VERIFY_IMAGE_ARCHIVE",
-            "COLD_START_RUNS",
-            "LIMIT_MAX_MILLICPUS",
-            "VERIFY_OUTSIDE",
-            "VERIFY_NERDCTL",
-            "VERIFY_NAME_PROBE",
-        ),
+        env=VERIFY_ENV,
         reads=("catalog/artifacts.tsv", *VERIFY_FILES),
         stdin="verify-tls",
+    ),
+    # Day two, once the host is verified: the canary (verify's own checks on
+    # a timer, VERIFY_ENV in its unit), GC, the node exporter, security updates.
+    Step(
+        "upkeep",
+        "script",
+        "configure_upkeep.sh",
+        env=(
+            *VERIFY_ENV,
+            "CANARY_INTERVAL",
+            "GC_CONTAINER_TTL_MINUTES",
+            "GC_IMAGE_BUDGET_GIB",
+            "GC_WATERMARK_PERCENT",
+        ),
+        stdin="canary-tls",
     ),
     # Last, so a key change re-runs nothing else.
     Step("keys", "script", "grant_ssh_keys.sh", env=("SSH_USER", "HOST_SOURCE"), stdin="ssh-keys"),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_tls as tls
 
-from components.contract import CONSUMER_COMMON_NAME, VERIFY_CLIENT_NAME_PREFIX
+from components.contract import CANARY_CLIENT_NAME_PREFIX, CONSUMER_COMMON_NAME, VERIFY_CLIENT_NAME_PREFIX
 
 # ECDSA P-256: supported by Go's crypto/tls (dockerd) and by OpenSSL (docker-py).
 KEY_ALGORITHM = "ECDSA"
@@ -58,10 +58,12 @@ def create_authority(name: str, common_name: str, parent: pulumi.Resource) -> Au
 
 @dataclass(frozen=True)
 class VerifierCredentials:
-    """A host's own verifier CA and the client certificate it signs."""
+    """A host's own verifier CA and the client certificates it signs: the
+    verify step's, and the canary's (it stays on the host, root-only)."""
 
     ca_cert_pem: pulumi.Output[str]
     client: IssuedCert
+    canary: IssuedCert
 
 
 class FleetPki(pulumi.ComponentResource):
@@ -116,17 +118,14 @@ class FleetPki(pulumi.ComponentResource):
         )
 
     def issue_host_verifier(self, host: str, parent: pulumi.Resource) -> VerifierCredentials:
-        """A CA only `host` trusts, and the verify client certificate it signs."""
+        """A CA only `host` trusts, and the verify and canary client
+        certificates it signs: neither opens another host's endpoint, and
+        the policy gives both only what it gives any client."""
         authority = create_authority(f"{host}-verifier-ca", f"functions-runtime verifier for {host}", parent)
-        client = self._issue(
-            f"{host}-verifier",
-            f"{VERIFY_CLIENT_NAME_PREFIX}{host}",
-            ["digital_signature", "key_encipherment", "client_auth"],
-            None,
-            parent,
-            authority,
-        )
-        return VerifierCredentials(ca_cert_pem=authority.cert.cert_pem, client=client)
+        uses = ["digital_signature", "key_encipherment", "client_auth"]
+        client = self._issue(f"{host}-verifier", f"{VERIFY_CLIENT_NAME_PREFIX}{host}", uses, None, parent, authority)
+        canary = self._issue(f"{host}-canary", f"{CANARY_CLIENT_NAME_PREFIX}{host}", uses, None, parent, authority)
+        return VerifierCredentials(ca_cert_pem=authority.cert.cert_pem, client=client, canary=canary)
 
     def issue_server(
         self, name: str, ip_addresses: list[pulumi.Input[str]], parent: pulumi.Resource

@@ -1,4 +1,4 @@
-"""`python3 -I <root>/host_verify/__main__.py [--only NAME,...] [--jobs N] [--list]`
+"""`python3 -I <root>/host_verify/__main__.py [--only NAME,...] [--profile canary] [--jobs N] [--list]`
 (or `python3 -m host_verify` with the root on the path)
 
 Verify this host through its real endpoint: one
@@ -8,11 +8,15 @@ family's exit code (host_verify/failures.py). Input: the verify step's
 variables (docs/host-contract.md), the payload's contract/host.env, and on
 stdin the CA certificate, the verify client's certificate and key (PEM, in
 that order), kept in a private directory on tmpfs removed on exit.
+`--profile canary` runs the canary's named subset (checks.PROFILES) and, with
+`--result`/`--textfile`, writes its result and metrics (host_verify/canary.py).
+One run at a time on a host: a run waits for another's lock.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import signal
@@ -20,6 +24,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -27,9 +32,11 @@ from types import FrameType
 if __package__ in (None, ""):  # run as a file: python3 -I .../host_verify/__main__.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from host_verify.canary import HostState, certificate_expiries, policy_up, running_sandboxes, write_outputs
 from host_verify.checks import (
     BUSYBOX_APPLETS,
     CHECKS,
+    PROFILES,
     Context,
     kata_unusable_reason,
     runsc_path,
@@ -80,6 +87,39 @@ def prepare_ctr_rootfs(work: Path, busybox: Path) -> Path:
     return rootfs
 
 
+def hold_run_lock(root: Path, log: Callable[[str], None]) -> int:
+    """One verification at a time: the canary's and the verify step's
+    containers must not meet. The lock is on the payload's directory (it
+    always exists, and nothing is left behind); returns the locked
+    descriptor (close it to let go)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("waiting for another verification run on this host to finish")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def host_state(ctx: Context, environ: Mapping[str, str], client_cert: str) -> HostState:
+    """The running host beside the checks: for the canary's result and metrics."""
+    tls = Path(environ.get("FR_DOCKER_DIR") or "/etc/docker") / "tls"
+    (ctx.work / "certs").mkdir(exist_ok=True)
+    (ctx.work / "certs" / "canary.pem").write_text(client_cert)
+    expiries = certificate_expiries(
+        {"server": (tls / "server-cert.pem", 0), "stack-ca": (tls / "ca.pem", 0), "verifier-ca": (tls / "ca.pem", 1),
+         "canary": (ctx.work / "certs" / "canary.pem", 0)},
+        ctx.work / "certs",
+    )
+    return HostState(
+        reboot_required=Path(ctx.contract["REBOOT_REQUIRED"]).exists(),
+        policy_up=policy_up(ctx.runner, ctx.contract["AUTHZ_UNIT"]),
+        certificates=expiries,
+        sandboxes=running_sandboxes(ctx.docker),
+        artifacts={name: row.version for name, row in ctx.catalog.items()},
+    )
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
          runner_factory: Callable[[Mapping[str, str]], Runner] = SystemRunner, stdin: str | None = None) -> int:
     environ = dict(os.environ if environ is None else environ)
@@ -88,6 +128,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="lanes run at once (1: one check at a time)")
     parser.add_argument("--list", action="store_true", help="print the check table and exit")
     parser.add_argument("--timings", action="store_true", help="log each check's wall time on stderr")
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="a named subset of the table (the canary's)")
+    parser.add_argument("--result", type=Path, help="write the canary's result (JSON) here, atomically")
+    parser.add_argument("--textfile", type=Path, help="write the canary's metrics (the node exporter's textfile) here")
+    parser.add_argument("--interval", type=int, default=0, help="the canary timer's interval, for the metrics")
     args = parser.parse_args(argv)
     if args.list:
         for c in CHECKS:
@@ -107,6 +151,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 1
     try:
         names = [n for n in (args.only or "").split(",") if n] or None
+        if args.profile:
+            names = [*(names or ()), *PROFILES[args.profile]]
         checks = select(names)
     except KeyError as err:
         print(f"{script} [{host}]: unknown check {err}; known: {', '.join(c.name for c in CHECKS)}", file=sys.stderr)
@@ -120,7 +166,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     previous = signal.signal(signal.SIGTERM, on_term)
     report: Report | None = None
+    started = time.monotonic()
+    lock: int | None = None
     try:
+        lock = hold_run_lock(root, log)
         try:
             inputs = read_inputs(environ, contract, host)
             ca, cert, key = check_pems(sys.stdin.read() if stdin is None else stdin)
@@ -182,6 +231,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             outcome = run_checks(ctx, checks, log, args.jobs, args.timings)
         finally:
             report = build_report(ctx, outcome)
+        if args.result or args.textfile:
+            write_outputs(args.result, args.textfile, report.to_json(), host_state(ctx, environ, cert),
+                          args.interval, time.time(), time.monotonic() - started)
         if outcome.failure:
             log(f"FAILED on host {host}: {outcome.failure.message}")
             return outcome.failure.code
@@ -195,6 +247,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(report.dumps(), flush=True)
         for path in cleanup:
             shutil.rmtree(path, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
         signal.signal(signal.SIGTERM, previous)
 
 

@@ -1123,3 +1123,14 @@ CHECKS: tuple[Check, ...] = (
     # Measured alone, so nothing else's load is in the figure.
     Check("cold-start", "cold-start", "docker", check_cold_start, _wanted, ("verify-image",), 2, "cold-start"),
 )
+
+# Named subsets of the table (with what they need, engine.select). The canary
+# re-proves on a timer what a running host can lose: the mTLS endpoint
+# answering through the endpoint policy, a sandboxed run per runtime on its
+# own kernel with the isolation probes and their positive controls, and the
+# name lookup. Cold starts, limits and refusals stay verify's: they cost more
+# and change only when the stack does.
+PROFILES: Mapping[str, tuple[str, ...]] = {
+    "canary": ("endpoint-accepts-client-cert", "endpoint-refuses-no-cert", "endpoint-policy", "isolation",
+               "name-lookup"),
+}

@@ -26,10 +26,6 @@ list_entries() {
   sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$1" | awk 'NF'
 }
 
-package_installed() {
-  [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" == "ii "* ]]
-}
-
 # missing_packages FILE: the listed packages that are not installed.
 missing_packages() {
   local pkg

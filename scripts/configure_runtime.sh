@@ -39,38 +39,14 @@ readonly ADDRESS_WAIT_SECONDS=120 # dockerd's ExecStartPre waits this long for P
 readonly PLUGIN_READY_TIMEOUT=30  # seconds for the policy plugin to answer after a (re)start
 FR_PYTHON=${FR_PYTHON:-/usr/bin/python3}
 
-CHANGED=()
 DOCKER_NEEDS_RESTART=0
 SOCKET_CHANGED=0
-UNITS_CHANGED=0
 RESTARTED=false
 RUNTIMES=()
 POLICY_NEEDS_RESTART=0
 POLICY_RESTARTED=false
 
 tls_dir() { printf '%s/tls\n' "$FR_DOCKER_DIR"; }
-
-# write_changed PATH MODE [COMMAND [ARG...]]: COMMAND's output (stdin without
-# one) at PATH by lib.sh's write_file_if_changed, and PATH in CHANGED when it
-# was written; status 1 when PATH was already current. A function, not the
-# end of a pipeline, so that CHANGED is this shell's.
-write_changed() {
-  local path=$1 mode=$2
-  shift 2
-  if (($#)); then
-    "$@" | write_file_if_changed "$path" "$mode" || return 1
-  else
-    write_file_if_changed "$path" "$mode" || return 1
-  fi
-  CHANGED+=("$path")
-}
-
-# write_unit_changed PATH RENDER: write_changed for a systemd unit or drop-in
-# (0644); when it wrote, systemd must reload its units (UNITS_CHANGED).
-write_unit_changed() {
-  write_changed "$1" 0644 "$2" || return 1
-  UNITS_CHANGED=1
-}
 
 # wait_until_answers PROBE LIMIT STEP WHAT TODO: PROBE every STEP s until
 # it succeeds; fatal ("WHAT within LIMIT s", TODO) once LIMIT s have passed.

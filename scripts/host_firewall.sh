@@ -51,7 +51,7 @@
 #
 # Input: ADMIN_CIDRS, SSH_PORT, ENDPOINT_CIDRS, ENDPOINT_PORT,
 # EGRESS_BLOCK_SMTP, EGRESS_NEW_PER_SECOND, EGRESS_NEW_BURST,
-# EGRESS_ALLOWED_CIDRS; SSH_CLIENT (set by sshd) for the lock-out guard.
+# EGRESS_ALLOWED_CIDRS, METRICS_CIDRS (who may scrape the node exporter); SSH_CLIENT (set by sshd) for the lock-out guard.
 # Output (stdout): one JSON line {"changed": [...], "table": "inet functions_runtime"}.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -174,13 +174,15 @@ render_meter() {
 
 # render_ruleset: the whole file, on stdout, from the environment.
 render_ruleset() {
-  local admin_v4 admin_v6 endpoint_v4 endpoint_v6 allowed_v4 allowed_v6
+  local admin_v4 admin_v6 endpoint_v4 endpoint_v6 allowed_v4 allowed_v6 metrics_v4 metrics_v6
   admin_v4=$(cidrs_of_family 4 "$ADMIN_CIDRS")
   admin_v6=$(cidrs_of_family 6 "$ADMIN_CIDRS")
   endpoint_v4=$(cidrs_of_family 4 "${ENDPOINT_CIDRS:-}")
   endpoint_v6=$(cidrs_of_family 6 "${ENDPOINT_CIDRS:-}")
   allowed_v4=$(cidrs_of_family 4 "${EGRESS_ALLOWED_CIDRS:-}")
   allowed_v6=$(cidrs_of_family 6 "${EGRESS_ALLOWED_CIDRS:-}")
+  metrics_v4=$(cidrs_of_family 4 "${METRICS_CIDRS:-}")
+  metrics_v6=$(cidrs_of_family 6 "${METRICS_CIDRS:-}")
   cat <<EOF
 # Managed by functions-runtime (scripts/host_firewall.sh); edits are overwritten.
 # Applied atomically with: nft -f $FR_NFT_FILE
@@ -206,6 +208,8 @@ EOF
   render_set blocked_from_containers_v6 ipv6_addr "$BLOCKED_FROM_CONTAINERS_V6"
   render_set egress_allowed_v4 ipv4_addr "$allowed_v4"
   render_set egress_allowed_v6 ipv6_addr "$allowed_v6"
+  render_set metrics_v4 ipv4_addr "$metrics_v4"
+  render_set metrics_v6 ipv6_addr "$metrics_v6"
   printf '  set %s {\n    type cgroupsv2\n  }\n\n' "$FR_DOCKERD_CGROUP_SET"
   render_meter new_connections_v4 ipv4_addr
   render_meter new_connections_v6 ipv6_addr
@@ -229,6 +233,8 @@ EOF
     ip6 saddr @admin_v6 tcp dport $SSH_PORT accept
     ip saddr @endpoint_v4 tcp dport $ENDPOINT_PORT accept
     ip6 saddr @endpoint_v6 tcp dport $ENDPOINT_PORT accept
+    ip saddr @metrics_v4 tcp dport $FR_NODE_EXPORTER_PORT accept
+    ip6 saddr @metrics_v6 tcp dport $FR_NODE_EXPORTER_PORT accept
   }
 
   chain output {

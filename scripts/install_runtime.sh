@@ -17,7 +17,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # without recommends (needrestart, git, ...); the verify step needs the CLI.
 # apparmor: Debian's kernel enables AppArmor, and dockerd cannot load its
 # docker-default profile without apparmor_parser.
-RUNTIME_PACKAGES=(docker.io docker-cli containerd runc containernetworking-plugins apparmor)
+# prometheus-node-exporter and unattended-upgrades: day two (configure_upkeep.sh).
+RUNTIME_PACKAGES=(docker.io docker-cli containerd runc containernetworking-plugins apparmor
+  prometheus-node-exporter unattended-upgrades)
 # Debian's gVisor, installed only where the stack chose it (gvisor.runsc: debian).
 readonly DEBIAN_RUNSC_PACKAGE=runsc
 
@@ -34,10 +36,6 @@ INSTALLED=()
 KATA_STATUS=""
 GVISOR_STATUS=""
 NERDCTL_STATUS=""
-
-package_installed() {
-  [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" == "ii "* ]]
-}
 
 policy_rc_d_is_ours() { [[ -f "$FR_POLICY_RC_D" ]] && grep -qxF "$POLICY_RC_D_MARK" "$FR_POLICY_RC_D"; }
 

@@ -365,7 +365,41 @@ write_file_if_changed() {
   return 0
 }
 
+# The files a configuring step wrote (its JSON result lists them), and whether
+# one was a systemd unit (then systemd must reload its units).
+CHANGED=()
+UNITS_CHANGED=0
+
+# write_changed PATH MODE [COMMAND [ARG...]]: COMMAND's output (stdin without
+# one) at PATH by lib.sh's write_file_if_changed, and PATH in CHANGED when it
+# was written; status 1 when PATH was already current. A function, not the
+# end of a pipeline, so that CHANGED is this shell's.
+write_changed() {
+  local path=$1 mode=$2
+  shift 2
+  if (($#)); then
+    "$@" | write_file_if_changed "$path" "$mode" || return 1
+  else
+    write_file_if_changed "$path" "$mode" || return 1
+  fi
+  CHANGED+=("$path")
+}
+
+# write_unit_changed PATH RENDER [ARG...]: write_changed for a systemd unit or
+# drop-in (0644); when it wrote, systemd must reload its units (UNITS_CHANGED).
+write_unit_changed() {
+  local path=$1
+  shift
+  write_changed "$path" 0644 "$@" || return 1
+  # shellcheck disable=SC2034 # read by the scripts that source lib.sh
+  UNITS_CHANGED=1
+}
+
 # ---------------------------------------------------------------- packages
+
+package_installed() {
+  [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" == "ii "* ]]
+}
 
 FR_DPKG_UPDATES=${FR_DPKG_UPDATES:-/var/lib/dpkg/updates}
 

@@ -81,6 +81,20 @@ ENDPOINT_MAX_MILLICPUS_MAX = 1024 * 1000
 VERIFY_OUTSIDE_PROBE_DEFAULT = ("1.1.1.1", 443)
 # verify.nameProbe: a name every Debian host resolves (its own package mirror).
 VERIFY_NAME_PROBE_DEFAULT = "deb.debian.org"
+# canary.intervalSeconds: a minute by default (a broken runtime shows within
+# two); never so often that one run overlaps the next on a slow host.
+CANARY_INTERVAL_DEFAULT = 60
+CANARY_INTERVAL_MIN = 30
+CANARY_INTERVAL_MAX = 3600
+# gc.*: an hour for an exited container's logs to be read, 20 GiB of unused
+# images kept warm for the next start, and Docker's disk under 80 %.
+GC_CONTAINER_TTL_DEFAULT = 60
+GC_CONTAINER_TTL_MAX = 7 * 24 * 60
+GC_IMAGE_BUDGET_DEFAULT = 20
+GC_IMAGE_BUDGET_MAX = 100_000
+GC_WATERMARK_DEFAULT = 80
+GC_WATERMARK_MIN = 10
+GC_WATERMARK_MAX = 95
 
 
 def _flag(value: bool) -> str:
@@ -180,6 +194,12 @@ SECTIONS: dict[str, str] = {
     "verify": "The verify step that runs on every host before it is exported.",
     "egress": "What containers may send to the internet (the metadata service, the private "
     "network and the host are never reachable).",
+    "canary": "Continuous verification: each host re-runs a named subset of verify's checks on a "
+    "timer, with a credential that never leaves the host (docs/operations.md).",
+    "gc": "Garbage collection on each host: exited containers, unused images and the build cache, "
+    "never what a running container uses.",
+    "metrics": "Each host's node exporter (Debian's `prometheus-node-exporter`) on its private address, "
+    "behind the host filter.",
     "dedicatedSshKey": "The SSH private key for dedicated hosts.",
 }
 
@@ -336,6 +356,22 @@ SETTINGS: tuple[Setting, ...] = (
     S("egress.allowedCidrs", "cidrs", "internet destinations exempt from the SMTP block and the rate limit "
       "(a mail relay); never a private, link-local, CGNAT, loopback or multicast range, nor together a large "
       "share of the internet", default=(), host_var="EGRESS_ALLOWED_CIDRS", attr="egress.allowed_cidrs"),
+    S("canary.intervalSeconds", "integer", "how often each host's canary runs (a systemd timer); a broken "
+      "runtime shows as failing within two intervals", default=CANARY_INTERVAL_DEFAULT, low=CANARY_INTERVAL_MIN,
+      high=CANARY_INTERVAL_MAX, host_var="CANARY_INTERVAL", attr="canary.interval_seconds"),
+    S("gc.containerTtlMinutes", "integer", "exited containers are removed this long after they finished "
+      "(never a running one)", default=GC_CONTAINER_TTL_DEFAULT, low=1, high=GC_CONTAINER_TTL_MAX,
+      host_var="GC_CONTAINER_TTL_MINUTES", attr="gc.container_ttl_minutes"),
+    S("gc.imageBudgetGiB", "integer", "the total size of unused images a host keeps (oldest go first); "
+      "never an image a container uses, nor the verify image", default=GC_IMAGE_BUDGET_DEFAULT, low=0,
+      high=GC_IMAGE_BUDGET_MAX, host_var="GC_IMAGE_BUDGET_GIB", attr="gc.image_budget_gib"),
+    S("gc.diskWatermarkPercent", "integer", "above this use of Docker's filesystem, GC removes unused images "
+      "beyond the budget too, and the metrics say the host is over its watermark",
+      default=GC_WATERMARK_DEFAULT, low=GC_WATERMARK_MIN, high=GC_WATERMARK_MAX,
+      host_var="GC_WATERMARK_PERCENT", attr="gc.disk_watermark_percent"),
+    S("metrics.allowedCidrs", "cidrs", "who may scrape the node exporter on each host's private address "
+      "(your Prometheus); private ranges only, never anywhere. Empty: it still runs, and nobody reaches it",
+      default=(), host_var="METRICS_CIDRS", attr="metrics.allowed_cidrs"),
     S("dedicatedSshKey", "secret", "secret: the private key root accepts on the dedicated hosts; checked at "
       "preview (unencrypted OpenSSH or PEM; ed25519, ECDSA or RSA of 3072 bits or more), never quoted. Set it "
       "with `pulumi config set --secret functions-runtime:dedicatedSshKey < key`. The only secret setting: any "

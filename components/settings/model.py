@@ -134,6 +134,26 @@ class VerifySettings:
 
 
 @dataclass(frozen=True)
+class CanarySettings:
+    interval_seconds: int = default_of("canary.intervalSeconds")
+
+
+@dataclass(frozen=True)
+class GcSettings:
+    """What GC removes on each host, and the disk use it aims to stay under."""
+
+    container_ttl_minutes: int = default_of("gc.containerTtlMinutes")
+    image_budget_gib: int = default_of("gc.imageBudgetGiB")
+    disk_watermark_percent: int = default_of("gc.diskWatermarkPercent")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # Who may scrape the node exporter; nobody by default.
+    allowed_cidrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class HostSpec:
     """One runtime host as the stack configures it, flattened from its group.
 
@@ -184,6 +204,9 @@ class Settings:
     # preview, each naming its config key (read_settings logs them).
     warnings: tuple[str, ...] = ()
     gvisor: GvisorSettings = GvisorSettings()
+    canary: CanarySettings = CanarySettings()
+    gc: GcSettings = GcSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def hcloud_hosts(self) -> tuple[HostSpec, ...]:

@@ -15,11 +15,14 @@ from components.settings.problems import Problems
 from components.settings.sections import (
     parse_admin,
     parse_artifacts,
+    parse_canary,
     parse_egress,
     parse_endpoint,
+    parse_gc,
     parse_gvisor,
     parse_isolation,
     parse_kata,
+    parse_metrics,
     parse_network,
     parse_verify,
 )
@@ -41,6 +44,9 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     gvisor = parse_gvisor(p, raw.get("gvisor"), isolation, artifacts)
     verify = parse_verify(p, raw.get("verify"), local_dirs)
     egress = parse_egress(p, raw.get("egress"))
+    canary = parse_canary(p, raw.get("canary"))
+    gc = parse_gc(p, raw.get("gc"))
+    metrics = parse_metrics(p, raw.get("metrics"))
     architectures = artifacts.catalog.architectures if artifacts else frozenset({"amd64"})
     hosts = parse_hosts(p, raw.get("hosts"), stack, isolation, network, architectures)
     check_ports(p, hosts, endpoint)
@@ -62,6 +68,9 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         dedicated_ssh_key=dedicated_key,
         warnings=tuple(p.warnings),
         gvisor=gvisor,
+        canary=canary,
+        gc=gc,
+        metrics=metrics,
     )
 
 

@@ -1,5 +1,5 @@
 """The parsers of the stack's objects (kata, network, admin, endpoint,
-egress, artifacts, gvisor, verify): the rules of one section each, with the
+egress, artifacts, gvisor, verify, canary, gc, metrics): the rules of one section each, with the
 types, defaults and bounds of its declarations."""
 
 from __future__ import annotations
@@ -50,12 +50,15 @@ from components.settings.model import (
     PROJECT_ROOT,
     AdminSettings,
     ArtifactSettings,
+    CanarySettings,
     EgressSettings,
     EndpointLimits,
     EndpointRevocations,
     EndpointSettings,
+    GcSettings,
     GvisorSettings,
     KataSettings,
+    MetricsSettings,
     NetworkSettings,
     VerifySettings,
     key,
@@ -560,3 +563,33 @@ def parse_outside_probe(p: Problems, value: Any) -> tuple[str, int] | None:
     return str(addr), port
 
 
+
+
+def parse_canary(p: Problems, value: Any) -> CanarySettings:
+    obj = p.obj(key("canary"), value, fields_of("canary"))
+    return CanarySettings(interval_seconds=_read(p, "canary.intervalSeconds", obj))
+
+
+def parse_gc(p: Problems, value: Any) -> GcSettings:
+    obj = p.obj(key("gc"), value, fields_of("gc"))
+    return GcSettings(
+        container_ttl_minutes=_read(p, "gc.containerTtlMinutes", obj),
+        image_budget_gib=_read(p, "gc.imageBudgetGiB", obj),
+        disk_watermark_percent=_read(p, "gc.diskWatermarkPercent", obj),
+    )
+
+
+def parse_metrics(p: Problems, value: Any) -> MetricsSettings:
+    """metrics.allowedCidrs: the node exporter answers on the private address
+    only, so a public range (or anywhere, however split) is a mistake."""
+    obj = p.obj(key("metrics"), value, fields_of("metrics"))
+    cidrs = _read(p, "metrics.allowedCidrs", obj)
+    entries = p.cidrs(key("metrics.allowedCidrs"), cidrs)
+    for i, c, net in entries:
+        if is_anywhere([net]) or not within(net, ENDPOINT_PRIVATE):
+            p.add(
+                key(f"metrics.allowedCidrs[{i}]"),
+                f"{c} is not a private range; the node exporter listens on the private network only. "
+                "List your Prometheus's private address or network",
+            )
+    return MetricsSettings(allowed_cidrs=tuple(cidrs))

@@ -75,8 +75,10 @@ FUNCTION_LIMITS = {
 
 # What install takes from Debian: gVisor comes from its pinned release (the
 # lab's stand-in), so Debian's runsc package is not among them.
-RUNTIME_PACKAGES = "docker.io docker-cli containerd runc containernetworking-plugins apparmor"
-STEP_NAMES = ("wait", "payload", "bootstrap", "install", "firewall", "configure", "verify-image", "verify", "keys")
+RUNTIME_PACKAGES = ("docker.io docker-cli containerd runc containernetworking-plugins apparmor prometheus-node-exporter "
+                    "unattended-upgrades")
+STEP_NAMES = ("wait", "payload", "bootstrap", "install", "firewall", "configure", "verify-image", "verify", "upkeep",
+              "keys")
 
 
 def step_json(result: StepResult) -> dict:

@@ -28,7 +28,7 @@ from tools.lab.harness import unwrap
 DEV = stack_config("dev")
 COMMAND = "command:remote:Command"
 SERVER = "hcloud:index/server:Server"
-CHAIN = ["wait", "payload", "bootstrap", "install", "firewall", "configure", "verify", "keys"]
+CHAIN = ["wait", "payload", "bootstrap", "install", "firewall", "configure", "verify", "upkeep", "keys"]
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKJrmllVu4fMVCnQiQh96iGQMhpTa/0BpPT/hQl0cgYS"
