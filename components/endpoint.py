@@ -33,6 +33,7 @@ from components.contract import (
     ISOLATION_NETWORKS,
     ISOLATIONS,
     NETWORK_HOST,
+    NODE_EXPORTER_PORT,
     VERIFY_SCHEMA,
 )
 from host_verify.report import PolicyLimits, report_problems
@@ -42,11 +43,19 @@ DOCKER_API_VERSION = "1.45"
 SOURCES = ("hcloud", "dedicated")
 
 
+def url_host(address: str) -> str:
+    """An address as a URL's host: IPv6 in brackets (the verify script's
+    `endpoint_host` does the same on the host)."""
+    return f"[{address}]" if isinstance(address, str) and ":" in address else address
+
+
+def metrics_url(address: str) -> str:
+    """Where a host's node exporter answers (its canary's result among its gauges)."""
+    return f"http://{url_host(address)}:{NODE_EXPORTER_PORT}/metrics"
+
+
 def docker_host_url(address: str, port: int) -> str:
-    """`tcp://address:port`, an IPv6 address in brackets as URLs need it
-    (the verify script's `endpoint_host` does the same on the host)."""
-    host = f"[{address}]" if isinstance(address, str) and ":" in address else address
-    return f"tcp://{host}:{port}"
+    return f"tcp://{url_host(address)}:{port}"
 
 
 class VerificationFailed(Exception):
@@ -218,6 +227,9 @@ def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], iso
         # Additive in endpoint@1: when this host's server certificate expires
         # (a `pulumi up` in its last 30 days re-issues it; docs/certificates.md).
         "serverCertificateNotAfter": None,
+        # Additive in endpoint@1: the node exporter, with the canary's result
+        # (components/host_health.py reads it; docs/operations.md).
+        "metricsUrl": metrics_url(facts.private_address),
     }
     if facts.server_cert_pem is not None:
         try:
@@ -363,6 +375,8 @@ class EndpointHost:
     host_kernel: str | None = None
     # None in documents from before it.
     server_certificate_not_after: dt.datetime | None = None
+    # The node exporter's URL (the canary's result); None in documents from before it.
+    metrics_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -553,7 +567,14 @@ def read_endpoint_host(h: Any, isolation: str, where: str) -> EndpointHost:
         server_certificate_not_after=_read_not_after(
             h.get("serverCertificateNotAfter"), f"{where}.serverCertificateNotAfter"
         ),
+        metrics_url=_read_metrics_url(h.get("metricsUrl"), f"{where}.metricsUrl"),
     )
+
+
+def _read_metrics_url(raw: Any, where: str) -> str | None:
+    if raw is not None and (not isinstance(raw, str) or not raw.startswith("http://")):
+        raise EndpointError(f"{where}: expected http://address:port/metrics, got {raw!r}")
+    return raw
 
 
 def read_client_tls(doc: Any) -> ClientTls:

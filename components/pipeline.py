@@ -150,6 +150,7 @@ HOST_STEPS: tuple[Step, ...] = (
         env=(
             *VERIFY_ENV,
             "CANARY_INTERVAL",
+            "CANARY_DRAIN",
             "GC_CONTAINER_TTL_MINUTES",
             "GC_IMAGE_BUDGET_GIB",
             "GC_WATERMARK_PERCENT",

@@ -73,7 +73,7 @@ class DockerLookups:
         self.socket_path = socket_path
 
     def _get(self, path: str) -> Mapping[str, Any] | None:
-        conn = _UnixHTTPConnection(self.socket_path, LOOKUP_TIMEOUT_S)
+        conn = UnixHTTPConnection(self.socket_path, LOOKUP_TIMEOUT_S)
         try:
             conn.request("GET", path, headers={"Host": "docker"})
             response = conn.getresponse()
@@ -104,7 +104,9 @@ class DockerLookups:
         return self._get(f"/volumes/{quote(name, safe='')}")
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP to dockerd's unix socket (host_gc asks dockerd through it too)."""
+
     def __init__(self, path: Path, timeout: float) -> None:
         super().__init__("docker", timeout=timeout)
         self._path = str(path)

@@ -947,6 +947,9 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", "/containers/{id}/wait", "container wait", check_container),
     _route("POST", "/containers/{id}/attach", "container attach", check_container),
     _route("GET", "/containers/{id}/logs", "container logs", check_container),
+    # A sandbox's CPU, memory and PIDs as its runtime accounts them (cAdvisor
+    # sees nothing inside gVisor or Kata): docs/operations.md, Per-sandbox usage.
+    _route("GET", "/containers/{id}/stats", "container stats", check_container),
     _route("POST", "/containers/{id}/resize", "container resize", check_container),
     _route("POST", "/containers/{id}/stop", "container stop", check_container),
     _route("POST", "/containers/{id}/kill", "container kill", check_container),

@@ -215,10 +215,17 @@ def remove_unused_images(api: DockerAPI, settings: Settings, remaining: list[Con
 
     def remove(image: Image, why: str) -> None:
         query = {"force": "0", "noprune": "0"}
-        if _remove(api, "image", image.id, f"/images/{quote(image.id, safe='')}", query,
-                   f"{_describe(image)}; {why}", settings, outcome, log):
-            outcome.removed_images.append(image.id)
-            outcome.image_bytes += image.size
+        # dockerd refuses to delete by ID an image tagged in several
+        # repositories (409) unless forced; untagging each name (never
+        # forced) removes it with its last name, and still refuses while a
+        # container uses it.
+        names = image.repo_tags if len(image.repo_tags) > 1 else (image.id,)
+        for name in names:
+            if not _remove(api, "image", name, f"/images/{quote(name, safe='')}", query,
+                           f"{_describe(image)}; {why}", settings, outcome, log):
+                return
+        outcome.removed_images.append(image.id)
+        outcome.image_bytes += image.size
 
     for image in plan.over_budget:
         remove(image, f"unused images over the budget of {settings.image_budget_bytes} bytes")

@@ -1,10 +1,10 @@
 """A small Docker Engine API client on dockerd's unix socket: GET, POST, DELETE.
 
-Why not endpoint_authz.plugin.DockerLookups: it only GETs, turns a 404 into
-None and every other status into the authorization rules' LookupFailed, and
-its socket connection class is private to the plugin. GC needs POST and
-DELETE, the status of every answer (409 and 404 are "skipped", not errors)
-and a longer timeout for removals, so it has this client instead.
+Why not endpoint_authz.plugin.DockerLookups: it only GETs, and turns a 404
+into None and every other status into the authorization rules'
+LookupFailed. GC needs POST and DELETE, the status of every answer (409 and
+404 are "skipped", not errors) and a longer timeout for removals; it shares
+the plugin's connection to the socket (both ship in the payload).
 
 Paths are unversioned (`/containers/json`): dockerd answers them in its own
 API version, and a pinned old version stops working when a later dockerd
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+
+from endpoint_authz.plugin import UnixHTTPConnection
 
 # dockerd's own socket (root only).
 DOCKER_SOCKET = Path("/run/docker.sock")
@@ -57,22 +58,6 @@ class Response:
         return ""
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("docker", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 class DockerAPI:
     """HTTP/1.1 requests to dockerd on `socket_path`, one connection each."""
 
@@ -85,7 +70,7 @@ class DockerAPI:
         """One request; raises DockerUnreachable or DockerGarbage, never returns
         an answer that is not HTTP with a JSON (or empty) body."""
         target = f"{path}?{urlencode(query)}" if query else path
-        conn = _UnixHTTPConnection(self.socket_path, self.timeout if timeout is None else timeout)
+        conn = UnixHTTPConnection(self.socket_path, self.timeout if timeout is None else timeout)
         try:
             conn.request(method, target)  # Host: docker; a bodiless POST gets Content-Length: 0
             answer = conn.getresponse()

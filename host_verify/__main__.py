@@ -32,7 +32,14 @@ from types import FrameType
 if __package__ in (None, ""):  # run as a file: python3 -I .../host_verify/__main__.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from host_verify.canary import HostState, certificate_expiries, policy_up, running_sandboxes, write_outputs
+from host_verify.canary import (
+    HostState,
+    certificate_expiries,
+    follow_health,
+    policy_up,
+    running_sandboxes,
+    write_outputs,
+)
 from host_verify.checks import (
     BUSYBOX_APPLETS,
     CHECKS,
@@ -115,7 +122,7 @@ def host_state(ctx: Context, environ: Mapping[str, str], client_cert: str) -> Ho
         reboot_required=Path(ctx.contract["REBOOT_REQUIRED"]).exists(),
         policy_up=policy_up(ctx.runner, ctx.contract["AUTHZ_UNIT"]),
         certificates=expiries,
-        sandboxes=running_sandboxes(ctx.docker),
+        sandboxes=running_sandboxes(ctx.docker, ctx.wanted),
         artifacts={name: row.version for name, row in ctx.catalog.items()},
     )
 
@@ -132,6 +139,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     parser.add_argument("--result", type=Path, help="write the canary's result (JSON) here, atomically")
     parser.add_argument("--textfile", type=Path, help="write the canary's metrics (the node exporter's textfile) here")
     parser.add_argument("--interval", type=int, default=0, help="the canary timer's interval, for the metrics")
+    parser.add_argument("--drain-on-failure", action="store_true",
+                        help="drain the host while this run fails, resume when one passes (canary.drainOnFailure)")
     args = parser.parse_args(argv)
     if args.list:
         for c in CHECKS:
@@ -231,9 +240,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             outcome = run_checks(ctx, checks, log, args.jobs, args.timings)
         finally:
             report = build_report(ctx, outcome)
-        if args.result or args.textfile:
-            write_outputs(args.result, args.textfile, report.to_json(), host_state(ctx, environ, cert),
-                          args.interval, time.time(), time.monotonic() - started)
+        if args.result or args.textfile or args.drain_on_failure:
+            state = host_state(ctx, environ, cert)
+            write_outputs(args.result, args.textfile, report.to_json(), state, args.interval, time.time(),
+                          time.monotonic() - started)
+            if args.drain_on_failure:
+                healthy = report.passed and state.policy_up
+                action = follow_health(Path(contract["AUTHZ_DRAIN_FILE"]), healthy, report.reason)
+                if action != "unchanged":
+                    log(f"host {host} {action} (canary.drainOnFailure)")
         if outcome.failure:
             log(f"FAILED on host {host}: {outcome.failure.message}")
             return outcome.failure.code

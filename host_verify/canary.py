@@ -64,12 +64,13 @@ def certificate_expiries(files: Mapping[str, tuple[Path, int]], work: Path) -> d
     return expiries
 
 
-def running_sandboxes(docker: Docker) -> dict[str, int] | None:
-    """Running containers per runtime, as root on the local socket."""
+def running_sandboxes(docker: Docker, runtimes: Sequence[str] = ()) -> dict[str, int] | None:
+    """Running containers per runtime (each of `runtimes` counted, if only as
+    0), as root on the local socket."""
     ids = docker.local("ps", "--quiet", "--no-trunc", timeout=30)
     if not ids.ok:
         return None
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = dict.fromkeys(runtimes, 0)
     listed = ids.output.split()
     if not listed:
         return counts
@@ -89,12 +90,17 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
+def _number(value: float) -> str:
+    """Every digit: a Unix time in `%g` would lose hours."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _gauge(lines: list[str], name: str, help_text: str, samples: Sequence[tuple[Mapping[str, str], float]]) -> None:
     lines.append(f"# HELP {name} {help_text}")
     lines.append(f"# TYPE {name} gauge")
     for labels, value in samples:
         text = ",".join(f'{k}="{_label(v)}"' for k, v in sorted(labels.items()))
-        lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+        lines.append(f"{name}{{{text}}} {_number(value)}" if text else f"{name} {_number(value)}")
 
 
 def render_metrics(report: Mapping[str, Any], state: HostState, interval: int, finished: float,
@@ -143,6 +149,22 @@ def canary_result(report: Mapping[str, Any], state: HostState, interval: int, fi
         "reason": report.get("reason"),
         "report": report,
     }
+
+
+CANARY_DRAIN_MARK = "drained by the canary"
+
+
+def follow_health(drain_file: Path, healthy: bool, reason: str | None) -> str:
+    """canary.drainOnFailure: drain while the canary fails, resume when it
+    passes again; an operator's drain (any other content) is never lifted."""
+    ours = drain_file.is_file() and drain_file.read_text(errors="replace").startswith(CANARY_DRAIN_MARK)
+    if not healthy and not drain_file.exists():
+        write_atomically(drain_file, f"{CANARY_DRAIN_MARK}: {reason or 'the endpoint policy is down'}\n")
+        return "drained"
+    if healthy and ours:
+        drain_file.unlink(missing_ok=True)
+        return "resumed"
+    return "unchanged"
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:

@@ -6,7 +6,8 @@
 # both), and Debian security updates without reboots or runtime packages.
 #
 # Input: the verify step's variables (FR_VERIFY_ENV; the canary's unit reads
-# them from a root-only file), CANARY_INTERVAL (seconds),
+# them from a root-only file), CANARY_INTERVAL (seconds), CANARY_DRAIN
+# (true: the canary drains the host while it fails),
 # GC_CONTAINER_TTL_MINUTES, GC_IMAGE_BUDGET_GIB, GC_WATERMARK_PERCENT; on
 # stdin the stack CA, the canary's client certificate and its key (PEM, in
 # that order). The key goes to a 0600 root file and is never printed.
@@ -32,7 +33,7 @@ check_inputs() {
     # The one verify variable that may be empty: no image archive.
     [[ "$name" == VERIFY_IMAGE_ARCHIVE ]] || verify_vars+=("$name")
   done
-  require_var PRIVATE_ADDRESS CANARY_INTERVAL GC_CONTAINER_TTL_MINUTES GC_IMAGE_BUDGET_GIB GC_WATERMARK_PERCENT \
+  require_var PRIVATE_ADDRESS CANARY_INTERVAL CANARY_DRAIN GC_CONTAINER_TTL_MINUTES GC_IMAGE_BUDGET_GIB GC_WATERMARK_PERCENT \
     "${verify_vars[@]}"
 }
 
@@ -75,6 +76,8 @@ render_canary_env() {
 }
 
 render_canary_service() {
+  local drain=""
+  [[ "$CANARY_DRAIN" == true ]] && drain=" --drain-on-failure"
   cat <<EOF
 # Managed by functions-runtime (scripts/configure_upkeep.sh).
 [Unit]
@@ -87,14 +90,15 @@ Type=oneshot
 EnvironmentFile=$FR_CANARY_ENV
 StandardInput=file:$FR_CANARY_CREDENTIALS
 StandardOutput=null
-ExecStart=$FR_PYTHON -I $FR_ROOT/host_verify/__main__.py --profile canary --result $FR_CANARY_RESULT --textfile $FR_TEXTFILE_DIR/functions_runtime_canary.prom --interval $CANARY_INTERVAL
+ExecStart=$FR_PYTHON -I $FR_ROOT/host_verify/__main__.py --profile canary --result $FR_CANARY_RESULT --textfile $FR_TEXTFILE_DIR/functions_runtime_canary.prom --interval $CANARY_INTERVAL$drain
 TimeoutStartSec=$CANARY_TIMEOUT_SECONDS
 Nice=5
 EOF
 }
 
-# render_timer UNIT WHAT EVERY: a monotonic timer that fires soon after it
-# starts, then EVERY seconds after the last run began.
+# render_timer UNIT WHAT EVERY: a monotonic timer that fires EVERY seconds
+# after it starts (verify has just proved the host), then EVERY seconds
+# after the last run began.
 render_timer() {
   cat <<EOF
 # Managed by functions-runtime (scripts/configure_upkeep.sh).
@@ -102,7 +106,7 @@ render_timer() {
 Description=$2
 
 [Timer]
-OnActiveSec=15s
+OnActiveSec=${3}s
 OnUnitActiveSec=${3}s
 AccuracySec=1s
 Unit=$1.service
@@ -181,8 +185,16 @@ configure_upgrades() {
 
 start_units() {
   if ((UNITS_CHANGED)); then run systemctl daemon-reload; fi
-  run systemctl enable --now "$FR_CANARY_UNIT.timer" "$FR_GC_UNIT.timer" >&2
-  run systemctl enable "$FR_NODE_EXPORTER_UNIT.service" >&2
+  local timer
+  for timer in "$FR_CANARY_UNIT.timer" "$FR_GC_UNIT.timer"; do
+    systemctl is-enabled --quiet "$timer" 2>/dev/null || run systemctl enable "$timer" >&2
+    systemctl is-active --quiet "$timer" || run systemctl start "$timer"
+  done
+  # The first result right away, not one interval later: consumers leave a
+  # host without one out (components/host_health.py).
+  [[ -e "$FR_CANARY_RESULT" ]] || run systemctl start --no-block "$FR_CANARY_UNIT.service"
+  systemctl is-enabled --quiet "$FR_NODE_EXPORTER_UNIT.service" 2>/dev/null ||
+    run systemctl enable "$FR_NODE_EXPORTER_UNIT.service" >&2
   if ((NODE_EXPORTER_NEEDS_RESTART)) || ! systemctl is-active --quiet "$FR_NODE_EXPORTER_UNIT.service"; then
     run systemctl restart "$FR_NODE_EXPORTER_UNIT.service" ||
       fatal "$FR_NODE_EXPORTER_UNIT to start on $PRIVATE_ADDRESS:$FR_NODE_EXPORTER_PORT" "it failed" \

@@ -359,6 +359,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("canary.intervalSeconds", "integer", "how often each host's canary runs (a systemd timer); a broken "
       "runtime shows as failing within two intervals", default=CANARY_INTERVAL_DEFAULT, low=CANARY_INTERVAL_MIN,
       high=CANARY_INTERVAL_MAX, host_var="CANARY_INTERVAL", attr="canary.interval_seconds"),
+    S("canary.drainOnFailure", "boolean", "drain the host (the endpoint refuses new containers) while its "
+      "canary fails, and resume when it passes; an operator's own drain is never lifted. Off by default: a cause "
+      "all hosts share (the name probe's resolver, the outside probe) would drain the whole fleet at once",
+      default=False, host_var="CANARY_DRAIN", attr="canary.drain_on_failure"),
     S("gc.containerTtlMinutes", "integer", "exited containers are removed this long after they finished "
       "(never a running one)", default=GC_CONTAINER_TTL_DEFAULT, low=1, high=GC_CONTAINER_TTL_MAX,
       host_var="GC_CONTAINER_TTL_MINUTES", attr="gc.container_ttl_minutes"),
@@ -369,9 +373,10 @@ SETTINGS: tuple[Setting, ...] = (
       "beyond the budget too, and the metrics say the host is over its watermark",
       default=GC_WATERMARK_DEFAULT, low=GC_WATERMARK_MIN, high=GC_WATERMARK_MAX,
       host_var="GC_WATERMARK_PERCENT", attr="gc.disk_watermark_percent"),
-    S("metrics.allowedCidrs", "cidrs", "who may scrape the node exporter on each host's private address "
-      "(your Prometheus); private ranges only, never anywhere. Empty: it still runs, and nobody reaches it",
-      default=(), host_var="METRICS_CIDRS", attr="metrics.allowed_cidrs"),
+    S("metrics.allowedCidrs", "cidrs", "who may read the node exporter on each host's private address: your "
+      "Prometheus, and the functions service, which reads each host's canary there (components/host_health.py); "
+      "private ranges only, never anywhere", default_text="`endpoint.allowedCidrs`", host_var="METRICS_CIDRS",
+      attr="metrics.allowed_cidrs"),
     S("dedicatedSshKey", "secret", "secret: the private key root accepts on the dedicated hosts; checked at "
       "preview (unencrypted OpenSSH or PEM; ed25519, ECDSA or RSA of 3072 bits or more), never quoted. Set it "
       "with `pulumi config set --secret functions-runtime:dedicatedSshKey < key`. The only secret setting: any "

@@ -136,6 +136,7 @@ class VerifySettings:
 @dataclass(frozen=True)
 class CanarySettings:
     interval_seconds: int = default_of("canary.intervalSeconds")
+    drain_on_failure: bool = default_of("canary.drainOnFailure")
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class GcSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    # Who may scrape the node exporter; nobody by default.
+    # Who may read the node exporter (endpoint.allowedCidrs unless the stack says).
     allowed_cidrs: tuple[str, ...] = ()
 
 

@@ -46,7 +46,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     egress = parse_egress(p, raw.get("egress"))
     canary = parse_canary(p, raw.get("canary"))
     gc = parse_gc(p, raw.get("gc"))
-    metrics = parse_metrics(p, raw.get("metrics"))
+    metrics = parse_metrics(p, raw.get("metrics"), endpoint)
     architectures = artifacts.catalog.architectures if artifacts else frozenset({"amd64"})
     hosts = parse_hosts(p, raw.get("hosts"), stack, isolation, network, architectures)
     check_ports(p, hosts, endpoint)

@@ -567,7 +567,8 @@ def parse_outside_probe(p: Problems, value: Any) -> tuple[str, int] | None:
 
 def parse_canary(p: Problems, value: Any) -> CanarySettings:
     obj = p.obj(key("canary"), value, fields_of("canary"))
-    return CanarySettings(interval_seconds=_read(p, "canary.intervalSeconds", obj))
+    return CanarySettings(interval_seconds=_read(p, "canary.intervalSeconds", obj),
+                          drain_on_failure=_read(p, "canary.drainOnFailure", obj))
 
 
 def parse_gc(p: Problems, value: Any) -> GcSettings:
@@ -579,11 +580,14 @@ def parse_gc(p: Problems, value: Any) -> GcSettings:
     )
 
 
-def parse_metrics(p: Problems, value: Any) -> MetricsSettings:
-    """metrics.allowedCidrs: the node exporter answers on the private address
-    only, so a public range (or anywhere, however split) is a mistake."""
+def parse_metrics(p: Problems, value: Any, endpoint: EndpointSettings) -> MetricsSettings:
+    """metrics.allowedCidrs: whoever reaches the endpoint reads the canary by
+    default. Given, it must be private: the node exporter answers on the
+    private address only, so a public range (or anywhere) is a mistake."""
     obj = p.obj(key("metrics"), value, fields_of("metrics"))
     cidrs = _read(p, "metrics.allowedCidrs", obj)
+    if not cidrs:
+        return MetricsSettings(allowed_cidrs=endpoint.allowed_cidrs)
     entries = p.cidrs(key("metrics.allowedCidrs"), cidrs)
     for i, c, net in entries:
         if is_anywhere([net]) or not within(net, ENDPOINT_PRIVATE):

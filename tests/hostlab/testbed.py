@@ -506,6 +506,11 @@ def _common(mirror_url: str, catalog: Path, image: VerifyImage, isolation: str) 
             # nerdctl is a test archive here (nerdctl_script): verify runs ctr only.
             "nerdctl": False,
         },
+        # The canary's timer stays quiet (an hour) so it never runs beside
+        # another test; its tests start it or set a short interval themselves.
+        "functions-runtime:canary": {"intervalSeconds": 3600},
+        # The lab's operator scrapes from QEMU's gateway (a forward to 9100).
+        "functions-runtime:metrics": {"allowedCidrs": [f"{HOST_FROM_GUEST}/32"]},
     }
 
 

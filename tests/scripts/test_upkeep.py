@@ -24,12 +24,12 @@ UPKEEP = {
     "PRIVATE_ADDRESS": "10.0.1.5", "ENDPOINT_PORT": "2376", "SSH_PORT": "22",
     "VERIFY_IMAGE": "functions-runtime/verify:busybox", "VERIFY_IMAGE_ARCHIVE": "", "COLD_START_RUNS": "5",
     "LIMIT_MAX_MILLICPUS": "2000", "VERIFY_OUTSIDE": "1.1.1.1 443", "VERIFY_NERDCTL": "true",
-    "VERIFY_NAME_PROBE": "deb.debian.org", "CANARY_INTERVAL": "60", "GC_CONTAINER_TTL_MINUTES": "60",
+    "VERIFY_NAME_PROBE": "deb.debian.org", "CANARY_INTERVAL": "60", "CANARY_DRAIN": "false", "GC_CONTAINER_TTL_MINUTES": "60",
     "GC_IMAGE_BUDGET_GIB": "20", "GC_WATERMARK_PERCENT": "80",
 }
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "$*" >>"$SYSTEMCTL_LOG"
-case "$1" in is-active) exit 3 ;; esac
+case "$1" in is-active|is-enabled) exit 3 ;; esac
 exit 0
 """
 FAKE_DPKG_QUERY = """#!/bin/sh
@@ -86,8 +86,11 @@ def test_a_first_run_writes_everything_and_a_second_changes_nothing(fr_env, tmp_
     assert "PRIVATE KEY" not in first.stdout + first.stderr
     log = Path(env["SYSTEMCTL_LOG"]).read_text().splitlines()
     assert "daemon-reload" in log
-    assert "enable --now functions-runtime-canary.timer functions-runtime-gc.timer" in log
+    for timer in ("functions-runtime-canary.timer", "functions-runtime-gc.timer"):
+        assert f"enable {timer}" in log and f"start {timer}" in log
     assert "restart prometheus-node-exporter.service" in log
+    # No canary result yet: the first run starts now, not one interval later.
+    assert "start --no-block functions-runtime-canary.service" in log
 
     second = run_script("configure_upkeep.sh", env, stdin)
     assert second.rc == 0, second.stderr
@@ -95,6 +98,11 @@ def test_a_first_run_writes_everything_and_a_second_changes_nothing(fr_env, tmp_
     # Nothing rewritten; the node exporter restarts only because the stand-in says it is not running.
     assert again["changed"] == []
     assert Path(env["SYSTEMCTL_LOG"]).read_text().splitlines().count("daemon-reload") == 1
+    Path(env["FR_CANARY_RESULT"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(env["FR_CANARY_RESULT"]).write_text("{}")
+    third = run_script("configure_upkeep.sh", env, stdin)
+    assert third.rc == 0 and json.loads(third.stdout)["changed"] == []
+    assert Path(env["SYSTEMCTL_LOG"]).read_text().count("start --no-block") == 2  # not a third time
 
 
 def test_the_canarys_unit_runs_verifys_profile_with_its_credential_on_stdin(fr_env, tmp_path):
@@ -106,6 +114,9 @@ def test_the_canarys_unit_runs_verifys_profile_with_its_credential_on_stdin(fr_e
     assert (f"ExecStart={sys.executable} -I {env['FR_ROOT']}/host_verify/__main__.py --profile canary --result "
             f"{env['FR_CANARY_RESULT']} --textfile {env['FR_TEXTFILE_DIR']}/functions_runtime_canary.prom "
             "--interval 60") in unit.stdout
+    assert "--drain-on-failure" not in unit.stdout
+    drained = run_bash("render_canary_service", {**env, "CANARY_DRAIN": "true"}, script="configure_upkeep.sh")
+    assert "--interval 60 --drain-on-failure\n" in drained.stdout
     timer = run_bash('render_timer functions-runtime-canary "the canary" "$CANARY_INTERVAL"', env,
                      script="configure_upkeep.sh")
     assert "OnUnitActiveSec=60s" in timer.stdout and "Unit=functions-runtime-canary.service" in timer.stdout

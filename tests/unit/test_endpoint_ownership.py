@@ -39,6 +39,7 @@ CONTAINER_CALLS = [
     ("POST", "/v1.45/containers/{}/wait", None),
     ("POST", "/v1.45/containers/{}/attach?stream=1&stdout=1", None),
     ("GET", "/v1.45/containers/{}/logs?stdout=1", None),
+    ("GET", "/v1.45/containers/{}/stats?stream=false", None),
     ("POST", "/v1.45/containers/{}/resize?h=1&w=1", None),
     ("POST", "/v1.45/containers/{}/stop", None),
     ("POST", "/v1.45/containers/{}/kill", None),

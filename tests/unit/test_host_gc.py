@@ -358,12 +358,20 @@ def test_a_container_restarted_meanwhile_stays(engine, tmp_path):
                                "reason": "now running (was exited)"}]
 
 
-def test_an_image_tagged_in_several_repositories_is_skipped_with_dockerds_reason(engine, tmp_path):
-    # DELETE /images/{id} without force refuses such an image; GC does not force it.
+def test_an_image_tagged_in_several_repositories_goes_by_untagging_each_name(engine, tmp_path):
+    # DELETE /images/{id} without force refuses such an image; GC never forces,
+    # it untags each name and the last one removes the image.
     engine.add_image(image_id(1), ("a:1", "b:1"), created=1, size=GIB)
     code, doc, _ = run_gc(engine, tmp_path, budget=0)
-    assert code == 0 and image_id(1) in engine.images
-    assert "referenced in multiple repositories" in doc["skipped"][0]["reason"]
+    assert code == 0 and image_id(1) not in engine.images
+    assert doc["skipped"] == [] and deleted(engine, "images") == ["a:1", "b:1"]
+
+
+def test_an_image_tagged_twice_that_a_container_uses_keeps_both_names(engine, tmp_path):
+    engine.add_image(image_id(1), ("a:1", "b:1"), created=1, size=GIB)
+    engine.add_container(container_id(1), image_id(1), "running", created=NOW - 2 * HOUR)
+    code, _doc, _ = run_gc(engine, tmp_path, budget=0)
+    assert code == 0 and engine.images[image_id(1)].tags == ("a:1", "b:1")
 
 
 def test_the_build_cache_older_than_the_ttl_is_pruned_and_counted(engine, tmp_path):

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from host_verify import __main__ as cli
-from host_verify.canary import CANARY_SCHEMA, HostState, certificate_expiries, render_metrics
+from host_verify.canary import CANARY_SCHEMA, HostState, certificate_expiries, follow_health, render_metrics
 from host_verify.checks import CHECKS, PROFILES
 from host_verify.clients import Result
 from host_verify.engine import select
@@ -80,6 +80,17 @@ def test_a_healthy_canary_run_writes_its_result_and_metrics(tmp_path, capsys):
     assert metric(textfile, "functions_runtime_canary_interval_seconds") == {"": 60}
     assert metric(textfile, "functions_runtime_reboot_required") == {"": 0}
     assert "# TYPE functions_runtime_canary_success gauge" in textfile
+    # A Unix time keeps every digit (`%g` would round it to hours).
+    stamp = metric(textfile, "functions_runtime_canary_last_run_timestamp_seconds")[""]
+    assert abs(stamp - datetime.datetime.now(datetime.UTC).timestamp()) < 600
+
+
+def test_a_runtime_with_nothing_running_is_counted_as_zero(tmp_path, capsys):
+    def nothing_runs(argv: list[str]) -> Result | None:
+        return Result(0, "") if "ps" in argv and "--quiet" in argv else None
+
+    _code, _result, textfile, _err = run_canary(tmp_path, capsys, FakeHost(cni=tmp_path / "cni", override=nothing_runs))
+    assert metric(textfile, "functions_runtime_sandboxes_running") == {'{runtime="runsc"}': 0}
 
 def test_a_runtime_on_the_hosts_kernel_fails_the_canary_and_says_which_check(tmp_path, capsys):
     fake = FakeHost(cni=tmp_path / "cni", override=canary_ps)
@@ -155,3 +166,39 @@ def test_a_run_waits_for_another_runs_lock(tmp_path):
     assert len(got) == 1 and said == ["waiting for another verification run on this host to finish"]
     os.close(got[0])
     assert os.listdir(tmp_path) == []  # the lock leaves nothing behind
+
+
+def test_with_drain_on_failure_a_failing_canary_drains_and_a_passing_one_resumes(tmp_path, capsys):
+    drain = tmp_path / "draining"
+    env = environ(tmp_path, FR_AUTHZ_DRAIN_FILE=str(drain))
+    broken = FakeHost(cni=tmp_path / "cni", override=canary_ps)
+    broken.kernels["runsc"] = os.uname().release
+    for fake in (broken, FakeHost(cni=tmp_path / "cni", override=canary_ps)):
+        fake.runsc_entry = f"{env['FR_DEBIAN_RUNSC']}|--network=sandbox "
+    cli.main(["--profile", "canary", "--drain-on-failure"], env, lambda _e: broken, PEMS)
+    assert drain.read_text().startswith("drained by the canary: ")
+    cli.main(["--profile", "canary", "--drain-on-failure"], env, lambda _e: broken, PEMS)
+    assert drain.exists()
+    healthy = FakeHost(cni=tmp_path / "cni", override=canary_ps)
+    healthy.runsc_entry = f"{env['FR_DEBIAN_RUNSC']}|--network=sandbox "
+    cli.main(["--profile", "canary", "--drain-on-failure"], env, lambda _e: healthy, PEMS)
+    assert not drain.exists()
+    assert "drained (canary.drainOnFailure)" in capsys.readouterr().err
+
+
+def test_the_canary_never_lifts_an_operators_drain(tmp_path):
+    drain = tmp_path / "draining"
+    drain.write_text("draining: container create is refused; everything else works\n")
+    assert follow_health(drain, healthy=True, reason=None) == "unchanged" and drain.exists()
+    assert follow_health(drain, healthy=False, reason="x") == "unchanged"
+    assert drain.read_text().startswith("draining:")
+
+
+def test_without_drain_on_failure_a_failing_canary_drains_nothing(tmp_path, capsys):
+    drain = tmp_path / "draining"
+    env = environ(tmp_path, FR_AUTHZ_DRAIN_FILE=str(drain))
+    fake = FakeHost(cni=tmp_path / "cni", override=canary_ps)
+    fake.kernels["runsc"] = os.uname().release
+    fake.runsc_entry = f"{env['FR_DEBIAN_RUNSC']}|--network=sandbox "
+    assert cli.main(["--profile", "canary"], env, lambda _e: fake, PEMS) != 0
+    assert not drain.exists()

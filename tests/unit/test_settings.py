@@ -362,3 +362,43 @@ def test_clh_with_its_opt_in_is_accepted_and_warned_by_key():
 def test_the_untested_hypervisor_opt_in_changes_nothing_for_qemu():
     s = parse_settings(with_change("kata", {"hypervisor": "qemu", "allowUntestedHypervisor": True}), "test")
     assert s.kata.hypervisor == "qemu" and s.warnings == ()
+
+
+def test_day_two_defaults_a_minute_canary_gc_thresholds_and_the_endpoints_sources_reading_metrics():
+    settings = parse_settings(GOOD, "test")
+    assert settings.canary.interval_seconds == 60
+    assert (settings.gc.container_ttl_minutes, settings.gc.image_budget_gib, settings.gc.disk_watermark_percent) == (
+        60, 20, 80)
+    assert settings.metrics.allowed_cidrs == settings.endpoint.allowed_cidrs == ("10.0.0.0/16",)
+    assert settings.canary.drain_on_failure is False
+
+
+def test_day_two_settings_parse():
+    cfg = with_change("canary", {"intervalSeconds": 300})
+    cfg["gc"] = {"containerTtlMinutes": 5, "imageBudgetGiB": 0, "diskWatermarkPercent": 90}
+    cfg["metrics"] = {"allowedCidrs": ["10.0.9.0/24", "fd00::/64"]}
+    settings = parse_settings(cfg, "test")
+    assert settings.canary.interval_seconds == 300
+    assert (settings.gc.container_ttl_minutes, settings.gc.image_budget_gib, settings.gc.disk_watermark_percent) == (
+        5, 0, 90)
+    assert settings.metrics.allowed_cidrs == ("10.0.9.0/24", "fd00::/64")
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "config_key", "words"),
+    [
+        ("canary", {"intervalSeconds": 10}, "functions-runtime:canary.intervalSeconds", "30"),
+        ("canary", {"intervalSeconds": "often"}, "functions-runtime:canary.intervalSeconds", ""),
+        ("gc", {"diskWatermarkPercent": 100}, "functions-runtime:gc.diskWatermarkPercent", "95"),
+        ("gc", {"containerTtlMinutes": 0}, "functions-runtime:gc.containerTtlMinutes", ""),
+        ("gc", {"imageBudgetGiB": -1}, "functions-runtime:gc.imageBudgetGiB", ""),
+        ("gc", {"ttl": 5}, "functions-runtime:gc", "ttl"),
+        ("metrics", {"allowedCidrs": ["203.0.113.0/24"]}, "functions-runtime:metrics.allowedCidrs[0]", "private"),
+        ("metrics", {"allowedCidrs": ["0.0.0.0/0"]}, "functions-runtime:metrics.allowedCidrs[0]", "private"),
+        ("metrics", {"allowedCidrs": ["10.0.0.1/8"]}, "functions-runtime:metrics.allowedCidrs[0]", ""),
+    ],
+)
+def test_bad_day_two_setting_is_named(section, value, config_key, words):
+    problems = problems_of(with_change(section, value))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(config_key) and words in problems[0], problems
