@@ -212,6 +212,9 @@ GC_INTERVAL_SECONDS = 300
 NODE_EXPORTER_UNIT = "prometheus-node-exporter"
 NODE_EXPORTER_DEFAULTS = "/etc/default/prometheus-node-exporter"
 NODE_EXPORTER_PORT = 9100
+# dockerd's own Prometheus metrics (daemon.json metrics-addr), on the private
+# address beside the endpoint, behind the same filter as the node exporter.
+DOCKERD_METRICS_PORT = 9323
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 # unattended-upgrades: Debian security updates, never a reboot, never the
 # runtime packages underneath running functions (docs/operations.md).
@@ -339,6 +342,7 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_NODE_EXPORTER_UNIT", NODE_EXPORTER_UNIT),
         SharedFact("FR_NODE_EXPORTER_DEFAULTS", NODE_EXPORTER_DEFAULTS, overridable=True),
         SharedFact("FR_NODE_EXPORTER_PORT", str(NODE_EXPORTER_PORT)),
+        SharedFact("FR_DOCKERD_METRICS_PORT", str(DOCKERD_METRICS_PORT)),
         SharedFact("FR_TEXTFILE_DIR", TEXTFILE_DIR, overridable=True),
         SharedFact("FR_UPGRADES_CONFIG", UPGRADES_CONFIG, overridable=True),
         SharedFact("FR_UPGRADES_PERIODIC", UPGRADES_PERIODIC, overridable=True),

@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from components.contract import (
     AUTHZ_OWNER_LABEL,
+    DOCKERD_METRICS_PORT,
     ENDPOINT_SCHEMA,
     ISOLATION_NETWORKS,
     ISOLATIONS,
@@ -49,9 +50,10 @@ def url_host(address: str) -> str:
     return f"[{address}]" if isinstance(address, str) and ":" in address else address
 
 
-def metrics_url(address: str) -> str:
-    """Where a host's node exporter answers (its canary's result among its gauges)."""
-    return f"http://{url_host(address)}:{NODE_EXPORTER_PORT}/metrics"
+def metrics_url(address: str, port: int = NODE_EXPORTER_PORT) -> str:
+    """Where a host's node exporter answers (its canary's result among its
+    gauges), or with DOCKERD_METRICS_PORT dockerd's own metrics."""
+    return f"http://{url_host(address)}:{port}/metrics"
 
 
 def docker_host_url(address: str, port: int) -> str:
@@ -230,6 +232,7 @@ def build_endpoint_host(facts: EndpointHostFacts, report: Mapping[str, Any], iso
         # Additive in endpoint@1: the node exporter, with the canary's result
         # (components/host_health.py reads it; docs/operations.md).
         "metricsUrl": metrics_url(facts.private_address),
+        "dockerdMetricsUrl": metrics_url(facts.private_address, DOCKERD_METRICS_PORT),
     }
     if facts.server_cert_pem is not None:
         try:
@@ -375,8 +378,10 @@ class EndpointHost:
     host_kernel: str | None = None
     # None in documents from before it.
     server_certificate_not_after: dt.datetime | None = None
-    # The node exporter's URL (the canary's result); None in documents from before it.
+    # The node exporter's URL (the canary's result) and dockerd's metrics; None
+    # in documents from before them.
     metrics_url: str | None = None
+    dockerd_metrics_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -568,6 +573,7 @@ def read_endpoint_host(h: Any, isolation: str, where: str) -> EndpointHost:
             h.get("serverCertificateNotAfter"), f"{where}.serverCertificateNotAfter"
         ),
         metrics_url=_read_metrics_url(h.get("metricsUrl"), f"{where}.metricsUrl"),
+        dockerd_metrics_url=_read_metrics_url(h.get("dockerdMetricsUrl"), f"{where}.dockerdMetricsUrl"),
     )
 
 

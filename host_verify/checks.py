@@ -438,7 +438,7 @@ def check_runsc_network(ctx: Context, _rt: str, rec: Recorder) -> None:
 
 
 def check_daemon_hardening(ctx: Context, _rt: str, rec: Recorder) -> None:
-    name, desc = "daemon-hardening", "dockerd: live-restore, log rotation, root-only socket, TLS-only TCP"
+    name, desc = "daemon-hardening", "dockerd: live-restore, log rotation, root-only socket, TLS-only TCP API"
     inp, sock = ctx.inputs, ctx.paths.docker_socket
     out = _docker_info(ctx, rec, name, desc, "daemon")
     if out != "true json-file":
@@ -451,12 +451,14 @@ def check_daemon_hardening(ctx: Context, _rt: str, rec: Recorder) -> None:
                        "re-run the configure step (docker.socket drop-in), then 'systemctl restart docker.socket'")
     ss = ctx.runner.run(["ss", "-ltnpH"], timeout=10).stdout
     listeners = sorted({line.split()[3] for line in ss.splitlines() if '"dockerd"' in line and len(line.split()) > 3})
-    expected = f"{inp.private_address}:{inp.endpoint_port}"
-    if listeners != [expected]:
-        raise rec.fail(name, desc, f"dockerd's only TCP listener to be {expected} (mutual TLS)",
-                       f"listeners: {' '.join(listeners) or 'none'}",
+    endpoint = f"{inp.endpoint_host}:{inp.endpoint_port}"
+    metrics = f"{inp.endpoint_host}:{ctx.contract['DOCKERD_METRICS_PORT']}"
+    if listeners != sorted([endpoint, metrics]):
+        raise rec.fail(name, desc, f"dockerd's TCP listeners to be {endpoint} (mutual TLS) and {metrics} (its metrics, "
+                       "behind the host filter) only", f"listeners: {' '.join(listeners) or 'none'}",
                        "remove other -H/hosts entries from dockerd's unit or daemon.json")
-    rec.passed(name, desc, f"live-restore on, json-file logs, socket 600 root:root, TCP only on {expected}")
+    rec.passed(name, desc, f"live-restore on, json-file logs, socket 600 root:root, TCP only on {endpoint} and "
+               f"its metrics on {metrics}")
 
 
 def check_policy_plugin(ctx: Context, _rt: str, rec: Recorder) -> None:

@@ -142,6 +142,7 @@ render_daemon_json() {
   cat <<EOF
 {
   "hosts": ["fd://", $(json_string "tcp://$PRIVATE_ADDRESS:$ENDPOINT_PORT")],
+  "metrics-addr": $(json_string "$PRIVATE_ADDRESS:$FR_DOCKERD_METRICS_PORT"),
   "tls": true,
   "tlsverify": true,
   "tlscacert": $(json_string "$dir/ca.pem"),

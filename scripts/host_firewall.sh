@@ -51,7 +51,7 @@
 #
 # Input: ADMIN_CIDRS, SSH_PORT, ENDPOINT_CIDRS, ENDPOINT_PORT,
 # EGRESS_BLOCK_SMTP, EGRESS_NEW_PER_SECOND, EGRESS_NEW_BURST,
-# EGRESS_ALLOWED_CIDRS, METRICS_CIDRS (who may scrape the node exporter); SSH_CLIENT (set by sshd) for the lock-out guard.
+# EGRESS_ALLOWED_CIDRS, METRICS_CIDRS (who may read the node exporter's and dockerd's metrics); SSH_CLIENT (set by sshd) for the lock-out guard.
 # Output (stdout): one JSON line {"changed": [...], "table": "inet functions_runtime"}.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -233,8 +233,8 @@ EOF
     ip6 saddr @admin_v6 tcp dport $SSH_PORT accept
     ip saddr @endpoint_v4 tcp dport $ENDPOINT_PORT accept
     ip6 saddr @endpoint_v6 tcp dport $ENDPOINT_PORT accept
-    ip saddr @metrics_v4 tcp dport $FR_NODE_EXPORTER_PORT accept
-    ip6 saddr @metrics_v6 tcp dport $FR_NODE_EXPORTER_PORT accept
+    ip saddr @metrics_v4 tcp dport { $FR_NODE_EXPORTER_PORT, $FR_DOCKERD_METRICS_PORT } accept
+    ip6 saddr @metrics_v6 tcp dport { $FR_NODE_EXPORTER_PORT, $FR_DOCKERD_METRICS_PORT } accept
   }
 
   chain output {

@@ -332,9 +332,11 @@ def test_running_daemon_is_hardened_and_restarts_without_killing_functions(lab):
     )
     assert denied.returncode != 0 and "PermissionError" in denied.stderr, denied.stdout + denied.stderr
     assert lab.sh("curl -sS --max-time 10 --unix-socket /run/docker.sock http://docker/_ping").strip() == "OK"
-    # The only TCP listener is the mutual-TLS endpoint: plain HTTP to it is not the API.
+    # The TCP listeners are the mutual-TLS endpoint and dockerd's metrics, on the
+    # private address: plain HTTP to the endpoint is not the API.
     listeners = lab.sh("ss -ltnpH | grep dockerd").strip().splitlines()
-    assert [line.split()[3] for line in listeners] == ["10.0.2.15:2376"], listeners
+    assert sorted(line.split()[3] for line in listeners) == ["10.0.2.15:2376", "10.0.2.15:9323"], listeners
+    assert "engine_daemon_" in lab.sh("curl -fsS --max-time 10 http://10.0.2.15:9323/metrics")
     plain = lab.vm.ssh("curl -sS --max-time 10 http://10.0.2.15:2376/_ping", timeout=60)
     assert "Client sent an HTTP request to an HTTPS server" in plain.stdout + plain.stderr, plain
 

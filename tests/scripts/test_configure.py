@@ -86,6 +86,7 @@ def daemon_json(fr_env, tmp_path, isolation="sandbox", kvm=False, kata=False):
 def test_daemon_json_per_isolation(fr_env, tmp_path, isolation, kvm, kata, default, runtimes):
     d = daemon_json(fr_env, tmp_path, isolation, kvm, kata)
     assert d["hosts"] == ["fd://", "tcp://10.0.0.2:2376"]
+    assert d["metrics-addr"] == "10.0.0.2:9323"  # dockerd's metrics: the private address only
     assert d["tls"] is True and d["tlsverify"] is True
     assert d["tlskey"].endswith("/tls/server-key.pem")
     assert d["default-runtime"] == default

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from components.contract import NODE_EXPORTER_PORT
+from components.contract import DOCKERD_METRICS_PORT, NODE_EXPORTER_PORT
 from tests.scripts.helpers import run_bash
 from tests.scripts.test_firewall import BASE
 from tests.support.packets import FRAME, RECEIVE, SEND
@@ -349,12 +349,15 @@ def test_a_source_address_the_bridge_does_not_route_is_dropped(lab, fr_env, tmp_
 
 def test_the_node_exporter_port_answers_only_its_allowed_sources(lab, fr_env, tmp_path):
     """metrics.allowedCidrs: the private network's scraper reaches the host's
-    9100; another private address and a container do not."""
-    lab.listen("host", NODE_EXPORTER_PORT)
+    node exporter and dockerd's metrics; another private address and a
+    container do not."""
+    lab.listen("host", NODE_EXPORTER_PORT, DOCKERD_METRICS_PORT)
     load(lab, ruleset(fr_env, METRICS_CIDRS=f"{PRIVATE}/32"), tmp_path)
     assert lab.reaches("private", "10.0.0.1", NODE_EXPORTER_PORT) == "open"
+    assert lab.reaches("private", "10.0.0.1", DOCKERD_METRICS_PORT) == "open"
     assert lab.reaches("a1", "172.17.0.1", NODE_EXPORTER_PORT) == "dropped"
     load(lab, ruleset(fr_env, METRICS_CIDRS="10.0.0.99/32"), tmp_path)
     assert lab.reaches("private", "10.0.0.1", NODE_EXPORTER_PORT) == "dropped"
+    assert lab.reaches("private", "10.0.0.1", DOCKERD_METRICS_PORT) == "dropped"
     load(lab, ruleset(fr_env, METRICS_CIDRS=""), tmp_path)
     assert lab.reaches("private", "10.0.0.1", NODE_EXPORTER_PORT) == "dropped"

@@ -88,7 +88,7 @@ class FakeHost:
     runsc_entry: str = f"{RUNSC}|--network=sandbox "
     daemon: str = "true json-file"
     socket_mode: str = "600 root root"
-    listeners: Sequence[str] = (f"{PRIVATE}:2376",)
+    listeners: Sequence[str] = (f"{PRIVATE}:2376", f"{PRIVATE}:9323")
     authz: str = "functions-runtime-authz "
     images: set[str] = field(default_factory=lambda: {"functions-runtime/verify:busybox"})
     pids_started: int = 127

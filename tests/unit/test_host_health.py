@@ -137,6 +137,7 @@ def test_a_document_from_before_metrics_urls_leaves_the_host_out_saying_why():
 def test_the_endpoint_document_names_each_hosts_metrics_url():
     assert metrics_url("10.0.1.5") == "http://10.0.1.5:9100/metrics"
     assert metrics_url("fd00::5") == "http://[fd00::5]:9100/metrics"
+    assert metrics_url("10.0.1.5", 9323) == "http://10.0.1.5:9323/metrics"
     entry = {"name": "a", "source": "hcloud", "dockerHost": "tcp://10.0.1.5:2376", "privateAddress": "10.0.1.5",
              "publicAddress": "203.0.113.1", "defaultRuntime": "runsc",
              "runtimes": [{"name": "runsc", "isolation": "sandbox"}], "metricsUrl": "ftp://x"}

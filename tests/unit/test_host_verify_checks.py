@@ -372,7 +372,11 @@ def test_a_daemon_running_another_runsc_fails_the_network_check(tmp_path):
     [
         (("daemon", "false json-file"), "live-restore on and the json-file log driver"),
         (("socket_mode", "660 root docker"), "mode 600, owned by root:root; found 660 root docker"),
-        (("listeners", (f"{PRIVATE}:2376", "0.0.0.0:2375")), f"listeners: 0.0.0.0:2375 {PRIVATE}:2376"),
+        (("listeners", (f"{PRIVATE}:2376", f"{PRIVATE}:9323", "0.0.0.0:2375")),
+         f"listeners: 0.0.0.0:2375 {PRIVATE}:2376 {PRIVATE}:9323"),
+        # dockerd's metrics on every address (not the private one) would bypass the host filter's intent.
+        (("listeners", (f"{PRIVATE}:2376", "0.0.0.0:9323")), f"listeners: 0.0.0.0:9323 {PRIVATE}:2376"),
+        (("listeners", (f"{PRIVATE}:2376",)), f"and {PRIVATE}:9323 (its metrics"),
         (("listeners", ()), "listeners: none"),
     ],
 )
