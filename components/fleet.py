@@ -32,7 +32,7 @@ class RuntimeFleet(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         labels = {"functions-runtime-stack": stack_slug(settings.stack)}
         payload = build_payload(settings.artifacts.catalog, admin_sources=settings.admin.ssh_source_cidrs)
-        pki = FleetPki(f"{name}-pki", settings.stack, opts=child)
+        pki = FleetPki(f"{name}-pki", settings.stack, settings.certificates.rotate_after_days, opts=child)
 
         cloud: CloudServerArgs | None = None
         cloud_private_key: pulumi.Input[str] | None = None

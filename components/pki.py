@@ -24,8 +24,14 @@ KEY_ALGORITHM = "ECDSA"
 KEY_CURVE = "P256"
 CA_VALIDITY_HOURS = 10 * 365 * 24
 LEAF_VALIDITY_HOURS = 2 * 365 * 24
-# Leaf certificates are re-issued by the next `pulumi up` inside this window.
-LEAF_EARLY_RENEWAL_HOURS = 30 * 24
+
+
+def early_renewal_hours(rotate_after_days: int) -> int:
+    """certificates.rotateAfterDays as the provider's window: a leaf is ready
+    for renewal (re-issued by the next `pulumi up`) this long before it
+    expires. A fixed number: the provider compares it with the certificate's
+    own dates, so nothing time-based enters an input."""
+    return LEAF_VALIDITY_HOURS - rotate_after_days * 24
 ORGANIZATION = "functions-runtime"
 
 
@@ -69,9 +75,11 @@ class VerifierCredentials:
 class FleetPki(pulumi.ComponentResource):
     """A stack's certificate authority and the certificates it issues."""
 
-    def __init__(self, name: str, stack: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, stack: str, rotate_after_days: int,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("functions-runtime:index:FleetPki", name, None, opts)
         self._name = name
+        self._early_renewal_hours = early_renewal_hours(rotate_after_days)
         self.ca = create_authority(f"{name}-ca", f"functions-runtime {stack} endpoint CA", self)
         self.ca_cert = self.ca.cert
         self.client = self.issue_client("consumer", CONSUMER_COMMON_NAME)
@@ -102,7 +110,7 @@ class FleetPki(pulumi.ComponentResource):
             ca_private_key_pem=authority.key.private_key_pem,
             ca_cert_pem=authority.cert.cert_pem,
             validity_period_hours=LEAF_VALIDITY_HOURS,
-            early_renewal_hours=LEAF_EARLY_RENEWAL_HOURS,
+            early_renewal_hours=self._early_renewal_hours,
             allowed_uses=uses,
             opts=opts,
         )

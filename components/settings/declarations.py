@@ -81,6 +81,11 @@ ENDPOINT_MAX_MILLICPUS_MAX = 1024 * 1000
 VERIFY_OUTSIDE_PROBE_DEFAULT = ("1.1.1.1", 443)
 # verify.nameProbe: a name every Debian host resolves (its own package mirror).
 VERIFY_NAME_PROBE_DEFAULT = "deb.debian.org"
+# certificates.rotateAfterDays: a leaf is valid 730 days; by default it is
+# re-issued in its last 30 (as before the setting), never in its last day.
+ROTATE_AFTER_DAYS_DEFAULT = 700
+ROTATE_AFTER_DAYS_MIN = 7
+ROTATE_AFTER_DAYS_MAX = 729
 # canary.intervalSeconds: a minute by default (a broken runtime shows within
 # two); never so often that one run overlaps the next on a slow host.
 CANARY_INTERVAL_DEFAULT = 60
@@ -200,6 +205,7 @@ SECTIONS: dict[str, str] = {
     "never what a running container uses.",
     "metrics": "Each host's node exporter (Debian's `prometheus-node-exporter`) on its private address, "
     "behind the host filter.",
+    "certificates": "The endpoint's leaf certificates (docs/certificates.md).",
     "dedicatedSshKey": "The SSH private key for dedicated hosts.",
 }
 
@@ -377,6 +383,11 @@ SETTINGS: tuple[Setting, ...] = (
       "Prometheus, and the functions service, which reads each host's canary there (components/host_health.py); "
       "private ranges only, never anywhere", default_text="`endpoint.allowedCidrs`", host_var="METRICS_CIDRS",
       attr="metrics.allowed_cidrs"),
+    S("certificates.rotateAfterDays", "integer", "leaf certificates (the hosts' server certificates, the "
+      "consumers', verify's and the canaries' client certificates; each valid for two years) are re-issued by the "
+      "first `pulumi up` at least this many days after they were issued. Consumers keep working across a server "
+      "certificate's rotation: the CA stays", default=ROTATE_AFTER_DAYS_DEFAULT, low=ROTATE_AFTER_DAYS_MIN,
+      high=ROTATE_AFTER_DAYS_MAX),
     S("dedicatedSshKey", "secret", "secret: the private key root accepts on the dedicated hosts; checked at "
       "preview (unencrypted OpenSSH or PEM; ed25519, ECDSA or RSA of 3072 bits or more), never quoted. Set it "
       "with `pulumi config set --secret functions-runtime:dedicatedSshKey < key`. The only secret setting: any "

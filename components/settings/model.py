@@ -155,6 +155,11 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class CertificateSettings:
+    rotate_after_days: int = default_of("certificates.rotateAfterDays")
+
+
+@dataclass(frozen=True)
 class HostSpec:
     """One runtime host as the stack configures it, flattened from its group.
 
@@ -208,6 +213,7 @@ class Settings:
     canary: CanarySettings = CanarySettings()
     gc: GcSettings = GcSettings()
     metrics: MetricsSettings = MetricsSettings()
+    certificates: CertificateSettings = CertificateSettings()
 
     @property
     def hcloud_hosts(self) -> tuple[HostSpec, ...]:

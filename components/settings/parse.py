@@ -16,6 +16,7 @@ from components.settings.sections import (
     parse_admin,
     parse_artifacts,
     parse_canary,
+    parse_certificates,
     parse_egress,
     parse_endpoint,
     parse_gc,
@@ -47,6 +48,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     canary = parse_canary(p, raw.get("canary"))
     gc = parse_gc(p, raw.get("gc"))
     metrics = parse_metrics(p, raw.get("metrics"), endpoint)
+    certificates = parse_certificates(p, raw.get("certificates"))
     architectures = artifacts.catalog.architectures if artifacts else frozenset({"amd64"})
     hosts = parse_hosts(p, raw.get("hosts"), stack, isolation, network, architectures)
     check_ports(p, hosts, endpoint)
@@ -71,6 +73,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         canary=canary,
         gc=gc,
         metrics=metrics,
+        certificates=certificates,
     )
 
 

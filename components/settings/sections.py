@@ -51,6 +51,7 @@ from components.settings.model import (
     AdminSettings,
     ArtifactSettings,
     CanarySettings,
+    CertificateSettings,
     EgressSettings,
     EndpointLimits,
     EndpointRevocations,
@@ -597,3 +598,8 @@ def parse_metrics(p: Problems, value: Any, endpoint: EndpointSettings) -> Metric
                 "List your Prometheus's private address or network",
             )
     return MetricsSettings(allowed_cidrs=tuple(cidrs))
+
+
+def parse_certificates(p: Problems, value: Any) -> CertificateSettings:
+    obj = p.obj(key("certificates"), value, fields_of("certificates"))
+    return CertificateSettings(rotate_after_days=_read(p, "certificates.rotateAfterDays", obj))

@@ -125,7 +125,8 @@ def test_a_broken_runtime_fails_the_canary_within_two_intervals_and_recovers(lab
     try:
         failed_after = wait_for_gauge(lab, "functions_runtime_canary_success", 0, 2 * CANARY_INTERVAL_S)
         result = json.loads(lab.sh(f"cat {CANARY_RESULT}"))
-        assert result["healthy"] is False and result["failedCheck"].startswith(("runtime-runsc", "reach-runsc")), result
+        # The isolation probe and the name lookup run side by side: either may report first.
+        assert result["healthy"] is False and "runsc" in result["failedCheck"], result
         check = result["failedCheck"]
         assert gauge(scrape(lab), "functions_runtime_canary_check_success", f'{{check="{check}"}}') == 0
     finally:

@@ -330,3 +330,16 @@ def test_placement_groups_split_large_groups_by_ten():
     groups = run.of_type("hcloud:index/placementGroup:PlacementGroup")
     assert len(groups) == 2
     assert all(g.plain["type"] == "spread" for g in groups)
+
+
+def test_a_rotation_period_asks_the_provider_to_renew_leaves_that_many_days_after_issue():
+    """certificates.rotateAfterDays is the provider's early renewal window, a
+    fixed number of hours (no time enters an input): a 90-day rotation marks a
+    two-year leaf ready for renewal 640 days before it expires. The CAs keep
+    their ten years, so consumers keep trusting rotated server certificates."""
+    cfg = {**DEV, "functions-runtime:certificates": {"rotateAfterDays": 90}}
+    run = run_program(cfg, stack="dev")
+    leaves = run.of_type("tls:index/locallySignedCert:LocallySignedCert")
+    assert leaves and {(r.plain["validityPeriodHours"], r.plain["earlyRenewalHours"]) for r in leaves} == {
+        (2 * 365 * 24, (2 * 365 - 90) * 24)}
+    assert {r.plain.get("earlyRenewalHours") for r in run.of_type("tls:index/selfSignedCert:SelfSignedCert")} == {None}

@@ -396,6 +396,9 @@ def test_day_two_settings_parse():
         ("metrics", {"allowedCidrs": ["203.0.113.0/24"]}, "functions-runtime:metrics.allowedCidrs[0]", "private"),
         ("metrics", {"allowedCidrs": ["0.0.0.0/0"]}, "functions-runtime:metrics.allowedCidrs[0]", "private"),
         ("metrics", {"allowedCidrs": ["10.0.0.1/8"]}, "functions-runtime:metrics.allowedCidrs[0]", ""),
+        ("certificates", {"rotateAfterDays": 730}, "functions-runtime:certificates.rotateAfterDays", "729"),
+        ("certificates", {"rotateAfterDays": 1}, "functions-runtime:certificates.rotateAfterDays", "7"),
+        ("canary", {"drainOnFailure": "yes"}, "functions-runtime:canary.drainOnFailure", ""),
     ],
 )
 def test_bad_day_two_setting_is_named(section, value, config_key, words):
