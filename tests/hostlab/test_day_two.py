@@ -163,8 +163,8 @@ for i in 1 2 3; do
   tar -C $d -c blob | docker import - {GC_MARK}:$i >/dev/null; rm -rf $d
   docker create --name {GC_MARK}-exited-$i {GC_MARK}:$i true >/dev/null
 done
-docker run --name {GC_MARK}-src --runtime runc {image} sh -c 'head -c 60M /dev/urandom > /blob'
-docker commit -q {GC_MARK}-src {GC_MARK}:used >/dev/null; docker rm {GC_MARK}-src >/dev/null
+docker run --name {GC_MARK}-src --runtime runc {image} sh -c 'dd if=/dev/urandom of=/blob bs=1048576 count=60 2>/dev/null'
+docker commit {GC_MARK}-src {GC_MARK}:used >/dev/null; docker rm {GC_MARK}-src >/dev/null
 docker run -d --name {GC_MARK}-running --runtime runsc {GC_MARK}:used sleep 600 >/dev/null
 """, timeout=600)
     before = disk_percent(lab)
