@@ -168,10 +168,13 @@ docker commit {GC_MARK}-src {GC_MARK}:used >/dev/null; docker rm {GC_MARK}-src >
 docker run -d --name {GC_MARK}-running --runtime runsc {GC_MARK}:used sleep 600 >/dev/null
 """, timeout=600)
     before = disk_percent(lab)
-    # The watermark just below today's use: GC must free the throwaway images' worth.
+    # The watermark just below today's use, and a budget that keeps every
+    # image: only the watermark makes GC remove images, oldest first, and
+    # only as many as it takes (each is about 0.5 % of the disk, so at most
+    # two of the three go).
     watermark = int(before)
     out = lab.sh(
-        f"python3 -I {REMOTE_ROOT}/host_gc/__main__.py --container-ttl-seconds 1 --image-budget-bytes 0 "
+        f"python3 -I {REMOTE_ROOT}/host_gc/__main__.py --container-ttl-seconds 1 --image-budget-bytes {100 << 30} "
         f"--watermark-percent {watermark} --keep-image {image} --textfile {TEXTFILE_DIR}/functions_runtime_gc.prom",
         timeout=600)
     doc = json.loads(out)
@@ -184,8 +187,9 @@ docker run -d --name {GC_MARK}-running --runtime runsc {GC_MARK}:used sleep 600 
         assert lab.sh(f"docker inspect -f '{{{{.State.Running}}}}' {GC_MARK}-running").strip() == "true", names
         assert not [n for n in names if n.startswith(f"{GC_MARK}-exited")], names
         assert image.removeprefix("sha256:")[:12] in images, images
-        # The running container's image stays; the unused ones went.
+        # The running container's image stays; the oldest unused one went, the newest was not needed.
         assert f"{GC_MARK}:used" in images and f"{GC_MARK}:1" not in images, images
+        assert f"{GC_MARK}:3" in images, (images, doc)
         assert gauge(scrape(lab), "functions_runtime_gc_under_watermark") == 1
     finally:
         lab.sh(f"docker rm -f $(docker ps -aq --filter name={GC_MARK}) >/dev/null 2>&1 || true", timeout=120,
