@@ -46,6 +46,9 @@ from components.endpoint import docker_client, read_stack_outputs
 
 SSH_TIMEOUT_S = 300
 CALL_TIMEOUT_S = 180
+FAILED_CALL_PAUSE_S = 1.0
+# The fault phases: load alone, the plugin killed (systemd restarts it), dockerd restarted, load after.
+PHASE_S = (20, 20, 30)
 MARK = "functions-runtime-bench"
 ALLOW_RUNC = (f"python3 -c \"import json,sys; p='{AUTHZ_CONFIG}'; d=json.load(open(p)); "
               "d['sandboxRuntimes']=sorted(set(d['sandboxRuntimes'])|{'runc'}); json.dump(d, open(p+'.bench','w'))\" && "
@@ -136,28 +139,32 @@ def faults(bench: Bench, ssh: list[str], n: int) -> dict[str, Any]:
         assert bench.start("runsc", name)[0] == "ok", f"could not start {name}"
     before = {name: ssh_run(ssh, f"docker inspect -f '{{{{.Id}}}} {{{{.State.StartedAt}}}}' {name}").strip()
               for name in survivors}
-    attempts: list[tuple[str, str, float, str]] = []
+    attempts: list[tuple[str, str, float, str, float]] = []
     lock = threading.Lock()
     stop = threading.Event()
 
     def worker() -> None:
         while not stop.is_set():
             name = f"{MARK}-load-{uuid.uuid4().hex[:8]}"
+            began = time.time()
             kind, seconds, detail = bench.start("runsc", name)
             with lock:
-                attempts.append((name, kind, seconds, detail))
+                attempts.append((name, kind, seconds, detail, began))
+            if kind != "ok":
+                time.sleep(FAILED_CALL_PAUSE_S)  # as a client backs off; the count stays readable
 
     events = []
     with ThreadPoolExecutor(n) as pool:
         for _ in range(n):
             pool.submit(worker)
-        time.sleep(20)
+        events.append(("load", time.time()))
+        time.sleep(PHASE_S[0])
         events.append(("plugin killed", time.time()))
         ssh_run(ssh, f"systemctl kill -s KILL {AUTHZ_UNIT}")
-        time.sleep(20)
+        time.sleep(PHASE_S[1])
         events.append(("dockerd restarted", time.time()))
         ssh_run(ssh, "systemctl restart docker")
-        time.sleep(30)
+        time.sleep(PHASE_S[2])
         stop.set()
     after = {name: ssh_run(ssh, f"docker inspect -f '{{{{.Id}}}} {{{{.State.StartedAt}}}}' {name} 2>&1 || true").strip()
              for name in survivors}
@@ -166,10 +173,15 @@ def faults(bench: Bench, ssh: list[str], n: int) -> dict[str, Any]:
     states = dict(line.split()[:2] for line in names if line.strip())
     ok_names = [a[0] for a in attempts if a[1] == "ok"]
     bench.clean(ssh)
-    outcomes = Counter((kind, detail.split(":")[0][:80]) for _, kind, _, detail in attempts)
+    starts = [at for _, at in events]
+
+    def phase(at: float) -> str:
+        return next((events[i][0] for i in range(len(starts) - 1, -1, -1) if at >= starts[i]), events[0][0])
+
+    outcomes = Counter((phase(a[4]), a[1], a[3][:120]) for a in attempts)
     return {
         "attempts": len(attempts),
-        "outcomes": [{"kind": k, "first_words": d, "count": c} for (k, d), c in outcomes.most_common()],
+        "outcomes": [{"phase": p, "kind": k, "detail": d, "count": c} for (p, k, d), c in sorted(outcomes.items())],
         "slowest_call_s": round(max((a[2] for a in attempts), default=0.0), 1),
         "survived_dockerd_restart": {name: before[name] == after[name] for name in survivors},
         "names_twice": [n for n, c in present.items() if c > 1],
@@ -189,13 +201,15 @@ def main() -> int:
     parser.add_argument("--sandboxes", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--faults", action="store_true")
+    parser.add_argument("--faults-only", action="store_true", help="skip the capacity rounds")
     args = parser.parse_args()
     ssh = shlex.split(args.ssh)
     bench = Bench(args.outputs, args.base_url, args.image)
-    result: dict[str, Any] = {"sandboxes": args.sandboxes, "rounds": args.rounds,
-                              "capacity": capacity(bench, ssh, args.sandboxes, args.rounds)}
-    print(json.dumps(result["capacity"]), file=sys.stderr)
-    if args.faults:
+    result: dict[str, Any] = {"sandboxes": args.sandboxes, "rounds": args.rounds}
+    if not args.faults_only:
+        result["capacity"] = capacity(bench, ssh, args.sandboxes, args.rounds)
+        print(json.dumps(result["capacity"]), file=sys.stderr)
+    if args.faults or args.faults_only:
         result["faults"] = faults(bench, ssh, args.sandboxes)
     print(json.dumps(result))
     return 0
