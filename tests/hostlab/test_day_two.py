@@ -154,24 +154,26 @@ def disk_percent(lab: SharedGuest) -> float:
 def test_gc_brings_the_disk_under_the_watermark_and_spares_what_is_used(lab):
     lab.fresh(VERIFIED)
     image = lab.image.image_id
-    # Throwaway images (random data does not share layers) with an exited
-    # container each, and one image a running container uses (the verify
-    # image plus a blob, committed).
+    # Throwaway images (random data does not share layers) of 1.2 % of
+    # Docker's filesystem each, with an exited container each, and one image
+    # a running container uses (the verify image plus a blob, committed).
+    blob_mib = int(lab.sh("stat -f -c '%b %S' /var/lib/docker | awk '{print int($1 * $2 * 0.012 / 1048576) + 1}'"))
     lab.sh(f"""set -e
 for i in 1 2 3; do
-  d=$(mktemp -d); head -c 60M /dev/urandom > $d/blob
+  d=$(mktemp -d); head -c {blob_mib}M /dev/urandom > $d/blob
   tar -C $d -c blob | docker import - {GC_MARK}:$i >/dev/null; rm -rf $d
   docker create --name {GC_MARK}-exited-$i {GC_MARK}:$i true >/dev/null
+  sleep 1
 done
-docker run --name {GC_MARK}-src --runtime runc {image} sh -c 'dd if=/dev/urandom of=/blob bs=1048576 count=60 2>/dev/null'
+docker run --name {GC_MARK}-src --runtime runc {image} sh -c 'dd if=/dev/urandom of=/blob bs=1048576 count=10 2>/dev/null'
 docker commit {GC_MARK}-src {GC_MARK}:used >/dev/null; docker rm {GC_MARK}-src >/dev/null
 docker run -d --name {GC_MARK}-running --runtime runsc {GC_MARK}:used sleep 600 >/dev/null
-""", timeout=600)
+""", timeout=900)
     before = disk_percent(lab)
     # The watermark just below today's use, and a budget that keeps every
     # image: only the watermark makes GC remove images, oldest first, and
-    # only as many as it takes (each is about 0.5 % of the disk, so at most
-    # two of the three go).
+    # only as many as it takes. Each throwaway image is more than the 1 %
+    # between today's use and the watermark, so exactly the oldest goes.
     watermark = int(before)
     out = lab.sh(
         f"python3 -I {REMOTE_ROOT}/host_gc/__main__.py --container-ttl-seconds 1 --image-budget-bytes {100 << 30} "
@@ -187,9 +189,9 @@ docker run -d --name {GC_MARK}-running --runtime runsc {GC_MARK}:used sleep 600 
         assert lab.sh(f"docker inspect -f '{{{{.State.Running}}}}' {GC_MARK}-running").strip() == "true", names
         assert not [n for n in names if n.startswith(f"{GC_MARK}-exited")], names
         assert image.removeprefix("sha256:")[:12] in images, images
-        # The running container's image stays; the oldest unused one went, the newest was not needed.
-        assert f"{GC_MARK}:used" in images and f"{GC_MARK}:1" not in images, images
-        assert f"{GC_MARK}:3" in images, (images, doc)
+        # The running container's image stays; the oldest unused one went, and it was enough.
+        assert f"{GC_MARK}:used" in images and f"{GC_MARK}:1" not in images, (images, doc)
+        assert f"{GC_MARK}:2" in images and f"{GC_MARK}:3" in images, (images, doc)
         assert gauge(scrape(lab), "functions_runtime_gc_under_watermark") == 1
     finally:
         lab.sh(f"docker rm -f $(docker ps -aq --filter name={GC_MARK}) >/dev/null 2>&1 || true", timeout=120,
