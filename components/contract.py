@@ -75,6 +75,10 @@ AUTHZ_UNIT = f"{AUTHZ_PLUGIN_NAME}.service"
 AUTHZ_CONFIG = "/etc/functions-runtime/endpoint-policy.json"
 # Exists while the host drains (creates refused); survives reboots.
 AUTHZ_DRAIN_FILE = "/var/lib/functions-runtime/draining"
+# How the drain file of a retiring host (scripts/retire_host.sh) starts:
+# "<mark>: <why>". Not the canary's mark (host_verify/canary.py), so the
+# canary, which lifts only its own drain, never lifts a retiring host's.
+AUTHZ_RETIRE_MARK = "retiring"
 # The operator's one command on the host: drain, resume, status, recover.
 ENDPOINT_COMMAND = "/usr/local/sbin/functions-runtime-endpoint"
 # Every refusal starts with it (the plugin defines it; verify looks for it).
@@ -105,6 +109,19 @@ VERIFY_MILLICPUS = 1000
 # The SSH keys the program grants (its own and admin.sshKeys) live in
 # <this>/<account>, which the base sshd drop-in adds to AuthorizedKeysFile.
 SSH_KEYS_DIR = "/etc/ssh/functions-runtime-keys"
+
+# A golden-image builder's identity and access, which the seal step
+# (scripts/seal_image.sh) takes off its disk before the snapshot: every clone
+# makes its own machine ID, Docker engine ID and SSH host keys (from its own
+# user-data), and no clone opens to the builder's keys.
+MACHINE_ID = "/etc/machine-id"
+DBUS_MACHINE_ID = "/var/lib/dbus/machine-id"
+SSH_HOST_KEY_DIR = "/etc/ssh"
+DOCKER_ENGINE_ID = "/var/lib/docker/engine-id"
+ROOT_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
+ROOT_BASH_HISTORY = "/root/.bash_history"
+LOG_DIR = "/var/log"
+TMP_DIR = "/tmp"
 
 # Base OS files on the host (components/base_os.py renders their content).
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/50-functions-runtime.conf"
@@ -223,6 +240,15 @@ UPGRADES_CONFIG = "/etc/apt/apt.conf.d/52functions-runtime-upgrades"
 UPGRADES_PERIODIC = "/etc/apt/apt.conf.d/21functions-runtime-auto-upgrades"
 UPGRADES_HELD = ("docker.io", "docker-cli", "containerd", "runc", "runsc", "containernetworking-plugins")
 REBOOT_REQUIRED = "/run/reboot-required"
+# One download per fleet (dedicated hosts): a host with ARTIFACT_SHARE keeps
+# each verified release archive it fetched in ARTIFACT_CACHE_DIR, by the file
+# name of its catalog URL, and serves that directory read-only over HTTP
+# (unit ARTIFACT_SHARE_UNIT) on ARTIFACT_SHARE_PORT; the host filter admits
+# ARTIFACT_PEER_CIDRS to it; the others try ARTIFACT_PEERS first, always
+# checking the digest (scripts/lib.sh fetch_artifact).
+ARTIFACT_SHARE_PORT = 9180
+ARTIFACT_CACHE_DIR = "/var/cache/functions-runtime/artifacts"
+ARTIFACT_SHARE_UNIT = "functions-runtime-artifacts"
 # What the verify step reads, and so what the canary's unit carries (one list
 # for the pipeline's verify step and the canary).
 VERIFY_ENV = (
@@ -295,6 +321,14 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_APT_HOOK", APT_HOOK, overridable=True),
         SharedFact("FR_APT_UPDATE_STAMP", APT_UPDATE_STAMP, overridable=True),
         SharedFact("FR_SSH_KEYS_DIR", SSH_KEYS_DIR, overridable=True),
+        SharedFact("FR_MACHINE_ID", MACHINE_ID, overridable=True),
+        SharedFact("FR_DBUS_MACHINE_ID", DBUS_MACHINE_ID, overridable=True),
+        SharedFact("FR_SSH_HOST_KEY_DIR", SSH_HOST_KEY_DIR, overridable=True),
+        SharedFact("FR_DOCKER_ENGINE_ID", DOCKER_ENGINE_ID, overridable=True),
+        SharedFact("FR_ROOT_AUTHORIZED_KEYS", ROOT_AUTHORIZED_KEYS, overridable=True),
+        SharedFact("FR_ROOT_BASH_HISTORY", ROOT_BASH_HISTORY, overridable=True),
+        SharedFact("FR_LOG_DIR", LOG_DIR, overridable=True),
+        SharedFact("FR_TMP_DIR", TMP_DIR, overridable=True),
         SharedFact("FR_AUTHZ_PLUGIN_NAME", AUTHZ_PLUGIN_NAME),
         SharedFact("FR_AUTHZ_UNIT", AUTHZ_UNIT),
         SharedFact("FR_AUTHZ_REFUSAL_PREFIX", AUTHZ_REFUSAL_PREFIX),
@@ -303,6 +337,7 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_AUTHZ_CONFIG", AUTHZ_CONFIG, overridable=True),
         SharedFact("FR_AUTHZ_DRAIN_FILE", AUTHZ_DRAIN_FILE, overridable=True),
         SharedFact("FR_ENDPOINT_COMMAND", ENDPOINT_COMMAND, overridable=True),
+        SharedFact("FR_AUTHZ_RETIRE_MARK", AUTHZ_RETIRE_MARK),
         SharedFact("FR_VERIFY_MEMORY_MIB", str(VERIFY_MEMORY_MIB)),
         SharedFact("FR_VERIFY_PIDS", str(VERIFY_PIDS)),
         SharedFact("FR_VERIFY_MILLICPUS", str(VERIFY_MILLICPUS)),
@@ -349,6 +384,9 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_UPGRADES_HELD", " ".join(UPGRADES_HELD)),
         SharedFact("FR_REBOOT_REQUIRED", REBOOT_REQUIRED, overridable=True),
         SharedFact("FR_VERIFY_ENV", " ".join(VERIFY_ENV)),
+        SharedFact("FR_ARTIFACT_SHARE_PORT", str(ARTIFACT_SHARE_PORT)),
+        SharedFact("FR_ARTIFACT_CACHE_DIR", ARTIFACT_CACHE_DIR, overridable=True),
+        SharedFact("FR_ARTIFACT_SHARE_UNIT", ARTIFACT_SHARE_UNIT),
     )
 
 

@@ -5,7 +5,9 @@
 #
 #   input:   policy drop; lo, established/related, essential ICMP/ICMPv6,
 #            DHCP replies, SSH from ADMIN_CIDRS, the Docker endpoint from
-#            ENDPOINT_CIDRS; anything from a container bridge to the host: drop.
+#            ENDPOINT_CIDRS, the metrics from METRICS_CIDRS, the artifact
+#            share (FR_ARTIFACT_SHARE_PORT) from ARTIFACT_PEER_CIDRS (no rule
+#            when empty); anything from a container bridge to the host: drop.
 #   forward: at priority filter - 10 (before Docker's chains), for traffic
 #            that enters from a container bridge:
 #            - switched inside one bridge (one container network): accepted
@@ -51,7 +53,9 @@
 #
 # Input: ADMIN_CIDRS, SSH_PORT, ENDPOINT_CIDRS, ENDPOINT_PORT,
 # EGRESS_BLOCK_SMTP, EGRESS_NEW_PER_SECOND, EGRESS_NEW_BURST,
-# EGRESS_ALLOWED_CIDRS, METRICS_CIDRS (who may read the node exporter's and dockerd's metrics); SSH_CLIENT (set by sshd) for the lock-out guard.
+# EGRESS_ALLOWED_CIDRS, METRICS_CIDRS (who may read the node exporter's and dockerd's metrics),
+# ARTIFACT_PEER_CIDRS (the fleet's peers that may fetch from this host's artifact share, may be empty);
+# SSH_CLIENT (set by sshd) for the lock-out guard.
 # Output (stdout): one JSON line {"changed": [...], "table": "inet functions_runtime"}.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -167,6 +171,14 @@ render_egress_rules() {
   fi
 }
 
+# render_peer_rules V4 V6: the artifact share's port for the peers'
+# addresses of each family; no rule for a family without one.
+render_peer_rules() {
+  if [[ -n "$1" ]]; then printf '    ip saddr @artifact_peers_v4 tcp dport %s accept\n' "$FR_ARTIFACT_SHARE_PORT"; fi
+  if [[ -n "$2" ]]; then printf '    ip6 saddr @artifact_peers_v6 tcp dport %s accept\n' "$FR_ARTIFACT_SHARE_PORT"; fi
+  return 0
+}
+
 # render_meter NAME TYPE: a per-address rate table; idle entries expire.
 render_meter() {
   printf '  set %s {\n    type %s\n    size 65536\n    flags dynamic, timeout\n    timeout 1m\n  }\n\n' "$1" "$2"
@@ -174,7 +186,7 @@ render_meter() {
 
 # render_ruleset: the whole file, on stdout, from the environment.
 render_ruleset() {
-  local admin_v4 admin_v6 endpoint_v4 endpoint_v6 allowed_v4 allowed_v6 metrics_v4 metrics_v6
+  local admin_v4 admin_v6 endpoint_v4 endpoint_v6 allowed_v4 allowed_v6 metrics_v4 metrics_v6 peers_v4 peers_v6
   admin_v4=$(cidrs_of_family 4 "$ADMIN_CIDRS")
   admin_v6=$(cidrs_of_family 6 "$ADMIN_CIDRS")
   endpoint_v4=$(cidrs_of_family 4 "${ENDPOINT_CIDRS:-}")
@@ -183,6 +195,8 @@ render_ruleset() {
   allowed_v6=$(cidrs_of_family 6 "${EGRESS_ALLOWED_CIDRS:-}")
   metrics_v4=$(cidrs_of_family 4 "${METRICS_CIDRS:-}")
   metrics_v6=$(cidrs_of_family 6 "${METRICS_CIDRS:-}")
+  peers_v4=$(cidrs_of_family 4 "${ARTIFACT_PEER_CIDRS:-}")
+  peers_v6=$(cidrs_of_family 6 "${ARTIFACT_PEER_CIDRS:-}")
   cat <<EOF
 # Managed by functions-runtime (scripts/host_firewall.sh); edits are overwritten.
 # Applied atomically with: nft -f $FR_NFT_FILE
@@ -210,6 +224,8 @@ EOF
   render_set egress_allowed_v6 ipv6_addr "$allowed_v6"
   render_set metrics_v4 ipv4_addr "$metrics_v4"
   render_set metrics_v6 ipv6_addr "$metrics_v6"
+  render_set artifact_peers_v4 ipv4_addr "$peers_v4"
+  render_set artifact_peers_v6 ipv6_addr "$peers_v6"
   printf '  set %s {\n    type cgroupsv2\n  }\n\n' "$FR_DOCKERD_CGROUP_SET"
   render_meter new_connections_v4 ipv4_addr
   render_meter new_connections_v6 ipv6_addr
@@ -235,6 +251,9 @@ EOF
     ip6 saddr @endpoint_v6 tcp dport $ENDPOINT_PORT accept
     ip saddr @metrics_v4 tcp dport { $FR_NODE_EXPORTER_PORT, $FR_DOCKERD_METRICS_PORT } accept
     ip6 saddr @metrics_v6 tcp dport { $FR_NODE_EXPORTER_PORT, $FR_DOCKERD_METRICS_PORT } accept
+EOF
+  render_peer_rules "$peers_v4" "$peers_v6"
+  cat <<EOF
   }
 
   chain output {

@@ -4,11 +4,17 @@
 # Containers from the pinned release archive when this host can run it,
 # gVisor's pinned release archive (runsc, containerd-shim-runsc-v1 and the
 # gvisor-bin/ sidecars, unpacked whole into a versioned directory) when it runs
-# gVisor, and nerdctl from its pinned release archive.
-# Input: ISOLATION, GVISOR_RUNSC, ARTIFACT_MIRROR (docs/host-contract.md).
+# gVisor, and nerdctl from its pinned release archive. Each archive comes from
+# a peer of ARTIFACT_PEERS first, else the mirror or its release URL, its
+# digest always checked (lib.sh fetch_artifact). With ARTIFACT_SHARE the
+# host keeps the verified archives and serves them to its peers.
+# Input: ISOLATION, GVISOR_RUNSC, ARTIFACT_MIRROR, ARTIFACT_PEERS, ARTIFACT_SHARE
+# (docs/host-contract.md).
 # Output (stdout): one JSON line
 #   {"changed": [...], "installedPackages": [...], "kata": "installed|present|skipped-no-kvm",
-#    "gvisor": "installed|present|debian-package|not-wanted", "nerdctl": "installed|present"}
+#    "gvisor": "installed|present|debian-package|not-wanted", "nerdctl": "installed|present",
+#    "downloads": [{"artifact": ..., "source": "peer|mirror|internet", "url": ..., "bytes": N}, ...],
+#    "downloadedBytes": {"internet": N, "mirror": N, "peer": N}}
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -30,12 +36,17 @@ readonly DEBIAN_RUNSC_PACKAGE=runsc
 # policy-rc.d is what deb-systemd-invoke and invoke-rc.d consult.
 FR_POLICY_RC_D=${FR_POLICY_RC_D:-/usr/sbin/policy-rc.d}
 readonly POLICY_RC_D_MARK="# functions-runtime: no service starts while the install step runs"
+# The artifact share's unit (ARTIFACT_SHARE), and the python3 that serves it.
+FR_SYSTEMD_DIR=${FR_SYSTEMD_DIR:-/etc/systemd/system}
+FR_PYTHON=${FR_PYTHON:-/usr/bin/python3}
 
 CHANGED=()
 INSTALLED=()
 KATA_STATUS=""
 GVISOR_STATUS=""
 NERDCTL_STATUS=""
+# The archives' file names this run keeps in the share's cache.
+SHARED_FILES=()
 
 policy_rc_d_is_ours() { [[ -f "$FR_POLICY_RC_D" ]] && grep -qxF "$POLICY_RC_D_MARK" "$FR_POLICY_RC_D"; }
 
@@ -159,12 +170,14 @@ install_kata() {
     info "Kata already at $version, skipping"
     KATA_STATUS=present
     write_marker kata # a legacy marker gains the digest's algorithm
+    cache_present kata
   else
     make_work_dir work
-    archive=$(fetch_artifact kata "$work")
+    fetch_artifact kata "$work" archive
     unpack_kata "$archive" "$work/unpacked"
     replace_dir "$work/unpacked/opt/kata" "$FR_KATA_DIR"
     write_marker kata
+    cache_archive kata "$archive"
     info "Kata $version installed in $FR_KATA_DIR"
     KATA_STATUS=installed
     CHANGED+=(kata)
@@ -279,12 +292,14 @@ install_gvisor() {
   if gvisor_installed; then
     info "gVisor already at $version, skipping"
     GVISOR_STATUS=present
+    cache_present "$FR_GVISOR_ARCHIVE"
   else
     make_work_dir work
-    archive=$(fetch_artifact "$FR_GVISOR_ARCHIVE" "$work")
+    fetch_artifact "$FR_GVISOR_ARCHIVE" "$work" archive
     unpack_gvisor "$archive" "$work/unpacked"
     replace_dir "$work/unpacked" "$dir"
     write_marker "$FR_GVISOR_ARCHIVE"
+    cache_archive "$FR_GVISOR_ARCHIVE" "$archive"
     info "gVisor $version installed in $dir (with its sidecars: $FR_GVISOR_SIDECARS)"
     GVISOR_STATUS=installed
     CHANGED+=("$FR_GVISOR_ARCHIVE")
@@ -303,10 +318,11 @@ install_nerdctl() {
     info "nerdctl already at $version, skipping"
     NERDCTL_STATUS=present
     write_marker nerdctl # a legacy marker gains the digest's algorithm
+    cache_present nerdctl
     return 0
   fi
   make_work_dir work
-  archive=$(fetch_artifact nerdctl "$work")
+  fetch_artifact nerdctl "$work" archive
   mkdir -p "$work/unpacked"
   tar -xzf "$archive" -C "$work/unpacked" nerdctl ||
     fatal "the nerdctl archive to hold 'nerdctl' at its top level" "it does not" \
@@ -316,25 +332,226 @@ install_nerdctl() {
   run install -m 0755 "$work/unpacked/nerdctl" "$FR_BIN_DIR/.nerdctl.new"
   run mv -f "$FR_BIN_DIR/.nerdctl.new" "$FR_BIN_DIR/nerdctl"
   write_marker nerdctl
+  cache_archive nerdctl "$archive"
   info "nerdctl $version installed in $FR_BIN_DIR"
   NERDCTL_STATUS=installed
   CHANGED+=(nerdctl)
 }
 
+# ---------------------------------------------------------------- the artifact share
+
+# ARTIFACT_SHARE (empty, or ADDRESS:PORT; [ADDRESS]:PORT for IPv6): this host
+# keeps each verified release archive it installs in FR_ARTIFACT_CACHE_DIR,
+# by the file name of its catalog URL (what a peer asks for, lib.sh
+# fetch_artifact), and serves that directory read-only over HTTP on exactly
+# ADDRESS:PORT (unit FR_ARTIFACT_SHARE_UNIT). Peers check every digest, so
+# the share is a shortcut, never trusted. Without it the unit and the cache go.
+SHARE_ADDRESS=""
+SHARE_PORT=""
+
+# sharing: ARTIFACT_SHARE is set (status 0), parsed into SHARE_ADDRESS and
+# SHARE_PORT. Anything but an address and a port is refused: the value
+# lands in a unit file.
+sharing() {
+  local share=${ARTIFACT_SHARE:-}
+  [[ -n "$share" ]] || return 1
+  if [[ "$share" =~ ^\[([0-9A-Fa-f:.]+)\]:([1-9][0-9]{0,4})$ || "$share" =~ ^([0-9.]+):([1-9][0-9]{0,4})$ ]] &&
+    ((BASH_REMATCH[2] <= 65535)); then
+    SHARE_ADDRESS=${BASH_REMATCH[1]}
+    SHARE_PORT=${BASH_REMATCH[2]}
+    return 0
+  fi
+  fatal "ARTIFACT_SHARE empty or ADDRESS:PORT (an IPv6 address in brackets), such as 10.0.0.2:$FR_ARTIFACT_SHARE_PORT" \
+    "'$(one_line "$share")'; nothing of the share was changed" \
+    "report this: the program passes this host's private address and port $FR_ARTIFACT_SHARE_PORT"
+}
+
+# archive_file NAME: the file name of the catalog row NAME's URL.
+archive_file() {
+  local url
+  url=$(catalog_field "$1" url)
+  printf '%s\n' "${url##*/}"
+}
+
+make_cache_dir() {
+  [[ -d "$FR_ARTIFACT_CACHE_DIR" ]] && return 0
+  # 0755 on its parent too: the share's unit runs as a dynamic user.
+  run install -d -m 0755 "$(dirname "$FR_ARTIFACT_CACHE_DIR")" "$FR_ARTIFACT_CACHE_DIR"
+}
+
+# cache_archive NAME FILE: with ARTIFACT_SHARE, the archive FILE this run
+# fetched and verified (and installed from) into the cache, for the peers.
+# Moved, not copied (Kata is ~1.5 GB), and renamed into place inside the
+# cache: a peer never sees half a file by the archive's name.
+cache_archive() {
+  local name=$1 file=$2 base tmp
+  sharing || return 0
+  base=$(basename "$file")
+  make_cache_dir
+  tmp="$FR_ARTIFACT_CACHE_DIR/.$base.$$"
+  run mv -f -- "$file" "$tmp"
+  run chmod 0644 "$tmp"
+  run mv -f -- "$tmp" "$FR_ARTIFACT_CACHE_DIR/$base"
+  info "$name: $base kept in $FR_ARTIFACT_CACHE_DIR for the peers"
+  SHARED_FILES+=("$base")
+  CHANGED+=("$FR_ARTIFACT_CACHE_DIR/$base")
+}
+
+# cache_present NAME: with ARTIFACT_SHARE, an installed artifact's archive
+# for the peers: kept when the cache holds it with the catalog's digest.
+# Otherwise it is fetched once more (peers first) and cached: the install
+# that unpacked it did not keep it (sharing was off then, or the archive was
+# deleted after unpacking), so a host that starts sharing pays one more
+# download per archive. Accepted: it is once per fleet, and a peer must
+# never get a file this host did not verify.
+cache_present() {
+  local name=$1 base digest work archive
+  sharing || return 0
+  base=$(archive_file "$name")
+  if [[ -f "$FR_ARTIFACT_CACHE_DIR/$base" ]]; then
+    digest=$(catalog_digest "$name")
+    if [[ "$(digest_of "${digest% *}" "$FR_ARTIFACT_CACHE_DIR/$base")" == "${digest#* }" ]]; then
+      info "$name: $base already kept for the peers"
+      SHARED_FILES+=("$base")
+      return 0
+    fi
+    warn "$name: the cached $FR_ARTIFACT_CACHE_DIR/$base is not the catalog's file; fetching it again"
+  else
+    info "$name: installed, but its archive is not cached (removed after unpacking): fetching it once more for the peers"
+  fi
+  make_work_dir work
+  fetch_artifact "$name" "$work" archive
+  cache_archive "$name" "$archive"
+}
+
+# prune_artifact_cache: the cache holds only the archives this run keeps
+# (an older version's, or a temporary file a killed run left, is removed).
+prune_artifact_cache() {
+  local path
+  [[ -d "$FR_ARTIFACT_CACHE_DIR" ]] || return 0
+  while IFS= read -r -d '' path; do
+    one_of "$(basename "$path")" "${SHARED_FILES[*]}" && continue
+    run rm -rf -- "$path"
+    info "removed $path from the share (not an archive this host keeps)"
+    CHANGED+=("$path")
+  done < <(find "$FR_ARTIFACT_CACHE_DIR" -mindepth 1 -maxdepth 1 -print0)
+}
+
+share_unit() { printf '%s.service' "$FR_ARTIFACT_SHARE_UNIT"; }
+share_unit_file() { printf '%s/%s' "$FR_SYSTEMD_DIR" "$(share_unit)"; }
+
+# render_share_unit: Python's http.server over the cache, read-only, on
+# exactly SHARE_ADDRESS:SHARE_PORT (the private address; the host filter
+# admits ARTIFACT_PEER_CIDRS to it), as a dynamic user that can write nothing.
+render_share_unit() {
+  cat <<EOF
+# Managed by functions-runtime (scripts/install_runtime.sh).
+[Unit]
+Description=functions-runtime artifact share: verified release archives for the fleet's peers (read-only)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=$FR_PYTHON -I -m http.server --bind $SHARE_ADDRESS --directory $FR_ARTIFACT_CACHE_DIR $SHARE_PORT
+Restart=on-failure
+RestartSec=5
+DynamicUser=yes
+UMask=0077
+ProtectSystem=strict
+ProtectHome=yes
+ReadOnlyPaths=$FR_ARTIFACT_CACHE_DIR
+PrivateTmp=yes
+PrivateDevices=yes
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+# start_share: the unit written, enabled and running what it says (check,
+# then act: a second run changes nothing).
+start_share() {
+  local unit
+  unit=$(share_unit)
+  if [[ "$SHARE_PORT" != "$FR_ARTIFACT_SHARE_PORT" ]]; then
+    warn "ARTIFACT_SHARE serves on port $SHARE_PORT; the host filter admits peers (ARTIFACT_PEER_CIDRS) only to $FR_ARTIFACT_SHARE_PORT"
+  fi
+  make_cache_dir
+  prune_artifact_cache
+  write_unit_changed "$(share_unit_file)" render_share_unit || true
+  if ((UNITS_CHANGED)); then run systemctl daemon-reload; fi
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+    run systemctl enable "$unit" >&2
+    CHANGED+=("enabled $unit")
+  fi
+  if ((UNITS_CHANGED)) || ! systemctl is-active --quiet "$unit"; then
+    run systemctl restart "$unit" ||
+      fatal "$unit to serve $FR_ARTIFACT_CACHE_DIR on $SHARE_ADDRESS:$SHARE_PORT" "it did not start" \
+        "run 'journalctl -u $unit -n 50' on the host (is $SHARE_ADDRESS this host's address, the port free?)"
+    CHANGED+=("started $unit")
+  fi
+}
+
+# stop_share: without ARTIFACT_SHARE, the unit stopped, disabled and
+# removed, and the cache with it.
+stop_share() {
+  local unit file
+  unit=$(share_unit)
+  file=$(share_unit_file)
+  if [[ -e "$file" ]]; then
+    run systemctl disable --now "$unit" >&2 || warn "could not stop $unit; removing it anyway"
+    run rm -f -- "$file"
+    run systemctl daemon-reload
+    info "removed $unit (ARTIFACT_SHARE is empty)"
+    CHANGED+=("$file")
+  fi
+  if [[ -e "$FR_ARTIFACT_CACHE_DIR" ]]; then
+    run rm -rf -- "$FR_ARTIFACT_CACHE_DIR"
+    info "removed $FR_ARTIFACT_CACHE_DIR (ARTIFACT_SHARE is empty)"
+    CHANGED+=("$FR_ARTIFACT_CACHE_DIR")
+  fi
+}
+
+configure_artifact_share() {
+  if sharing; then start_share; else stop_share; fi
+}
+
 print_result() {
-  printf '{"changed": %s, "installedPackages": %s, "kata": %s, "gvisor": %s, "nerdctl": %s}\n' \
+  printf '{"changed": %s, "installedPackages": %s, "kata": %s, "gvisor": %s, "nerdctl": %s, "downloads": %s, "downloadedBytes": %s}\n' \
     "$(json_array "${CHANGED[@]}")" "$(json_array "${INSTALLED[@]}")" \
-    "$(json_string "$KATA_STATUS")" "$(json_string "$GVISOR_STATUS")" "$(json_string "$NERDCTL_STATUS")"
+    "$(json_string "$KATA_STATUS")" "$(json_string "$GVISOR_STATUS")" "$(json_string "$NERDCTL_STATUS")" \
+    "$(downloads_json)" "$(downloaded_bytes_json)"
 }
 
 main() {
   require_root
   require_var ISOLATION GVISOR_RUNSC
+  sharing || true # a malformed ARTIFACT_SHARE fails here, before anything changes
   require_kvm_if_kata_wanted
   install_runtime_packages
   install_kata
   install_gvisor
   install_nerdctl
+  configure_artifact_share
   print_result
 }
 

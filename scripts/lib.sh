@@ -33,6 +33,12 @@ readonly FR_CURL_RETRIES=4           # retries on transient errors (5xx, resets)
 readonly FR_CURL_CONNECT_TIMEOUT=20  # seconds to establish a connection
 readonly FR_CURL_SPEED_LIMIT=10240   # abort below 10 KiB/s ...
 readonly FR_CURL_SPEED_TIME=60       # ... sustained for 60 s (1.5 GB Kata is slow, not stuck)
+# A peer (ARTIFACT_PEERS) is a shortcut on the private network, never a
+# dependency: one that is down, stalls or is slow is given up in seconds.
+readonly FR_PEER_RETRIES=1            # one retry on a transient error (a timeout, 5xx)
+readonly FR_PEER_CONNECT_TIMEOUT=3    # seconds to establish a connection
+readonly FR_PEER_SPEED_LIMIT=1048576  # give up below 1 MiB/s ...
+readonly FR_PEER_SPEED_TIME=15        # ... sustained for 15 s
 
 # ---------------------------------------------------------------- logging
 
@@ -275,20 +281,112 @@ download() {
       "check the host's outbound HTTPS or set ARTIFACT_MIRROR to a reachable mirror"
 }
 
-# fetch_artifact NAME DIR: download the catalog artifact NAME into DIR, check
-# its digest, print the path. The file exists outside DIR's download only after
-# the caller moves it; a bad digest leaves the host untouched.
+# The downloads this run made, one record each:
+# "<artifact>\t<source>\t<url>\t<bytes>", source one of FR_DOWNLOAD_SOURCES
+# (a peer of ARTIFACT_PEERS, ARTIFACT_MIRROR, or the catalog's own URL).
+# fetch_artifact appends; downloads_json and downloaded_bytes_json report.
+FR_DOWNLOADS=()
+readonly FR_DOWNLOAD_SOURCES="internet mirror peer"
+
+# fetch_from_peer PEER NAME FILE OUT ALGORITHM HEX: PEER/FILE into OUT, its
+# digest checked. A peer that cannot be reached, answers an error or serves
+# another file is skipped: a warning names it and what was wrong, OUT is
+# removed, and the status is 1.
+fetch_from_peer() {
+  local peer=${1%/} name=$2 file=$3 out=$4 algorithm=$5 hex=$6 url err found
+  url="$peer/$file"
+  info "$name: trying peer $url"
+  if ! err=$(curl --fail --silent --show-error \
+    --proto '=https,http' \
+    --retry "$FR_PEER_RETRIES" --retry-delay 1 \
+    --connect-timeout "$FR_PEER_CONNECT_TIMEOUT" \
+    --speed-limit "$FR_PEER_SPEED_LIMIT" --speed-time "$FR_PEER_SPEED_TIME" \
+    --output "$out" "$url" 2>&1); then
+    rm -f -- "$out"
+    warn "peer $peer skipped for $name: fetching $url failed: $(one_line "$err")"
+    return 1
+  fi
+  found=$(digest_of "$algorithm" "$out")
+  if [[ "$found" != "${hex,,}" ]]; then
+    rm -f -- "$out"
+    warn "peer $peer skipped for $name: $url has $algorithm $found, not the catalog's $hex (removed)"
+    return 1
+  fi
+  return 0
+}
+
+# fetch_artifact NAME DIR VAR: the catalog artifact NAME downloaded into DIR
+# (by the file name of its catalog URL), its digest checked, its path in
+# VAR, the download recorded in FR_DOWNLOADS. Each peer of ARTIFACT_PEERS
+# (space-separated base URLs) is asked first for <peer>/<file name>; then
+# the mirror or the catalog URL (artifact_url). The digest is checked
+# whatever served the file; a bad one from the mirror or the catalog URL is
+# fatal and leaves the host untouched (the file exists outside DIR only
+# after the caller moves it). Call it in the script's own shell, not in
+# $(...): the record would be lost with the subshell. VAR is the caller's
+# (such as its local "archive"), never one of this function's locals.
 fetch_artifact() {
-  local name=$1 dir=$2 url digest algorithm hex out
-  url=$(artifact_url "$name")
+  local name=$1 dir=$2 var=$3 catalog_url url="" digest algorithm hex file out peer peers source=""
+  if ((BASH_SUBSHELL > 0)); then
+    fatal "fetch_artifact called by the script's own shell" \
+      "it in a subshell (${FUNCNAME[*]:1}): its download record would be lost" \
+      "report this: call 'fetch_artifact NAME DIR VAR' outside \$(...)"
+  fi
+  catalog_url=$(catalog_field "$name" url)
   digest=$(catalog_digest "$name")
   algorithm=${digest% *}
   hex=${digest#* }
-  out="$dir/${url##*/}"
-  download "$url" "$out"
-  verify_digest "$out" "$algorithm" "$hex" "artifact $name ($url)"
-  info "$name: $algorithm $hex verified"
-  printf '%s\n' "$out"
+  file=${catalog_url##*/}
+  out="$dir/$file"
+  read -r -a peers <<<"${ARTIFACT_PEERS:-}"
+  for peer in "${peers[@]}"; do
+    if fetch_from_peer "$peer" "$name" "$file" "$out" "$algorithm" "$hex"; then
+      url="${peer%/}/$file"
+      source=peer
+      break
+    fi
+  done
+  if [[ -z "$source" ]]; then
+    url=$(artifact_url "$name")
+    if [[ -n "${ARTIFACT_MIRROR:-}" ]]; then source=mirror; else source=internet; fi
+    download "$url" "$out"
+    verify_digest "$out" "$algorithm" "$hex" "artifact $name ($url)"
+  fi
+  info "$name: $algorithm $hex verified ($source, $url)"
+  FR_DOWNLOADS+=("$name"$'\t'"$source"$'\t'"$url"$'\t'"$(stat -c %s "$out")")
+  printf -v "$var" '%s' "$out"
+}
+
+# downloads_json: FR_DOWNLOADS as a JSON list of
+# {"artifact", "source", "url", "bytes"}, in the order fetched.
+downloads_json() {
+  local record name source url bytes first=1
+  printf '['
+  for record in "${FR_DOWNLOADS[@]}"; do
+    IFS=$'\t' read -r name source url bytes <<<"$record"
+    ((first)) || printf ', '
+    first=0
+    printf '{"artifact": %s, "source": %s, "url": %s, "bytes": %d}' \
+      "$(json_string "$name")" "$(json_string "$source")" "$(json_string "$url")" "$bytes"
+  done
+  printf ']'
+}
+
+# downloaded_bytes_json: the bytes downloaded per source, every source named.
+downloaded_bytes_json() {
+  local kind record source bytes total first=1
+  printf '{'
+  for kind in $FR_DOWNLOAD_SOURCES; do
+    total=0
+    for record in "${FR_DOWNLOADS[@]}"; do
+      IFS=$'\t' read -r _ source _ bytes <<<"$record"
+      if [[ "$source" == "$kind" ]]; then total=$((total + bytes)); fi
+    done
+    ((first)) || printf ', '
+    first=0
+    printf '%s: %d' "$(json_string "$kind")" "$total"
+  done
+  printf '}'
 }
 
 # ---------------------------------------------------------------- markers
@@ -696,4 +794,49 @@ require_pem_kinds() {
       fatal "stdin block '$name' to be a $kind" "a $(pem_kind "$dir/$name")" \
         "send CA certificate, certificate, private key, in that order"
   done
+}
+
+# ---------------------------------------------------------------- taking parts of a host away (seal, retire)
+
+# What remove_paths took away and the units stop_units stopped: the seal and
+# retire steps' JSON results list them.
+REMOVED_PATHS=()
+STOPPED_UNITS=()
+
+# remove_paths PATH...: remove each PATH that exists (a file, a link, or a
+# directory with everything in it) and record it in REMOVED_PATHS. A path
+# already gone is skipped, so a re-run removes nothing more.
+remove_paths() {
+  local path
+  for path in "$@"; do
+    [[ -e "$path" || -L "$path" ]] || continue
+    run rm -rf -- "$path" || return 1
+    REMOVED_PATHS+=("$path")
+  done
+}
+
+# unit_active UNIT, unit_enabled UNIT: systemd says so (no systemd: no).
+unit_active() { systemctl is-active --quiet "$1" 2>/dev/null; }
+unit_enabled() { systemctl is-enabled --quiet "$1" 2>/dev/null; }
+
+# stop_units UNIT...: stop the active ones in one systemctl call (a service
+# and the socket that starts it stop together) and record them in
+# STOPPED_UNITS; nothing to do when none is active.
+stop_units() {
+  local unit active=()
+  for unit in "$@"; do
+    if unit_active "$unit"; then active+=("$unit"); fi
+  done
+  ((${#active[@]} > 0)) || return 0
+  run systemctl stop "${active[@]}" || return 1
+  STOPPED_UNITS+=("${active[@]}")
+}
+
+# disable_units UNIT...: disable the enabled ones, then stop_units them.
+disable_units() {
+  local unit
+  for unit in "$@"; do
+    if unit_enabled "$unit"; then run systemctl disable "$unit" >&2 || return 1; fi
+  done
+  stop_units "$@"
 }

@@ -44,8 +44,8 @@ def run_bash(snippet: str, env: dict[str, str], stdin: str = "", script: str = "
     return _run(["bash", "-c", f'source "$1"; {snippet}', "bash", str(SCRIPTS / script)], env, stdin, 120)
 
 
-def run_script(script: str, env: dict[str, str], stdin: str = "") -> Result:
-    return _run(["bash", str(SCRIPTS / script)], env, stdin, 180)
+def run_script(script: str, env: dict[str, str], stdin: str = "", args: list[str] | None = None) -> Result:
+    return _run(["bash", str(SCRIPTS / script), *(args or [])], env, stdin, 180)
 
 
 def sha256(data: bytes) -> str:
@@ -371,3 +371,19 @@ def make_pki(directory: Path, server_ip: str = "127.0.0.1") -> Pki:
     return Pki(
         read("ca.pem"), read("server.pem"), read("server.key"), read("client.pem"), read("client.key"), d
     )
+
+
+def paths_left_on_the_host(script: str, env: dict[str, str]) -> list[str]:
+    """The host paths `script` names (overridable contract facts, and its own
+    `FR_X=${FR_X:-/...}` defaults) that `env` does not point elsewhere: a
+    test that runs a script which removes files must leave none, or it would
+    remove this machine's own."""
+    import re
+
+    from components.contract import shared_facts
+
+    text = (SCRIPTS / script).read_text()
+    named = set(re.findall(r"\$\{?(FR_[A-Z0-9_]+)", text))
+    overridable = {f.variable for f in shared_facts() if f.overridable}
+    own_defaults = set(re.findall(r"^(FR_[A-Z0-9_]+)=\$\{\1:-/", text, re.M))
+    return sorted(((named & overridable) | own_defaults) - set(env))

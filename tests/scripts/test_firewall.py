@@ -5,7 +5,9 @@ are refused; the rendered file deletes and re-creates its own table (atomic
 `nft -f`), drops container-bridge traffic to the host and, in a forward chain
 ahead of Docker's, to link-local/RFC 1918/CGNAT/ULA; when `nft` is installed
 here, `nft -c` (check only, nothing applied) accepts the rendered ruleset; the
-lock-out guard refuses an SSH_CLIENT outside ADMIN_CIDRS or on another port.
+lock-out guard refuses an SSH_CLIENT outside ADMIN_CIDRS or on another port;
+ARTIFACT_PEER_CIDRS is split by family and admitted to the artifact share's
+port only, with no rule for a family it does not name.
 Does not prove: the rules' effect on real traffic next to Docker's
 iptables-nft rules (verify_host.sh checks that from inside a sandbox, in the
 hostlab and on real hosts), nor the systemd unit at boot.
@@ -18,6 +20,7 @@ import subprocess
 
 import pytest
 
+from components.contract import ARTIFACT_SHARE_PORT
 from tests.scripts.helpers import run_bash
 
 BASE = {
@@ -172,6 +175,35 @@ def test_egress_settings_turn_smtp_block_and_rate_limit_off(fr_env):
     assert set_elements(out, "egress_allowed_v6") == "2001:db8::/48"
 
 
+def test_the_artifact_share_admits_its_peers_by_family_on_its_port_only(fr_env):
+    """ARTIFACT_PEER_CIDRS: the fleet's peers reach the artifact share
+    (FR_ARTIFACT_SHARE_PORT), split into a set per family like METRICS_CIDRS."""
+    env = {**fr_env, **BASE, "ADMIN_CIDRS": "203.0.113.0/24", "ENDPOINT_CIDRS": "",
+           "ARTIFACT_PEER_CIDRS": "10.0.1.7 10.0.2.0/24 fd00::5/128"}
+    out = run_bash("render_ruleset", env, script="host_firewall.sh").stdout
+    lines = [line.strip() for line in out.splitlines()]
+    assert set_elements(out, "artifact_peers_v4") == "10.0.1.7/32, 10.0.2.0/24"
+    assert set_elements(out, "artifact_peers_v6") == "fd00::5/128"
+    input_chain = lines[lines.index("chain input {") : lines.index("chain output {")]
+    assert f"ip saddr @artifact_peers_v4 tcp dport {ARTIFACT_SHARE_PORT} accept" in input_chain
+    assert f"ip6 saddr @artifact_peers_v6 tcp dport {ARTIFACT_SHARE_PORT} accept" in input_chain
+    # After the container-bridge drop: a container never reaches the share.
+    assert input_chain.index('meta iifkind "bridge" drop') < input_chain.index(
+        f"ip saddr @artifact_peers_v4 tcp dport {ARTIFACT_SHARE_PORT} accept"
+    )
+
+
+@pytest.mark.parametrize(("peers", "families"), [("", ()), ("10.0.1.7/32", ("ip ",)), ("fd00::5", ("ip6 ",))])
+def test_no_peer_of_a_family_means_no_share_rule_for_it(fr_env, peers, families):
+    env = {**fr_env, **BASE, "ADMIN_CIDRS": "203.0.113.0/24", "ENDPOINT_CIDRS": "", "ARTIFACT_PEER_CIDRS": peers}
+    out = run_bash("render_ruleset", env, script="host_firewall.sh").stdout
+    rules = [line.strip() for line in out.splitlines() if f"dport {ARTIFACT_SHARE_PORT}" in line]
+    assert [rule.split("saddr")[0] for rule in rules] == list(families)
+    unset = {k: v for k, v in env.items() if k != "ARTIFACT_PEER_CIDRS"}
+    if not peers:
+        assert run_bash("render_ruleset", unset, script="host_firewall.sh").stdout == out
+
+
 @pytest.mark.parametrize("variable", ["ADMIN_CIDRS", "EGRESS_BLOCK_SMTP", "EGRESS_NEW_PER_SECOND", "SSH_PORT"])
 def test_a_missing_variable_fails_closed_naming_it(fr_env, variable):
     """The program checks every value (components/settings); the script
@@ -194,11 +226,16 @@ def nft_check_works() -> bool:
     not nft_check_works(), reason="nft -c unavailable here (apt-get install nftables; needs CAP_NET_ADMIN)"
 )
 @pytest.mark.parametrize(
-    ("admin", "endpoint"), [("203.0.113.0/24 10.0.0.0/8 10.1.0.0/16", "10.0.0.0/16"), ("2001:db8::/32", "")]
+    ("admin", "endpoint", "peers"),
+    [
+        ("203.0.113.0/24 10.0.0.0/8 10.1.0.0/16", "10.0.0.0/16", ""),
+        ("2001:db8::/32", "", ""),
+        ("203.0.113.0/24", "10.0.0.0/16", "10.0.1.7/32 10.0.2.0/24 fd00::5/128"),
+    ],
 )
-def test_nft_accepts_rendered_ruleset(fr_env, tmp_path, admin, endpoint):
+def test_nft_accepts_rendered_ruleset(fr_env, tmp_path, admin, endpoint, peers):
     path = tmp_path / "ruleset.nft"
-    path.write_text(render(fr_env, admin, endpoint).stdout)
+    path.write_text(render({**fr_env, "ARTIFACT_PEER_CIDRS": peers}, admin, endpoint).stdout)
     check = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 

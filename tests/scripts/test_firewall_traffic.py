@@ -14,7 +14,8 @@ resets SMTP to the outside and limits new connections per container address;
 that a flow a container set up across its bridge (a peer answering in a
 blocked address's name, raw frames as NET_RAW allows) carries nothing to the
 metadata address or the host when its later packets are routed, and that a
-source address the bridge does not route is dropped; and that these results
+source address the bridge does not route is dropped; that the metrics and
+the artifact share answer only their allowed sources; and that these results
 come from the rules (controls with the rules lifted or put back in the old
 order).
 Does not prove: Docker's own chains next to these (the hostlab does that
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from components.contract import DOCKERD_METRICS_PORT, NODE_EXPORTER_PORT
+from components.contract import ARTIFACT_SHARE_PORT, DOCKERD_METRICS_PORT, NODE_EXPORTER_PORT
 from tests.scripts.helpers import run_bash
 from tests.scripts.test_firewall import BASE
 from tests.support.packets import FRAME, RECEIVE, SEND
@@ -361,3 +362,18 @@ def test_the_node_exporter_port_answers_only_its_allowed_sources(lab, fr_env, tm
     assert lab.reaches("private", "10.0.0.1", DOCKERD_METRICS_PORT) == "dropped"
     load(lab, ruleset(fr_env, METRICS_CIDRS=""), tmp_path)
     assert lab.reaches("private", "10.0.0.1", NODE_EXPORTER_PORT) == "dropped"
+
+
+def test_the_artifact_share_answers_only_its_peers(lab, fr_env, tmp_path):
+    """ARTIFACT_PEER_CIDRS: a peer on the private network reaches the host's
+    artifact share; another private address and a container do not, nor
+    anyone once the list is empty."""
+    lab.listen("host", ARTIFACT_SHARE_PORT)
+    load(lab, ruleset(fr_env, ARTIFACT_PEER_CIDRS=f"{PRIVATE}/32 fd00::5/128"), tmp_path)
+    assert lab.reaches("private", "10.0.0.1", ARTIFACT_SHARE_PORT) == "open"
+    assert lab.reaches("a1", "172.17.0.1", ARTIFACT_SHARE_PORT) == "dropped"
+    assert lab.reaches("private", "10.0.0.1", NODE_EXPORTER_PORT) == "dropped", "the peers' port only"
+    load(lab, ruleset(fr_env, ARTIFACT_PEER_CIDRS="10.0.0.99/32"), tmp_path)
+    assert lab.reaches("private", "10.0.0.1", ARTIFACT_SHARE_PORT) == "dropped"
+    load(lab, ruleset(fr_env, ARTIFACT_PEER_CIDRS=""), tmp_path)
+    assert lab.reaches("private", "10.0.0.1", ARTIFACT_SHARE_PORT) == "dropped"

@@ -113,6 +113,8 @@ def test_first_run_installs_then_second_run_skips_without_download(world):
         "kata": "present",
         "gvisor": "present",
         "nerdctl": "present",
+        "downloads": [],
+        "downloadedBytes": {"internet": 0, "mirror": 0, "peer": 0},
     }
     assert "Kata already at 3.32.0, skipping" in second.stderr
     assert f"gVisor already at {GVISOR_VERSION}, skipping" in second.stderr

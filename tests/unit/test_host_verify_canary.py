@@ -194,6 +194,21 @@ def test_the_canary_never_lifts_an_operators_drain(tmp_path):
     assert drain.read_text().startswith("draining:")
 
 
+def test_the_canary_never_lifts_a_retiring_hosts_drain(tmp_path):
+    """scripts/retire_host.sh marks its drain with the contract's retiring
+    mark, which is not the canary's: a passing canary leaves it in place."""
+    from components.contract import AUTHZ_RETIRE_MARK
+    from host_verify.canary import CANARY_DRAIN_MARK
+
+    assert not AUTHZ_RETIRE_MARK.startswith(CANARY_DRAIN_MARK)
+    drain = tmp_path / "draining"
+    text = f"{AUTHZ_RETIRE_MARK}: the host leaves the stack or is replaced\n"
+    drain.write_text(text)
+    assert follow_health(drain, healthy=True, reason=None) == "unchanged"
+    assert follow_health(drain, healthy=False, reason="x") == "unchanged"
+    assert drain.read_text() == text
+
+
 def test_without_drain_on_failure_a_failing_canary_drains_nothing(tmp_path, capsys):
     drain = tmp_path / "draining"
     env = environ(tmp_path, FR_AUTHZ_DRAIN_FILE=str(drain))
