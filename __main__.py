@@ -14,3 +14,7 @@ fleet = RuntimeFleet("runtime", settings)
 
 pulumi.export("runtimeEndpoint", fleet.runtime_endpoint)
 pulumi.export("runtimeClientTls", fleet.runtime_client_tls)
+# What the install steps fetched, by source: one archive's worth per fleet, not one per host.
+pulumi.export("artifactDownloads", fleet.artifact_downloads)
+if fleet.golden_image is not None:
+    pulumi.export("goldenImage", fleet.golden_image)

@@ -107,8 +107,13 @@ def render_user_data(
     host_key_public: str | None = None,
     hostname: str | None = None,
     admin_sources: Sequence[str] = (),
+    golden: bool = False,
 ) -> str:
     """Cloud-config for a Debian 13 Hetzner Cloud server.
+
+    `golden`: the server boots a golden image, whose base packages were
+    installed (and the package lists fetched) when the image was built, so
+    first boot neither refreshes the lists nor installs anything.
 
     `authorized_keys` are the public keys the program grants root: its own
     key first, then the admins'. Only the program's key goes to root's own
@@ -130,8 +135,8 @@ def render_user_data(
             "ssh_authorized_keys": list(authorized_keys[:1]),
             "ssh_genkeytypes": ["ed25519"],
             "ssh_deletekeys": True,
-            "package_update": True,
-            "packages": list(BASE_PACKAGES),
+            "package_update": not golden,
+            **({} if golden else {"packages": list(BASE_PACKAGES)}),
             "write_files": [
                 {"path": SSHD_DROP_IN, "permissions": "0644", "content": base.sshd},
                 {"path": MODULES_LOAD, "permissions": "0644", "content": base.modules},

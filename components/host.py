@@ -8,6 +8,7 @@ the host's entry of the endpoint document.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,9 +17,9 @@ import pulumi
 
 from components.base_os import render_granted_keys
 from components.endpoint import EndpointHostFacts, build_endpoint_host, parse_verify_report
-from components.machine import CloudServerArgs, Machine, adopt_machine, create_cloud_server
+from components.machine import CloudServerArgs, GoldenBoot, Machine, adopt_machine, create_cloud_server
 from components.payload import SCRIPTS_DIR, Payload
-from components.pipeline import HOST_STEPS, PipelineInputs, StdinMaterial, pem_stdin, run_steps
+from components.pipeline import HOST_STEPS, PipelineInputs, StdinMaterial, pem_stdin, retire_step, run_steps
 from components.pki import FleetPki
 from components.settings import HostSpec, Settings
 
@@ -38,12 +39,27 @@ class RuntimeHostArgs:
     # Cloud servers only.
     cloud: CloudServerArgs | None = None
     steps: Sequence[Any] = field(default_factory=lambda: HOST_STEPS)
+    # Cloud servers booting the stack's golden image.
+    golden: GoldenBoot | None = None
+    # A rollout's previous batch: the new server waits for it.
+    after: Sequence[pulumi.Resource] = ()
+    # One download per fleet (dedicated hosts): ARTIFACT_PEERS, ARTIFACT_SHARE,
+    # ARTIFACT_PEER_CIDRS, and the peer's install step this host's waits for.
+    artifact_peers: pulumi.Input[str] = ""
+    artifact_share: pulumi.Input[str] = ""
+    artifact_peer_cidrs: pulumi.Input[str] = ""
+    install_after: Sequence[pulumi.Resource] = ()
 
 
 class RuntimeHost(pulumi.ComponentResource):
     """One verified runtime host; exposes its entry for the endpoint."""
 
     endpoint_entry: pulumi.Output[dict[str, Any]]
+    # The install step's report (what it downloaded, from where).
+    install_report: pulumi.Output[dict[str, Any]]
+    # The install step, and the host's last step: a rollout's next batch waits for it.
+    install: pulumi.Resource
+    ready: pulumi.Resource
     # The parsed verify report (host_verify/report.py): the fleet reads its proven limits.
     verify_report: pulumi.Output[dict[str, Any]]
 
@@ -72,9 +88,23 @@ class RuntimeHost(pulumi.ComponentResource):
             "ssh-keys": StdinMaterial(granted_keys_file, public=(granted_keys_file,)),
         }
         inputs = PipelineInputs(
-            name=name, settings=settings, spec=spec, payload=args.payload, private_address=machine.private_address
+            name=name,
+            settings=settings,
+            spec=spec,
+            payload=args.payload,
+            private_address=machine.private_address,
+            artifact_peers=args.artifact_peers,
+            artifact_share=args.artifact_share,
+            artifact_peer_cidrs=args.artifact_peer_cidrs,
         )
-        steps = run_steps(self, inputs, machine, args.steps, stdin, SCRIPTS_DIR)
+        steps = run_steps(
+            self, inputs, machine, args.steps, stdin, SCRIPTS_DIR, after={"install": list(args.install_after)}
+        )
+        self.install = steps["install"]
+        self.install_report = steps["install"].stdout.apply(parse_install_report)  # type: ignore[attr-defined]
+        self.ready = list(steps.values())[-1]
+        # Drains the host when it leaves the stack or is replaced.
+        retire_step(self, inputs, machine, after=[self.ready])
 
         host_network_allowed = settings.gvisor.allow_host_network_stack
         report = steps["verify"].stdout.apply(  # type: ignore[attr-defined]
@@ -112,5 +142,19 @@ class RuntimeHost(pulumi.ComponentResource):
         if args.spec.source == "hcloud":
             if args.cloud is None:
                 raise ValueError(f"host {name}: a Cloud server needs the fleet's network and keys")
-            return create_cloud_server(self, name, args.spec, args.cloud, args.ssh_private_key)
+            return create_cloud_server(
+                self, name, args.spec, args.cloud, args.ssh_private_key, golden=args.golden, after=args.after
+            )
         return adopt_machine(args.spec, args.ssh_private_key)
+
+
+def parse_install_report(stdout: str) -> dict[str, Any]:
+    """The install step's JSON line; what it fetched, by source (empty when it says nothing)."""
+    for line in reversed((stdout or "").strip().splitlines()):
+        try:
+            report = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(report, dict):
+            return report
+    return {}

@@ -26,6 +26,11 @@ from components.settings import HostSpec
 # 60 dials of 10 s each (about 10 minutes) before calling it unreachable.
 DIAL_ERROR_LIMIT = 60
 PER_DIAL_TIMEOUT_SECONDS = 10
+# Each Cloud server of a golden-image stack names its host here, so a
+# rollout finds a host's server whatever its (image-suffixed) name.
+HOST_LABEL = "functions-runtime-host"
+# The part of a golden image's fingerprint in its hosts' server names.
+GOLDEN_NAME_DIGITS = 8
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,16 @@ class CloudServerArgs:
     hcloud_ssh_key_ids: Sequence[pulumi.Input[str]]
     # admin.sshSourceCidrs, exempted from sshd's per-source penalties.
     admin_sources: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class GoldenBoot:
+    """A Cloud host booting the stack's golden image (components/golden_image.py)."""
+
+    image_id: pulumi.Input[str]
+    # The image's fingerprint: it names the server, so a replacement's name
+    # is free while the server it replaces still runs.
+    digest: str
 
 
 def _connection(
@@ -84,6 +99,12 @@ def adopt_machine(spec: HostSpec, private_key: pulumi.Input[str] | None) -> Mach
     )
 
 
+def golden_server_name(server_name: str, digest: str) -> str:
+    """A host's server name for one golden image: create-before-delete needs
+    the replacement's name free while the old server still exists."""
+    return f"{server_name}-g{digest[:GOLDEN_NAME_DIGITS]}"
+
+
 def first_network_ip(networks: Any) -> str:
     for net in networks or []:
         ip = net.get("ip") if isinstance(net, dict) else getattr(net, "ip", None)
@@ -98,8 +119,20 @@ def create_cloud_server(
     spec: HostSpec,
     args: CloudServerArgs,
     private_key: pulumi.Input[str] | None,
+    golden: GoldenBoot | None = None,
+    after: Sequence[pulumi.Resource] = (),
+    in_placement_group: bool = True,
 ) -> Machine:
-    """A new Hetzner Cloud server on the fleet's network, behind its firewall."""
+    """A new Hetzner Cloud server on the fleet's network, behind its firewall.
+
+    With `golden`, the server boots the golden image and a new image
+    replaces it (create before delete); without, it boots `spec.image` and
+    an image change never replaces it. `after`: what the server waits for (a
+    rollout's previous batch).
+    """
+    server_name = spec.server_name or name
+    if golden is not None:
+        server_name = golden_server_name(server_name, golden.digest)
     child = pulumi.ResourceOptions(parent=owner)
     # The program generates the server's SSH host key so every connection
     # can pin it from the first dial: no trust on first use.
@@ -111,35 +144,43 @@ def create_cloud_server(
                 authorized_keys=[k.strip() for k in v[2:]],
                 host_key_private=v[0],
                 host_key_public=v[1],
-                hostname=spec.server_name,
+                hostname=server_name,
                 admin_sources=args.admin_sources,
+                golden=golden is not None,
             )
         )
     )
     net = args.network
-    placement = net.placement_groups[(spec.group, spec.placement_index or 0)]
+    placement = net.placement_groups[(spec.group, spec.placement_index or 0)] if in_placement_group else None
+    # These apply only when a server is created. Changing them on a running
+    # host would replace it (and kill its functions); the bootstrap step
+    # re-applies the base configuration over SSH instead. Replace a host on
+    # purpose with `pulumi up --replace <urn>`. A golden image is the one
+    # exception: a new image is a rollout, so its change must show.
+    ignored = ["user_data", "ssh_keys"] if golden is not None else ["user_data", "image", "ssh_keys"]
     server = hcloud.Server(
         f"{name}-server",
-        name=spec.server_name,
+        name=server_name,
         server_type=spec.server_type,
-        image=spec.image,
+        image=golden.image_id if golden is not None else spec.image,
         location=spec.location,
         ssh_keys=list(args.hcloud_ssh_key_ids),
         user_data=user_data,
         firewall_ids=[net.firewall.id.apply(int)],
-        placement_group_id=placement.id.apply(int),
+        placement_group_id=placement.id.apply(int) if placement is not None else None,
         networks=[hcloud.ServerNetworkArgs(network_id=net.network.id.apply(int))],
         public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
-        labels={**args.labels, "functions-runtime-group": spec.group},
+        labels={
+            **args.labels,
+            "functions-runtime-group": spec.group,
+            **({HOST_LABEL: spec.name} if golden is not None else {}),
+        },
         opts=pulumi.ResourceOptions(
             parent=owner,
-            depends_on=[net.subnet],
-            # These apply only when a server is created. Changing them on
-            # a running host would replace it (and kill its functions);
-            # the bootstrap step re-applies the base configuration over
-            # SSH instead. Replace a host on purpose with
-            # `pulumi up --replace <urn>`.
-            ignore_changes=["user_data", "image", "ssh_keys"],
+            depends_on=[net.subnet, *after],
+            ignore_changes=ignored,
+            # The replacement first, verified, then the old server retires.
+            delete_before_replace=False if golden is not None else None,
         ),
     )
     return Machine(

@@ -86,7 +86,9 @@ HOST_STEPS: tuple[Step, ...] = (
         "install",
         "script",
         "install_runtime.sh",
-        env=("ISOLATION", "GVISOR_RUNSC", "ARTIFACT_MIRROR"),
+        # Peers first (dedicated hosts: one download per fleet), then the
+        # mirror or the release URL; a host named to share serves its files.
+        env=("ISOLATION", "GVISOR_RUNSC", "ARTIFACT_MIRROR", "ARTIFACT_PEERS", "ARTIFACT_SHARE"),
         reads=("catalog/artifacts.tsv",),
         timeout=INSTALL_TIMEOUT,
     ),
@@ -104,6 +106,7 @@ HOST_STEPS: tuple[Step, ...] = (
             "EGRESS_NEW_BURST",
             "EGRESS_ALLOWED_CIDRS",
             "METRICS_CIDRS",
+            "ARTIFACT_PEER_CIDRS",
         ),
     ),
     Step(
@@ -162,6 +165,17 @@ HOST_STEPS: tuple[Step, ...] = (
 )
 
 
+# A golden-image builder's own last step: the disk made safe to clone
+# (no host keys, machine-id, cloud-init state or builder access left).
+SEAL_STEP = Step("seal", "script", "seal_image.sh")
+# The delete-time step of every host: drain, wait for running functions,
+# and on a dedicated host decommission (it cannot be deleted).
+RETIRE_STEP = Step("retire", "script", "retire_host.sh", env=("DRAIN_TIMEOUT", "HOST_SOURCE"))
+# The SSH dials a retiring host gets: an unreachable one fails the deletion
+# in about a minute, not ten (docs/golden-images.md says how to let it go).
+RETIRE_DIAL_ERROR_LIMIT = 6
+
+
 def steps_through(last: str, steps: Sequence[Step] = HOST_STEPS) -> tuple[Step, ...]:
     """The table up to and including `last` (a snapshot builder stops early)."""
     names = [s.name for s in steps]
@@ -179,6 +193,12 @@ class PipelineInputs:
     spec: HostSpec
     payload: Payload
     private_address: pulumi.Input[str]
+    # One download per fleet (dedicated hosts): the peers this host fetches
+    # release files from first, where it serves its own (`address:port`),
+    # and who may fetch from it.
+    artifact_peers: pulumi.Input[str] = ""
+    artifact_share: pulumi.Input[str] = ""
+    artifact_peer_cidrs: pulumi.Input[str] = ""
 
 
 @dataclass(frozen=True)
@@ -210,6 +230,23 @@ FACT_VARIABLES: Mapping[str, Variable] = {
     "PAYLOAD_SHA256": Variable("the payload", lambda h: h.payload.sha256, "the payload archive's sha256"),
     "PRIVATE_ADDRESS": Variable(
         "the machine's private address", lambda h: h.private_address, "the address Docker listens on"
+    ),
+    "ARTIFACT_PEERS": Variable(
+        "the fleet's dedicated hosts",
+        lambda h: h.artifact_peers,
+        "empty, or base URLs of fleet peers serving the catalog's files by name, tried before "
+        "`ARTIFACT_MIRROR` or the release URL (hash-checked as always)",
+    ),
+    "ARTIFACT_SHARE": Variable(
+        "the fleet's dedicated hosts",
+        lambda h: h.artifact_share,
+        "empty, or `address:port` on the private network where this host serves the release files "
+        "it fetched to its peers",
+    ),
+    "ARTIFACT_PEER_CIDRS": Variable(
+        "the fleet's dedicated hosts",
+        lambda h: h.artifact_peer_cidrs,
+        "the peers' private addresses the host filter admits to the shared release files",
     ),
     "VERIFY_IMAGE_ARCHIVE": Variable(
         "verify.imageArchive",
@@ -295,8 +332,13 @@ def run_steps(
     steps: Sequence[Step],
     stdin: Mapping[str, StdinMaterial],
     scripts_dir: Path,
+    after: Mapping[str, Sequence[pulumi.Resource]] | None = None,
 ) -> dict[str, pulumi.Resource]:
-    """Create the steps as children of `owner`, each after the one before."""
+    """Create the steps as children of `owner`, each after the one before.
+
+    `after` names resources a step waits for besides its predecessor (a
+    dedicated host's install waits for the peer it fetches from).
+    """
     files = host.payload.files
     chain: pulumi.Input[str] = fingerprint(files[LIB], files[CONTRACT_ENV])
     created: dict[str, pulumi.Resource] = {}
@@ -309,7 +351,8 @@ def run_steps(
         material = stdin.get(step.stdin) if step.stdin else None
         if step.stdin and material is None:
             raise ValueError(f"step {step.name} reads {step.stdin!r} on stdin, which the host does not provide")
-        opts = pulumi.ResourceOptions(parent=owner, depends_on=list(previous))
+        waits = list((after or {}).get(step.name, ()))
+        opts = pulumi.ResourceOptions(parent=owner, depends_on=[*previous, *waits])
         name = f"{host.name}-{step.name}"
         if step.kind == "upload":
             resource = _upload(name, step, host, machine, opts)
@@ -348,6 +391,49 @@ def run_steps(
         created[step.name] = resource
         previous = [resource]
     return created
+
+
+def retire_step(
+    owner: pulumi.Resource,
+    host: PipelineInputs,
+    machine: Machine,
+    after: Sequence[pulumi.Resource],
+) -> command.remote.Command:
+    """The host's delete-time step, created once the host is provisioned.
+
+    Its `delete` drains the host and waits for running containers when the
+    host leaves the stack or is replaced. Its only trigger is the machine's
+    identity: a change to the script or the timeout updates it in place and
+    never runs the drain on a host that stays. Deleted before its
+    replacement is created, so the old host drains right after the new one
+    is verified, not at the end of the whole `up`.
+    """
+    step = RETIRE_STEP
+    env = {name: VARIABLES[name].value(host) for name in step_env(step)}
+    delete = pulumi.Output.all(**env).apply(lambda e: script_command(step.script, e))
+    connection = command.remote.ConnectionArgs(
+        host=machine.connection.host,
+        port=machine.connection.port,
+        user=machine.connection.user,
+        private_key=machine.connection.private_key,
+        host_key=machine.connection.host_key,
+        dial_error_limit=RETIRE_DIAL_ERROR_LIMIT,
+        per_dial_timeout=machine.connection.per_dial_timeout,
+    )
+    return command.remote.Command(
+        f"{host.name}-{step.name}",
+        connection=connection,
+        # Nothing to do while the host serves: `delete` is the step.
+        create="true",
+        delete=delete,
+        triggers=[machine.id],
+        opts=pulumi.ResourceOptions(
+            parent=owner,
+            depends_on=list(after),
+            delete_before_replace=True,
+            custom_timeouts=pulumi.CustomTimeouts(delete=f"{host.settings.rollout.drain_timeout_seconds + 600}s"),
+        ),
+    )
 
 
 def _upload(

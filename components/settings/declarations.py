@@ -100,6 +100,18 @@ GC_IMAGE_BUDGET_MAX = 100_000
 GC_WATERMARK_DEFAULT = 80
 GC_WATERMARK_MIN = 10
 GC_WATERMARK_MAX = 95
+# goldenImage.*: three images kept for rollback (the current one and two
+# before it); a new one at least monthly, so a new host never boots a month
+# of Debian security updates behind.
+GOLDEN_KEEP_DEFAULT = 3
+GOLDEN_KEEP_MAX = 20
+GOLDEN_MAX_AGE_DAYS_DEFAULT = 30
+GOLDEN_MAX_AGE_DAYS_MAX = 365
+# rollout.*: one host replaced at a time; a retiring host waits ten minutes
+# for its running functions (the longest a function usually runs) to finish.
+ROLLOUT_BATCH_DEFAULT = 1
+ROLLOUT_DRAIN_TIMEOUT_DEFAULT = 600
+ROLLOUT_DRAIN_TIMEOUT_MAX = 24 * 3600
 
 
 def _flag(value: bool) -> str:
@@ -206,6 +218,9 @@ SECTIONS: dict[str, str] = {
     "metrics": "Each host's node exporter (Debian's `prometheus-node-exporter`) on its private address, "
     "behind the host filter.",
     "certificates": "The endpoint's leaf certificates (docs/certificates.md).",
+    "goldenImage": "Cloud hosts boot from a snapshot the program builds (base OS and install done once), "
+    "not from stock Debian (docs/golden-images.md).",
+    "rollout": "How hosts are replaced (a new golden image) and retired (drained before they go).",
     "dedicatedSshKey": "The SSH private key for dedicated hosts.",
 }
 
@@ -388,6 +403,22 @@ SETTINGS: tuple[Setting, ...] = (
       "first `pulumi up` at least this many days after they were issued. Consumers keep working across a server "
       "certificate's rotation: the CA stays", default=ROTATE_AFTER_DAYS_DEFAULT, low=ROTATE_AFTER_DAYS_MIN,
       high=ROTATE_AFTER_DAYS_MAX),
+    S("goldenImage.enabled", "boolean", "build a golden image for the Cloud hosts and boot them from it: a "
+      "builder server runs the pipeline through install, is sealed and snapshotted, and removed by the next "
+      "`pulumi up`. Off by default: turning it on replaces every Cloud host (one rollout), which should be a "
+      "choice, and a fleet of one or two hosts gains little", default=False),
+    S("goldenImage.keep", "integer", "golden images kept for rollback, the current one included; older ones "
+      "are deleted (never one a server still uses)", default=GOLDEN_KEEP_DEFAULT, low=1, high=GOLDEN_KEEP_MAX),
+    S("goldenImage.maxAgeDays", "integer", "a new image is built by the first `pulumi up` in each period of "
+      "this many days (counted from 1970-01-01, so every stack agrees), even when nothing else changed: Debian "
+      "security updates in the image stay at most this old", default=GOLDEN_MAX_AGE_DAYS_DEFAULT, low=1,
+      high=GOLDEN_MAX_AGE_DAYS_MAX),
+    S("rollout.batchSize", "integer", "Cloud hosts replaced at once when their image changes; the next batch "
+      "starts when the last one is verified", default=ROLLOUT_BATCH_DEFAULT, low=1, high=MAX_HOSTS_PER_GROUP),
+    S("rollout.drainTimeoutSeconds", "integer", "how long a retiring host (replaced, or removed from the stack) "
+      "refuses new containers and waits for running ones before it goes; a timeout is reported, not fatal",
+      default=ROLLOUT_DRAIN_TIMEOUT_DEFAULT, low=0, high=ROLLOUT_DRAIN_TIMEOUT_MAX, host_var="DRAIN_TIMEOUT",
+      attr="rollout.drain_timeout_seconds"),
     S("dedicatedSshKey", "secret", "secret: the private key root accepts on the dedicated hosts; checked at "
       "preview (unencrypted OpenSSH or PEM; ed25519, ECDSA or RSA of 3072 bits or more), never quoted. Set it "
       "with `pulumi config set --secret functions-runtime:dedicatedSshKey < key`. The only secret setting: any "

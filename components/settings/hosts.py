@@ -4,6 +4,7 @@ addresses and ports used once)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -329,3 +330,34 @@ def _parse_dedicated_group(p: Problems, group_key: str, group: Mapping[str, Any]
             )
         )
     return hosts
+
+
+# A golden-image host's server name carries "-g" and 8 hex digits of its
+# image (components/machine.py golden_server_name); Hetzner allows 63.
+GOLDEN_NAME_SUFFIX = 10
+
+
+def check_golden_server_names(p: Problems, hosts: Sequence[HostSpec]) -> None:
+    for h in hosts:
+        if h.source == "hcloud" and h.server_name and len(h.server_name) + GOLDEN_NAME_SUFFIX > 63:
+            p.add(
+                f"{h.config_key}.name",
+                f"server name {h.server_name!r} leaves no room for the golden image's suffix "
+                f"({GOLDEN_NAME_SUFFIX} characters; Hetzner allows 63): shorten the group's name or the stack's",
+            )
+
+
+def leave_room_for_replacements(hosts: Sequence[HostSpec]) -> list[HostSpec]:
+    """Nine Cloud hosts per spread placement group, not ten, with golden images:
+    a rollout creates each replacement beside the server it replaces, and a
+    full group (Hetzner's limit is ten) would refuse it."""
+    seen: dict[str, int] = {}
+    placed: list[HostSpec] = []
+    for h in hosts:
+        if h.source != "hcloud":
+            placed.append(h)
+            continue
+        i = seen.get(h.group, 0)
+        seen[h.group] = i + 1
+        placed.append(dataclasses.replace(h, placement_index=i // (PLACEMENT_GROUP_SIZE - 1)))
+    return placed

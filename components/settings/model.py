@@ -160,6 +160,19 @@ class CertificateSettings:
 
 
 @dataclass(frozen=True)
+class GoldenImageSettings:
+    enabled: bool = default_of("goldenImage.enabled")
+    keep: int = default_of("goldenImage.keep")
+    max_age_days: int = default_of("goldenImage.maxAgeDays")
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    batch_size: int = default_of("rollout.batchSize")
+    drain_timeout_seconds: int = default_of("rollout.drainTimeoutSeconds")
+
+
+@dataclass(frozen=True)
 class HostSpec:
     """One runtime host as the stack configures it, flattened from its group.
 
@@ -214,6 +227,8 @@ class Settings:
     gc: GcSettings = GcSettings()
     metrics: MetricsSettings = MetricsSettings()
     certificates: CertificateSettings = CertificateSettings()
+    golden_image: GoldenImageSettings = GoldenImageSettings()
+    rollout: RolloutSettings = RolloutSettings()
 
     @property
     def hcloud_hosts(self) -> tuple[HostSpec, ...]:

@@ -9,7 +9,12 @@ from typing import Any
 import pulumi
 
 from components.settings.declarations import TOP_LEVEL_KEYS
-from components.settings.hosts import check_ports, parse_hosts
+from components.settings.hosts import (
+    check_golden_server_names,
+    check_ports,
+    leave_room_for_replacements,
+    parse_hosts,
+)
 from components.settings.model import Settings, SettingsError, key
 from components.settings.problems import Problems
 from components.settings.sections import (
@@ -20,11 +25,13 @@ from components.settings.sections import (
     parse_egress,
     parse_endpoint,
     parse_gc,
+    parse_golden_image,
     parse_gvisor,
     parse_isolation,
     parse_kata,
     parse_metrics,
     parse_network,
+    parse_rollout,
     parse_verify,
 )
 from components.ssh_keys import ssh_private_key_problem
@@ -52,6 +59,11 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
     architectures = artifacts.catalog.architectures if artifacts else frozenset({"amd64"})
     hosts = parse_hosts(p, raw.get("hosts"), stack, isolation, network, architectures)
     check_ports(p, hosts, endpoint)
+    golden_image = parse_golden_image(p, raw.get("goldenImage"), any(h.source == "hcloud" for h in hosts))
+    rollout = parse_rollout(p, raw.get("rollout"))
+    if golden_image.enabled:
+        check_golden_server_names(p, hosts)
+        hosts = leave_room_for_replacements(hosts)
     dedicated_key = _dedicated_key(p, raw.get("dedicatedSshKey"), any(h.source == "dedicated" for h in hosts))
 
     if p.items:
@@ -74,6 +86,8 @@ def parse_settings(raw: Mapping[str, Any], stack: str) -> Settings:
         gc=gc,
         metrics=metrics,
         certificates=certificates,
+        golden_image=golden_image,
+        rollout=rollout,
     )
 
 

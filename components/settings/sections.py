@@ -57,10 +57,12 @@ from components.settings.model import (
     EndpointRevocations,
     EndpointSettings,
     GcSettings,
+    GoldenImageSettings,
     GvisorSettings,
     KataSettings,
     MetricsSettings,
     NetworkSettings,
+    RolloutSettings,
     VerifySettings,
     key,
 )
@@ -603,3 +605,27 @@ def parse_metrics(p: Problems, value: Any, endpoint: EndpointSettings) -> Metric
 def parse_certificates(p: Problems, value: Any) -> CertificateSettings:
     obj = p.obj(key("certificates"), value, fields_of("certificates"))
     return CertificateSettings(rotate_after_days=_read(p, "certificates.rotateAfterDays", obj))
+
+
+def parse_golden_image(p: Problems, value: Any, has_cloud_hosts: bool) -> GoldenImageSettings:
+    obj = p.obj(key("goldenImage"), value, fields_of("goldenImage"))
+    settings = GoldenImageSettings(
+        enabled=_read(p, "goldenImage.enabled", obj),
+        keep=_read(p, "goldenImage.keep", obj),
+        max_age_days=_read(p, "goldenImage.maxAgeDays", obj),
+    )
+    if settings.enabled and not has_cloud_hosts:
+        p.warn(
+            key("goldenImage.enabled"),
+            "is true but the stack has no `source: hcloud` hosts; dedicated hosts cannot boot a snapshot, "
+            "so nothing is built (they fetch each release file once per fleet instead)",
+        )
+    return settings
+
+
+def parse_rollout(p: Problems, value: Any) -> RolloutSettings:
+    obj = p.obj(key("rollout"), value, fields_of("rollout"))
+    return RolloutSettings(
+        batch_size=_read(p, "rollout.batchSize", obj),
+        drain_timeout_seconds=_read(p, "rollout.drainTimeoutSeconds", obj),
+    )

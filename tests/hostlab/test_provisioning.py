@@ -77,8 +77,9 @@ FUNCTION_LIMITS = {
 # lab's stand-in), so Debian's runsc package is not among them.
 RUNTIME_PACKAGES = ("docker.io docker-cli containerd runc containernetworking-plugins apparmor prometheus-node-exporter "
                     "unattended-upgrades")
+# `retire` is the delete-time step: replayed as pulumi-command creates it (its create does nothing).
 STEP_NAMES = ("wait", "payload", "bootstrap", "install", "firewall", "configure", "verify-image", "verify", "upkeep",
-              "keys")
+              "keys", "retire")
 
 
 def step_json(result: StepResult) -> dict:

@@ -106,6 +106,9 @@ class FleetMocks(ProgramMocks):
         self.server_private_address = server_private_address
         self.keys: dict[str, Any] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        # What getImages and getServers find (golden images, a rollout's running servers).
+        self.images: list[dict[str, Any]] = []
+        self.servers: list[dict[str, Any]] = []
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
         self.calls.append((args.token, dict(args.args)))
@@ -119,6 +122,10 @@ class FleetMocks(ProgramMocks):
             if zone is None:
                 return {}, [("name", f"no Location found with name {args.args.get('name')}")]
             return {"name": args.args["name"], "networkZone": zone}, []
+        if args.token == "hcloud:index/getImages:getImages":
+            return {"images": list(self.images)}, []
+        if args.token == "hcloud:index/getServers:getServers":
+            return {"servers": list(self.servers)}, []
         return {}, []
 
     def resource_id(self, provider: str, name: str) -> str:
@@ -302,6 +309,8 @@ def run_program(
     server_private_address: str | None = None,
     registrations: list[Registration] | None = None,
     calls: list[tuple[str, dict[str, Any]]] | None = None,
+    hcloud_images: list[dict[str, Any]] | None = None,
+    hcloud_servers: list[dict[str, Any]] | None = None,
 ) -> ProgramRun:
     """Run __main__.py under mocks with `config` (full keys -> values).
 
@@ -310,9 +319,13 @@ def run_program(
     derived from the server's name. `registrations` and `calls`, when given,
     receive each registration and invoke (data source lookups) as it happens,
     so a caller sees them even when the program raises. Hetzner lookups run
-    only when the config sets `hcloud:token` (as a real run needs a token).
+    only when the config sets `hcloud:token` (as a real run needs a token);
+    `hcloud_images` and `hcloud_servers` are what getImages and getServers
+    find (each a dict of the data source's fields).
     """
     mocks = FleetMocks(command_stdout, preview, server_private_address)
     if calls is not None:
         mocks.calls = calls
+    mocks.images = list(hcloud_images or [])
+    mocks.servers = list(hcloud_servers or [])
     return run_main(mocks, config, stack, secret_keys, registrations)

@@ -88,7 +88,7 @@ def test_dev_stack_registers_network_firewall_server_and_host_chain(dev_run):
     assert types.count(SERVER) == 1
     assert [r.name.split("cloud-1-")[1] for r in dev_run.of_type(COMMAND)] and {
         r.name for r in dev_run.of_type(COMMAND)
-    } == {f"cloud-1-{s}" for s in CHAIN}
+    } == {f"cloud-1-{s}" for s in (*CHAIN, "retire")}
     assert "functions-runtime:index:RuntimeFleet" in types
     assert "functions-runtime:index:RuntimeHost" in types
 
@@ -178,7 +178,7 @@ def test_tls_material_reaches_hosts_only_on_secret_stdin(multi_run):
 
 
 def test_client_tls_output_is_secret_and_endpoint_is_not(dev_run):
-    assert dev_run.output_secret == {"runtimeClientTls": True, "runtimeEndpoint": False}
+    assert dev_run.output_secret == {"runtimeClientTls": True, "runtimeEndpoint": False, "artifactDownloads": False}
     assert "PRIVATE KEY" not in json.dumps(dev_run.outputs["runtimeEndpoint"])
     # The endpoint policy's maxima, from endpoint.limits (defaults here), for consumers.
     assert dev_run.outputs["runtimeEndpoint"]["limits"] == {"maxMemoryMiB": 2048, "maxPids": 1024, "maxCpus": 2}

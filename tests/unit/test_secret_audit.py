@@ -109,7 +109,7 @@ def test_user_data_and_client_tls_are_secret(runs, stack_file):
     run = runs[stack_file]
     for server in run.of_type("hcloud:index/server:Server"):
         assert "userData" in server.secret_inputs(), f"{server.urn}: userData must be secret"
-    assert run.output_secret == {"runtimeEndpoint": False, "runtimeClientTls": True}
+    assert run.output_secret == {"runtimeEndpoint": False, "runtimeClientTls": True, "artifactDownloads": False}
 
 
 @pytest.mark.parametrize("stack_file", [p.name for p in STACK_FILES])

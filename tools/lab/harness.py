@@ -78,6 +78,9 @@ class Registration:
     ignore_changes: list[str]
     # URNs this resource answers to besides its own (ResourceOptions.aliases).
     aliases: list[str] = field(default_factory=list)
+    # ResourceOptions.delete_before_replace as set (None: the provider's default).
+    delete_before_replace: bool | None = None
+    retain_on_delete: bool = False
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -234,6 +237,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     custom=request.custom,
                     ignore_changes=list(request.ignoreChanges),
                     aliases=list(request.aliasURNs),
+                    delete_before_replace=(
+                        bool(request.deleteBeforeReplace) if request.deleteBeforeReplaceDefined else None
+                    ),
+                    retain_on_delete=bool(request.retainOnDelete),
                 )
             )
         return response
@@ -275,6 +282,7 @@ def run_main(
                 asyncio.gather(
                     collect("runtimeEndpoint", fleet.runtime_endpoint),
                     collect("runtimeClientTls", fleet.runtime_client_tls),
+                    collect("artifactDownloads", fleet.artifact_downloads),
                 )
             )
         )
