@@ -79,6 +79,10 @@ AUTHZ_DRAIN_FILE = "/var/lib/functions-runtime/draining"
 # "<mark>: <why>". Not the canary's mark (host_verify/canary.py), so the
 # canary, which lifts only its own drain, never lifts a retiring host's.
 AUTHZ_RETIRE_MARK = "retiring"
+# How the drain file starts while the install step updates a serving
+# dedicated host's runtime; the upkeep step (after verify passed) lifts only
+# this mark, never an operator's, the canary's or a retiring host's.
+AUTHZ_UPDATE_MARK = "updating"
 # The operator's one command on the host: drain, resume, status, recover.
 ENDPOINT_COMMAND = "/usr/local/sbin/functions-runtime-endpoint"
 # Every refusal starts with it (the plugin defines it; verify looks for it).
@@ -338,6 +342,7 @@ def shared_facts() -> tuple[SharedFact, ...]:
         SharedFact("FR_AUTHZ_DRAIN_FILE", AUTHZ_DRAIN_FILE, overridable=True),
         SharedFact("FR_ENDPOINT_COMMAND", ENDPOINT_COMMAND, overridable=True),
         SharedFact("FR_AUTHZ_RETIRE_MARK", AUTHZ_RETIRE_MARK),
+        SharedFact("FR_AUTHZ_UPDATE_MARK", AUTHZ_UPDATE_MARK),
         SharedFact("FR_VERIFY_MEMORY_MIB", str(VERIFY_MEMORY_MIB)),
         SharedFact("FR_VERIFY_PIDS", str(VERIFY_PIDS)),
         SharedFact("FR_VERIFY_MILLICPUS", str(VERIFY_MILLICPUS)),

@@ -94,6 +94,14 @@ class RuntimeFleet(pulumi.ComponentResource):
             log_rollout(batches, settings)
             waits = batch_waits(batches)
         sharing = artifact_sharing(settings)
+        # Dedicated hosts are updated in place, one batch at a time: a host's
+        # install waits until the previous batch is verified again (and resumed).
+        in_place = batch_waits(
+            [
+                [h.name for h in settings.dedicated_hosts[i : i + settings.rollout.batch_size]]
+                for i in range(0, len(settings.dedicated_hosts), settings.rollout.batch_size)
+            ]
+        )
 
         self.hosts: list[RuntimeHost] = []
         by_name: dict[str, RuntimeHost] = {}
@@ -123,7 +131,10 @@ class RuntimeFleet(pulumi.ComponentResource):
                     artifact_peers=peers,
                     artifact_share=share,
                     artifact_peer_cidrs=peer_cidrs,
-                    install_after=[by_name[seed].install] if seed is not None else [],
+                    install_after=[
+                        *([by_name[seed].install] if seed is not None else []),
+                        *(by_name[w].ready for w in in_place.get(spec.name, ())),
+                    ],
                 ),
                 opts=child,
             )

@@ -25,6 +25,8 @@ readonly GC_TIMEOUT_SECONDS=1800
 readonly GIB=1073741824
 
 RESTARTED=()
+# true once resume_after_update lifted the install step's drain.
+RESUMED=false
 NODE_EXPORTER_NEEDS_RESTART=0
 
 check_inputs() {
@@ -203,10 +205,23 @@ start_units() {
   fi
 }
 
+# resume_after_update: the install step drained this host for an update
+# (FR_AUTHZ_UPDATE_MARK); verify passed, so it takes containers again. Any
+# other drain (an operator's, the canary's, a retiring host's) stays.
+resume_after_update() {
+  local first
+  [[ -f "$FR_AUTHZ_DRAIN_FILE" ]] || return 0
+  first=$(head -n 1 "$FR_AUTHZ_DRAIN_FILE" 2>/dev/null || true)
+  [[ "$first" == "$FR_AUTHZ_UPDATE_MARK:"* ]] || return 0
+  run rm -f "$FR_AUTHZ_DRAIN_FILE"
+  RESUMED=true
+  info "resumed after the update: verify passed"
+}
+
 print_result() {
-  printf '{"changed": %s, "timers": %s, "nodeExporter": %s, "restarted": %s}\n' \
+  printf '{"changed": %s, "timers": %s, "nodeExporter": %s, "restarted": %s, "resumedAfterUpdate": %s}\n' \
     "$(json_array "${CHANGED[@]}")" "$(json_array "$FR_CANARY_UNIT.timer" "$FR_GC_UNIT.timer")" \
-    "$(json_string "$PRIVATE_ADDRESS:$FR_NODE_EXPORTER_PORT")" "$(json_array "${RESTARTED[@]}")"
+    "$(json_string "$PRIVATE_ADDRESS:$FR_NODE_EXPORTER_PORT")" "$(json_array "${RESTARTED[@]}")" "$RESUMED"
 }
 
 main() {
@@ -218,6 +233,7 @@ main() {
   configure_node_exporter
   configure_upgrades
   start_units
+  resume_after_update
   print_result
 }
 

@@ -41,6 +41,8 @@ FR_SYSTEMD_DIR=${FR_SYSTEMD_DIR:-/etc/systemd/system}
 FR_PYTHON=${FR_PYTHON:-/usr/bin/python3}
 
 CHANGED=()
+# true once drain_before_update drained a serving host for this update.
+DRAINED_FOR_UPDATE=false
 INSTALLED=()
 KATA_STATUS=""
 GVISOR_STATUS=""
@@ -536,10 +538,38 @@ configure_artifact_share() {
 }
 
 print_result() {
-  printf '{"changed": %s, "installedPackages": %s, "kata": %s, "gvisor": %s, "nerdctl": %s, "downloads": %s, "downloadedBytes": %s}\n' \
+  printf '{"changed": %s, "installedPackages": %s, "kata": %s, "gvisor": %s, "nerdctl": %s, "downloads": %s, "downloadedBytes": %s, "drainedForUpdate": %s}\n' \
     "$(json_array "${CHANGED[@]}")" "$(json_array "${INSTALLED[@]}")" \
     "$(json_string "$KATA_STATUS")" "$(json_string "$GVISOR_STATUS")" "$(json_string "$NERDCTL_STATUS")" \
-    "$(downloads_json)" "$(downloaded_bytes_json)"
+    "$(downloads_json)" "$(downloaded_bytes_json)" "$DRAINED_FOR_UPDATE"
+}
+
+# runtime_up_to_date: nothing the install step manages would change (the
+# runtime packages and the wanted release files, by their markers).
+runtime_up_to_date() {
+  [[ -z "$(missing_runtime_packages)" ]] && ! dpkg_was_interrupted || return 1
+  wanted_runtimes_before_install
+  if runtime_wanted kata; then kata_installed || return 1; fi
+  if runtime_wanted runsc && [[ "$GVISOR_RUNSC" != debian ]]; then gvisor_installed || return 1; fi
+  nerdctl_installed
+}
+
+# drain_before_update: a serving host (its endpoint policy configured: a
+# dedicated host updated in place) takes no new containers while its
+# runtime changes; running ones keep running (live-restore). The upkeep
+# step resumes it once verify passed again. A drain already in place (an
+# operator's, the canary's, a retiring host's) is left as it is.
+drain_before_update() {
+  [[ -e "$FR_AUTHZ_CONFIG" ]] || return 0
+  runtime_up_to_date && return 0
+  if [[ -e "$FR_AUTHZ_DRAIN_FILE" ]]; then
+    info "the host already drains ($(head -n 1 "$FR_AUTHZ_DRAIN_FILE" 2>/dev/null || true)); kept through the update"
+    return 0
+  fi
+  printf '%s: the install step updates the runtime; the upkeep step resumes the host once verify passed\n' \
+    "$FR_AUTHZ_UPDATE_MARK" | write_file_if_changed "$FR_AUTHZ_DRAIN_FILE" 0644 >/dev/null
+  info "draining for the update: new containers are refused until verify passed again"
+  DRAINED_FOR_UPDATE=true
 }
 
 main() {
@@ -547,6 +577,7 @@ main() {
   require_var ISOLATION GVISOR_RUNSC
   sharing || true # a malformed ARTIFACT_SHARE fails here, before anything changes
   require_kvm_if_kata_wanted
+  drain_before_update
   install_runtime_packages
   install_kata
   install_gvisor

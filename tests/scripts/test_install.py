@@ -115,6 +115,7 @@ def test_first_run_installs_then_second_run_skips_without_download(world):
         "nerdctl": "present",
         "downloads": [],
         "downloadedBytes": {"internet": 0, "mirror": 0, "peer": 0},
+        "drainedForUpdate": False,
     }
     assert "Kata already at 3.32.0, skipping" in second.stderr
     assert f"gVisor already at {GVISOR_VERSION}, skipping" in second.stderr
@@ -581,3 +582,51 @@ def test_a_hold_left_by_a_killed_run_is_removed_even_with_nothing_to_install(apt
     r = run_bash(snippet, env, script="install_runtime.sh")
     assert r.rc == 0 and "already installed, skipping" in r.stderr
     assert not policy.exists() and not calls.exists()
+
+
+# ---------------------------------------------------------------- dedicated hosts updated in place
+
+UP_TO_DATE = "missing_runtime_packages() { :; }; dpkg_was_interrupted() { return 1; }; "
+
+
+def serving(env: dict, tmp: Path) -> dict:
+    """A host whose endpoint policy is configured (it serves functions)."""
+    config = tmp / "authz" / "endpoint-policy.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("{}")
+    return {**env, "FR_AUTHZ_CONFIG": str(config), "FR_AUTHZ_DRAIN_FILE": str(tmp / "authz" / "draining")}
+
+
+def test_a_serving_host_drains_before_its_runtime_is_updated(world):
+    env, server, tmp = world
+    env = serving(env, tmp)
+    assert run_bash(STEPS, env, script="install_runtime.sh").rc == 0  # installed, up to date
+    assert not (tmp / "authz" / "draining").exists()
+    (tmp / "fr" / "state" / "nerdctl.version").write_text("2.3.0 deadbeef\n")  # the catalog moved on
+    r = run_bash(UP_TO_DATE + "drain_before_update; install_nerdctl; print_result", env, script="install_runtime.sh")
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["drainedForUpdate"] is True
+    assert (tmp / "authz" / "draining").read_text().startswith("updating: ")
+
+
+def test_an_up_to_date_or_not_yet_serving_host_is_not_drained(world):
+    env, server, tmp = world
+    assert run_bash(STEPS, env, script="install_runtime.sh").rc == 0
+    up_to_date = run_bash(UP_TO_DATE + "drain_before_update; print_result", serving(env, tmp), script="install_runtime.sh")
+    assert up_to_date.rc == 0 and json.loads(up_to_date.stdout)["drainedForUpdate"] is False
+    (tmp / "fr" / "state" / "nerdctl.version").write_text("2.3.0 deadbeef\n")
+    fresh = {**env, "FR_AUTHZ_CONFIG": str(tmp / "none.json"), "FR_AUTHZ_DRAIN_FILE": str(tmp / "draining")}
+    first_install = run_bash(UP_TO_DATE + "drain_before_update; print_result", fresh, script="install_runtime.sh")
+    assert first_install.rc == 0 and json.loads(first_install.stdout)["drainedForUpdate"] is False
+    assert not (tmp / "draining").exists()
+
+
+def test_an_operators_drain_is_kept_through_an_update(world):
+    env, server, tmp = world
+    env = serving(env, tmp)
+    assert run_bash(STEPS, env, script="install_runtime.sh").rc == 0
+    (tmp / "authz" / "draining").write_text("draining: maintenance\n")
+    (tmp / "fr" / "state" / "nerdctl.version").write_text("2.3.0 deadbeef\n")
+    r = run_bash(UP_TO_DATE + "drain_before_update; print_result", env, script="install_runtime.sh")
+    assert r.rc == 0 and json.loads(r.stdout)["drainedForUpdate"] is False
+    assert (tmp / "authz" / "draining").read_text() == "draining: maintenance\n"

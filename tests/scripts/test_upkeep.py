@@ -180,3 +180,18 @@ def test_a_missing_input_fails_closed_naming_it(fr_env, tmp_path, pki, variable)
     r = run_script("configure_upkeep.sh", env, pki.ca + pki.client_cert + pki.client_key)
     assert r.rc != 0 and variable in r.stderr
     assert not Path(env["FR_CANARY_DIR"]).exists()
+
+
+@pytest.mark.parametrize(
+    ("mark", "lifted"),
+    [("updating: the install step updates the runtime\n", True), ("draining: maintenance\n", False),
+     ("retiring: replaced\n", False), ("drained by the canary: a check failed\n", False)],
+)
+def test_upkeep_resumes_only_a_host_the_install_step_drained_for_its_update(fr_env, tmp_path, pki, mark, lifted):
+    drain = tmp_path / "draining"
+    drain.write_text(mark)
+    env = upkeep_env(fr_env, tmp_path, FR_AUTHZ_DRAIN_FILE=str(drain))
+    r = run_script("configure_upkeep.sh", env, pki.ca + pki.client_cert + pki.client_key)
+    assert r.rc == 0, r.stderr
+    assert json.loads(r.stdout)["resumedAfterUpdate"] is lifted
+    assert drain.exists() is not lifted

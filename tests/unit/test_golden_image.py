@@ -366,3 +366,18 @@ def test_a_server_name_without_room_for_the_image_suffix_is_refused_by_key():
     raw = {k.split(":", 1)[1]: v for k, v in cfg.items() if k.startswith("functions-runtime:")}
     with pytest.raises(SettingsError, match=r"hosts\[0\]\.name.*golden image's suffix"):
         parse_settings(raw, "d" * 15)
+
+
+@pytest.mark.parametrize(("batch", "waits"), [(1, {"kvm-2": {"kvm-1"}, "kvm-3": {"kvm-2"}}), (2, {"kvm-3": {"kvm-1", "kvm-2"}})])
+def test_dedicated_hosts_are_updated_in_place_one_batch_after_the_other(batch, waits):
+    cfg = {**dedicated_config(3), "functions-runtime:rollout": {"batchSize": batch}}
+    run = run_program(cfg, stack="prod")
+    by_urn = run.by_urn()
+    found = {}
+    for r in run.of_type(REMOTE):
+        if r.name.endswith("-install"):
+            host = r.name.removesuffix("-install")
+            after = {by_urn[d].name.rsplit("-", 1)[0] for d in r.dependencies if by_urn[d].name.endswith("-keys")}
+            if after:
+                found[host] = after
+    assert found == waits
