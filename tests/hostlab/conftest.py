@@ -155,8 +155,6 @@ def format_timings(t: dict[str, Any]) -> str:
         ("first_replay_s", "first replay, all steps"),
         ("second_replay_s", "second replay, all steps (nothing to do)"),
         ("second_verify_s", "  of which verify (always runs)"),
-        ("baseline_apt_update_s", "baseline: bare apt-get update"),
-        ("baseline_apt_install_s", "baseline: bare apt-get install"),
         ("converge_replay_s", "replay after an interrupted install"),
         ("total_session_guest_s", "shared guest, first use to stop"),
     ):

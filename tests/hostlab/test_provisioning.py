@@ -13,7 +13,7 @@ through the program, whose endpoint code builds `runtimeEndpoint`.
 
 Tests that only read the guest call `lab.at(name)`; tests that break the
 host on purpose (a tampered archive, isolation `vm`, KVM removed, a killed
-install, the baseline) call `lab.fresh(name)` first: each starts from its
+install) call `lab.fresh(name)` first: each starts from its
 snapshot, whatever ran before it, so any one of them runs alone (`-k`).
 
 Real here: cloud-init 25.1, sshd with the program's hardening and its pinned
@@ -43,6 +43,7 @@ from typing import Any
 import pytest
 
 from components.contract import (
+    AUTHZ_DRAIN_FILE,
     AUTHZ_OWNER_LABEL,
     CONSUMER_COMMON_NAME,
     GVISOR_DIR,
@@ -492,6 +493,69 @@ def test_draining_refuses_creates_while_a_running_container_keeps_running(lab):
         client.close()
 
 
+# The drain timeout the retire proofs give the program (rollout.drainTimeoutSeconds).
+RETIRE_DRAIN_TIMEOUT_S = 25
+RETIRE_RESULT = "/root/retire.json"
+
+
+def retire_command(lab: SharedGuest) -> str:
+    """The program's own delete-time command of the host, as pulumi-command would run it."""
+    config = {**lab.hcloud_config(), "functions-runtime:rollout": {"drainTimeoutSeconds": RETIRE_DRAIN_TIMEOUT_S}}
+    return lab.program(config).named(f"{testbed.HOST_NAME}-retire").plain["delete"]
+
+
+def run_retire_in_background(lab: SharedGuest, command: str) -> None:
+    lab.sh(f"rm -f {RETIRE_RESULT}; nohup sh -c {shlex.quote(command)} >{RETIRE_RESULT}.part 2>/root/retire.log "
+           f"</dev/null && mv {RETIRE_RESULT}.part {RETIRE_RESULT} &")
+
+
+def retire_result(lab: SharedGuest, within_s: float) -> dict:
+    out = lab.sh(f"for i in $(seq {int(within_s)}); do [ -s {RETIRE_RESULT} ] && cat {RETIRE_RESULT} && exit 0; "
+                 "sleep 1; done; cat /root/retire.log; exit 1", timeout=within_s + 60)
+    return json.loads(out)
+
+
+def test_the_retire_step_drains_and_finishes_when_the_last_function_exits_or_at_the_timeout(lab):
+    """The delete-time step a replaced or removed host runs (scripts/retire_host.sh),
+    with the program's own command: new creates are refused with the draining
+    message while a sandboxed function keeps running; the step returns once it
+    exits, or reports the timeout without killing it."""
+    client = consumer_client(lab)
+    command = retire_command(lab)
+    assert f"DRAIN_TIMEOUT={RETIRE_DRAIN_TIMEOUT_S}" in command
+    lab.fresh(VERIFIED)
+    short = client.containers.run(lab.image.image_id, ["sh", "-c", "sleep 15"], detach=True, **FUNCTION_LIMITS)
+    long = None
+    try:
+        run_retire_in_background(lab, command)
+        lab.sh(f"for i in $(seq 30); do [ -f {AUTHZ_DRAIN_FILE} ] && exit 0; sleep 1; done; exit 1")
+        assert "this host is draining" in refused(
+            lambda: client.containers.create(lab.image.image_id, "true", **FUNCTION_LIMITS)
+        )
+        short.reload()
+        assert short.status == "running", "draining must not stop a running function"
+        done = retire_result(lab, RETIRE_DRAIN_TIMEOUT_S + 60)
+        assert done["drained"] is True and done["timedOut"] is False and done["running"] == 0, done
+        short.reload()
+        assert short.status == "exited" and short.attrs["State"]["ExitCode"] == 0
+
+        # A function that outlives the timeout: reported, still running, never killed.
+        assert json.loads(lab.sh("functions-runtime-endpoint resume")) == {"draining": False}
+        long = client.containers.run(lab.image.image_id, ["sh", "-c", "sleep 600"], detach=True, **FUNCTION_LIMITS)
+        run_retire_in_background(lab, command)
+        timed_out = retire_result(lab, RETIRE_DRAIN_TIMEOUT_S + 60)
+        assert timed_out["timedOut"] is True and timed_out["running"] == 1, timed_out
+        assert timed_out["waitedSeconds"] >= RETIRE_DRAIN_TIMEOUT_S
+        long.reload()
+        assert long.status == "running"
+    finally:
+        lab.sh("functions-runtime-endpoint resume", check=False)
+        for c in (short, long):
+            if c is not None:
+                c.remove(force=True)
+        client.close()
+
+
 def test_a_revoked_certificate_is_refused_without_restarting_anything(lab):
     from cryptography import x509
 
@@ -789,25 +853,3 @@ def test_interrupted_install_converges(lab):
     assert half_installed <= reinstalled <= {"docker.io", "docker-cli"}, reinstalled
     assert lab.sh("dpkg-query -W -f='${db:Status-Abbrev}|' docker.io docker-cli") == "ii |ii |"
     assert json.loads(by["verify"].stdout)["passed"] is True
-
-
-def test_baseline_bare_apt_install_in_the_same_guest(lab):
-    """Not a check of the program: the yardstick for the install step's time.
-
-    The guest goes back to the snapshot taken when cloud-init was done (the
-    state the first replay started from), then `apt-get update` and
-    `apt-get install --no-install-recommends` of the same packages run bare,
-    each timed around one SSH command, as the install step is.
-    """
-    lab.fresh(CLOUD_INIT_DONE)
-    assert "no packages found" in lab.sh("dpkg-query -W docker.io 2>&1 || true"), "not the pre-install state"
-    start = time.monotonic()
-    lab.sh("DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null", timeout=APT_TIMEOUT_S)
-    lab.timings["baseline_apt_update_s"] = round(time.monotonic() - start, 1)
-    start = time.monotonic()
-    lab.sh(
-        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {RUNTIME_PACKAGES} >/dev/null",
-        timeout=APT_TIMEOUT_S,
-    )
-    lab.timings["baseline_apt_install_s"] = round(time.monotonic() - start, 1)
-    assert "ii" in lab.sh("dpkg-query -W -f='${db:Status-Abbrev}' docker.io")
