@@ -108,7 +108,8 @@ class RuntimeFleet(pulumi.ComponentResource):
         for spec in settings.hosts:
             # Hosts depend on the shared parts only, never on each other
             # (one failing host does not hold the others back), except
-            # within a rollout and for a dedicated host's one peer.
+            # within a rollout of Cloud hosts, and for dedicated hosts: their
+            # one peer for release files, and their batches of in-place updates.
             key = cloud_private_key if spec.source == "hcloud" else settings.dedicated_ssh_key
             program_key = cloud_program_key if spec.source == "hcloud" else dedicated_program_key
             peers, share, peer_cidrs, seed = sharing.get(spec.name, ("", "", "", None))

@@ -6,8 +6,8 @@
 #
 # Taken off the disk, so that every clone makes its own or gets its own from
 # its user-data: Docker's engine ID, cloud-init's state and logs, the machine
-# ID (left "uninitialized" by `cloud-init clean --machine-id`, cloud-init
-# 25.x; empty with an older cloud-init), D-Bus's copy of it, every SSH host
+# ID (left empty: a new one at boot, without first-boot presets), D-Bus's
+# copy of it, every SSH host
 # key; the builder's access (root's authorized_keys and the program-managed
 # keys directory); the logs, shell history and temporary files of the
 # builder's life. Kept: everything installed and the install markers in
@@ -22,7 +22,7 @@
 # seconds later (systemd-run), so the command returns before the machine
 # stops and the snapshot is taken of a stopped, consistent disk.
 # Output (stdout): one JSON line
-#   {"sealed": true, "stopped": [...], "removed": [...], "machineId": "uninitialized"|"empty",
+#   {"sealed": true, "stopped": [...], "removed": [...], "machineId": "empty",
 #    "cloudInit": "cleaned"|"absent", "truncatedLogs": N, "powerOff": true|false}
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -65,47 +65,23 @@ stop_runtime() {
 
 forget_docker_engine_id() { remove_paths "$FR_DOCKER_ENGINE_ID"; }
 
-# cloud_init_cleans_machine_id: this cloud-init's `clean` has --machine-id
-# (cloud-init 23.x on; Debian 13 ships 25.1). Not `| grep -q`: under
-# pipefail an early exit of grep fails the pipeline.
-cloud_init_cleans_machine_id() {
-  local help
-  help=$(cloud-init clean --help 2>&1) || return 1
-  [[ "$help" == *--machine-id* ]]
-}
-
-# write_machine_id STATE: "uninitialized" (systemd takes the next boot as
-# the first and makes a new ID, as cloud-init's --machine-id leaves it) or
-# "empty" (systemd makes a new ID at boot).
-write_machine_id() {
-  MACHINE_ID_STATE=$1
-  if [[ "$1" == uninitialized ]]; then
-    printf 'uninitialized\n' | write_file_if_changed "$FR_MACHINE_ID" 0444 >/dev/null || true
-  else
-    write_file_if_changed "$FR_MACHINE_ID" 0444 </dev/null >/dev/null || true
-  fi
-}
-
 # reset_cloud_init_and_machine_id: every clone runs cloud-init as a new
 # instance (its own SSH host keys and keys from its own user-data) and makes
-# its own machine ID. The ID is written here too, so the result holds for
-# the file this step was pointed at, whatever cloud-init did.
+# its own machine ID. The ID is left empty, not "uninitialized": systemd
+# takes an "uninitialized" ID as a first boot and applies the unit presets
+# (machine-id(5)), which enable services the builder never ran (a clone in
+# the lab waited two minutes for systemd-networkd-wait-online); an empty
+# one gets a new ID at boot with the image's units as they were.
 reset_cloud_init_and_machine_id() {
   if ! command -v cloud-init >/dev/null; then
     warn "no cloud-init on this builder: only the machine ID is reset"
-    write_machine_id empty
-  elif cloud_init_cleans_machine_id; then
-    run cloud-init clean --logs --machine-id >&2 ||
-      fatal "'cloud-init clean --logs --machine-id' to succeed" "it failed (see above)" "run it on the builder to see why"
-    CLOUD_INIT=cleaned
-    write_machine_id uninitialized
   else
-    info "this cloud-init's clean has no --machine-id: cleaning without it and emptying $FR_MACHINE_ID"
     run cloud-init clean --logs >&2 ||
       fatal "'cloud-init clean --logs' to succeed" "it failed (see above)" "run it on the builder to see why"
     CLOUD_INIT=cleaned
-    write_machine_id empty
   fi
+  MACHINE_ID_STATE=empty
+  write_file_if_changed "$FR_MACHINE_ID" 0444 </dev/null >/dev/null || true
   remove_paths "$FR_DBUS_MACHINE_ID"
 }
 

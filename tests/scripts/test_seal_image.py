@@ -27,13 +27,8 @@ case "$1" in
   *) exit 0 ;;
 esac
 """
-# cloud-init 25.x's `clean --help` names --machine-id; 22.x's does not.
 FAKE_CLOUD_INIT = """#!/bin/sh
 printf 'cloud-init %s\\n' "$*" >>"$TOOL_LOG"
-if [ "$*" = "clean --help" ]; then
-  echo "usage: /usr/bin/cloud-init clean [-h] [-l] [-s] [-r]@MACHINE_ID_USAGE@"
-  exit 0
-fi
 """
 RECORDER = """#!/bin/sh
 printf '%s %s\\n' "$(basename "$0")" "$*" >>"$TOOL_LOG"
@@ -43,14 +38,13 @@ printf '%s %s\\n' "$(basename "$0")" "$*" >>"$TOOL_LOG"
 class Builder:
     """A builder's disk after install, under tmp_path."""
 
-    def __init__(self, fr_env: dict[str, str], tmp: Path, machine_id_flag: bool = True):
+    def __init__(self, fr_env: dict[str, str], tmp: Path):
         self.tmp = tmp
         bin_dir = tmp / "fake-bin"
         bin_dir.mkdir()
-        usage = " [--machine-id]" if machine_id_flag else ""
         tools = {
             "systemctl": FAKE_SYSTEMCTL,
-            "cloud-init": FAKE_CLOUD_INIT.replace("@MACHINE_ID_USAGE@", usage),
+            "cloud-init": FAKE_CLOUD_INIT,
             "journalctl": RECORDER,
             "systemd-run": RECORDER,
         }
@@ -129,8 +123,10 @@ def test_sealed_disk_keeps_no_host_keys_machine_id_or_builder_access(fr_env, tmp
     assert result["sealed"] is True and result["powerOff"] is False
     for path in builder.gone:
         assert not path.exists(), path
-    assert (tmp_path / "etc" / "machine-id").read_text() == "uninitialized\n"
-    assert result["machineId"] == "uninitialized" and result["cloudInit"] == "cleaned"
+    # Empty, not "uninitialized": a new ID at boot without first-boot presets (machine-id(5)).
+    assert (tmp_path / "etc" / "machine-id").read_text() == ""
+    assert result["machineId"] == "empty" and result["cloudInit"] == "cleaned"
+    assert not (tmp_path / "var-lib-dbus" / "machine-id").exists()
     assert not list((tmp_path / "etc-ssh").glob("ssh_host_*"))
     assert not (tmp_path / "etc-ssh" / "functions-runtime-keys").exists()
     assert not list((tmp_path / "tmp").iterdir())
@@ -147,7 +143,8 @@ def test_the_runtime_is_stopped_and_cloud_init_and_the_journal_are_cleaned(fr_en
     # One call: the socket and the service it starts stop together.
     assert "stop docker.socket docker.service containerd.service" in calls
     assert sorted(result["stopped"]) == ["containerd.service", "docker.service", "docker.socket"]
-    assert "cloud-init clean --logs --machine-id" in calls
+    assert "cloud-init clean --logs" in calls
+    assert not any("--machine-id" in c for c in calls), "an uninitialized ID would apply first-boot presets"
     assert calls.index("journalctl --rotate") < calls.index("journalctl --vacuum-time=1s")
     # Without --power-off no poweroff is scheduled.
     assert not any(c.startswith("systemd-run") for c in calls)
@@ -170,15 +167,6 @@ def test_logs_are_emptied_in_place_and_rotated_ones_removed(fr_env, tmp_path):
     assert builder.journal.read_text() == "journald's own\n"
 
 
-def test_an_older_cloud_init_leaves_an_empty_machine_id(fr_env, tmp_path):
-    builder = Builder(fr_env, tmp_path, machine_id_flag=False)
-    result, _ = builder.seal()
-    assert "cloud-init clean --logs" in builder.tool_calls
-    assert not any("--machine-id" in c and "--help" not in c for c in builder.tool_calls)
-    assert result["machineId"] == "empty" and (tmp_path / "etc" / "machine-id").read_text() == ""
-    assert not (tmp_path / "var-lib-dbus" / "machine-id").exists()
-
-
 def test_power_off_is_scheduled_seconds_later_so_the_step_returns_first(fr_env, tmp_path):
     builder = Builder(fr_env, tmp_path)
     result, _ = builder.seal("--power-off")
@@ -193,7 +181,7 @@ def test_sealing_again_removes_nothing_more(fr_env, tmp_path):
     builder.seal()
     again, _ = builder.seal()
     assert again["removed"] == [] and again["stopped"] == [] and again["truncatedLogs"] == 0
-    assert again["machineId"] == "uninitialized"
+    assert again["machineId"] == "empty"
 
 
 def test_a_host_that_serves_an_endpoint_is_never_sealed(fr_env, tmp_path):
