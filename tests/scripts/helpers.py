@@ -150,6 +150,20 @@ class HttpServer:
         return [line for line in self.log.read_text().splitlines() if '"GET ' in line]
 
 
+def wait_for_listener(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 10) -> None:
+    """Until something accepts on 127.0.0.1:`port`; fails with the server's log if it exited."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert proc.poll() is None, log.read_text()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def http_server(tmp_path):
     """python -m http.server on 127.0.0.1, stopped by its PID afterwards."""
@@ -173,15 +187,7 @@ def http_server(tmp_path):
             stderr=log_file,
         )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_for_listener(port, proc, log)
         yield HttpServer(f"http://127.0.0.1:{port}", directory, log)
     finally:
         proc.terminate()

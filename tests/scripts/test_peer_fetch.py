@@ -31,7 +31,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,7 +41,7 @@ from pathlib import Path
 import pytest
 
 from components.contract import ARTIFACT_SHARE_PORT, ARTIFACT_SHARE_UNIT
-from tests.scripts.helpers import free_port, run_bash, sha256
+from tests.scripts.helpers import free_port, run_bash, sha256, wait_for_listener
 from tests.scripts.test_install import GVISOR_ARCHIVE_FILE, KATA_FILE, NERDCTL_FILE, world  # noqa: F401
 
 STEPS = "install_kata; install_gvisor; install_nerdctl; configure_artifact_share; print_result"
@@ -76,16 +75,7 @@ def serve(directory: Path, argv: list[str] | None = None, port: int | None = Non
     with log.open("w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=out)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_for_listener(port, proc, log)
         yield f"http://127.0.0.1:{port}"
     finally:
         os.kill(proc.pid, signal.SIGTERM)
