@@ -11,6 +11,12 @@ at Hetzner's hourly price); the dedicated variant adopts an existing server
 and costs nothing extra. Stacks are ephemeral (unique names, local state in
 a temporary directory) and always destroyed and removed in `finally`.
 
+The golden-image variant proves what the mocks cannot: the plan of a build
+(the first `up` builds and boots the image, the second plans only the
+builder's removal, the third nothing), and a rollout to a new image that
+keeps every function it was running until it finished. Budget: two cx23
+and a builder for about 40 minutes, and snapshots deleted in `finally`.
+
 Skipped, with the reason printed, without the Pulumi CLI, `HCLOUD_TOKEN`,
 and `ACCEPTANCE_SSH_SOURCE_CIDR` (the egress address of the machine running
 the test, as x.y.z.w/32, so the firewall lets it in).
@@ -31,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from components.contract import AUTHZ_OWNER_LABEL, CONSUMER_COMMON_NAME
 from components.endpoint import EndpointHost, docker_client, read_client_tls, read_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,3 +191,77 @@ def test_dedicated_kvm_host_runs_kata(tmp_path):
         guest_kernel, host_kernel = run_through_endpoint(result.outputs, key_file, tmp_path)
         assert guest_kernel != host_kernel
         assert_second_up_changes_nothing(stack)
+
+
+def delete_golden_images(token: str, stack_slug: str) -> None:
+    """Snapshots outlive `destroy` (retain_on_delete): the test removes its own."""
+    from components.image_retention import GOLDEN_LABEL, STACK_LABEL, HetznerAPI
+
+    api = HetznerAPI(os.environ.get("HCLOUD_ENDPOINT", "https://api.hetzner.cloud/v1"), token)
+    selector = f"{STACK_LABEL}={stack_slug},{GOLDEN_LABEL}"
+    for image in api.list_all("/images", "images", {"type": "snapshot", "label_selector": selector}):
+        api.delete_image(int(image["id"]))
+
+
+def changes_of(preview: Any) -> dict[str, int]:
+    return {k: v for k, v in (preview.change_summary or {}).items() if k != "same"}
+
+
+def test_golden_image_builds_once_and_a_rollout_keeps_running_functions(tmp_path):
+    env = require("HCLOUD_TOKEN", "ACCEPTANCE_SSH_SOURCE_CIDR")
+    key_file, public_key = admin_key(tmp_path)
+    config = {
+        "functions-runtime:isolation": "sandbox",
+        "functions-runtime:hosts": [
+            {"name": "gold", "source": "hcloud", "count": 2, "serverType": "cx23", "location": "fsn1"}
+        ],
+        "functions-runtime:admin": {"sshKeys": [public_key], "sshSourceCidrs": [env["ACCEPTANCE_SSH_SOURCE_CIDR"]]},
+        "functions-runtime:goldenImage": {"enabled": True, "maxAgeDays": 365},
+        "functions-runtime:rollout": {"batchSize": 1, "drainTimeoutSeconds": 300},
+    }
+    slug = None
+    try:
+        with ephemeral_stack(tmp_path, config, {"hcloud:token": env["HCLOUD_TOKEN"]}) as stack:
+            slug = stack.name
+            built = stack.up(on_output=print)
+            downloads = built.outputs["artifactDownloads"].value
+            assert downloads["bytes"]["internet"] == 0, f"golden hosts fetched release files: {downloads}"
+            first_image = built.outputs["goldenImage"].value["imageId"]
+            # The next up removes the builder and nothing else; the one after plans nothing.
+            plan = changes_of(stack.preview(on_output=print))
+            assert set(plan) == {"delete"}, plan
+            stack.up(on_output=print)
+            assert_second_up_changes_nothing(stack)
+
+            # A function running on each host when a new image rolls in.
+            endpoint = read_endpoint(built.outputs["runtimeEndpoint"].value)
+            tls = read_client_tls(built.outputs["runtimeClientTls"].value)
+            running = []
+            for host in endpoint.hosts:
+                with tunnel(host, key_file, 2376, tmp_path) as url:
+                    client = docker_client(endpoint, tls, base_url=url)
+                    c = client.containers.run(
+                        "functions-runtime/verify:busybox", ["sh", "-c", "sleep 120; echo done"], detach=True,
+                        mem_limit="64m", pids_limit=32, nano_cpus=100_000_000,
+                        labels={AUTHZ_OWNER_LABEL: CONSUMER_COMMON_NAME},
+                    )
+                    running.append((host, c.id))
+                    client.close()
+            stack.set_config("functions-runtime:goldenImage", auto_value({"enabled": True, "maxAgeDays": 364}))
+            started = time.monotonic()
+            rolled = stack.up(on_output=print)
+            assert rolled.outputs["goldenImage"].value["imageId"] != first_image
+            new_hosts = read_endpoint(rolled.outputs["runtimeEndpoint"].value).hosts
+            assert {h.name for h in new_hosts} == {h.name for h in endpoint.hosts}
+            assert not {h.private_address for h in new_hosts} & {h.private_address for h, _ in running}
+            # Each old host drained until its function finished (120 s), never killed it.
+            assert time.monotonic() - started >= 120
+    finally:
+        if slug is not None:
+            delete_golden_images(env["HCLOUD_TOKEN"], slug)
+
+
+def auto_value(value: Any) -> Any:
+    from pulumi import automation as auto
+
+    return auto.ConfigValue(value=_json(value))
