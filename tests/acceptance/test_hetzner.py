@@ -207,7 +207,7 @@ def changes_of(preview: Any) -> dict[str, int]:
     return {k: v for k, v in (preview.change_summary or {}).items() if k != "same"}
 
 
-def test_golden_image_builds_once_and_a_rollout_keeps_running_functions(tmp_path):
+def test_golden_image_builds_once_and_a_rollout_retires_old_hosts_through_their_drain(tmp_path):
     env = require("HCLOUD_TOKEN", "ACCEPTANCE_SSH_SOURCE_CIDR")
     key_file, public_key = admin_key(tmp_path)
     config = {
