@@ -309,7 +309,7 @@ def build_endpoint(
     # Written before the reader's one pass, so it checks them as well. A
     # certificate X.509 cannot read is refused only once the reader has
     # passed: a CA that is not text, or not PEM, gets the reader's message.
-    unreadable: list[EndpointError] = []
+    unreadable: EndpointError | None = None
     expiries = [("caNotAfter", ca_cert_pem, "runtimeEndpoint.caCertPem")]
     if client_cert_pem is not None:
         expiries.append(("clientCertificateNotAfter", client_cert_pem, "runtimeClientTls.certPem"))
@@ -317,11 +317,11 @@ def build_endpoint(
         try:
             doc[key] = certificate_not_after(pem, where)
         except EndpointError as err:
-            unreadable.append(err)
+            unreadable = unreadable or err
     try:
         read_endpoint(doc)
-        if unreadable:
-            raise unreadable[0]
+        if unreadable is not None:
+            raise unreadable
     except EndpointError as err:
         raise EndpointRefused(None, str(err)) from None
     return doc
