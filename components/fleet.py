@@ -14,11 +14,12 @@ from components.endpoint import build_client_tls, build_endpoint, url_host, veri
 from components.golden_image import GoldenImage, GoldenImageArgs
 from components.hcloud_lookup import check_hcloud_hosts
 from components.host import RuntimeHost, RuntimeHostArgs
+from components.image_retention import STACK_LABEL
 from components.machine import CloudServerArgs, GoldenBoot
 from components.network import FleetNetwork, NetworkArgs
 from components.payload import build_payload
 from components.pki import FleetPki
-from components.rollout import batch_waits, current_images, log_rollout, rollout_batches
+from components.rollout import batch_waits, current_images, in_batches, log_rollout, rollout_batches
 from components.settings import Settings, stack_slug
 from components.ssh_keys import ssh_public_key_line
 
@@ -34,7 +35,7 @@ class RuntimeFleet(pulumi.ComponentResource):
         check_hcloud_hosts(settings)
         super().__init__("functions-runtime:index:RuntimeFleet", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        labels = {"functions-runtime-stack": stack_slug(settings.stack)}
+        labels = {STACK_LABEL: stack_slug(settings.stack)}
         payload = build_payload(settings.artifacts.catalog, admin_sources=settings.admin.ssh_source_cidrs)
         pki = FleetPki(f"{name}-pki", settings.stack, settings.certificates.rotate_after_days, opts=child)
 
@@ -96,12 +97,7 @@ class RuntimeFleet(pulumi.ComponentResource):
         sharing = artifact_sharing(settings)
         # Dedicated hosts are updated in place, one batch at a time: a host's
         # install waits until the previous batch is verified again (and resumed).
-        in_place = batch_waits(
-            [
-                [h.name for h in settings.dedicated_hosts[i : i + settings.rollout.batch_size]]
-                for i in range(0, len(settings.dedicated_hosts), settings.rollout.batch_size)
-            ]
-        )
+        in_place = batch_waits(in_batches([h.name for h in settings.dedicated_hosts], settings.rollout.batch_size))
 
         self.hosts: list[RuntimeHost] = []
         by_name: dict[str, RuntimeHost] = {}

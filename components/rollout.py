@@ -62,7 +62,12 @@ def rollout_batches(
     created at once, in no batch.
     """
     rolling = [h.name for h in hosts if h.name in current and (desired is None or current[h.name] != desired)]
-    return [rolling[i : i + batch_size] for i in range(0, len(rolling), batch_size)]
+    return in_batches(rolling, batch_size)
+
+
+def in_batches(names: Sequence[str], batch_size: int) -> list[list[str]]:
+    """`names` in order, `batch_size` at a time."""
+    return [list(names[i : i + batch_size]) for i in range(0, len(names), batch_size)]
 
 
 def batch_waits(batches: Sequence[Sequence[str]]) -> dict[str, list[str]]:
