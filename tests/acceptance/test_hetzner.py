@@ -138,16 +138,21 @@ def assert_second_up_changes_nothing(stack: Any) -> None:
     assert not changes, f"second `pulumi up` changed {changes}"
 
 
+def cloud_config(group: str, count: int, admin_public_key: str, ssh_source: str) -> dict[str, Any]:
+    """A gVisor stack of `count` cx23 servers the test machine may SSH into."""
+    return {
+        "functions-runtime:isolation": "sandbox",
+        "functions-runtime:hosts": [
+            {"name": group, "source": "hcloud", "count": count, "serverType": "cx23", "location": "fsn1"}
+        ],
+        "functions-runtime:admin": {"sshKeys": [admin_public_key], "sshSourceCidrs": [ssh_source]},
+    }
+
+
 def test_cloud_host_verifies_serves_a_container_and_is_idempotent(tmp_path):
     env = require("HCLOUD_TOKEN", "ACCEPTANCE_SSH_SOURCE_CIDR")
     key_file, public_key = admin_key(tmp_path)
-    config = {
-        "functions-runtime:isolation": "sandbox",
-        "functions-runtime:hosts": [
-            {"name": "accept", "source": "hcloud", "count": 1, "serverType": "cx23", "location": "fsn1"}
-        ],
-        "functions-runtime:admin": {"sshKeys": [public_key], "sshSourceCidrs": [env["ACCEPTANCE_SSH_SOURCE_CIDR"]]},
-    }
+    config = cloud_config("accept", 1, public_key, env["ACCEPTANCE_SSH_SOURCE_CIDR"])
     with ephemeral_stack(tmp_path, config, {"hcloud:token": env["HCLOUD_TOKEN"]}) as stack:
         result = stack.up(on_output=print)
         guest_kernel, host_kernel = run_through_endpoint(result.outputs, key_file, tmp_path)
@@ -211,11 +216,7 @@ def test_golden_image_builds_once_and_a_rollout_retires_old_hosts_through_their_
     env = require("HCLOUD_TOKEN", "ACCEPTANCE_SSH_SOURCE_CIDR")
     key_file, public_key = admin_key(tmp_path)
     config = {
-        "functions-runtime:isolation": "sandbox",
-        "functions-runtime:hosts": [
-            {"name": "gold", "source": "hcloud", "count": 2, "serverType": "cx23", "location": "fsn1"}
-        ],
-        "functions-runtime:admin": {"sshKeys": [public_key], "sshSourceCidrs": [env["ACCEPTANCE_SSH_SOURCE_CIDR"]]},
+        **cloud_config("gold", 2, public_key, env["ACCEPTANCE_SSH_SOURCE_CIDR"]),
         "functions-runtime:goldenImage": {"enabled": True, "maxAgeDays": 365},
         "functions-runtime:rollout": {"batchSize": 1, "drainTimeoutSeconds": 300},
     }
